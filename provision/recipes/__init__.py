@@ -1,0 +1,29 @@
+"""Recipes: YAML files that say what to do with each class of machine (see docs/recipes.md)."""
+
+from provision.recipes.conditions import Condition, ConditionError, Outcome, compile_condition
+from provision.recipes.loader import LoadedRecipe, RecipeSet, check_dir, load_dir, load_file
+from provision.recipes.schema import Action, Health, Hook, Recipe, TargetDisk, Wipe
+from provision.recipes.select import Candidate, Decision, Plan, render_plan, select
+
+__all__ = [
+    "Action",
+    "Candidate",
+    "Condition",
+    "ConditionError",
+    "Decision",
+    "Health",
+    "Hook",
+    "LoadedRecipe",
+    "Outcome",
+    "Plan",
+    "Recipe",
+    "RecipeSet",
+    "TargetDisk",
+    "Wipe",
+    "check_dir",
+    "compile_condition",
+    "load_dir",
+    "load_file",
+    "render_plan",
+    "select",
+]

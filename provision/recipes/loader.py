@@ -1,0 +1,171 @@
+"""Load and check a folder of recipes, reporting every problem at once as FILE:LINE: key: message."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from provision.errors import ConfigError, Problem
+from provision.recipes import templates, yamlsrc
+from provision.recipes.conditions import Condition, ConditionError, compile_condition
+from provision.recipes.schema import Recipe
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    recipe: Recipe
+    file: str
+    line: int
+    conditions: tuple[Condition, ...]
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def specificity(self) -> int:
+        return len(self.conditions)
+
+
+@dataclass(frozen=True)
+class RecipeSet:
+    directory: str
+    recipes: tuple[LoadedRecipe, ...]
+
+    @property
+    def default(self) -> LoadedRecipe | None:
+        return next((r for r in self.recipes if r.recipe.default), None)
+
+    def get(self, name: str) -> LoadedRecipe | None:
+        return next((r for r in self.recipes if r.name == name), None)
+
+
+def _pydantic_problems(doc: yamlsrc.Located, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(Problem(doc.file, doc.line_of(loc), yamlsrc.dotted(loc), msg))
+    return problems
+
+
+def _template_fields(recipe: Recipe) -> list[tuple[tuple[str | int, ...], str]]:
+    fields: list[tuple[tuple[str | int, ...], str]] = []
+    if recipe.hostname is not None:
+        fields.append((("hostname",), recipe.hostname))
+    if recipe.image is not None:
+        fields.append((("image",), recipe.image))
+    for i, hook in enumerate(recipe.hooks):
+        fields.extend(templates.walk_strings(hook.params, ("hooks", i, "params")))
+    return fields
+
+
+def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | None, list[Problem]]:
+    name = display or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            return None, [Problem(name, None, "", f"file is {size} bytes; recipes are limited to {MAX_RECIPE_BYTES}")]
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(name, None, "", f"cannot read: {exc}")]
+    doc = yamlsrc.load(text, name)
+    problems = list(doc.problems)
+    if doc.data is None and not problems:
+        return None, [Problem(name, 1, "", "empty file: a recipe is a YAML mapping with at least 'name'")]
+    if doc.data is not None and not isinstance(doc.data, dict):
+        return None, [*problems, Problem(name, doc.line_of(()), "", "a recipe must be a YAML mapping")]
+    if doc.data is None:
+        return None, problems
+
+    conditions: list[Condition] = []
+    match = doc.data.get("match")
+    if isinstance(match, dict):
+        for fact, spec in match.items():
+            try:
+                conditions.append(compile_condition(fact, spec))
+            except ConditionError as exc:
+                problems.append(Problem(name, doc.line_of(("match", fact)), f"match.{fact}", str(exc)))
+
+    try:
+        recipe = Recipe.model_validate(doc.data)
+    except ValidationError as exc:
+        return None, problems + _pydantic_problems(doc, exc)
+
+    for where, source in _template_fields(recipe):
+        try:
+            templates.check(source)
+        except templates.TemplateProblem as exc:
+            problems.append(Problem(name, doc.line_of(where), yamlsrc.dotted(where), str(exc)))
+    if not recipe.default and not recipe.match:
+        problems.append(
+            Problem(name, doc.line_of(()), "match", "a recipe without match conditions must be 'default: true'")
+        )
+    if problems:
+        return None, problems
+    return LoadedRecipe(recipe, name, doc.line_of(()) or 1, tuple(conditions)), []
+
+
+def recipe_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def check_dir(directory: Path) -> tuple[RecipeSet, list[Problem]]:
+    """Load every recipe that is valid and collect the problems of the others and of the set."""
+    if not directory.is_dir():
+        return RecipeSet(str(directory), ()), [Problem(str(directory), None, "", "not a directory")]
+    loaded: list[LoadedRecipe] = []
+    problems: list[Problem] = []
+    files = recipe_files(directory)
+    if not files:
+        problems.append(Problem(str(directory), None, "", "no recipe files (*.yaml) found"))
+    for path in files:
+        recipe, found = load_file(path)
+        problems.extend(found)
+        if recipe is not None:
+            loaded.append(recipe)
+    seen: dict[str, LoadedRecipe] = {}
+    for rec in loaded:
+        if rec.name in seen:
+            first = seen[rec.name]
+            problems.append(
+                Problem(
+                    rec.file,
+                    rec.line,
+                    "name",
+                    f"recipe {rec.name!r} is already defined in {first.file}:{first.line}",
+                )
+            )
+        else:
+            seen[rec.name] = rec
+    defaults = [r for r in loaded if r.recipe.default]
+    for extra in defaults[1:]:
+        problems.append(
+            Problem(
+                extra.file,
+                extra.line,
+                "default",
+                f"only one default recipe is allowed; {defaults[0].file} is one",
+            )
+        )
+    log.debug("loaded %d recipes from %s, %d problems", len(loaded), directory, len(problems))
+    return RecipeSet(str(directory), tuple(loaded)), problems
+
+
+def load_dir(directory: Path) -> RecipeSet:
+    """Load a recipe folder; any problem anywhere raises ConfigError carrying all of them."""
+    recipes, problems = check_dir(directory)
+    if problems:
+        raise ConfigError(problems)
+    return recipes

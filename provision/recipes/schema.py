@@ -1,0 +1,110 @@
+"""The recipe schema (pydantic): what a file under recipes/ may say.
+
+Unknown keys are errors (a typo must never silently drop a setting). Templates and match conditions are
+checked by the loader, which knows the fact vocabulary; this module only states shapes and ranges.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+Name = Annotated[StrictStr, StringConstraints(pattern=_NAME)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Action(enum.StrEnum):
+    IMAGE = "image"  # write the recipe's image
+    REPAIR = "repair"  # do not image: set aside for a technician (reasons recorded)
+    LOCAL = "local"  # boot the local disk, leave the machine as it is
+    WAIT = "wait"  # keep the machine in the live environment until an operator decides
+
+
+class Wipe(enum.StrEnum):
+    ZERO = "zero"  # every sector not covered by image data is zeroed (BLKZEROOUT or zeros)
+    DISCARD = "discard"  # holes are discarded (TRIM); fast on SSDs, contents undefined on HDDs
+    NONE = "none"  # holes are left as they are
+
+
+class DiskSelect(enum.StrEnum):
+    AUTO = "auto"  # the only internal disk that fits; stop with a reason if several do
+    LARGEST = "largest"
+    SMALLEST = "smallest"
+
+
+class TargetDisk(Strict):
+    select: DiskSelect = DiskSelect.AUTO
+    transport: list[StrictStr] | None = None  # allowed transports (sata, nvme, virtio ...)
+    model: StrictStr | None = None  # glob on the disk model
+    name: StrictStr | None = None  # kernel name, e.g. sda (only for odd machines)
+    min_gb: StrictInt | None = Field(default=None, ge=1)
+
+
+class Health(Strict):
+    """When the chosen recipe's health gate fails the machine goes to repair instead of imaging.
+
+    Unknown values (no SMART data, no disk list) do not fail the gate: the writer's own checks still apply.
+    """
+
+    smart_failed: StrictBool = True  # a failed SMART self-assessment sends the machine to repair
+    max_reallocated: StrictInt | None = Field(default=None, ge=0)
+    max_pending: StrictInt | None = Field(default=None, ge=0)
+    max_media_errors: StrictInt | None = Field(default=None, ge=0)
+    max_power_on_hours: StrictInt | None = Field(default=None, ge=0)
+    min_ram_mb: StrictInt | None = Field(default=None, ge=0)
+    min_disk_gb: StrictInt | None = Field(default=None, ge=0)
+
+
+class Hook(Strict):
+    name: Name
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: StrictInt = Field(default=600, ge=1, le=86400)
+    on_failure: StrictStr = Field(default="fail", pattern=r"^(fail|continue)$")
+
+
+class Recipe(Strict):
+    name: Name
+    description: StrictStr = ""
+    priority: StrictInt = Field(default=0, ge=-1000, le=1000)
+    default: StrictBool = False
+    action: Action = Action.IMAGE
+    match: dict[str, Any] = Field(default_factory=dict)
+    image: StrictStr | None = None  # NAME or NAME@VERSION
+    target_disk: TargetDisk = Field(default_factory=TargetDisk)
+    wipe: Wipe = Wipe.ZERO
+    grow_root: StrictBool = True
+    hostname: StrictStr | None = None
+    health: Health = Field(default_factory=Health)
+    hooks: list[Hook] = Field(default_factory=list)
+
+    @field_validator("image")
+    @classmethod
+    def _image_ref(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9._-]*(@[A-Za-z0-9._-]+)?|\{\{.*\}\}", value):
+            raise ValueError("image must be NAME or NAME@VERSION (lower-case letters, digits, . _ -)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.action is Action.IMAGE and not self.image:
+            raise ValueError("an image recipe needs 'image: NAME[@VERSION]'")
+        if self.default and self.match:
+            raise ValueError("the default recipe applies when nothing else matches: it takes no 'match'")
+        return self

@@ -1,0 +1,275 @@
+"""Address leases of full-DHCP mode: a range, bindings sticky per MAC, persisted atomically as JSON.
+
+- A MAC keeps its address across leases, releases and server restarts while nobody else needed it: a
+  new client first gets an address never bound, then the one whose binding expired longest ago.
+- An offered address is held for `OFFER_HOLD` seconds so two clients are not offered the same one.
+- A declined address (the client found it in use, RFC 2131 DECLINE) is not offered for one lease time.
+- The file is rewritten whole on every change (temporary file, fsync, os.replace): a crash leaves the old
+  or the new file, never half of one. It is read at start; an unreadable file stops the server with the
+  path, because guessing would hand out addresses that are in use. Offers are not persisted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from provision.dhcp.policy import DhcpSettingsError
+from provision.errors import FatalError
+
+log = logging.getLogger(__name__)
+
+OFFER_HOLD = 60.0
+MAX_POOL = 65536
+FILE_VERSION = 1
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class LeaseStoreError(FatalError):
+    """The lease file cannot be read back; carries its path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason} (move the file away to start with no leases)", path=str(path))
+        self.path = path
+
+
+@dataclass(frozen=True)
+class LeasePool:
+    """The address range of full-DHCP mode and what every lease says about the network."""
+
+    start: IPv4Address
+    end: IPv4Address
+    netmask: IPv4Address
+    router: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    lease_time: int = 3600  # seconds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dns", tuple(self.dns))
+        try:
+            network = IPv4Network(f"{self.start}/{self.netmask}", strict=False)
+        except ValueError as exc:
+            raise DhcpSettingsError("netmask", f"{self.netmask}: {exc}") from None
+        if int(self.end) < int(self.start):
+            raise DhcpSettingsError("range", f"end {self.end} is below start {self.start}")
+        if self.end not in network:
+            raise DhcpSettingsError("range", f"{self.start}..{self.end} is not inside one {network}")
+        if int(self.end) - int(self.start) + 1 > MAX_POOL:
+            raise DhcpSettingsError("range", f"more than {MAX_POOL} addresses")
+        if not 10 <= self.lease_time <= 0xFFFFFFFE:
+            raise DhcpSettingsError("lease_time", f"{self.lease_time} s is not 10 s .. 136 years")
+
+    @property
+    def network(self) -> IPv4Network:
+        return IPv4Network(f"{self.start}/{self.netmask}", strict=False)
+
+    def __contains__(self, ip: object) -> bool:
+        return isinstance(ip, IPv4Address) and self.start <= ip <= self.end
+
+    def addresses(self) -> Iterator[IPv4Address]:
+        for value in range(int(self.start), int(self.end) + 1):
+            yield IPv4Address(value)
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: IPv4Address
+    expires: float  # wall clock, seconds since the epoch
+
+    def active(self, now: float) -> bool:
+        return self.expires > now
+
+
+class LeaseTable:
+    """Bindings MAC -> address for one pool. Thread-safe; every change is saved before it is answered."""
+
+    def __init__(
+        self,
+        pool: LeasePool,
+        path: Path | None = None,
+        *,
+        reserved: Iterable[IPv4Address] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool = pool
+        self.path = path
+        self._reserved = frozenset(reserved)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._by_mac: dict[str, Lease] = {}
+        self._by_ip: dict[IPv4Address, str] = {}
+        self._offers: dict[str, tuple[IPv4Address, float]] = {}
+        self._declined: dict[IPv4Address, float] = {}
+        if path is not None and path.exists():
+            self._load(path)
+
+    # ----------------------------------------------------------------------------------- queries
+    def get(self, mac: str) -> Lease | None:
+        with self._lock:
+            return self._by_mac.get(mac)
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            return sorted(self._by_mac.values(), key=lambda lease: int(lease.ip))
+
+    def _offered(self, now: float) -> dict[IPv4Address, str]:
+        return {ip: mac for mac, (ip, until) in self._offers.items() if until > now}
+
+    def _free_for(self, ip: IPv4Address, mac: str, now: float, offered: dict[IPv4Address, str]) -> bool:
+        if ip not in self.pool or ip in self._reserved or self._declined.get(ip, 0.0) > now:
+            return False
+        holder = self._by_ip.get(ip)
+        if holder is not None and holder != mac and self._by_mac[holder].active(now):
+            return False
+        return offered.get(ip, mac) == mac
+
+    def available(self, ip: IPv4Address, mac: str) -> bool:
+        """Could `mac` have `ip` now? (in the range, not reserved or declined, not held by another MAC's
+        active lease or pending offer)"""
+        with self._lock:
+            now = self._clock()
+            return self._free_for(ip, mac, now, self._offered(now))
+
+    # ---------------------------------------------------------------------------------- changes
+    def offer(self, mac: str, requested: IPv4Address | None = None) -> IPv4Address | None:
+        """Choose an address for `mac` and hold it; None when the range is exhausted."""
+        with self._lock:
+            ip = self._choose(mac, requested)
+            if ip is not None:
+                self._offers[mac] = (ip, self._clock() + OFFER_HOLD)
+            return ip
+
+    def _choose(self, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
+        now = self._clock()
+        offered = self._offered(now)
+        binding = self._by_mac.get(mac)
+        pending = self._offers.get(mac)
+        for candidate in (binding.ip if binding else None, pending[0] if pending else None, requested):
+            if candidate is not None and self._free_for(candidate, mac, now, offered):
+                return candidate
+        for ip in self.pool.addresses():  # never bound first, so other MACs keep their sticky addresses
+            if ip not in self._by_ip and self._free_for(ip, mac, now, offered):
+                return ip
+        expired = sorted((b for b in self._by_mac.values() if not b.active(now)), key=lambda b: b.expires)
+        for lease in expired:
+            if self._free_for(lease.ip, mac, now, offered):
+                return lease.ip
+        return None
+
+    def forget_offer(self, mac: str) -> None:
+        with self._lock:
+            self._offers.pop(mac, None)
+
+    def commit(self, mac: str, ip: IPv4Address) -> Lease | None:
+        """Bind `ip` to `mac` for one lease time (a REQUEST being ACKed); None when it cannot be had."""
+        with self._lock:
+            if not self.available(ip, mac):
+                return None
+            self._unbind(mac)
+            previous = self._by_ip.get(ip)
+            if previous is not None:  # an expired binding of another MAC: that MAC loses its sticky address
+                self._unbind(previous)
+            lease = Lease(mac, ip, self._clock() + self.pool.lease_time)
+            self._by_mac[mac] = lease
+            self._by_ip[ip] = mac
+            self._offers.pop(mac, None)
+            self._save()
+            return lease
+
+    def release(self, mac: str, ip: IPv4Address) -> bool:
+        """The client gives `ip` back (RELEASE): the binding stays, expired now, so the MAC gets it again."""
+        with self._lock:
+            lease = self._by_mac.get(mac)
+            if lease is None or lease.ip != ip:
+                return False
+            self._by_mac[mac] = Lease(mac, ip, min(lease.expires, self._clock()))
+            self._save()
+            return True
+
+    def decline(self, mac: str, ip: IPv4Address) -> bool:
+        """The client found `ip` in use (DECLINE): nobody gets it for one lease time."""
+        with self._lock:
+            if ip not in self.pool:
+                return False
+            self._declined[ip] = self._clock() + self.pool.lease_time
+            lease = self._by_mac.get(mac)
+            if lease is not None and lease.ip == ip:
+                self._unbind(mac)
+            self._offers.pop(mac, None)
+            self._save()
+            return True
+
+    def _unbind(self, mac: str) -> None:
+        lease = self._by_mac.pop(mac, None)
+        if lease is not None and self._by_ip.get(lease.ip) == mac:
+            del self._by_ip[lease.ip]
+
+    # ------------------------------------------------------------------------------- persistence
+    def _document(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "version": FILE_VERSION,
+            "leases": [{"mac": lease.mac, "ip": str(lease.ip), "expires": lease.expires} for lease in self.leases()],
+            "declined": [
+                {"ip": str(ip), "until": until} for ip, until in sorted(self._declined.items()) if until > now
+            ],
+        }
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        text = json.dumps(self._document(), indent=1) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(text)
+                    out.flush()
+                    os.fsync(out.fileno())
+                Path(tmp).replace(self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            # Serving addresses matters more than remembering them: keep going from memory, loudly.
+            log.error("dhcp: cannot save leases to %s: %s; leases are kept in memory only", self.path, exc)
+
+    def _load(self, path: Path) -> None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LeaseStoreError(path, f"cannot read the lease file: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("version") != FILE_VERSION:
+            raise LeaseStoreError(path, f"not a version {FILE_VERSION} lease file")
+        try:
+            for item in doc.get("leases", []):
+                mac, ip, expires = str(item["mac"]).lower(), IPv4Address(item["ip"]), float(item["expires"])
+                if not _MAC.match(mac):
+                    raise ValueError(f"bad MAC {mac[:40]!r}")
+                if ip not in self.pool:
+                    log.info(
+                        "%s: lease of %s dropped: outside the range %s..%s", mac, ip, self.pool.start, self.pool.end
+                    )
+                    continue
+                if ip in self._by_ip or mac in self._by_mac:
+                    log.warning("%s: duplicate lease of %s in %s dropped", mac, ip, path)
+                    continue
+                self._by_mac[mac] = Lease(mac, ip, expires)
+                self._by_ip[ip] = mac
+            for item in doc.get("declined", []):
+                self._declined[IPv4Address(item["ip"])] = float(item["until"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LeaseStoreError(path, f"bad lease entry: {exc!r}") from None
+        log.info("dhcp: %d leases loaded from %s", len(self._by_mac), path)

@@ -222,13 +222,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_dhcp_config(args: argparse.Namespace, out: TextIO) -> int:
     from provision.config import load_config
-    from provision.dhcp_service import snippet
+    from provision.dhcp import dhcp_config_snippet
+    from provision.server import pxe_settings
 
     over: dict[str, Any] = {"address": args.address} if args.address else {}
     if args.http_port is not None:
         over["ports"] = {"http": args.http_port}
     config = load_config(Path(args.config) if args.config else None, over)
-    out.write(snippet(args.kind, config))
+    out.write(dhcp_config_snippet(args.kind, pxe_settings(config, config.ports.http)))
     return 0
 
 

@@ -1,0 +1,142 @@
+"""Server configuration: a YAML file, then command-line flags on top, validated as one typed value.
+
+Every setting has a default that runs the demo rack (198.18.0.1 on a lab bridge), so `provision serve` with
+only `--interface` and `--address` works. Problems are reported like recipe problems: FILE:LINE: key: message.
+"""
+
+from __future__ import annotations
+
+import enum
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from provision.errors import ConfigError, Problem
+from provision.recipes import yamlsrc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class DhcpMode(enum.StrEnum):
+    PROXY = "proxy"  # answer PXE clients with boot information only; another server leases addresses
+    FULL = "full"  # lease addresses from `range` on the imaging LAN, plus boot information
+    OFF = "off"  # no DHCP at all: the site's server is configured with `provision dhcp-config`
+
+
+class UnknownPolicy(enum.StrEnum):
+    IMAGE = "image"  # an unknown machine boots the live environment and is imaged by its recipe
+    REGISTER = "register"  # it boots the live environment, reports, and waits for an operator
+    IGNORE = "ignore"  # it is not answered at all (safe on a shared LAN)
+
+
+class UefiLoader(enum.StrEnum):
+    SHIM = "shim"  # shimx64.efi -> signed GRUB -> signed kernel: boots with Secure Boot on or off
+    IPXE = "ipxe"  # snponly.efi: unsigned, only for sites that switch Secure Boot off
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DhcpConfig(_Model):
+    mode: DhcpMode = DhcpMode.PROXY
+    range_start: IPv4Address | None = None
+    range_end: IPv4Address | None = None
+    netmask: IPv4Address = IPv4Address("255.255.255.0")
+    router: IPv4Address | None = None
+    dns: list[IPv4Address] = Field(default_factory=list)
+    lease_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _range(self) -> DhcpConfig:
+        if self.mode is DhcpMode.FULL:
+            if self.range_start is None or self.range_end is None:
+                raise ValueError("full DHCP needs range_start and range_end")
+            if int(self.range_end) < int(self.range_start):
+                raise ValueError("range_end is below range_start")
+        return self
+
+
+class Ports(_Model):
+    dhcp: int = Field(default=67, ge=0, le=65535)
+    proxy: int = Field(default=4011, ge=0, le=65535)
+    tftp: int = Field(default=69, ge=0, le=65535)
+    http: int = Field(default=8080, ge=0, le=65535)
+
+
+class BootConfig(_Model):
+    uefi_loader: UefiLoader = UefiLoader.SHIM
+    unknown: UnknownPolicy = UnknownPolicy.IMAGE
+    kernel: str = "live/vmlinuz"  # paths inside boot_root
+    initrd: str = "live/initrd.img"
+    cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
+    token_ttl_seconds: int = Field(default=6 * 3600, ge=60)
+
+
+class ServerConfig(_Model):
+    interface: str | None = None
+    address: IPv4Address = IPv4Address("198.18.0.1")
+    network: IPv4Network | None = None
+    http_bind: IPv4Address | None = None  # default: `address`
+    dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
+    ports: Ports = Field(default_factory=Ports)
+    boot: BootConfig = Field(default_factory=BootConfig)
+    state_dir: Path = Path("/var/lib/provision")
+    boot_root: Path = Path("/var/lib/provision/boot")
+    templates_dir: Path = REPO / "pxe"
+    recipes_dir: Path = REPO / "recipes"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.address}:{self.ports.http}"
+
+    @property
+    def http_host(self) -> str:
+        return str(self.http_bind or self.address)
+
+
+def _problems(file: str, doc: yamlsrc.Located | None, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        line = doc.line_of(loc) if doc else None
+        problems.append(Problem(file, line, yamlsrc.dotted(loc), msg))
+    return problems
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ServerConfig:
+    """Defaults, then the YAML file, then overrides (from flags). Raises ConfigError with every problem."""
+    data: dict[str, Any] = {}
+    doc = None
+    file = str(path) if path else "<flags>"
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([Problem(file, None, "", f"cannot read: {exc.strerror}")]) from None
+        doc = yamlsrc.load(text, file)
+        if doc.problems:
+            raise ConfigError(doc.problems)
+        if doc.data is not None and not isinstance(doc.data, dict):
+            raise ConfigError([Problem(file, 1, "", "the configuration must be a YAML mapping")])
+        data = doc.data or {}
+    data = _merge(data, overrides or {})
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(file, doc, exc)) from None

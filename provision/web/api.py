@@ -1,0 +1,100 @@
+"""The agent API, version 1: typed, validated payloads; a bad payload is a 4xx with the reason."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from provision.macaddr import BadMac, normalize_mac
+from provision.store import MachineState, Store
+
+log = logging.getLogger(__name__)
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+MAX_BODY = 4 << 20
+
+
+class BootInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    firmware: Literal["uefi", "bios", "unknown"] = "unknown"
+    secure_boot: bool | None = None
+    kernel: str | None = Field(default=None, max_length=200)
+
+
+class Hello(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mac: str
+    token: str = Field(min_length=8, max_length=128)
+    boot: BootInfo = Field(default_factory=BootInfo)
+    facts: dict[str, Any] | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        try:
+            return normalize_mac(value)
+        except BadMac as exc:
+            raise ValueError(str(exc)) from None
+
+
+def _error(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, **extra}, status=status)
+
+
+async def _payload(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return None, _error(413, f"payload over {MAX_BODY} bytes")
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        return None, _error(400, f"body is not JSON: {exc}")
+    if not isinstance(data, dict):
+        return None, _error(400, "body must be a JSON object")
+    return data, None
+
+
+def _validation(exc: ValidationError) -> web.Response:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors(include_url=False)
+    ]
+    return _error(422, "invalid payload", problems=problems)
+
+
+async def hello(request: web.Request) -> web.Response:
+    """The live environment's first call: who it is (MAC + per-boot token), how it booted, its facts."""
+    store = request.app[STORE]
+    data, bad = await _payload(request)
+    if bad is not None:
+        return bad
+    try:
+        msg = Hello.model_validate(data)
+    except ValidationError as exc:
+        return _validation(exc)
+    if not store.check_token(msg.mac, msg.token):
+        log.warning("%s: hello refused: wrong or expired boot token (from %s)", msg.mac, request.remote)
+        return _error(403, "wrong or expired boot token", mac=msg.mac)
+    store.mark_token_used(msg.token)
+    store.event(msg.mac, "hello", {"boot": msg.boot.model_dump(), "remote": request.remote})
+    machine = store.machine(msg.mac)
+    if machine is not None and machine.state is MachineState.NEW:
+        store.set_state(msg.mac, MachineState.WAITING, "live environment up, no imaging plan yet")
+    log.info("%s: hello: firmware %s, secure boot %s", msg.mac, msg.boot.firmware, msg.boot.secure_boot)
+    return web.json_response({"action": "wait", "reason": "imaging plans are not served yet", "retry_after": 30})
+
+
+async def machines(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response([m.to_dict() for m in store.machines()])
+
+
+async def machine_events(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        mac = normalize_mac(request.match_info["mac"])
+    except BadMac as exc:
+        return _error(400, str(exc))
+    events = store.events(mac)
+    return web.json_response([{"id": e.id, "at": e.at, "kind": e.kind, "detail": e.detail} for e in events])

@@ -1,0 +1,111 @@
+"""Boot decisions per MAC and the rendered boot scripts (golden files; set UPDATE_GOLDEN=1 to rewrite)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from provision.boot import BootAction, Booter, TemplateError, kernel_arg, kernel_args
+from provision.config import ServerConfig, UnknownPolicy, load_config
+from provision.store import MachineState, Store
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+MAC = "52:54:00:12:34:56"
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "db.sqlite") as s:
+        yield s
+
+
+def booter(store: Store, **boot) -> Booter:
+    config = ServerConfig.model_validate({"address": "198.18.0.1", "boot": boot})
+    return Booter(config, store)
+
+
+def golden(name: str, text: str, store: Store) -> None:
+    for row in store._db.execute("SELECT token FROM boot_tokens").fetchall():
+        text = text.replace(row[0], "<TOKEN>")
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"golden file {path} is missing (UPDATE_GOLDEN=1 to create)"
+    assert text == path.read_text(), f"golden file {path} differs (UPDATE_GOLDEN=1 to accept)"
+
+
+def test_decisions(store):
+    b = booter(store)
+    assert b.decide(MAC).action is BootAction.LIVE
+    store.seen(MAC)
+    store.set_state(MAC, MachineState.DONE)
+    d = b.decide(MAC)
+    assert (d.action, d.reason) == (BootAction.LOCAL, "last run verified")
+    store.set_state(MAC, MachineState.FAILED, "disk too small")
+    assert b.decide(MAC).action is BootAction.LIVE
+    store.set_state(MAC, MachineState.IGNORED)
+    assert b.decide(MAC).action is BootAction.NONE and not b.should_answer(MAC)
+
+
+def test_unknown_policy(store):
+    assert booter(store, unknown="ignore").decide(MAC).action is BootAction.NONE
+    assert booter(store, unknown="register").decide(MAC).action is BootAction.LIVE
+    assert booter(store).config.boot.unknown is UnknownPolicy.IMAGE
+
+
+def test_ipxe_live_golden_and_token(store):
+    b = booter(store)
+    text = b.ipxe_script(MAC)
+    token = re.search(r"provision.token=([0-9a-f]+)", text)
+    assert token and store.check_token(MAC, token.group(1))
+    golden("boot-live.ipxe", text, store)
+    again = b.ipxe_script(MAC)
+    newer = re.search(r"provision.token=([0-9a-f]+)", again)
+    assert newer and newer.group(1) != token.group(1)
+    assert not store.check_token(MAC, token.group(1)), "an older boot's token is no longer valid"
+    assert store.machine(MAC).boots == 2
+
+
+def test_ipxe_local_golden(store):
+    store.seen(MAC)
+    store.set_state(MAC, MachineState.DONE)
+    golden("boot-local.ipxe", booter(store).ipxe_script(MAC), store)
+
+
+def test_grub_golden(store):
+    b = booter(store)
+    golden("grub.cfg", b.grub_main(), store)
+    golden("grub-host-live.cfg", b.grub_host(MAC), store)
+    store.set_state(MAC, MachineState.DONE)
+    golden("grub-host-local.cfg", b.grub_host(MAC), store)
+
+
+def test_tftp_dynamic_files(store):
+    b = booter(store)
+    main = b.tftp_file("/grub/grub.cfg")
+    assert main is not None and main.startswith(b"set timeout=0")
+    host = b.tftp_file("grub/hosts/52:54:00:12:34:56.cfg")
+    assert host is not None and b"provision.mac=52:54:00:12:34:56" in host
+    assert b.tftp_file("grub/hosts/../../etc/passwd.cfg") is None
+    assert b.tftp_file("undionly.kpxe") is None
+
+
+@pytest.mark.parametrize("bad", ["a b", "x\ny", "q'uote", 'd"q', "semi;colon", "$(id)", "", "back`tick"])
+def test_kernel_args_refuse_injection(bad):
+    with pytest.raises(ValueError, match="unsafe"):
+        kernel_arg(bad)
+
+
+def test_operator_cmdline_is_checked(store, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('boot:\n  cmdline: "quiet\\ninit=/bin/sh"\n')
+    b = Booter(load_config(cfg), store)
+    assert kernel_args("quiet splash") == "quiet splash"
+    text = b.ipxe_script(MAC)  # newline splits into two safe tokens: still one line in the script
+    assert "quiet init=/bin/sh provision.server" in text
+    cfg.write_text("boot:\n  cmdline: \"quiet ';reboot'\"\n")
+    with pytest.raises(TemplateError, match="unsafe kernel command line token"):
+        Booter(load_config(cfg), store).ipxe_script(MAC)

@@ -1,0 +1,50 @@
+"""The lab: QEMU PCs network-booting inside a private network namespace (tests, demos).
+
+- ``Lab`` (netns.py): namespace, bridge, taps, processes; ``Lab.add_pc`` starts a ``PC`` (qemu.py).
+- ``build_test_initrd`` (initrd.py): a busybox initramfs whose /init calls ``/api/v1/hello``.
+
+See docs/lab.md.
+"""
+
+from provision.lab.initrd import (
+    DISK_MODULES,
+    NIC_MODULES,
+    TEST_INIT,
+    CpioWriter,
+    InitrdError,
+    ModuleTree,
+    build_test_initrd,
+    modules_for,
+)
+from provision.lab.netns import (
+    Lab,
+    LabUnavailable,
+    cleanup_stale_labs,
+    missing_prerequisites,
+    require,
+)
+from provision.lab.qemu import PC, Disk, Firmware, LabError, LabTimeout, Nic, PCSpec, qemu_argv
+
+__all__ = [
+    "DISK_MODULES",
+    "NIC_MODULES",
+    "PC",
+    "TEST_INIT",
+    "CpioWriter",
+    "Disk",
+    "Firmware",
+    "InitrdError",
+    "Lab",
+    "LabError",
+    "LabTimeout",
+    "LabUnavailable",
+    "ModuleTree",
+    "Nic",
+    "PCSpec",
+    "build_test_initrd",
+    "cleanup_stale_labs",
+    "missing_prerequisites",
+    "modules_for",
+    "qemu_argv",
+    "require",
+]

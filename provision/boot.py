@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from provision.store import MachineState, Store
 
 log = logging.getLogger(__name__)
 
+CHAIN_WINDOW = 300.0
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9._:/=,@%+~-]+$")
 
 
@@ -62,6 +64,7 @@ class Booter:
         self.store = store
         # What machines are told to fetch from; the server sets the bound port when the config says 0.
         self.http_url = config.http_url
+        self._chained: dict[str, tuple[int, float]] = {}  # mac -> (xid, when) of the ROM's DHCP exchange
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(config.templates_dir)),
             undefined=jinja2.StrictUndefined,
@@ -90,6 +93,20 @@ class Booter:
     def should_answer(self, mac: str) -> bool:
         """DHCP's question: network-boot this MAC at all?"""
         return self.decide(mac).action is not BootAction.NONE
+
+    def chain_ipxe(self, mac: str, xid: int, now: float | None = None) -> bool:
+        """DHCP's question for an iPXE client under `boot.chain_ipxe_roms`: is this the NIC ROM (chain it to
+        undionly.kpxe) or the chained iPXE (give it the script)? The first DHCP exchange (xid) of a MAC in a
+        5-minute window is the ROM's; retransmits and its REQUEST carry the same xid."""
+        if not self.config.boot.chain_ipxe_roms:
+            return False
+        now = time.monotonic() if now is None else now
+        seen = self._chained.get(mac)
+        if seen is None or now - seen[1] > CHAIN_WINDOW:
+            self._chained[mac] = (xid, now)
+            log.info("%s: iPXE ROM (xid %08x): chained to the TFTP boot file", mac, xid)
+            return True
+        return seen[0] == xid
 
     # ---------------------------------------------------------------------------------------- render
     def _render(self, name: str, **values: object) -> str:

@@ -73,6 +73,10 @@ class BootConfig(_Model):
     initrd: str = "live/initrd.img"
     cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
     token_ttl_seconds: int = Field(default=6 * 3600, ge=60)
+    # Treat an iPXE NIC ROM like a vendor PXE ROM: its first DHCP exchange of a boot gets undionly.kpxe over
+    # TFTP, the chained iPXE then gets its script. For QEMU labs (whose NIC ROMs are iPXE) and PCs with iPXE
+    # flashed, to exercise the same chain as real PCs.
+    chain_ipxe_roms: bool = False
 
 
 class ServerConfig(_Model):

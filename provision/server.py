@@ -72,9 +72,11 @@ def _bind_message(exc: OSError, what: str) -> str:
     return f"{what}: {exc.strerror or exc}"
 
 
-def pxe_settings(cfg: ServerConfig, http_port: int, decide: Callable[[str], bool] | None = None) -> PxeSettings:
+def pxe_settings(cfg: ServerConfig, http_port: int, booter: Booter | None = None) -> PxeSettings:
     """What DHCP answers point at; `http_port` is the bound port (the config may say 0)."""
-    extra: dict[str, Any] = {} if decide is None else {"decide": decide}
+    extra: dict[str, Any] = {}
+    if booter is not None:
+        extra = {"decide": booter.should_answer, "chain_ipxe": booter.chain_ipxe}
     return PxeSettings(
         server_ip=cfg.address,
         http_port=http_port,
@@ -181,7 +183,7 @@ class Server:
         if cfg.dhcp.mode is DhcpMode.OFF:
             log.info("dhcp: off")
             return
-        settings = pxe_settings(cfg, self.bound.http, decide=booter.should_answer)
+        settings = pxe_settings(cfg, self.bound.http, booter)
         service = self._start_thread_service(
             "dhcp", lambda: make_dhcp_server(cfg, settings, lambda why: self.report_failure("dhcp", why))
         )

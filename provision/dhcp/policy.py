@@ -56,6 +56,11 @@ def always_boot(mac: str) -> bool:
     return True
 
 
+def never_chain(mac: str, xid: int) -> bool:
+    """The default `chain_ipxe` hook: an iPXE client always gets its boot script."""
+    return False
+
+
 def _printable_ascii(text: str) -> bool:
     return text.isascii() and text.isprintable() and " " not in text
 
@@ -82,6 +87,10 @@ class PxeSettings:
     http_boot_url: str = "http://{server}:{port}/boot/{file}"
     ipxe_script_url: str = "http://{server}:{port}/boot/${{mac}}.ipxe"  # iPXE expands ${mac} itself
     decide: Callable[[str], bool] = field(default=always_boot, compare=False, repr=False)
+    # Asked for iPXE clients with (mac, xid): True hands it the architecture's boot file (undionly.kpxe over
+    # TFTP) instead of its script, as a vendor PXE ROM would get. For iPXE NIC ROMs (QEMU, flashed NICs)
+    # when the real chain must be exercised; the server answers True for the first DHCP exchange of a boot.
+    chain_ipxe: Callable[[str, int], bool] = field(default=never_chain, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.server_ip, IPv4Address) or self.server_ip.is_unspecified:
@@ -178,7 +187,7 @@ def decide_boot(packet: DhcpPacket, settings: PxeSettings) -> BootAnswer | Skip:
         return Skip.NOT_PXE
     arch = client_arch(packet)
     answer: BootAnswer
-    if is_ipxe(packet):
+    if is_ipxe(packet) and not settings.chain_ipxe(packet.mac, packet.xid):
         answer = BootAnswer(BootKind.IPXE, arch, settings.ipxe_script, PXE_CLIENT, PXE_VENDOR_OPTIONS)
     elif arch == BIOS_ARCH:
         answer = BootAnswer(BootKind.BIOS, arch, settings.bios_file, PXE_CLIENT, PXE_VENDOR_OPTIONS)

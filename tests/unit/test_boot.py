@@ -109,3 +109,13 @@ def test_operator_cmdline_is_checked(store, tmp_path):
     cfg.write_text("boot:\n  cmdline: \"quiet ';reboot'\"\n")
     with pytest.raises(TemplateError, match="unsafe kernel command line token"):
         Booter(load_config(cfg), store).ipxe_script(MAC)
+
+
+def test_chain_ipxe_roms(store):
+    assert booter(store).chain_ipxe(MAC, 1) is False  # off by default: iPXE gets its script
+    b = booter(store, chain_ipxe_roms=True)
+    assert b.chain_ipxe(MAC, 0xAA, now=100.0) is True  # the NIC ROM's exchange: chain to undionly.kpxe
+    assert b.chain_ipxe(MAC, 0xAA, now=101.0) is True  # its retransmit / REQUEST: same answer
+    assert b.chain_ipxe(MAC, 0xBB, now=105.0) is False  # the chained iPXE: its script
+    assert b.chain_ipxe("52:54:00:00:00:01", 0xBB, now=105.0) is True  # another machine's ROM
+    assert b.chain_ipxe(MAC, 0xCC, now=500.0) is True  # a later boot (window passed)

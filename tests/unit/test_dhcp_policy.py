@@ -245,3 +245,32 @@ def test_kea_snippet_is_json_with_exclusive_classes():
 def test_unknown_snippet_kind():
     with pytest.raises(DhcpSettingsError):
         dhcp_config_snippet("windows", SETTINGS)  # type: ignore[arg-type]
+
+
+def test_chain_ipxe_hook_hands_the_rom_the_arch_file() -> None:
+    from ipaddress import IPv4Address
+
+    from provision.dhcp import DhcpPacket, MessageType, Opt, PxeSettings, decide_boot
+
+    packet = DhcpPacket(
+        op=1,
+        xid=7,
+        chaddr=bytes.fromhex("525400123456") + bytes(10),
+        options={
+            Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER]),
+            Opt.VENDOR_CLASS: b"PXEClient:Arch:00000:UNDI:002001",
+            Opt.CLIENT_ARCH: b"\x00\x00",
+            Opt.USER_CLASS: b"iPXE",
+        },
+    )
+    seen: list[tuple[str, int]] = []
+
+    def chain(mac: str, xid: int) -> bool:
+        seen.append((mac, xid))
+        return True
+
+    chained = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080, chain_ipxe=chain))
+    assert not isinstance(chained, str) and chained.boot_file == "undionly.kpxe"
+    assert seen == [("52:54:00:12:34:56", 7)]
+    plain = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080))
+    assert not isinstance(plain, str) and plain.boot_file.endswith("/boot/${mac}.ipxe")

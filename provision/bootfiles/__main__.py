@@ -1,0 +1,3 @@
+from provision.bootfiles.cli import main
+
+raise SystemExit(main())

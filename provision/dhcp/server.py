@@ -40,7 +40,7 @@ from provision.dhcp.codec import (
     mac_hint,
     parse,
 )
-from provision.dhcp.leases import LeasePool, LeaseTable
+from provision.dhcp.leases import SAVE_INTERVAL, LeasePool, LeaseTable
 from provision.dhcp.policy import BootAnswer, DhcpSettingsError, PxeSettings, Skip, boot_fields, decide_boot
 from provision.errors import FatalError
 
@@ -134,6 +134,22 @@ def _bind_error(exc: OSError, where: str, port: int, interface: str | None) -> D
     return DhcpBindError(f"dhcp: cannot listen on {where}: {hint}", port=port, interface=interface)
 
 
+RECEIVE_BUFFER = 4 << 20
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """A rack of PCs powered on together bursts DISCOVERs: the default ~208 KiB buffer overflowed at 150
+    clients (bench/boot_burst.py). SO_RCVBUFFORCE passes net.core.rmem_max as root; else ask what we may."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            return
+        except OSError:
+            continue
+
+
 class DhcpServer:
     """Answers DHCP and PXE requests from a thread; `start()` binds (errors raise), `stop()` joins.
 
@@ -174,7 +190,7 @@ class DhcpServer:
             if pool is None:
                 raise DhcpSettingsError("range", "full DHCP mode needs an address range (a LeasePool)")
             reserved = [settings.server_ip] + ([pool.router] if pool.router else [])
-            self.leases = LeaseTable(pool, lease_file, reserved=reserved, clock=clock)
+            self.leases = LeaseTable(pool, lease_file, reserved=reserved, clock=clock, write_behind=True)
             if settings.server_ip not in pool.network:
                 log.warning("dhcp: server address %s is outside the lease network %s", settings.server_ip, pool.network)
         self._sockets: dict[Channel, socket.socket] = {}
@@ -213,6 +229,7 @@ class DhcpServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            _grow_receive_buffer(sock)
             if self.interface:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode() + b"\0")
             sock.bind((str(self.bind), port))
@@ -264,6 +281,8 @@ class DhcpServer:
             log.warning("dhcp: the server thread did not stop within 5 s")
         self._thread = None
         self._close()
+        if self.leases is not None:
+            self.leases.flush(force=True)
         log.info("dhcp: stopped")
 
     def _close(self) -> None:
@@ -290,13 +309,16 @@ class DhcpServer:
         channels = {sock: channel for channel, sock in self._sockets.items()}
         try:
             while not self._stopping.is_set():
-                ready, _, _ = select.select([wake, *channels], [], [], 1.0)
+                pending = self.leases is not None and self.leases.dirty
+                ready, _, _ = select.select([wake, *channels], [], [], SAVE_INTERVAL if pending else 1.0)
                 for sock in ready:
                     if sock is wake:
                         with contextlib.suppress(OSError):
                             wake.recv(64)
                         continue
                     self._receive(sock, channels[sock])
+                if self.leases is not None:
+                    self.leases.flush()
         except Exception as exc:
             if self._stopping.is_set():
                 return

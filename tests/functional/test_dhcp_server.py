@@ -97,6 +97,9 @@ def test_proxy_discover_then_pxe_request(proxy, client):
     ack = client.ask(proxy.proxy_port, request)
     assert ack.message_type is MessageType.ACK and ack.xid == 2 and ack.ciaddr == IPv4Address(LOCAL)
     assert ack.file == "undionly.kpxe"
+    deadline = time.monotonic() + 2  # "sent" is counted just after sendto: the reply may arrive first
+    while proxy.stats["sent"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert proxy.stats["offers"] == 1 and proxy.stats["acks"] == 1 and proxy.stats["sent"] == 2
 
 
@@ -125,6 +128,17 @@ def test_ignored_clients_get_no_answer(client):
         assert client.ask(server.port, client_request(MessageType.DISCOVER, OTHER, options=PXE)).mac == OTHER
 
 
+def saved_leases(path, ready, timeout=5.0):
+    """The lease file's entries once `ready(entries)` holds (the server saves them write-behind)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = json.loads(path.read_text())["leases"] if path.exists() else []
+        if entries and ready(entries):
+            return entries
+        assert time.monotonic() < deadline, f"leases in {path} never became ready: {entries}"
+        time.sleep(0.05)
+
+
 def test_full_mode_leases_renewal_and_restart(tmp_path, client):
     leases = tmp_path / "state" / "dhcp-leases.json"
     with serve(DhcpMode.FULL, pool=POOL, lease_file=leases) as server:
@@ -137,13 +151,13 @@ def test_full_mode_leases_renewal_and_restart(tmp_path, client):
         )
         ack = client.ask(server.port, select)
         assert ack.message_type is MessageType.ACK and ack.yiaddr == address
-        first = json.loads(leases.read_text())["leases"]
+        first = saved_leases(leases, lambda entries: len(entries) == 1)  # written behind, within ~0.5 s
         assert [(e["mac"], e["ip"]) for e in first] == [(MAC, str(address))]
 
         time.sleep(0.05)
         renew = client.ask(server.port, client_request(MessageType.REQUEST, MAC, xid=12, ciaddr=address))
         assert renew.message_type is MessageType.ACK and renew.yiaddr == address
-        assert json.loads(leases.read_text())["leases"][0]["expires"] > first[0]["expires"]
+        assert saved_leases(leases, lambda entries: entries[0]["expires"] > first[0]["expires"])
 
         plain = client.ask(server.port, client_request(MessageType.DISCOVER, OTHER, options={60: b"udhcp 1.36.1"}))
         assert plain.yiaddr != address and plain.file == ""

@@ -212,3 +212,20 @@ def test_pool_facts():
     assert str(pool.network) == "198.18.0.0/24"
     assert list(pool.addresses()) == [ip(100), ip(101), ip(102)]
     assert ip(101) in pool and ip(99) not in pool and "198.18.0.101" not in pool
+
+
+def test_write_behind_saves_on_flush(tmp_path):
+    from ipaddress import IPv4Address
+
+    from provision.dhcp import LeasePool, LeaseTable
+
+    pool = LeasePool(IPv4Address("198.18.0.100"), IPv4Address("198.18.0.110"), IPv4Address("255.255.255.0"))
+    path = tmp_path / "leases.json"
+    table = LeaseTable(pool, path, write_behind=True)
+    ip = table.offer("52:54:00:00:00:01", None)
+    assert ip is not None and table.commit("52:54:00:00:00:01", ip) is not None
+    assert table.dirty and not path.exists()  # not written on the answering path
+    table.flush(force=True)
+    assert not table.dirty and path.exists()
+    again = LeaseTable(pool, path)
+    assert [lease.ip for lease in again.leases()] == [ip]

@@ -155,7 +155,7 @@ class Server:
             service = make()
             service.start()
         except FatalError as exc:
-            raise ServiceFailed(name, str(exc)) from None
+            raise ServiceFailed(name, str(exc).removeprefix(f"{name}: ")) from None
         except OSError as exc:
             raise ServiceFailed(name, _bind_message(exc, name)) from None
         self._services.append((name, service))

@@ -4,8 +4,9 @@
   new client first gets an address never bound, then the one whose binding expired longest ago.
 - An offered address is held for `OFFER_HOLD` seconds so two clients are not offered the same one.
 - A declined address (the client found it in use, RFC 2131 DECLINE) is not offered for one lease time.
-- The file is rewritten whole on every change (temporary file, fsync, os.replace): a crash leaves the old
-  or the new file, never half of one. It is read at start; an unreadable file stops the server with the
+- The file is rewritten whole (temporary file, fsync, os.replace) on every change, or at most every
+  `SAVE_INTERVAL` in write-behind mode (the server's): a crash leaves the old or the new file, never half.
+  It is read at start; an unreadable file stops the server with the
   path, because guessing would hand out addresses that are in use. Offers are not persisted.
 """
 

@@ -84,7 +84,7 @@ class PxeSettings:
     uefi_file: str = "shimx64.efi"  # Secure Boot capable: shim -> signed GRUB
     uefi_loader: UefiLoader = "shim"
     ipxe_uefi_file: str = "snponly.efi"  # used when uefi_loader is "ipxe" (unsigned: Secure Boot off)
-    http_boot_url: str = "http://{server}:{port}/boot/{file}"
+    http_boot_url: str = "http://{server}:{port}/files/{file}"  # the boot root, served by provision's HTTP
     ipxe_script_url: str = "http://{server}:{port}/boot/${{mac}}.ipxe"  # iPXE expands ${mac} itself
     decide: Callable[[str], bool] = field(default=always_boot, compare=False, repr=False)
     # Asked for iPXE clients with (mac, xid): True hands it the architecture's boot file (undionly.kpxe over

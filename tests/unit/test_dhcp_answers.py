@@ -91,7 +91,7 @@ def test_proxy_offer_for_uefi_has_no_option_43():
 def test_proxy_offer_for_uefi_http_boot():
     offer = one(proxy().handle_packet(discover(arch=16).encode(), FROM_NOWHERE))
     assert offer.vendor_class == b"HTTPClient"
-    assert offer.file == "http://198.18.0.1:8080/boot/shimx64.efi"
+    assert offer.file == "http://198.18.0.1:8080/files/shimx64.efi"
 
 
 def test_proxy_offer_to_ipxe_and_options_66_67_when_asked():

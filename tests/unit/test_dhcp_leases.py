@@ -224,8 +224,8 @@ def test_write_behind_saves_on_flush(tmp_path):
     table = LeaseTable(pool, path, write_behind=True)
     ip = table.offer("52:54:00:00:00:01", None)
     assert ip is not None and table.commit("52:54:00:00:00:01", ip) is not None
-    assert table.dirty and not path.exists()  # not written on the answering path
+    assert (table.dirty, path.exists()) == (True, False)  # not written on the answering path
     table.flush(force=True)
-    assert not table.dirty and path.exists()
+    assert (table.dirty, path.exists()) == (False, True)
     again = LeaseTable(pool, path)
     assert [lease.ip for lease in again.leases()] == [ip]

@@ -56,7 +56,7 @@ def answer(packet: DhcpPacket, settings: PxeSettings = SETTINGS) -> BootAnswer:
         (6, BootKind.UEFI, "shimx64.efi", b"PXEClient", None),
         (7, BootKind.UEFI, "shimx64.efi", b"PXEClient", None),
         (9, BootKind.UEFI, "shimx64.efi", b"PXEClient", None),
-        (16, BootKind.UEFI_HTTP, "http://198.18.0.1:8080/boot/shimx64.efi", b"HTTPClient", None),
+        (16, BootKind.UEFI_HTTP, "http://198.18.0.1:8080/files/shimx64.efi", b"HTTPClient", None),
     ],
 )
 def test_table(arch, kind, file, vendor, option43):
@@ -76,7 +76,7 @@ def test_ipxe_gets_its_script_url_whatever_the_arch(arch, user_class):
 def test_uefi_loader_ipxe_uses_snponly():
     settings = PxeSettings(server_ip=SERVER, http_port=8080, uefi_loader="ipxe")
     assert answer(pxe(7), settings).boot_file == "snponly.efi"
-    assert answer(pxe(16), settings).boot_file == "http://198.18.0.1:8080/boot/snponly.efi"
+    assert answer(pxe(16), settings).boot_file == "http://198.18.0.1:8080/files/snponly.efi"
     assert answer(pxe(0), settings).boot_file == "undionly.kpxe"
 
 
@@ -175,7 +175,7 @@ def test_bad_settings(kwargs, key):
 
 def test_settings_urls():
     assert SETTINGS.ipxe_script == SCRIPT
-    assert SETTINGS.http_boot_file == "http://198.18.0.1:8080/boot/shimx64.efi"
+    assert SETTINGS.http_boot_file == "http://198.18.0.1:8080/files/shimx64.efi"
     assert SETTINGS.uefi_boot_file == "shimx64.efi"
 
 

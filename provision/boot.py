@@ -64,7 +64,7 @@ class Booter:
         self.store = store
         # What machines are told to fetch from; the server sets the bound port when the config says 0.
         self.http_url = config.http_url
-        self._chained: dict[str, tuple[int, float]] = {}  # mac -> (xid, when) of the ROM's DHCP exchange
+        self._chained: dict[str, tuple[int | None, float]] = {}  # mac -> (ROM's xid or None: vendor ROM, when)
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(config.templates_dir)),
             undefined=jinja2.StrictUndefined,
@@ -94,13 +94,19 @@ class Booter:
         """DHCP's question: network-boot this MAC at all?"""
         return self.decide(mac).action is not BootAction.NONE
 
-    def chain_ipxe(self, mac: str, xid: int, now: float | None = None) -> bool:
-        """DHCP's question for an iPXE client under `boot.chain_ipxe_roms`: is this the NIC ROM (chain it to
-        undionly.kpxe) or the chained iPXE (give it the script)? The first DHCP exchange (xid) of a MAC in a
-        5-minute window is the ROM's; retransmits and its REQUEST carry the same xid."""
+    def chain_ipxe(self, mac: str, xid: int, ipxe: bool, now: float | None = None) -> bool:
+        """DHCP's question under `boot.chain_ipxe_roms`, asked for every PXE client about to be answered.
+
+        For an iPXE client: is this the NIC ROM (chain it to undionly.kpxe: True) or an iPXE that was
+        chained already (give it its script: False)? The first DHCP exchange (xid) of a MAC in a 5-minute
+        window is the ROM's (its retransmits and REQUEST carry the same xid), unless a vendor PXE ROM (not
+        iPXE) of that MAC was just handed a boot file: then the iPXE that follows is the chained one."""
         if not self.config.boot.chain_ipxe_roms:
             return False
         now = time.monotonic() if now is None else now
+        if not ipxe:
+            self._chained[mac] = (None, now)
+            return False
         seen = self._chained.get(mac)
         if seen is None or now - seen[1] > CHAIN_WINDOW:
             self._chained[mac] = (xid, now)

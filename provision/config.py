@@ -28,7 +28,7 @@ class DhcpMode(enum.StrEnum):
 class UnknownPolicy(enum.StrEnum):
     IMAGE = "image"  # an unknown machine boots the live environment and is imaged by its recipe
     REGISTER = "register"  # it boots the live environment, reports, and waits for an operator
-    IGNORE = "ignore"  # it is not answered at all (safe on a shared LAN)
+    IGNORE = "ignore"  # it is not network-booted: no PXE answer (in full DHCP mode, a plain lease only)
 
 
 class UefiLoader(enum.StrEnum):

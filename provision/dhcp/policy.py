@@ -56,7 +56,7 @@ def always_boot(mac: str) -> bool:
     return True
 
 
-def never_chain(mac: str, xid: int) -> bool:
+def never_chain(mac: str, xid: int, ipxe: bool) -> bool:
     """The default `chain_ipxe` hook: an iPXE client always gets its boot script."""
     return False
 
@@ -87,10 +87,11 @@ class PxeSettings:
     http_boot_url: str = "http://{server}:{port}/files/{file}"  # the boot root, served by provision's HTTP
     ipxe_script_url: str = "http://{server}:{port}/boot/${{mac}}.ipxe"  # iPXE expands ${mac} itself
     decide: Callable[[str], bool] = field(default=always_boot, compare=False, repr=False)
-    # Asked for iPXE clients with (mac, xid): True hands it the architecture's boot file (undionly.kpxe over
-    # TFTP) instead of its script, as a vendor PXE ROM would get. For iPXE NIC ROMs (QEMU, flashed NICs)
-    # when the real chain must be exercised; the server answers True for the first DHCP exchange of a boot.
-    chain_ipxe: Callable[[str, int], bool] = field(default=never_chain, compare=False, repr=False)
+    # Asked with (mac, xid, is_ipxe) for every PXE client about to be answered: for an iPXE client, True
+    # hands it the architecture's boot file (undionly.kpxe over TFTP) instead of its script, as a vendor PXE
+    # ROM would get. For iPXE NIC ROMs (QEMU, flashed NICs) when the real chain must be exercised: the
+    # server answers True for the first DHCP exchange of a boot unless a vendor ROM just got a boot file.
+    chain_ipxe: Callable[[str, int, bool], bool] = field(default=never_chain, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.server_ip, IPv4Address) or self.server_ip.is_unspecified:
@@ -180,26 +181,31 @@ def is_ipxe(packet: DhcpPacket) -> bool:
 
 
 def decide_boot(packet: DhcpPacket, settings: PxeSettings) -> BootAnswer | Skip:
-    """The boot answer for a request, or why there is none. Calls `settings.decide` last (it may be slow)."""
+    """The boot answer for a request, or why there is none.
+
+    `settings.decide` is asked once the client is known to be bootable, and before `settings.chain_ipxe`,
+    which is told about every PXE client it may answer (a vendor ROM being handed a boot file means the iPXE
+    that follows was chained, not a NIC ROM)."""
     vendor = packet.vendor_class or b""
     http = vendor.startswith(HTTP_CLIENT)
     if not (http or vendor.startswith(PXE_CLIENT)):
         return Skip.NOT_PXE
     arch = client_arch(packet)
-    answer: BootAnswer
-    if is_ipxe(packet) and not settings.chain_ipxe(packet.mac, packet.xid):
-        answer = BootAnswer(BootKind.IPXE, arch, settings.ipxe_script, PXE_CLIENT, PXE_VENDOR_OPTIONS)
-    elif arch == BIOS_ARCH:
-        answer = BootAnswer(BootKind.BIOS, arch, settings.bios_file, PXE_CLIENT, PXE_VENDOR_OPTIONS)
-    elif arch in UEFI_ARCHES:
-        answer = BootAnswer(BootKind.UEFI, arch, settings.uefi_boot_file, PXE_CLIENT, None)
-    elif arch == HTTP_ARCH:
-        answer = BootAnswer(BootKind.UEFI_HTTP, arch, settings.http_boot_file, HTTP_CLIENT, None)
-    else:
+    ipxe = is_ipxe(packet)
+    if not ipxe and arch not in (BIOS_ARCH, HTTP_ARCH, *UEFI_ARCHES):
         return Skip.UNKNOWN_ARCH
     if not settings.decide(packet.mac):
         return Skip.DECLINED
-    return answer
+    chained = settings.chain_ipxe(packet.mac, packet.xid, ipxe)
+    if ipxe and not chained:
+        return BootAnswer(BootKind.IPXE, arch, settings.ipxe_script, PXE_CLIENT, PXE_VENDOR_OPTIONS)
+    if arch == BIOS_ARCH:
+        return BootAnswer(BootKind.BIOS, arch, settings.bios_file, PXE_CLIENT, PXE_VENDOR_OPTIONS)
+    if arch in UEFI_ARCHES:
+        return BootAnswer(BootKind.UEFI, arch, settings.uefi_boot_file, PXE_CLIENT, None)
+    if arch == HTTP_ARCH:
+        return BootAnswer(BootKind.UEFI_HTTP, arch, settings.http_boot_file, HTTP_CLIENT, None)
+    return Skip.UNKNOWN_ARCH  # an iPXE ROM of an architecture we have no boot file for
 
 
 def _cstring(text: str) -> bytes:

@@ -112,10 +112,17 @@ def test_operator_cmdline_is_checked(store, tmp_path):
 
 
 def test_chain_ipxe_roms(store):
-    assert booter(store).chain_ipxe(MAC, 1) is False  # off by default: iPXE gets its script
+    assert booter(store).chain_ipxe(MAC, 1, True) is False  # off by default: iPXE gets its script
     b = booter(store, chain_ipxe_roms=True)
-    assert b.chain_ipxe(MAC, 0xAA, now=100.0) is True  # the NIC ROM's exchange: chain to undionly.kpxe
-    assert b.chain_ipxe(MAC, 0xAA, now=101.0) is True  # its retransmit / REQUEST: same answer
-    assert b.chain_ipxe(MAC, 0xBB, now=105.0) is False  # the chained iPXE: its script
-    assert b.chain_ipxe("52:54:00:00:00:01", 0xBB, now=105.0) is True  # another machine's ROM
-    assert b.chain_ipxe(MAC, 0xCC, now=500.0) is True  # a later boot (window passed)
+    assert b.chain_ipxe(MAC, 0xAA, True, now=100.0) is True  # the NIC ROM's exchange: chain to undionly.kpxe
+    assert b.chain_ipxe(MAC, 0xAA, True, now=101.0) is True  # its retransmit / REQUEST: same answer
+    assert b.chain_ipxe(MAC, 0xBB, True, now=105.0) is False  # the chained iPXE: its script
+    assert b.chain_ipxe("52:54:00:00:00:01", 0xBB, True, now=105.0) is True  # another machine's ROM
+    assert b.chain_ipxe(MAC, 0xCC, True, now=500.0) is True  # a later boot (window passed)
+
+
+def test_chain_ipxe_after_a_vendor_rom(store):
+    """A vendor PXE ROM (or OVMF's PXE) loaded iPXE: that iPXE is the chained one, not a NIC ROM."""
+    b = booter(store, chain_ipxe_roms=True)
+    assert b.chain_ipxe(MAC, 0x11, False, now=100.0) is False  # vendor ROM handed undionly.kpxe / snponly.efi
+    assert b.chain_ipxe(MAC, 0x22, True, now=110.0) is False  # the iPXE it loaded gets its script at once

@@ -190,7 +190,7 @@ def test_snippets_name_the_files(loader):
         assert uefi in text, kind
         assert ("snponly.efi" in text) == (loader == "ipxe"), kind
         assert SCRIPT in text, kind
-        assert f"http://198.18.0.1:8080/boot/{uefi}" in text, kind
+        assert f"http://198.18.0.1:8080/files/{uefi}" in text, kind
         assert "HTTPClient" in text, kind
         assert "198.18.0.1" in text, kind
 
@@ -263,14 +263,14 @@ def test_chain_ipxe_hook_hands_the_rom_the_arch_file() -> None:
             Opt.USER_CLASS: b"iPXE",
         },
     )
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, int, bool]] = []
 
-    def chain(mac: str, xid: int) -> bool:
-        seen.append((mac, xid))
+    def chain(mac: str, xid: int, ipxe: bool) -> bool:
+        seen.append((mac, xid, ipxe))
         return True
 
     chained = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080, chain_ipxe=chain))
     assert not isinstance(chained, str) and chained.boot_file == "undionly.kpxe"
-    assert seen == [("52:54:00:12:34:56", 7)]
+    assert seen == [("52:54:00:12:34:56", 7, True)]
     plain = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080))
     assert not isinstance(plain, str) and plain.boot_file.endswith("/boot/${mac}.ipxe")

@@ -2,6 +2,8 @@
 
 - ``Lab`` (netns.py): namespace, bridge, taps, processes; ``Lab.add_pc`` starts a ``PC`` (qemu.py).
 - ``build_test_initrd`` (initrd.py): a busybox initramfs whose /init calls ``/api/v1/hello``.
+- ``LabServer``, ``prepare_netboot_root`` (server.py): ``provision serve`` in a lab, and the boot root it serves.
+- ``run_demo`` (demo.py): ``provision lab demo``, a server and a small QEMU rack booting to the callback.
 
 See docs/lab.md.
 """
@@ -24,6 +26,7 @@ from provision.lab.netns import (
     require,
 )
 from provision.lab.qemu import PC, Disk, Firmware, LabError, LabTimeout, Nic, PCSpec, qemu_argv
+from provision.lab.server import LabServer, netboot_missing, prepare_netboot_root
 
 __all__ = [
     "DISK_MODULES",
@@ -36,6 +39,7 @@ __all__ = [
     "InitrdError",
     "Lab",
     "LabError",
+    "LabServer",
     "LabTimeout",
     "LabUnavailable",
     "ModuleTree",
@@ -45,6 +49,8 @@ __all__ = [
     "cleanup_stale_labs",
     "missing_prerequisites",
     "modules_for",
+    "netboot_missing",
+    "prepare_netboot_root",
     "qemu_argv",
     "require",
 ]

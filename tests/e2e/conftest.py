@@ -1,10 +1,10 @@
 """e2e helpers: boot timings shown at the end of the run, the shared boot root, and lab servers.
 
 - ``timing`` (fixture): record one boot milestone of the current test; a table is printed at the end.
-- ``netboot_root`` (session fixture): a boot root from Debian packages (``install_boot_root``) plus the test
-  initramfs (``build_test_initrd``, TEST_INIT) at ``live/initrd.img``; ``trixie_rom``: Debian 13's iPXE ROM.
-- ``ProvisionServe``: ``provision serve`` as a real process inside a lab namespace (ready file, API calls
-  from inside the namespace, SIGTERM stop with its exit code).
+- ``netboot_root`` (session fixture): ``provision.lab.prepare_netboot_root``, a boot root from Debian packages
+  plus the test initramfs (TEST_INIT) at ``live/initrd.img``; ``trixie_rom``: Debian 13's iPXE ROM.
+- ``ProvisionServe``: ``provision.lab.LabServer``, ``provision serve`` as a real process inside a lab namespace
+  (ready file, API calls from inside the namespace, SIGTERM stop with its exit code).
 - ``BootWatch``: follows one lab PC through its serial-log milestones in a thread, so several PCs boot in
   parallel while each milestone is timed when it happens.
 - ``start_site_dhcp``: dnsmasq as a site's plain DHCP server (addresses only, no boot options).
@@ -12,25 +12,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from provision.bootfiles import DEFAULT_CACHE, DEFAULT_KEYRING, BootRoot, install_boot_root, qemu_roms
-from provision.lab import PC, Firmware, Lab, build_test_initrd, missing_prerequisites, modules_for
+from provision.bootfiles import DEFAULT_CACHE, BootRoot, qemu_roms
+from provision.lab import PC, Firmware, Lab, LabServer, netboot_missing, prepare_netboot_root
 
 TIMINGS: list[tuple[str, str, float]] = []  # (test, milestone, seconds since QEMU start)
 
@@ -62,12 +55,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 # ------------------------------------------------------------------------------------------ prerequisites
 def lab_missing(firmware: Sequence[Firmware] = ("bios",), *, dnsmasq: bool = False) -> list[str]:
     """What this machine lacks for lab PCs with these firmwares and for fetching boot files (empty: ready)."""
-    missing = missing_prerequisites(firmware)
-    for tool, package in (("apt-get", "apt"), ("dpkg", "dpkg")):
-        if shutil.which(tool) is None:
-            missing.append(f"{tool} (Debian package {package})")
-    if not Path(DEFAULT_KEYRING).is_file():
-        missing.append(f"{DEFAULT_KEYRING} (Debian package debian-archive-keyring)")
+    missing = netboot_missing(firmware)
     if dnsmasq and shutil.which("dnsmasq") is None:
         missing.append("dnsmasq (Debian package dnsmasq-base)")
     return missing
@@ -85,12 +73,7 @@ def netboot_root(tmp_path_factory: pytest.TempPathFactory) -> BootRoot:
     """One boot root for the session: iPXE, shim, signed GRUB, Debian's signed kernel (from the .deb cache,
     downloaded on first use) and the test initramfs (virtio NIC + disk) at ``live/initrd.img``."""
     require_lab()
-    root = tmp_path_factory.mktemp("netboot-root")
-    installed = install_boot_root(root, cache_dir=CACHE)
-    build_test_initrd(
-        root / "live" / "initrd.img", installed.kernel_modules, installed.busybox, modules_for("virtio", "virtio")
-    )
-    return installed
+    return prepare_netboot_root(tmp_path_factory.mktemp("netboot-root"), cache_dir=CACHE)
 
 
 @pytest.fixture(scope="session")
@@ -100,111 +83,8 @@ def trixie_rom(netboot_root: BootRoot) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ provision serve
-_GET_JSON = (
-    "import sys, urllib.request\n"
-    "with urllib.request.urlopen(sys.argv[1], timeout=10) as reply:\n"
-    "    sys.stdout.write(reply.read().decode())\n"
-)
-
-
-@dataclass
-class ProvisionServe:
-    """``provision serve`` running inside a lab namespace (on its bridge, at the lab address)."""
-
-    lab: Lab
-    proc: subprocess.Popen[bytes]
-    name: str
-    ports: dict[str, int]
-    state_dir: Path
-    returncode: int | None = None
-
-    @classmethod
-    def start(
-        cls,
-        lab: Lab,
-        boot_root: Path,
-        config: dict[str, Any],
-        *,
-        dhcp: str = "full",
-        name: str = "provision",
-        timeout: float = 30.0,
-    ) -> ProvisionServe:
-        """Write ``config`` (YAML) and start ``python -m provision serve --interface BRIDGE --address LAB ...``
-        with ``lab.popen``; return once its ready file is written. Its log is ``lab.log_path(name)``."""
-        base = lab.workdir / name
-        base.mkdir(parents=True, exist_ok=True)
-        config_file, ready, state = base / "config.yaml", base / "ready.json", base / "state"
-        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        argv = [sys.executable, "-m", "provision", "serve", "--interface", lab.bridge, "--address", str(lab.address)]
-        argv += ["--dhcp", dhcp, "--state-dir", str(state), "--boot-root", str(boot_root)]
-        argv += ["--config", str(config_file), "--ready-file", str(ready)]
-        proc = lab.popen(argv, log_name=name, cwd=REPO)
-        server = cls(lab, proc, name, {}, state)
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"provision serve exited ({proc.returncode}) before ready:\n{server.log_text()}")
-            try:
-                server.ports = json.loads(ready.read_text())
-                break
-            except (FileNotFoundError, ValueError):  # not there yet, or half written
-                if time.monotonic() > deadline:
-                    message = f"provision serve not ready after {timeout:.0f} s:\n{server.log_text()}"
-                    raise AssertionError(message) from None
-                time.sleep(0.05)
-        # `ip netns exec` execs the command in place: the PID we signal is provision's own.
-        assert server.ports["pid"] == proc.pid, (server.ports, proc.pid)
-        return server
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.lab.address}:{self.ports['http']}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.lab.log_path(self.name)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def api(self, path: str) -> Any:
-        """GET ``path`` (e.g. ``/api/v1/machines``) from inside the namespace; the decoded JSON."""
-        done = self.lab.run([sys.executable, "-c", _GET_JSON, self.url + path], timeout=30)
-        return json.loads(done.stdout)
-
-    def events(self, mac: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = self.api(f"/api/v1/machines/{mac}/events")
-        return events
-
-    def machine(self, mac: str) -> dict[str, Any] | None:
-        machines: list[dict[str, Any]] = self.api("/api/v1/machines")
-        return next((m for m in machines if m["mac"] == mac), None)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait; its exit code. If it does not stop in time it is killed by PID and this fails."""
-        if self.returncode is not None:
-            return self.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(
-                    f"provision serve (pid {self.proc.pid}) ignored SIGTERM for {timeout:.0f} s: killed\n"
-                    + self.log_text()[-3000:]
-                ) from None
-        self.returncode = self.proc.returncode
-        return self.returncode
-
-    def problems(self) -> list[str]:
-        """Log lines at ERROR/CRITICAL level and traceback lines (a clean run has none)."""
-        return [
-            line
-            for line in self.log_text().splitlines()
-            if re.search(r" (ERROR|CRITICAL) |^Traceback|^\w+(Error|Exception): ", line)
-        ]
+class ProvisionServe(LabServer):
+    """``provision serve`` inside a lab namespace: ``provision.lab.LabServer`` (raises LabError/LabTimeout)."""
 
 
 # ------------------------------------------------------------------------------------------ PCs

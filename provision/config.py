@@ -91,6 +91,11 @@ class ServerConfig(_Model):
     boot_root: Path = Path("/var/lib/provision/boot")
     templates_dir: Path = REPO / "pxe"
     recipes_dir: Path = REPO / "recipes"
+    image_store: Path | None = None  # default: state_dir/images
+
+    @property
+    def images_dir(self) -> Path:
+        return self.image_store or self.state_dir / "images"
 
     @property
     def http_url(self) -> str:

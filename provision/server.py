@@ -22,6 +22,7 @@ from provision.boot import Booter
 from provision.config import DhcpMode, ServerConfig
 from provision.dhcp import DhcpServer, LeasePool, PxeSettings
 from provision.errors import FatalError
+from provision.images import ImageStore
 from provision.store import Store
 from provision.tftp import TftpService
 from provision.web import make_app
@@ -121,6 +122,7 @@ class Server:
         self._failure: ServiceFailed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set once every service listens (the CLI then reports the ports)
 
     # Services running in threads report a death through this, from any thread.
     def report_failure(self, service: str, message: str) -> None:
@@ -137,7 +139,8 @@ class Server:
 
     async def _start_http(self, booter: Booter) -> None:
         cfg = self.config
-        self._runner = web.AppRunner(make_app(booter), access_log=None, handle_signals=False)
+        images = ImageStore(cfg.images_dir)
+        self._runner = web.AppRunner(make_app(booter, images), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.http_host, cfg.ports.http, reuse_address=True)
         try:
@@ -210,6 +213,7 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+        self.ready.set()
 
     async def stop(self) -> None:
         for name, service in reversed(self._services):

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from provision import __version__
 from provision.boot import Booter, TemplateError
+from provision.images import ImageStore
+from provision.images.web import add_image_routes
 from provision.macaddr import BadMac, normalize_mac
 from provision.web import api
 
@@ -64,7 +66,7 @@ async def grub_host(request: web.Request) -> web.Response:
     return web.Response(text=request.app[BOOTER].grub_host(mac), content_type="text/plain")
 
 
-def make_app(booter: Booter) -> web.Application:
+def make_app(booter: Booter, images: ImageStore | None = None) -> web.Application:
     app = web.Application(middlewares=[grub_abortive_close], client_max_size=api.MAX_BODY)
     app[BOOTER] = booter
     app[api.STORE] = booter.store
@@ -75,6 +77,8 @@ def make_app(booter: Booter) -> web.Application:
     app.router.add_post("/api/v1/hello", api.hello)
     app.router.add_get("/api/v1/machines", api.machines)
     app.router.add_get("/api/v1/machines/{mac}/events", api.machine_events)
+    if images is not None:
+        add_image_routes(app, images)
     root = booter.config.boot_root
     if root.is_dir():
         # aiohttp resolves the path and refuses anything outside root; symlinks are not followed.

@@ -1,0 +1,172 @@
+"""`provision image import|list|verify|export|retain` (the store) and `image build|rebuild` (the builder)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from provision.cli.common import EXIT_FAILED, Parser, dump
+
+DEFAULT_STORE = Path("/var/lib/provision/images")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from provision.config import load_config
+    from provision.images import ImageStore
+
+    if args.store:
+        return ImageStore(Path(args.store))
+    if args.config:
+        return ImageStore(load_config(Path(args.config)).images_dir)
+    return ImageStore(DEFAULT_STORE)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _bar(out: TextIO, label: str) -> Callable[[int, int], None]:
+    """A progress line on a terminal (rewritten in place at most 5 times a second); nothing otherwise."""
+    last = [0.0]
+    started = time.monotonic()
+    tty = out.isatty()
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not tty or (now - last[0] < 0.2 and done < total):
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-6)
+        pct = 100 * done / total if total else 100
+        out.write(f"\r{label}: {pct:5.1f} %  {_size(done)} / {_size(total)}  {_size(rate)}/s ")
+        if done >= total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
+    store = _store(args)
+    started = time.monotonic()
+    version = store.import_raw(
+        Path(args.raw), args.name, chunk_size=args.chunk_size << 20, progress=_bar(sys.stderr, f"import {args.name}")
+    )
+    seconds = time.monotonic() - started
+    ix = version.index
+    out.write(
+        f"{version.ref}  digest {version.digest}\n"
+        f"  disk {_size(ix.disk_size)}, {len(ix.chunks)} chunks of {_size(ix.chunk_size)} ({ix.holes} holes), "
+        f"stored {_size(store.stored_bytes(version))}, {seconds:.1f} s; current\n"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    images = _store(args).list_images()
+    if args.json:
+        dump([i.to_dict() for i in images], out)
+        return 0
+    if not images:
+        out.write("no images\n")
+    for info in images:
+        out.write(f"{info.name}\n")
+        for v in info.versions:
+            mark = "*" if info.current is not None and v.digest == info.current.digest else " "
+            out.write(
+                f"  {mark} {v.label}  disk {_size(v.index.disk_size)}  mapped {_size(v.index.mapped_bytes)}  "
+                f"{len(v.index.chunks)} chunks\n"
+            )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    report = _store(args).verify(args.ref, progress=_bar(sys.stderr, f"verify {args.ref}"))
+    if args.json:
+        dump(report.to_dict(), out)
+    else:
+        for line in report.problems():
+            out.write(f"{report.ref}: {line}\n")
+        verdict = "OK" if report.ok else f"{len(report.problems())} problem(s)"
+        out.write(
+            f"{report.ref}: {verdict}: {report.checked} chunks ({_size(report.bytes_checked)}) re-hashed, "
+            f"{report.holes} holes, {report.seconds:.1f} s\n"
+        )
+    return 0 if report.ok else EXIT_FAILED
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    zst, bmap = _store(args).export(args.ref, Path(args.outdir))
+    out.write(f"{zst}\n{bmap}\n")
+    out.write(f"write it with: bmaptool copy --bmap {bmap} {zst} /dev/TARGET\n")
+    return 0
+
+
+def cmd_retain(args: argparse.Namespace, out: TextIO) -> int:
+    report = _store(args).retain(args.name, keep=args.keep)
+    out.write(f"{report}\n")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
+    from provision.images.builder import build_image
+
+    def progress(event: Any) -> None:
+        out.write(f"{event}\n")
+        out.flush()
+
+    result = build_image(Path(args.definition), _store(args), progress=progress)
+    out.write(f"{result}\n")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace, out: TextIO) -> int:
+    from provision.images.builder import rebuild_all
+
+    results = rebuild_all(Path(args.images), _store(args))
+    failed = 0
+    for result in results:
+        out.write(f"{result}\n")
+        failed += int(getattr(result, "failed", False))
+    return EXIT_FAILED if failed else 0
+
+
+def add_commands(sub: Any) -> None:
+    image = sub.add_parser("image", help="master images: import, list, verify, export, build, rebuild")
+    isub = image.add_subparsers(dest="image_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
+
+    def command(name: str, help_text: str, func: Callable[[argparse.Namespace, TextIO], int]) -> Any:
+        p = isub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p.add_argument("--store", metavar="DIR", help=f"image store (default: the config's, else {DEFAULT_STORE})")
+        p.add_argument("--config", metavar="FILE", help="server configuration naming the image store")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("import", "import a raw disk (e.g. a golden PC captured by hand) as a new current version", cmd_import)
+    p.add_argument("raw", metavar="RAW", help="raw disk image file (partition table + partitions)")
+    p.add_argument("--name", required=True, help="image name (a-z, 0-9, . _ -)")
+    p.add_argument("--chunk-size", type=int, default=4, metavar="MIB", help="chunk size in MiB (default 4)")
+    p = command("list", "list images and their versions (* marks current)", cmd_list)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("verify", "re-hash every stored chunk of a version; exit 1 naming each bad chunk", cmd_verify)
+    p.add_argument("ref", metavar="NAME[@VERSION]", help="image, optionally @current, @LABEL or @DIGEST-PREFIX")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("export", "write disk.img.zst + disk.bmap for bmaptool copy", cmd_export)
+    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p = command("retain", "keep the newest versions of an image, remove the rest and orphan chunks", cmd_retain)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions to keep (default 3)")
+    p = command("build", "build an image from a definition (images/*.yaml) and publish it", cmd_build)
+    p.add_argument("definition", metavar="DEF.yaml")
+    p = command("rebuild", "rebuild every definition whose inputs changed (the nightly job)", cmd_rebuild)
+    p.add_argument("--all", action="store_true", required=True, help="every definition in --images")
+    p.add_argument("--images", metavar="DIR", default="images", help="definitions folder (default: images/)")

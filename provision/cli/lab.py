@@ -1,0 +1,79 @@
+"""`provision lab demo`: provision serve and a QEMU rack in a private network namespace."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, TextIO
+
+from provision.cli.common import Parser
+
+
+def cmd_lab_demo(args: argparse.Namespace, out: TextIO) -> int:
+    import shutil
+    import tempfile
+
+    from provision.bootfiles import DEFAULT_CACHE
+    from provision.lab import LabError
+    from provision.lab.demo import result_table, run_demo, summary_line
+
+    def progress(line: str) -> None:
+        out.write(f"{line}\n")
+        out.flush()
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="provision-demo-"))
+    try:
+        result = run_demo(
+            workdir,
+            pcs=args.pcs,
+            cache_dir=Path(args.cache or DEFAULT_CACHE),
+            progress=progress,
+            keep_running=args.keep_running,
+        )
+    except BaseException:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    out.write("\n" + "\n".join(result_table(result)) + "\n")
+    for problem in result.server_problems:
+        out.write(f"server log: {problem}\n")
+    out.write(summary_line(result) + "\n")
+    if not result.ok:
+        logs = [f"{r.pc.name} serial log {r.serial_log}" for r in result.pcs if not r.called_back]
+        raise LabError("; ".join(result.failures()) + f" (files kept in {workdir}: {', '.join(logs)})")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _demo_pcs(text: str) -> Any:
+    from provision.lab.demo import parse_pcs
+
+    try:
+        return parse_pcs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_commands(sub: Any) -> None:
+    lab = sub.add_parser("lab", help="QEMU PCs network-booting from provision in a private network namespace")
+    lsub = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
+    p = lsub.add_parser(
+        "demo",
+        help="provision serve and a QEMU rack booting to the live environment's callback (root)",
+        description="Start provision serve (full DHCP) in a private network namespace and network-boot QEMU PCs "
+        "from it at once (SeaBIOS + iPXE ROM, OVMF with Secure Boot, ...), each through DHCP, boot file, iPXE "
+        "script or GRUB config, kernel and the live environment's callback; then show the machines as the "
+        "server sees them. Needs root, qemu-system-x86, ovmf; the boot files come from Debian packages.",
+    )
+    p.add_argument(
+        "--pcs",
+        type=_demo_pcs,
+        default="bios,uefi-secureboot",
+        metavar="KIND,...",
+        help="PCs to boot: bios, uefi, uefi-secureboot (default: bios,uefi-secureboot)",
+    )
+    p.add_argument("--keep-running", action="store_true", help="keep provision serving afterwards until Ctrl-C")
+    p.add_argument("--cache", metavar="DIR", help=".deb cache of the boot files (default /var/cache/provision/debs)")
+    p.add_argument("--workdir", metavar="DIR", help="keep the boot root and logs here (default: a temporary folder)")
+    p.set_defaults(func=cmd_lab_demo)

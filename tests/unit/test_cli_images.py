@@ -1,0 +1,58 @@
+"""`provision image ...` end to end in-process: import, list, verify (and a corrupted chunk), export."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import zstandard
+
+from provision.cli import main
+from tests.unit.test_image_support import MiB, make_disk, sha256_file
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_import_list_verify_export(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    raw = make_disk(tmp_path / "disk.raw", 12 * MiB, [(2 * MiB, 3 * MiB), (9 * MiB + 5, 100_000)])
+    code, out, err = run("image", "import", str(raw), "--name", "educ", "--store", str(store), "--chunk-size", "1")
+    assert code == 0, err
+    assert out.startswith("educ@") and "12 chunks of 1.0 MiB" in out and "current" in out
+
+    code, out, _ = run("image", "list", "--store", str(store), "--json")
+    listed = json.loads(out)
+    assert [i["name"] for i in listed] == ["educ"] and listed[0]["current"]["disk_size"] == 12 * MiB
+    code, out, _ = run("image", "list", "--store", str(store))
+    assert code == 0 and out.startswith("educ\n  * ")
+
+    code, out, _ = run("image", "verify", "educ", "--store", str(store))
+    assert code == 0 and ": OK:" in out
+
+    code, out, _ = run("image", "export", "educ@current", str(tmp_path / "out"), "--store", str(store))
+    assert code == 0 and "bmaptool copy --bmap" in out
+    with (tmp_path / "out" / "disk.img.zst").open("rb") as f, (tmp_path / "back.raw").open("wb") as back:
+        zstandard.ZstdDecompressor().copy_stream(f, back)
+    assert sha256_file(tmp_path / "back.raw") == sha256_file(raw)
+
+    chunk = next((store / "chunks").rglob("*.zst"))
+    chunk.write_bytes(zstandard.ZstdCompressor().compress(b"\1" * (1 * MiB)))
+    code, out, _ = run("image", "verify", "educ", "--store", str(store))
+    assert code == 1
+    assert chunk.stem[:12] in out or chunk.stem in out
+    assert "problem(s)" in out
+
+
+def test_import_of_a_non_disk_fails_clearly(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_bytes(b"hello\n" * 1000)
+    code, out, err = run("image", "import", str(junk), "--name", "educ", "--store", str(tmp_path / "s"))
+    assert code == 1 and out == ""
+    assert err.startswith("provision: error: ") and "notes.txt" in err
+    code, out, _ = run("image", "list", "--store", str(tmp_path / "s"))
+    assert out == "no images\n"

@@ -120,11 +120,18 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
     from provision.images.builder import build_image
 
     def progress(event: Any) -> None:
-        out.write(f"{event}\n")
-        out.flush()
+        if event.fraction is None:  # a step starts; finer progress is in the build log
+            out.write(f"[{event.index}/{event.total}] {event.image}: {event.step} {event.message}\n".rstrip() + "\n")
+            out.flush()
 
     result = build_image(Path(args.definition), _store(args), progress=progress)
-    out.write(f"{result}\n")
+    d = result.to_dict()
+    chunks = d["chunks"]
+    out.write(
+        f"{d['ref']} ({d['label']}): {_size(d['disk_size'])} disk, {chunks.get('new')} new chunks of "
+        f"{chunks.get('total')} ({chunks.get('holes')} holes), {d['packages']} packages, {d['seconds']} s; "
+        f"{'current' if d['published'] else 'not published'}; log {d['log']}\n"
+    )
     return 0
 
 
@@ -132,10 +139,28 @@ def cmd_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     from provision.images.builder import rebuild_all
 
     results = rebuild_all(Path(args.images), _store(args))
+    if args.json:
+        dump([r.to_dict() for r in results], out)
     failed = 0
-    for result in results:
-        out.write(f"{result}\n")
-        failed += int(getattr(result, "failed", False))
+    for r in results:
+        d = r.to_dict()
+        failed += d["status"] == "failed"
+        if args.json:
+            continue
+        out.write(f"{d['name']}: {d['status']}: {d['reason']}\n")
+        changes = d.get("changes") or {}
+        for kind in ("added", "removed"):
+            if changes.get(kind):
+                out.write(f"  {kind}: {', '.join(str(i) for i in changes[kind])}\n")
+        upgraded = changes.get("upgraded") or {}
+        if upgraded:
+            text = ", ".join(f"{name} {v['from']} -> {v['to']}" for name, v in upgraded.items())
+            out.write(f"  upgraded: {text}\n")
+        if d.get("chunks"):
+            c = d["chunks"]
+            out.write(f"  chunks: {c.get('new')} new of {c.get('total')} ({c.get('holes')} holes)\n")
+        if d.get("version"):
+            out.write(f"  now current: {d['version']}\n")
     return EXIT_FAILED if failed else 0
 
 
@@ -170,3 +195,4 @@ def add_commands(sub: Any) -> None:
     p = command("rebuild", "rebuild every definition whose inputs changed (the nightly job)", cmd_rebuild)
     p.add_argument("--all", action="store_true", required=True, help="every definition in --images")
     p.add_argument("--images", metavar="DIR", default="images", help="definitions folder (default: images/)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")

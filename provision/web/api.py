@@ -85,6 +85,44 @@ async def hello(request: web.Request) -> web.Response:
     return web.json_response({"action": "wait", "reason": "imaging plans are not served yet", "retry_after": 30})
 
 
+class FirstBoot(BaseModel):
+    """An imaged machine's installed system reporting its first (or a later) boot from its own disk."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: Literal["firstboot", "boot"]
+    mac: str
+    image: str = Field(max_length=64)
+    label: str = Field(max_length=128)
+    firmware: Literal["uefi", "bios", "unknown"] = "unknown"
+    secure_boot: bool | None = None
+    machine_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        try:
+            return normalize_mac(value)
+        except BadMac as exc:
+            raise ValueError(str(exc)) from None
+
+
+async def firstboot(request: web.Request) -> web.Response:
+    """Recorded as an event of the machine. No boot token exists on an installed system: this call can
+    only add an event, never change a machine's state or plan."""
+    store = request.app[STORE]
+    data, bad = await _payload(request)
+    if bad is not None:
+        return bad
+    try:
+        msg = FirstBoot.model_validate(data)
+    except ValidationError as exc:
+        return _validation(exc)
+    store.seen(msg.mac)
+    store.event(msg.mac, msg.event, {**msg.model_dump(exclude={"mac", "event"}), "remote": request.remote})
+    log.info("%s: %s of %s (%s, secure boot %s)", msg.mac, msg.event, msg.label, msg.firmware, msg.secure_boot)
+    return web.json_response({"ok": True})
+
+
 async def machines(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.json_response([m.to_dict() for m in store.machines()])

@@ -75,6 +75,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_get("/boot/grub/grub.cfg", grub_main)
     app.router.add_get("/boot/grub/hosts/{mac}.cfg", grub_host)
     app.router.add_post("/api/v1/hello", api.hello)
+    app.router.add_post("/api/v1/firstboot", api.firstboot)
     app.router.add_get("/api/v1/machines", api.machines)
     app.router.add_get("/api/v1/machines/{mac}/events", api.machine_events)
     if images is not None:

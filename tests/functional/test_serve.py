@@ -192,3 +192,17 @@ def test_missing_interface_is_fatal(tmp_path: Path) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "interface 'nope0' does not exist" in proc.stderr
+
+
+def test_firstboot_callback_is_recorded(served: Running) -> None:
+    body = {
+        "event": "firstboot", "mac": "52-54-00-12-34-99", "image": "tiny", "label": "tiny-41936d48a27f",
+        "firmware": "uefi", "secure_boot": True, "machine_id": "0" * 32,
+    }  # fmt: skip
+    r = requests.post(f"{served.url}/api/v1/firstboot", json=body, timeout=5)
+    assert r.status_code == 200, r.text
+    events = requests.get(f"{served.url}/api/v1/machines/52:54:00:12:34:99/events", timeout=5).json()
+    assert [e["kind"] for e in events] == ["firstboot"]
+    assert events[0]["detail"]["label"] == "tiny-41936d48a27f" and events[0]["detail"]["secure_boot"] is True
+    bad = requests.post(f"{served.url}/api/v1/firstboot", json={**body, "event": "reimage-me"}, timeout=5)
+    assert bad.status_code == 422

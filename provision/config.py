@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from provision import yamlsrc
 from provision.errors import ConfigError, Problem
-from provision.recipes import yamlsrc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,18 +106,6 @@ class ServerConfig(_Model):
         return str(self.http_bind or self.address)
 
 
-def _problems(file: str, doc: yamlsrc.Located | None, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        line = doc.line_of(loc) if doc else None
-        problems.append(Problem(file, line, yamlsrc.dotted(loc), msg))
-    return problems
-
-
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -148,4 +136,4 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(file, doc, exc)) from None
+        raise ConfigError(yamlsrc.validation_problems(file, doc, exc)) from None

@@ -32,8 +32,8 @@ from pydantic import (
     ValidationError,
 )
 
+from provision import yamlsrc
 from provision.errors import ConfigError, Problem
-from provision.recipes import yamlsrc
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -199,19 +199,6 @@ class LoadedDefinition:
         return [self.path.parent / rel for rel in self.spec.overlays]
 
 
-def _problems(doc: yamlsrc.Located, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        problems.append(Problem(doc.file, doc.line_of(loc), yamlsrc.dotted(loc), msg))
-    return problems
-
-
 def parse_definition(text: str, path: Path, display: str | None = None) -> LoadedDefinition:
     """Validate the YAML ``text`` of the definition at ``path``; ConfigError lists every problem."""
     name = display or str(path)
@@ -231,7 +218,7 @@ def parse_definition(text: str, path: Path, display: str | None = None) -> Loade
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(doc, exc)) from None
+        raise ConfigError(yamlsrc.validation_problems(doc.file, doc, exc)) from None
     for i, rel in enumerate(spec.overlays):
         if not (path.parent / rel).is_dir():
             where = ("overlays", i)

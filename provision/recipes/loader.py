@@ -8,8 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from provision import yamlsrc
 from provision.errors import ConfigError, Problem
-from provision.recipes import templates, yamlsrc
+from provision.recipes import templates
 from provision.recipes.conditions import Condition, ConditionError, compile_condition
 from provision.recipes.schema import Recipe
 
@@ -45,19 +46,6 @@ class RecipeSet:
 
     def get(self, name: str) -> LoadedRecipe | None:
         return next((r for r in self.recipes if r.name == name), None)
-
-
-def _pydantic_problems(doc: yamlsrc.Located, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        problems.append(Problem(doc.file, doc.line_of(loc), yamlsrc.dotted(loc), msg))
-    return problems
 
 
 def _template_fields(recipe: Recipe) -> list[tuple[tuple[str | int, ...], str]]:
@@ -101,7 +89,7 @@ def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | No
     try:
         recipe = Recipe.model_validate(doc.data)
     except ValidationError as exc:
-        return None, problems + _pydantic_problems(doc, exc)
+        return None, problems + yamlsrc.validation_problems(doc.file, doc, exc)
 
     for where, source in _template_fields(recipe):
         try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from provision.macaddr import BadMac, normalize_mac
 from provision.store import MachineState, Store
@@ -15,6 +15,16 @@ log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 MAX_BODY = 4 << 20
+
+
+def _normal_mac(value: str) -> str:
+    try:
+        return normalize_mac(value)
+    except BadMac as exc:
+        raise ValueError(str(exc)) from None
+
+
+Mac = Annotated[str, AfterValidator(_normal_mac)]
 
 
 class BootInfo(BaseModel):
@@ -26,18 +36,10 @@ class BootInfo(BaseModel):
 
 class Hello(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mac: str
+    mac: Mac
     token: str = Field(min_length=8, max_length=128)
     boot: BootInfo = Field(default_factory=BootInfo)
     facts: dict[str, Any] | None = None
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, value: str) -> str:
-        try:
-            return normalize_mac(value)
-        except BadMac as exc:
-            raise ValueError(str(exc)) from None
 
 
 def _error(status: int, reason: str, **extra: Any) -> web.Response:
@@ -90,20 +92,12 @@ class FirstBoot(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     event: Literal["firstboot", "boot"]
-    mac: str
+    mac: Mac
     image: str = Field(max_length=64)
     label: str = Field(max_length=128)
     firmware: Literal["uefi", "bios", "unknown"] = "unknown"
     secure_boot: bool | None = None
     machine_id: str | None = Field(default=None, max_length=64)
-
-    @field_validator("mac")
-    @classmethod
-    def _mac(cls, value: str) -> str:
-        try:
-            return normalize_mac(value)
-        except BadMac as exc:
-            raise ValueError(str(exc)) from None
 
 
 async def firstboot(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from provision.errors import Problem
 
@@ -44,6 +45,20 @@ def dotted(path: Path_) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def validation_problems(file: str, doc: Located | None, exc: ValidationError) -> list[Problem]:
+    """A pydantic error as located problems: the line of the offending key (or its nearest parent)."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(Problem(file, doc.line_of(loc) if doc else None, dotted(loc), msg))
+    return problems
 
 
 def load(text: str, file: str) -> Located:

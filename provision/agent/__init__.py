@@ -1,0 +1,46 @@
+"""The imaging agent: runs inside the live Linux on each PC (standard library, requests and zstandard only).
+
+``write_image`` writes an image version from the server's chunk store onto a disk, and returns a
+``WriteReport`` only when every chunk read back right. See ``docs/agent.md``.
+"""
+
+from provision.agent.disk_io import DiskTarget
+from provision.agent.errors import (
+    ChunkCorrupt,
+    FetchFailed,
+    HttpRefused,
+    IndexInvalid,
+    Mismatch,
+    TargetError,
+    TargetTooSmall,
+    VerifyFailed,
+    WriteError,
+)
+from provision.agent.fetch import HttpSession, RetryPolicy
+from provision.agent.index import AgentIndex, Chunk
+from provision.agent.progress import Progress
+from provision.agent.report import Incident, WriteReport
+from provision.agent.writer import WIPES, Wipe, write_image
+
+__all__ = [
+    "WIPES",
+    "AgentIndex",
+    "Chunk",
+    "ChunkCorrupt",
+    "DiskTarget",
+    "FetchFailed",
+    "HttpRefused",
+    "HttpSession",
+    "Incident",
+    "IndexInvalid",
+    "Mismatch",
+    "Progress",
+    "RetryPolicy",
+    "TargetError",
+    "TargetTooSmall",
+    "VerifyFailed",
+    "Wipe",
+    "WriteError",
+    "WriteReport",
+    "write_image",
+]

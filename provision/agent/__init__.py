@@ -44,3 +44,26 @@ __all__ = [
     "WriteReport",
     "write_image",
 ]
+
+from provision.agent.disks import (
+    AgentDisk,
+    AmbiguousTarget,
+    NoTargetDisk,
+    TargetRuleInvalid,
+    choose_target,
+    live_medium_devices,
+    parse_lsblk_disks,
+)
+from provision.agent.inventory import collect_probe, read_kernel_args
+
+__all__ += [
+    "AgentDisk",
+    "AmbiguousTarget",
+    "NoTargetDisk",
+    "TargetRuleInvalid",
+    "choose_target",
+    "collect_probe",
+    "live_medium_devices",
+    "parse_lsblk_disks",
+    "read_kernel_args",
+]

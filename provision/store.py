@@ -13,11 +13,14 @@ import secrets
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from provision.runs import FINAL_RUN_STATES, MACHINE_FOR_RUN, NEXT_RUN_STATES, Run, RunError, RunState, Verification
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,29 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX events_mac ON events(mac, id);
+    """,
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        mac TEXT NOT NULL REFERENCES machines(mac),
+        recipe TEXT, image TEXT NOT NULL, label TEXT NOT NULL, digest TEXT NOT NULL,
+        state TEXT NOT NULL, reason TEXT,
+        started REAL NOT NULL, finished REAL,
+        bytes_written INTEGER NOT NULL DEFAULT 0, mean_rate REAL
+    );
+    CREATE INDEX runs_mac ON runs(mac, started);
+    CREATE TABLE verifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run TEXT NOT NULL REFERENCES runs(id),
+        digest TEXT NOT NULL,
+        chunks INTEGER NOT NULL,
+        verified INTEGER NOT NULL,
+        read_back TEXT NOT NULL CHECK (read_back IN ('ok', 'failed')),
+        wipe_method TEXT,
+        wipe_ranges TEXT NOT NULL DEFAULT '[]',
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX verifications_run ON verifications(run, id);
     """,
 )
 
@@ -221,6 +247,140 @@ class Store:
         with self._lock:
             rows = self._db.execute(query, (mac, mac, kind, kind, limit)).fetchall()
         return [Event(r["id"], r["mac"], r["at"], r["kind"], json.loads(r["detail"])) for r in rows]
+
+    # ------------------------------------------------------------------------------------------ runs
+    def create_run(
+        self,
+        mac: str,
+        *,
+        recipe: str | None,
+        image: str,
+        label: str,
+        digest: str,
+        state: RunState = RunState.INVENTORIED,
+    ) -> Run:
+        """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails."""
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as db:
+            stale = db.execute("SELECT id FROM runs WHERE mac = ? AND finished IS NULL", (mac,)).fetchall()
+            for row in stale:
+                reason = f"superseded by run {run_id}"
+                db.execute(
+                    "UPDATE runs SET state = ?, reason = ?, finished = ? WHERE id = ?",
+                    (RunState.FAILED.value, reason, now, row["id"]),
+                )
+                self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
+            db.execute(
+                "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, mac, recipe, image, label, digest, state.value, now),
+            )
+            db.execute(
+                "UPDATE machines SET state = ?, reason = NULL, recipe = ? WHERE mac = ?",
+                (MachineState.IMAGING.value, recipe, mac),
+            )
+            self._event(db, mac, "run", {"run": run_id, "state": state.value, "image": image, "digest": digest})
+        found = self.run(run_id)
+        assert found is not None
+        return found
+
+    def run(self, run_id: str) -> Run | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def runs(self, mac: str | None = None) -> list[Run]:
+        query = "SELECT * FROM runs WHERE (? IS NULL OR mac = ?) ORDER BY started, rowid"
+        with self._lock:
+            rows = self._db.execute(query, (mac, mac)).fetchall()
+        return [_run(r) for r in rows]
+
+    def verifications(self, run_id: str) -> list[Verification]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM verifications WHERE run = ? ORDER BY id", (run_id,)).fetchall()
+        return [_verification(r) for r in rows]
+
+    def record_verification(
+        self,
+        run_id: str,
+        *,
+        digest: str,
+        chunks: int,
+        verified: int,
+        read_back_ok: bool,
+        wipe_method: str | None = None,
+        wipe_ranges: list[Any] | None = None,
+    ) -> Verification:
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            if run.state in FINAL_RUN_STATES:
+                raise RunError(f"run {run_id} is {run.state.value} already", conflict=True)
+            db.execute(
+                "INSERT INTO verifications (run, digest, chunks, verified, read_back, wipe_method, wipe_ranges, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, digest, chunks, verified, "ok" if read_back_ok else "failed", wipe_method,
+                    json.dumps(wipe_ranges or []), time.time(),
+                ),
+            )  # fmt: skip
+        return self.verifications(run_id)[-1]
+
+    def set_run_state(
+        self,
+        run_id: str,
+        state: RunState,
+        reason: str | None = None,
+        *,
+        bytes_written: int | None = None,
+        mean_rate: float | None = None,
+    ) -> Run:
+        """Move a run along (see NEXT_RUN_STATES), and its machine with it when the run ends. `done` needs a complete
+        verification record of the run's own digest: refused (RunError) otherwise."""
+        now = time.time()
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            if state not in NEXT_RUN_STATES.get(run.state, frozenset()):
+                raise RunError(f"run {run_id}: {run.state.value} -> {state.value} is not allowed", conflict=True)
+            if state is RunState.DONE:
+                rows = db.execute("SELECT * FROM verifications WHERE run = ? AND digest = ?", (run_id, run.digest))
+                if not any(_verification(r).complete for r in rows.fetchall()):
+                    raise RunError(f"run {run_id}: no complete verification of {run.digest} recorded")
+            db.execute(
+                "UPDATE runs SET state = ?, reason = ?, finished = ?, bytes_written = COALESCE(?, bytes_written), "
+                "mean_rate = COALESCE(?, mean_rate) WHERE id = ?",
+                (state.value, reason, now if state in FINAL_RUN_STATES else None, bytes_written, mean_rate, run_id),
+            )
+            machine = MachineState(MACHINE_FOR_RUN.get(state, MachineState.IMAGING.value))
+            db.execute("UPDATE machines SET state = ?, reason = ? WHERE mac = ?", (machine.value, reason, run.mac))
+            self._event(db, run.mac, "run", {"run": run_id, "state": state.value, "reason": reason})
+        found = self.run(run_id)
+        assert found is not None
+        return found
+
+    @staticmethod
+    def _locked_run(db: sqlite3.Connection, run_id: str) -> Run:
+        row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunError(f"no run {run_id[:64]!r}")
+        return _run(row)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(**{k: row[k] for k in row.keys() if k != "state"}, state=RunState(row["state"]))  # noqa: SIM118
+
+
+def _verification(row: sqlite3.Row) -> Verification:
+    return Verification(
+        run=row["run"],
+        digest=row["digest"],
+        chunks=row["chunks"],
+        verified=row["verified"],
+        read_back=row["read_back"],
+        wipe_method=row["wipe_method"],
+        wipe_ranges=json.loads(row["wipe_ranges"]),
+        recorded_at=row["recorded_at"],
+    )
 
 
 def _machine(row: sqlite3.Row) -> Machine:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from provision.macaddr import BadMac, normalize_mac
+from provision.runs import FINAL_RUN_STATES, FinalReport, Run, RunError, Runs, RunState
 from provision.store import MachineState, Store
 
 log = logging.getLogger(__name__)
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
+RUNS: web.AppKey[Runs] = web.AppKey("runs", Runs)
 MAX_BODY = 4 << 20
 
 
@@ -80,6 +82,13 @@ async def hello(request: web.Request) -> web.Response:
         return _error(403, "wrong or expired boot token", mac=msg.mac)
     store.mark_token_used(msg.token)
     store.event(msg.mac, "hello", {"boot": msg.boot.model_dump(), "remote": request.remote})
+    if msg.facts is not None:
+        try:
+            answer = request.app[RUNS].hello(msg.mac, msg.facts)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return _error(422, f"facts do not read: {str(exc)[:300]}")
+        log.info("%s: hello with facts: %s", msg.mac, answer["action"])
+        return web.json_response(answer)
     machine = store.machine(msg.mac)
     if machine is not None and machine.state is MachineState.NEW:
         store.set_state(msg.mac, MachineState.WAITING, "live environment up, no imaging plan yet")
@@ -130,3 +139,122 @@ async def machine_events(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     events = store.events(mac)
     return web.json_response([{"id": e.id, "at": e.at, "kind": e.kind, "detail": e.detail} for e in events])
+
+
+# ------------------------------------------------------------------------------------------------ runs
+M = TypeVar("M", bound=BaseModel)
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Token = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class Progress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+    stage: Literal["writing", "verifying"]
+    bytes_done: int = Field(ge=0)
+    bytes_total: int = Field(ge=0)
+    rate: float = Field(ge=0)
+
+
+class ReportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digest: Digest
+    chunks: int = Field(ge=0)
+    verified: int = Field(ge=0)
+    read_back_ok: bool
+    wipe_method: str | None = Field(default=None, max_length=64)
+    wipe_ranges: list[tuple[int, int]] = Field(default_factory=list, max_length=100_000)
+    bytes_written: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    mean_rate: float = Field(ge=0)
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+    ok: bool
+    reason: str | None = Field(default=None, max_length=2000)
+    report: ReportBody
+
+
+def _run_dict(store: Store, run: Run) -> dict[str, Any]:
+    return {**run.to_dict(), "verifications": [v.to_dict() for v in store.verifications(run.id)]}
+
+
+async def _run_call(request: web.Request, model: type[M]) -> tuple[M, Run] | web.Response:
+    """The payload, validated, and the run it names, bound to the boot token's MAC."""
+    store = request.app[STORE]
+    run = store.run(request.match_info["run"])
+    if run is None:
+        return _error(404, "no such run")
+    data, bad = await _payload(request)
+    if bad is not None:
+        return bad
+    try:
+        msg = model.model_validate(data)
+    except ValidationError as exc:
+        return _validation(exc)
+    if not store.check_token(run.mac, str(getattr(msg, "token", ""))):
+        log.warning("%s: run %s call refused: wrong or expired boot token (from %s)", run.mac, run.id, request.remote)
+        return _error(403, "wrong or expired boot token", run=run.id)
+    if run.state in FINAL_RUN_STATES:
+        return _error(409, f"run is {run.state.value} already", run=run.id, state=run.state.value)
+    return msg, run
+
+
+async def run_progress(request: web.Request) -> web.Response:
+    got = await _run_call(request, Progress)
+    if isinstance(got, web.Response):
+        return got
+    msg, run = got
+    try:
+        run = request.app[RUNS].progress(run, RunState(msg.stage), msg.bytes_done, msg.bytes_total, msg.rate)
+    except RunError as exc:
+        return _error(409 if exc.conflict else 422, str(exc), run=run.id)
+    return web.json_response({"ok": True, "run": run.id, "state": run.state.value})
+
+
+async def run_report(request: web.Request) -> web.Response:
+    got = await _run_call(request, Report)
+    if isinstance(got, web.Response):
+        return got
+    msg, run = got
+    body = msg.report
+    final = FinalReport(
+        ok=msg.ok,
+        reason=msg.reason,
+        digest=body.digest,
+        chunks=body.chunks,
+        verified=body.verified,
+        read_back_ok=body.read_back_ok,
+        wipe_method=body.wipe_method,
+        wipe_ranges=[list(r) for r in body.wipe_ranges],
+        bytes_written=body.bytes_written,
+        seconds=body.seconds,
+        mean_rate=body.mean_rate,
+    )
+    try:
+        run = request.app[RUNS].report(run, final)
+    except RunError as exc:
+        return _error(409 if exc.conflict else 422, str(exc), run=run.id)
+    log.info("%s: run %s %s%s", run.mac, run.id, run.state.value, f": {run.reason}" if run.reason else "")
+    return web.json_response({"run": run.id, "state": run.state.value, "reason": run.reason})
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    mac: str | None = None
+    if "mac" in request.query:
+        try:
+            mac = normalize_mac(request.query["mac"])
+        except BadMac as exc:
+            return _error(400, str(exc))
+    return web.json_response([_run_dict(store, r) for r in store.runs(mac)])
+
+
+async def get_run(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    run = store.run(request.match_info["run"])
+    if run is None:
+        return _error(404, "no such run")
+    return web.json_response(_run_dict(store, run))

@@ -14,6 +14,7 @@ from provision.boot import Booter, TemplateError
 from provision.images import ImageStore
 from provision.images.web import add_image_routes
 from provision.macaddr import BadMac, normalize_mac
+from provision.runs import Runs
 from provision.web import api
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app = web.Application(middlewares=[grub_abortive_close], client_max_size=api.MAX_BODY)
     app[BOOTER] = booter
     app[api.STORE] = booter.store
+    app[api.RUNS] = Runs(booter.store, images, booter.config.recipes_dir)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/boot/{mac}.ipxe", ipxe_script)
     app.router.add_get("/boot/grub/grub.cfg", grub_main)
@@ -78,6 +80,10 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_post("/api/v1/firstboot", api.firstboot)
     app.router.add_get("/api/v1/machines", api.machines)
     app.router.add_get("/api/v1/machines/{mac}/events", api.machine_events)
+    app.router.add_post("/api/v1/runs/{run}/progress", api.run_progress)
+    app.router.add_post("/api/v1/runs/{run}/report", api.run_report)
+    app.router.add_get("/api/v1/runs", api.list_runs)
+    app.router.add_get("/api/v1/runs/{run}", api.get_run)
     if images is not None:
         add_image_routes(app, images)
     root = booter.config.boot_root

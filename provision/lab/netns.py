@@ -85,7 +85,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -94,7 +94,7 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def _kill_pid(pid: int, timeout: float = 3.0) -> None:
+def kill_pid(pid: int, timeout: float = 3.0) -> None:
     """SIGTERM, then SIGKILL, one process we started (not our child any more: a stale lab's)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -102,7 +102,7 @@ def _kill_pid(pid: int, timeout: float = 3.0) -> None:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
 
 
@@ -113,11 +113,11 @@ def cleanup_stale_labs() -> list[str]:
     for line in done.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         match = NAME_RE.match(name)
-        if not match or _pid_alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         pids = _ip("netns", "pids", name, check=False).stdout.split()
         for pid in pids:
-            _kill_pid(int(pid))
+            kill_pid(int(pid))
         _ip("netns", "delete", name, check=False)
         removed.append(name)
         log.warning("removed stale lab namespace %s (%d processes killed)", name, len(pids))
@@ -227,7 +227,7 @@ class Lab:
         if self._created:
             # Anything that escaped (a child's child) still holds the namespace: kill it too.
             for pid in _ip("netns", "pids", self.name, check=False).stdout.split():
-                _kill_pid(int(pid))
+                kill_pid(int(pid))
             _ip("netns", "delete", self.name, check=False)
         if not self.keep_files and self._workdir_arg is None and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)

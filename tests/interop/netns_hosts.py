@@ -29,6 +29,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
 
+from provision.lab.netns import kill_pid, pid_alive
+
 PREFIX = "pvhost"
 NAME_RE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)$")
 HERE = Path(__file__).resolve()
@@ -49,30 +51,10 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def _kill_pid(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM then SIGKILL one process by PID (one found in a namespace this module created)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.05)
-
-
 def _kill_namespace_pids(namespace: str) -> None:
     for pid in ip("netns", "pids", namespace, check=False).stdout.split():
         if int(pid) != os.getpid():
-            _kill_pid(int(pid))
+            kill_pid(int(pid))
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -91,7 +73,7 @@ def cleanup_stale_hosts() -> None:
     for line in ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         match = NAME_RE.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _kill_namespace_pids(name)
             ip("netns", "delete", name, check=False)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provision.errors import ConfigError
-from provision.facts import facts_from_dict
+from provision.errors import ConfigError, ProbeError
+from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
 from provision.images import ImageError, ImageStore
 from provision.recipes import Action, RecipeSet, load_dir, select
@@ -99,7 +100,10 @@ class Verification:
 
 @dataclass(frozen=True)
 class FinalReport:
-    """What the agent says at the end of a write (already validated by the API)."""
+    """What the agent says at the end of a write (already validated by the API).
+
+    ``chunks`` and ``verified`` count the image's data chunks (holes are not chunks on disk); ``holes`` and
+    ``holes_verified`` the hole chunks, read back as zeros under the ``zero`` wipe policy."""
 
     ok: bool
     reason: str | None
@@ -112,15 +116,20 @@ class FinalReport:
     bytes_written: int
     seconds: float
     mean_rate: float
+    holes: int = 0
+    holes_verified: int = 0
 
 
-def report_problems(run: Run, report: FinalReport) -> list[str]:
-    """Why a report does not make the run done (empty: it does)."""
+def report_problems(run: Run, report: FinalReport, data_chunks: int | None = None) -> list[str]:
+    """Why a report does not make the run done (empty: it does). ``data_chunks``: the number of data chunks
+    of the run's image version per the server's own index (the agent's count is not taken on trust)."""
     problems = []
     if not report.ok:
         problems.append(f"agent reports failure: {report.reason or 'no reason given'}")
     if report.digest != run.digest:
         problems.append(f"wrote digest {report.digest[:64]}, the run planned {run.digest}")
+    if data_chunks is not None and report.chunks != data_chunks:
+        problems.append(f"report counts {report.chunks} data chunks, the image has {data_chunks}")
     if report.chunks <= 0 or report.verified != report.chunks:
         problems.append(f"verified {report.verified} of {report.chunks} chunks")
     if not report.read_back_ok:
@@ -131,10 +140,13 @@ def report_problems(run: Run, report: FinalReport) -> list[str]:
 class Runs:
     """The run lifecycle over a store, an image store and a recipe folder (reloaded when it changes)."""
 
-    def __init__(self, store: Store, images: ImageStore | None, recipes_dir: Path) -> None:
+    def __init__(
+        self, store: Store, images: ImageStore | None, recipes_dir: Path, probes_dir: Path | None = None
+    ) -> None:
         self.store = store
         self.images = images
         self.recipes_dir = recipes_dir
+        self.probes_dir = probes_dir
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
 
@@ -152,11 +164,35 @@ class Runs:
         self.store.set_state(mac, MachineState.WAITING, reason, **extra)
         return {"action": "wait", "reason": reason, "retry_after": 30}
 
-    def hello(self, mac: str, facts_data: dict[str, Any]) -> dict[str, Any]:
+    def save_probe(self, mac: str, files: dict[str, str]) -> Facts:
+        """Keep the raw probe of ``mac`` (the files the live environment collected) under
+        ``probes_dir/<mac>/``, replacing the previous one, and read its facts. File names are checked by the API.
+        Raises ProbeError (a file too large) or OSError (the folder cannot be written)."""
+        if self.probes_dir is None:
+            raise ProbeError("this server keeps no probes (no probes_dir)", path=mac)
+        folder = self.probes_dir / mac.replace(":", "-")
+        fresh = folder.with_name(folder.name + ".new")
+        if fresh.exists():
+            shutil.rmtree(fresh)
+        fresh.mkdir(parents=True)
+        for name, text in files.items():
+            (fresh / name).write_text(text, encoding="utf-8")
+        facts = load_probe(fresh)
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            folder.rename(old)
+        fresh.rename(folder)
+        if old.exists():
+            shutil.rmtree(old)
+        return facts
+
+    def hello(self, mac: str, facts_data: dict[str, Any] | Facts) -> dict[str, Any]:
         """Select a recipe for the facts: an image plan (and a new run), repair, or wait."""
         from provision.store import MachineState
 
-        derived = derive(facts_from_dict(facts_data))
+        derived = derive(facts_data if isinstance(facts_data, Facts) else facts_from_dict(facts_data))
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
         try:
             decision = select(self.recipes(), derived)
@@ -213,6 +249,22 @@ class Runs:
             self.store.event(run.mac, "progress", {**detail, "rate": rate})
         return run
 
+    def data_chunks(self, run: Run) -> int | None:
+        """The number of data chunks of the run's image version, from the server's index (None: not found)."""
+        if self.images is None:
+            return None
+        try:
+            index = self.images.load(run.image, run.digest).index
+        except ImageError:
+            return None
+        return len(index.chunks) - index.holes
+
+    def fail(self, run: Run, reason: str, detail: dict[str, Any] | None = None) -> Run:
+        """The agent gave up on the run (no disk, a fatal write error ...): failed with its reason."""
+        self._last_progress.pop(run.id, None)
+        self.store.event(run.mac, "run-failed", {"run": run.id, "reason": reason, **(detail or {})})
+        return self.store.set_run_state(run.id, RunState.FAILED, reason)
+
     def report(self, run: Run, report: FinalReport) -> Run:
         """Record the verification; the run ends done only when it is consistent, else failed with why."""
         self._last_progress.pop(run.id, None)
@@ -225,7 +277,7 @@ class Runs:
             wipe_method=report.wipe_method,
             wipe_ranges=report.wipe_ranges,
         )
-        problems = report_problems(run, report)
+        problems = report_problems(run, report, self.data_chunks(run))
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself
             run = self.store.set_run_state(run.id, RunState.VERIFYING)
         if not problems and run.state in (RunState.VERIFYING, RunState.HOOKS):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from provision.errors import FatalError
@@ -332,3 +333,21 @@ def choose_target(disks: Sequence[_D], rule: Mapping[str, object], image_size: i
         f"several disks qualify ({listed}){tie}; set target_disk.select or name in the recipe",
         candidates=[d.name for d in qualifying],
     )
+
+
+def disks_in_folder(folder: Path) -> tuple[tuple[AgentDisk, Path], ...]:
+    """Regular files standing in for disks (tests, demos): each file ``NAME`` in ``folder`` is a disk of its
+    size; an optional ``NAME.json`` holds lsblk fields for it (``tran``, ``rm``, ``hotplug``, ``model``,
+    ``serial``, ``mountpoints``). Returns ``(disk, path)`` pairs sorted by name."""
+    found: list[tuple[AgentDisk, Path]] = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json" or not path.is_file():
+            continue
+        meta_path = path.with_name(path.name + ".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if not isinstance(meta, dict):
+            raise TargetRuleInvalid(f"{meta_path}: not a JSON object", path=str(meta_path))
+        disk = _lsblk_disk({**meta, "name": path.name, "type": "disk", "size": path.stat().st_size})
+        if disk is not None:
+            found.append((disk, path))
+    return tuple(found)

@@ -96,3 +96,49 @@ class ChunkCorrupt(RetryableError):
         )  # fmt: skip
         self.chunk, self.offset, self.url = chunk, offset, url
         self.expected, self.actual, self.attempts = expected, actual, attempts
+
+
+class AgentError(FatalError):
+    """A failure of the agent's conversation with the server or of its choices (not of the writer)."""
+
+
+class ServerUnreachable(RetryableError):
+    """An API call kept failing (refused, reset, timeouts, 5xx) until its deadline."""
+
+    def __init__(self, url: str, attempts: int, seconds: float, last: str) -> None:
+        super().__init__(
+            f"POST {url}: gave up after {attempts} attempts in {seconds:.1f} s: {last}",
+            url=url, attempts=attempts, seconds=seconds, last=last,
+        )  # fmt: skip
+        self.url, self.attempts, self.seconds, self.last = url, attempts, seconds, last
+
+
+class GrowError(WriteError):
+    """Growing the root partition or its file system failed. ``facts`` hold the device and what is known
+    (LBAs, the tool's argv, exit code and stderr tail, whether the partition table was already changed)."""
+
+    def __init__(self, device: str, message: str, **facts: object) -> None:
+        super().__init__(f"{device}: {message}", device=device, **facts)
+        self.device = device
+
+
+class GptInvalid(GrowError):
+    """The disk's primary GPT is missing or damaged (signature, CRC, a field out of range): nothing written."""
+
+    def __init__(self, device: str, problem: str, **facts: object) -> None:
+        super().__init__(device, f"GPT not usable: {problem}; nothing was written", problem=problem, **facts)
+        self.problem = problem
+
+
+class GrowToolFailed(GrowError):
+    """A file-system tool (losetup, e2fsck, resize2fs) failed, timed out or is missing."""
+
+    def __init__(self, device: str, argv: Sequence[str], returncode: int | None, stderr: str, meaning: str,
+                 **facts: object) -> None:  # fmt: skip
+        code = "no exit status" if returncode is None else f"exit status {returncode}"
+        tail = f": {stderr.strip().splitlines()[-1]}" if stderr.strip() else ""
+        super().__init__(
+            device, f"{' '.join(argv)}: {code} ({meaning}){tail}",
+            argv=list(argv), returncode=returncode, stderr=stderr, meaning=meaning, **facts,
+        )  # fmt: skip
+        self.argv, self.returncode, self.stderr, self.meaning = list(argv), returncode, stderr, meaning

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from provision.errors import ProbeError
+from provision.facts import Facts
 from provision.macaddr import BadMac, normalize_mac
 from provision.runs import FINAL_RUN_STATES, FinalReport, Run, RunError, Runs, RunState
 from provision.store import MachineState, Store
@@ -36,12 +39,30 @@ class BootInfo(BaseModel):
     kernel: str | None = Field(default=None, max_length=200)
 
 
+PROBE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PROBE_FILES = 64
+
+
+def _probe_files(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_PROBE_FILES:
+        raise ValueError(f"at most {MAX_PROBE_FILES} probe files")
+    bad = [name for name in value if not PROBE_NAME.match(name)]
+    if bad:
+        raise ValueError(f"bad probe file names: {', '.join(repr(n[:80]) for n in bad[:5])}")
+    return value
+
+
 class Hello(BaseModel):
+    """``probe``: the raw files the live environment collected (dmidecode.txt, lspci.txt, lsblk.json ...),
+    kept by the server and read by provision.facts; ``facts``: already parsed facts (tests, other agents)."""
+
     model_config = ConfigDict(extra="forbid")
     mac: Mac
     token: str = Field(min_length=8, max_length=128)
     boot: BootInfo = Field(default_factory=BootInfo)
     facts: dict[str, Any] | None = None
+    probe: Annotated[dict[str, str], AfterValidator(_probe_files)] | None = None
+    warnings: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=100)
 
 
 def _error(status: int, reason: str, **extra: Any) -> web.Response:
@@ -81,10 +102,20 @@ async def hello(request: web.Request) -> web.Response:
         log.warning("%s: hello refused: wrong or expired boot token (from %s)", msg.mac, request.remote)
         return _error(403, "wrong or expired boot token", mac=msg.mac)
     store.mark_token_used(msg.token)
-    store.event(msg.mac, "hello", {"boot": msg.boot.model_dump(), "remote": request.remote})
-    if msg.facts is not None:
+    detail: dict[str, Any] = {"boot": msg.boot.model_dump(), "remote": request.remote}
+    if msg.warnings:
+        detail["probe_warnings"] = msg.warnings
+    store.event(msg.mac, "hello", detail)
+    facts: dict[str, Any] | Facts | None = msg.facts
+    if msg.probe is not None:
         try:
-            answer = request.app[RUNS].hello(msg.mac, msg.facts)
+            facts = request.app[RUNS].save_probe(msg.mac, msg.probe)
+        except (ProbeError, OSError) as exc:
+            log.error("%s: probe not kept: %s", msg.mac, exc)
+            return _error(422 if isinstance(exc, ProbeError) else 500, f"probe not readable: {str(exc)[:300]}")
+    if facts is not None:
+        try:
+            answer = request.app[RUNS].hello(msg.mac, facts)
         except (ValueError, TypeError, AttributeError) as exc:
             return _error(422, f"facts do not read: {str(exc)[:300]}")
         log.info("%s: hello with facts: %s", msg.mac, answer["action"])
@@ -157,10 +188,14 @@ class Progress(BaseModel):
 
 
 class ReportBody(BaseModel):
+    """What the agent verified: ``chunks``/``verified`` count data chunks, ``holes``/``holes_verified`` holes."""
+
     model_config = ConfigDict(extra="forbid")
     digest: Digest
     chunks: int = Field(ge=0)
     verified: int = Field(ge=0)
+    holes: int = Field(default=0, ge=0)
+    holes_verified: int = Field(default=0, ge=0)
     read_back_ok: bool
     wipe_method: str | None = Field(default=None, max_length=64)
     wipe_ranges: list[tuple[int, int]] = Field(default_factory=list, max_length=100_000)
@@ -170,11 +205,27 @@ class ReportBody(BaseModel):
 
 
 class Report(BaseModel):
+    """The end of a run: ``ok`` with the verification ``report``, or not ok with the ``reason`` (and the
+    report when the write got as far as a verification). ``error``: the failure's type and facts;
+    ``grow``: what growing the root file system did; ``writer``: the writer's figures (chunks fetched and
+    skipped, incidents, I/O mode); all three are kept as events."""
+
     model_config = ConfigDict(extra="forbid")
     token: Token
     ok: bool
     reason: str | None = Field(default=None, max_length=2000)
-    report: ReportBody
+    report: ReportBody | None = None
+    error: dict[str, Any] | None = None
+    grow: dict[str, Any] | None = None
+    writer: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Report:
+        if self.ok and self.report is None:
+            raise ValueError("a successful report needs the verification (report)")
+        if not self.ok and not self.reason:
+            raise ValueError("a failure needs a reason")
+        return self
 
 
 def _run_dict(store: Store, run: Run) -> dict[str, Any]:
@@ -220,6 +271,16 @@ async def run_report(request: web.Request) -> web.Response:
         return got
     msg, run = got
     body = msg.report
+    runs = request.app[RUNS]
+    for kind, extra in (("write", msg.writer), ("grow", msg.grow)):
+        if extra is not None:
+            request.app[STORE].event(run.mac, kind, {"run": run.id, **extra})
+    if body is None:
+        run = runs.fail(run, msg.reason or "no reason given", {"error": msg.error} if msg.error else None)
+        log.info("%s: run %s failed: %s", run.mac, run.id, run.reason)
+        return web.json_response({"run": run.id, "state": run.state.value, "reason": run.reason})
+    if msg.error is not None:
+        request.app[STORE].event(run.mac, "run-error", {"run": run.id, "error": msg.error})
     final = FinalReport(
         ok=msg.ok,
         reason=msg.reason,
@@ -232,9 +293,11 @@ async def run_report(request: web.Request) -> web.Response:
         bytes_written=body.bytes_written,
         seconds=body.seconds,
         mean_rate=body.mean_rate,
+        holes=body.holes,
+        holes_verified=body.holes_verified,
     )
     try:
-        run = request.app[RUNS].report(run, final)
+        run = runs.report(run, final)
     except RunError as exc:
         return _error(409 if exc.conflict else 422, str(exc), run=run.id)
     log.info("%s: run %s %s%s", run.mac, run.id, run.state.value, f": {run.reason}" if run.reason else "")

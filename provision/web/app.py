@@ -71,7 +71,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app = web.Application(middlewares=[grub_abortive_close], client_max_size=api.MAX_BODY)
     app[BOOTER] = booter
     app[api.STORE] = booter.store
-    app[api.RUNS] = Runs(booter.store, images, booter.config.recipes_dir)
+    app[api.RUNS] = Runs(booter.store, images, booter.config.recipes_dir, booter.config.state_dir / "probes")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/boot/{mac}.ipxe", ipxe_script)
     app.router.add_get("/boot/grub/grub.cfg", grub_main)

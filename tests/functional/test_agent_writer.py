@@ -233,6 +233,7 @@ def free_port() -> int:
 class Server:
     tmp: Path
     port: int
+    recipes: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -242,7 +243,9 @@ class Server:
     def start(self) -> None:
         (self.tmp / "boot").mkdir(exist_ok=True)
         config = self.tmp / "provision.yaml"
-        config.write_text(f"image_store: {self.tmp / 'store'}\n")
+        config.write_text(
+            f"image_store: {self.tmp / 'store'}\n" + (f"recipes_dir: {self.recipes}\n" if self.recipes else "")
+        )
         ready = self.tmp / "ready.json"
         ready.unlink(missing_ok=True)
         argv = [

@@ -24,6 +24,7 @@ from tests.unit.test_image_support import CHUNK, MiB, make_disk
 MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:ab:cd:ef"
 PROBE = Path(__file__).resolve().parent.parent / "samples" / "probes" / "debian-vm"
+DATA_CHUNKS: dict[str, int] = {}  # digest -> data chunks of the imported test image
 RECIPE = "name: default\ndefault: true\nimage: {image}\nwipe: zero\nhostname: lab-pc\n"
 
 
@@ -34,7 +35,9 @@ def imaging(tmp_path: Path) -> Iterator[tuple[Running, str, Path]]:
     (recipes / "default.yaml").write_text(RECIPE.format(image="tiny"))
     images = ImageStore(tmp_path / "images")
     disk = make_disk(tmp_path / "tiny.raw", 4 * MiB, [(1 * MiB, 300_000)], seed=3)
-    digest = images.import_raw(disk, "tiny", chunk_size=CHUNK).digest
+    version = images.import_raw(disk, "tiny", chunk_size=CHUNK)
+    digest = version.digest
+    DATA_CHUNKS[digest] = len(version.index.chunks) - version.index.holes
     config = tmp_path / "provision.yaml"
     config.write_text(json.dumps({"recipes_dir": str(recipes), "image_store": str(tmp_path / "images")}))
     run = start(tmp_path, "--config", str(config))
@@ -62,8 +65,9 @@ def hello(url: str, token: str, mac: str = MAC) -> dict[str, Any]:
 
 
 def good_report(token: str, digest: str, **over: Any) -> dict[str, Any]:
+    data = DATA_CHUNKS.get(digest, 5)
     body = {
-        "digest": digest, "chunks": 64, "verified": 64, "read_back_ok": True, "wipe_method": "zeroout",
+        "digest": digest, "chunks": data, "verified": data, "read_back_ok": True, "wipe_method": "zeroout",
         "wipe_ranges": [[0, 4096], [1 << 20, 8192]], "bytes_written": 4 * MiB, "seconds": 2.0, "mean_rate": 2 * MiB,
     }  # fmt: skip
     return {"token": token, "ok": True, "report": {**body, **over}}
@@ -111,9 +115,9 @@ def test_a_run_from_hello_to_done(imaging: tuple[Running, str, Path]) -> None:
     token = boot(url)
     answer = hello(url, token)
     run_id = answer["run"]
-    assert post(url, f"/api/v1/runs/{run_id}/report", good_report(token, digest, verified=63)).json()["state"] == (
-        "failed"
-    )
+    assert post(
+        url, f"/api/v1/runs/{run_id}/report", good_report(token, digest, verified=DATA_CHUNKS[digest] - 1)
+    ).json()["state"] == ("failed")
     token = boot(url)
     run_id = hello(url, token)["run"]
     assert post(url, f"/api/v1/runs/{run_id}/progress", {**progress, "token": token}).status_code == 200
@@ -161,3 +165,39 @@ def test_missing_image_means_wait_with_reason(imaging: tuple[Running, str, Path]
     assert [(m["state"], "nothere" in (m["reason"] or "")) for m in machines] == [("waiting", True)]
     bare = post(url, "/api/v1/hello", {"mac": OTHER_MAC, "token": token})
     assert bare.json()["action"] == "wait"
+
+
+def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Path]) -> None:
+    """A hello with the raw probe files: kept under the state folder and read by the server; a report that
+    claims fewer data chunks than the image has is not done; a failure without a verification is recorded."""
+    served, digest, _ = imaging
+    url = served.url
+    token = boot(url)
+    probe = {f.name: f.read_text() for f in PROBE.iterdir() if f.is_file()}
+    r = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": probe, "warnings": ["smartctl: absent"]})
+    assert r.status_code == 200 and r.json()["action"] == "image", r.text
+    kept = served.state / "probes" / MAC.replace(":", "-")
+    assert sorted(p.name for p in kept.iterdir()) == sorted(probe)
+    bad = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": {"../x": "y"}})
+    assert bad.status_code == 422 and "probe" in bad.text
+
+    run_id = r.json()["run"]
+    data = DATA_CHUNKS[digest]
+    claim = post(url, f"/api/v1/runs/{run_id}/report", good_report(token, digest, chunks=data - 1, verified=data - 1))
+    assert claim.json()["state"] == "failed" and f"the image has {data}" in claim.json()["reason"]
+
+    token = boot(url)
+    run_id = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": probe}).json()["run"]
+    no_reason = post(url, f"/api/v1/runs/{run_id}/report", {"token": token, "ok": False})
+    assert no_reason.status_code == 422
+    failed = post(
+        url,
+        f"/api/v1/runs/{run_id}/report",
+        {"token": token, "ok": False, "reason": "no disk can take the image", "error": {"type": "NoTargetDisk"}},
+    )
+    assert failed.json() == {"run": run_id, "state": "failed", "reason": "no disk can take the image"}
+    events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()
+    assert any(e["kind"] == "run-failed" and e["detail"]["error"]["type"] == "NoTargetDisk" for e in events)
+    assert any(e["detail"].get("probe_warnings") == ["smartctl: absent"] for e in events if e["kind"] == "hello")
+    machine = requests.get(f"{url}/api/v1/machines", timeout=5).json()[0]
+    assert machine["state"] == "failed" and "no disk" in machine["reason"]

@@ -1,0 +1,171 @@
+"""The agent's side of the server API (version 1): hello, progress, report.
+
+Every call carries the MAC and the per-boot token. ``hello`` and ``report`` are retried with backoff while
+the server is unreachable or answers 5xx (a workshop server restarting takes seconds), up to a deadline; a
+4xx answer is final (``ApiRefused``, with the server's reason). Progress goes through ``ProgressPoster``: a
+background thread posting the latest value, so a slow or absent server never slows the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+
+from provision.agent.errors import AgentError, ServerUnreachable
+from provision.errors import ProvisionError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiRefused", "ProgressPoster", "ServerApi"]
+
+
+class ApiRefused(AgentError):
+    """The server refused a call with a 4xx answer (wrong token, bad payload, run finished already)."""
+
+    def __init__(self, path: str, status: int, reason: str) -> None:
+        super().__init__(f"POST {path}: HTTP {status}: {reason}", path=path, status=status, reason=reason)
+        self.path, self.status, self.reason = path, status, reason
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        problems = body.get("problems")
+        text = str(body.get("error", body))
+        if isinstance(problems, list) and problems:
+            text += ": " + "; ".join(str(p) for p in problems[:5])
+        return text[:600]
+    return str(body)[:300]
+
+
+class ServerApi:
+    """Calls to one server for one boot (``mac`` + ``token``)."""
+
+    def __init__(
+        self,
+        server: str,
+        mac: str,
+        token: str,
+        *,
+        session: requests.Session | None = None,
+        deadline: float = 600.0,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.mac = mac
+        self.token = token
+        self.session = session or requests.Session()
+        self.deadline = deadline
+        self.timeout = timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = random.Random()  # noqa: S311 (backoff jitter)
+
+    def post(self, path: str, body: Mapping[str, Any], *, retry: bool = True) -> dict[str, Any]:
+        """POST JSON and return the JSON answer. Transient failures are retried until the deadline, then
+        ``ServerUnreachable``; a 4xx answer raises ``ApiRefused``."""
+        url = f"{self.server}{path}"
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.post(url, json=dict(body), timeout=(10.0, self.timeout))
+            except requests.RequestException as exc:
+                detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                if response.status_code < 300:
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        answer = None
+                    if isinstance(answer, dict):
+                        return answer
+                    detail = f"HTTP {response.status_code} with a body that is not a JSON object"
+                elif response.status_code < 500:
+                    raise ApiRefused(path, response.status_code, _reason(response))
+                else:
+                    detail = f"HTTP {response.status_code}: {_reason(response)}"
+            waited = self._clock() - started
+            if not retry or waited >= self.deadline:
+                raise ServerUnreachable(url, attempt, waited, detail)
+            delay = min(self._rng.uniform(0.5, 1.0) * min(10.0, 0.5 * 2 ** min(attempt - 1, 10)), 30.0)
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s: POST %s: %s (attempt %d, retrying in %.1f s)", self.mac, path, detail, attempt, delay)
+            self._sleep(delay)
+
+    def hello(self, boot: Mapping[str, Any], probe: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
+        body = {"mac": self.mac, "token": self.token, "boot": dict(boot), "probe": dict(probe)}
+        body["warnings"] = [w[:500] for w in warnings[:100]]
+        return self.post("/api/v1/hello", body)
+
+    def progress(self, run: str, stage: str, done: int, total: int, rate: float) -> None:
+        body = {"token": self.token, "stage": stage, "bytes_done": done, "bytes_total": total, "rate": max(rate, 0.0)}
+        self.post(f"/api/v1/runs/{run}/progress", body, retry=False)
+
+    def report(self, run: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.post(f"/api/v1/runs/{run}/report", {"token": self.token, **body})
+
+
+class ProgressPoster:
+    """Posts the latest progress of a run from a background thread; values that arrive while a post is in
+    flight replace each other (only the newest matters). Failures are logged, never raised."""
+
+    def __init__(self, api: ServerApi, run: str) -> None:
+        self._api = api
+        self._run = run
+        self._lock = threading.Lock()
+        self._pending: tuple[str, int, int, float] | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self.posted = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{run[:8]}", daemon=True)
+        self._thread.start()
+
+    def submit(self, stage: str, done: int, total: int, rate: float) -> None:
+        with self._lock:
+            self._pending = (stage, done, total, rate)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                item, self._pending = self._pending, None
+                stop = self._stop
+            if item is not None:
+                try:
+                    self._api.progress(self._run, *item)
+                    self.posted += 1
+                except ProvisionError as exc:
+                    self.failed += 1
+                    if self.failed == 1 or self.failed % 20 == 0:
+                        log.warning("%s: progress not posted (%d so far): %s", self._api.mac, self.failed, exc)
+            if stop:
+                if not self._has_pending():
+                    return
+                self._wake.set()
+
+    def _has_pending(self) -> bool:
+        with self._lock:
+            return self._pending is not None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Post what is pending, then stop the thread."""
+        with self._lock:
+            self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)

@@ -1,0 +1,312 @@
+"""The agent's run in the live environment: probe -> hello -> plan -> target disk -> write + verify -> grow ->
+report. ``run_agent`` returns an ``Outcome`` whose ``code`` tells the live environment's /init what to do:
+
+    0  done: the run is recorded done (verified), reboot     3  power off (the recipe says: local disk)
+    1  failed: recorded failed with the reason, stay up       4  repair: the server's reasons, stay up
+    2  usage: the agent cannot start (no server, token, MAC)  5  waiting (only with ``once``)
+
+Every failure after the plan is reported to the server (the run ends ``failed`` with the reason and the
+error's facts); a write that does not verify is never reported as a success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provision.agent.client import ProgressPoster, ServerApi
+from provision.agent.disks import (
+    AgentDisk,
+    choose_target,
+    disks_in_folder,
+    live_medium_devices,
+    parse_lsblk_disks,
+)
+from provision.agent.errors import AgentError
+from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
+from provision.agent.index import AgentIndex
+from provision.agent.inventory import Runner, collect_probe
+from provision.agent.progress import Progress
+from provision.agent.report import WriteReport
+from provision.agent.writer import WIPES, new_session, write_image
+from provision.errors import ProvisionError, RetryableError
+
+log = logging.getLogger(__name__)
+
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING = 0, 1, 2, 3, 4, 5
+MAX_PROBE_FILE = 2 << 20  # bytes of one probe file sent; the API takes 4 MiB per call
+MAX_PROBE_TOTAL = 3 << 20
+MAX_WAIT = 300.0
+SECURE_BOOT_VAR = "efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server: str
+    mac: str
+    token: str
+    probe_dir: Path | None = None  # a probe folder to send as it is (no tools run)
+    disks_from: Path | None = None  # files standing in for disks (see disks_in_folder)
+    workers: int = 4
+    once: bool = False  # a "wait" answer ends the agent (EXIT_WAITING) instead of asking again later
+    hello_deadline: float = 600.0
+    write_attempts: int = 3  # whole write passes on a retryable failure (each resumes: right chunks are kept)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    direct: bool | None = None
+    proc_root: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    state: str  # done | failed | repair | waiting | local
+    reason: str | None = None
+    run: str | None = None
+
+
+def boot_info(sys_root: Path = Path("/sys")) -> dict[str, Any]:
+    """Firmware kind and Secure Boot state (from the SecureBoot EFI variable), and the running kernel."""
+    uefi = (sys_root / "firmware" / "efi").is_dir()
+    secure: bool | None = None
+    if uefi:
+        try:
+            data = (sys_root / "firmware" / SECURE_BOOT_VAR).read_bytes()
+            secure = len(data) >= 5 and data[4] == 1  # 4 attribute bytes, then the value
+        except OSError:
+            secure = None
+    return {"firmware": "uefi" if uefi else "bios", "secure_boot": secure, "kernel": os.uname().release[:200]}
+
+
+def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """The probe files as text for the hello; files too large for the API are left out with a warning."""
+    files: dict[str, str] = {}
+    warnings: list[str] = []
+    total = 0
+    for path in sorted(folder.iterdir(), key=lambda p: p.stat().st_size):
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size > MAX_PROBE_FILE or total + size > MAX_PROBE_TOTAL:
+            warnings.append(f"{path.name}: {size} bytes, not sent (limit {MAX_PROBE_FILE} per file)")
+            continue
+        files[path.name] = path.read_bytes().decode("utf-8", errors="replace")
+        total += size
+    return files, warnings
+
+
+def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[AgentDisk, Path]], set[str]]:
+    """The machine's disks with their device paths, and the names holding the live medium."""
+    if cfg.disks_from is not None:
+        return list(disks_in_folder(cfg.disks_from)), set()
+    done = run(["lsblk", "--json", "-b", "-O"], capture_output=True, timeout=60, check=False)
+    if done.returncode != 0:
+        stderr = bytes(done.stderr or b"").decode(errors="replace")[-300:]
+        raise AgentError(f"lsblk failed with exit code {done.returncode}: {stderr}", exit_code=done.returncode)
+    disks = parse_lsblk_disks(bytes(done.stdout).decode("utf-8", errors="replace"))
+    mounts = (cfg.proc_root / "mounts").read_text(errors="replace")
+    cmdline = (cfg.proc_root / "cmdline").read_text(errors="replace")
+    return [(d, Path("/dev") / d.name) for d in disks], live_medium_devices(mounts, disks, cmdline)
+
+
+def report_body(report: WriteReport) -> dict[str, Any]:
+    """The API's verification body from the writer's report (data chunks and holes counted apart)."""
+    return {
+        "digest": report.digest,
+        "chunks": report.chunks - report.holes,
+        "verified": report.verified,
+        "holes": report.holes,
+        "holes_verified": report.holes_verified,
+        "read_back_ok": report.ok,
+        "wipe_method": report.wipe_method,
+        "wipe_ranges": [list(r) for r in report.wipe_ranges[:100_000]],
+        "bytes_written": report.bytes_written,
+        "seconds": round(report.seconds, 3),
+        "mean_rate": round(report.mean_rate),
+    }
+
+
+def writer_summary(report: WriteReport) -> dict[str, Any]:
+    """The writer's figures for the run's events: what was fetched or already right, incidents, I/O."""
+    full = report.to_dict()
+    keep = ("target", "target_kind", "io_mode", "readback", "disk_size", "chunk_size", "fetched", "skipped",
+            "downloads", "bytes_fetched", "failure_count", "stage_seconds")  # fmt: skip
+    summary = {k: full[k] for k in keep}
+    summary["failures"] = full["failures"][:20]
+    return summary
+
+
+def error_facts(exc: BaseException) -> dict[str, Any]:
+    """An error's type and facts as JSON-safe values (long values cut)."""
+    facts = exc.facts if isinstance(exc, ProvisionError) else {}
+    safe: dict[str, Any] = {}
+    for key, value in list(facts.items())[:20]:
+        safe[key] = value if isinstance(value, int | float | bool | None) else str(value)[:500]
+    return {"type": type(exc).__name__, "retryable": isinstance(exc, RetryableError), "facts": safe}
+
+
+class Agent:
+    """One boot's conversation with the server and the work it orders."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        api: ServerApi | None = None,
+        run: Runner = subprocess.run,
+        sleep: Callable[[float], None] = time.sleep,
+        grow: Callable[[Path], Any] | None = None,  # grow_root, or None: never grow
+        chunk_session: Callable[[int], HttpSession] | None = None,  # workers -> the session for index and chunks
+    ) -> None:
+        self.cfg = cfg
+        self.api = api or ServerApi(cfg.server, cfg.mac, cfg.token, deadline=cfg.hello_deadline, sleep=sleep)
+        self.run = run
+        self.sleep = sleep
+        self.grow = grow
+        self.chunk_session = chunk_session or new_session
+
+    def probe(self) -> tuple[dict[str, str], list[str]]:
+        if self.cfg.probe_dir is not None:
+            return read_probe_folder(self.cfg.probe_dir)
+        folder = Path("/run/provision/probe")
+        warnings = collect_probe(folder, run=self.run, mac=self.cfg.mac)
+        files, more = read_probe_folder(folder)
+        return files, warnings + more
+
+    def ask(self) -> dict[str, Any] | Outcome:
+        """Hello until the server gives a plan (or says repair / local / wait with ``once``)."""
+        files, warnings = self.probe()
+        for warning in warnings:
+            log.warning("%s: probe: %s", self.cfg.mac, warning)
+        boot = boot_info(self.cfg.sys_root)
+        while True:
+            answer = self.api.hello(boot, files, warnings)
+            action = answer.get("action")
+            if action == "image":
+                return answer
+            if action == "repair":
+                return Outcome(EXIT_REPAIR, "repair", "; ".join(map(str, answer.get("reasons") or [])) or None)
+            if action == "local":
+                return Outcome(EXIT_POWEROFF, "local", str(answer.get("reason") or "recipe says: local disk"))
+            if action != "wait":
+                raise AgentError(f"the server answered an unknown action {str(action)[:40]!r}", answer=answer)
+            reason = str(answer.get("reason") or "no reason given")
+            if self.cfg.once:
+                return Outcome(EXIT_WAITING, "waiting", reason)
+            delay = min(float(answer.get("retry_after") or 30), MAX_WAIT)
+            log.info("%s: server says wait (%s); asking again in %.0f s", self.cfg.mac, reason, delay)
+            self.sleep(delay)
+
+    def image(self, run_id: str, plan: Mapping[str, Any]) -> tuple[WriteReport, Path]:
+        """Index -> target -> write + verify (retried passes resume). Raises on failure."""
+        cfg = self.cfg
+        wipe = plan.get("wipe") or "zero"
+        if wipe not in WIPES:
+            raise AgentError(f"plan has wipe {str(wipe)[:40]!r}, not one of {', '.join(WIPES)}", wipe=wipe)
+        session = self.chunk_session(cfg.workers)
+        try:
+            fetcher = Fetcher(cfg.server, session, cfg.retry)
+            url = fetcher.url(str(plan["index_url"]))
+            index = AgentIndex.from_bytes(fetcher.get(url), source=url)
+            disks, live = list_disks(cfg, self.run)
+            rule = plan.get("target_disk") or {}
+            disk = choose_target([d for d, _ in disks], rule, index.disk_size, live)
+            path = dict((d.name, p) for d, p in disks)[disk.name]
+            log.info("%s: run %s: %s onto %s (%s)", cfg.mac, run_id, plan.get("image"), path, disk.model or "?")
+            poster = ProgressPoster(self.api, run_id)
+
+            def progress(p: Progress) -> None:
+                poster.submit("verifying" if p.stage == "verifying" else "writing", p.done, p.total, p.rate)
+
+            try:
+                report = self._write(run_id, plan, index, path, wipe, progress, session)
+            finally:
+                poster.close()
+        finally:
+            close = getattr(session, "close", None)
+            if close is not None:
+                close()
+        return report, path
+
+    def _write(
+        self,
+        run_id: str,
+        plan: Mapping[str, Any],
+        index: AgentIndex,
+        path: Path,
+        wipe: Any,
+        progress: Callable[[Progress], None],
+        session: HttpSession,
+    ) -> WriteReport:
+        for attempt in range(1, self.cfg.write_attempts + 1):
+            try:
+                return write_image(
+                    self.cfg.server, index, path, wipe=wipe, workers=self.cfg.workers, progress=progress,
+                    session=session, expected_digest=str(plan["digest"]), retry=self.cfg.retry,
+                    direct=self.cfg.direct, log_id=run_id,
+                )  # fmt: skip
+            except RetryableError as exc:
+                if attempt == self.cfg.write_attempts:
+                    raise
+                log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
+        raise AssertionError("unreachable")
+
+    def _failed(self, run_id: str, exc: BaseException, report: WriteReport | None, what: str = "") -> Outcome:
+        """Report the failure (with the verification when the write got that far) and end the run."""
+        reason = f"{what}{type(exc).__name__}: {exc}"[:2000]
+        log.error("%s: run %s failed: %s", self.cfg.mac, run_id, reason)
+        body: dict[str, Any] = {"ok": False, "reason": reason, "error": error_facts(exc)}
+        if report is not None:
+            body["report"] = report_body(report)
+            body["writer"] = writer_summary(report)
+        answer = self.api.report(run_id, body)
+        return Outcome(EXIT_FAILED, str(answer.get("state", "failed")), reason, run_id)
+
+    def run_once(self) -> Outcome:
+        asked = self.ask()
+        if isinstance(asked, Outcome):
+            return asked
+        run_id, plan = str(asked["run"]), asked["plan"]
+        try:
+            report, path = self.image(run_id, plan)
+        except (ProvisionError, OSError, KeyError, ValueError) as exc:
+            return self._failed(run_id, exc, None)
+        body: dict[str, Any] = {"ok": True, "report": report_body(report), "writer": writer_summary(report)}
+        if self.grow is not None and plan.get("grow_root"):
+            try:
+                grown = self.grow(path)
+            except (ProvisionError, OSError) as exc:
+                return self._failed(run_id, exc, report, "growing the root file system failed: ")
+            body["grow"] = grown.to_dict()
+        answer = self.api.report(run_id, body)
+        state = str(answer.get("state"))
+        if state == "done":
+            return Outcome(EXIT_DONE, "done", None, run_id)
+        return Outcome(EXIT_FAILED, state, str(answer.get("reason") or f"server says {state}"), run_id)
+
+
+def run_agent(cfg: AgentConfig, **kwargs: Any) -> Outcome:
+    """Run the agent once; errors before a run exists (server unreachable, refused) become the outcome."""
+    try:
+        return Agent(cfg, **kwargs).run_once()
+    except ProvisionError as exc:
+        log.error("%s: %s", cfg.mac, exc)
+        return Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def args_from_kernel(cmdline: str, explicit: Mapping[str, str | None]) -> dict[str, str]:
+    """``server``, ``mac``, ``token``: explicit values first, else ``provision.*=`` kernel arguments."""
+    from provision.agent.inventory import read_kernel_args
+
+    found = read_kernel_args(cmdline)
+    return {k: v for k in ("server", "mac", "token") if (v := explicit.get(k) or found.get(k))}
+
+
+def missing(values: Mapping[str, str], names: Sequence[str] = ("server", "mac", "token")) -> list[str]:
+    return [n for n in names if not values.get(n)]

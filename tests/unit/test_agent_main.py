@@ -1,0 +1,283 @@
+"""The agent's main loop and its API client with fakes: no sockets, no subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from provision.agent.client import ApiRefused, ProgressPoster, ServerApi
+from provision.agent.errors import ServerUnreachable, TargetError
+from provision.agent.index import AgentIndex, canonical_json
+from provision.agent.main import (
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_POWEROFF,
+    EXIT_REPAIR,
+    EXIT_WAITING,
+    Agent,
+    AgentConfig,
+    args_from_kernel,
+    boot_info,
+    error_facts,
+    missing,
+    read_probe_folder,
+    report_body,
+    run_agent,
+)
+from provision.agent.report import WriteReport
+from tests.unit.test_agent_support import (
+    FAST,
+    INDEX_PATH,
+    SERVER,
+    FakeSession,
+    build_image,
+    file_sha,
+    random_disk,
+    sparse_file,
+)
+
+MAC = "52:54:00:12:34:56"
+PROBE = Path(__file__).resolve().parent.parent / "samples" / "probes" / "debian-vm"
+
+
+class FakeApi(ServerApi):
+    """Answers hello from a script and records every call."""
+
+    def __init__(self, answers: list[dict[str, Any]], report_state: str = "done") -> None:
+        super().__init__(SERVER, MAC, "t" * 32, sleep=lambda s: None)
+        self.answers = answers
+        self.report_state = report_state
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def post(self, path: str, body: Mapping[str, Any], *, retry: bool = True) -> dict[str, Any]:
+        with self.lock:
+            self.calls.append((path, dict(body)))
+        if path == "/api/v1/hello":
+            return self.answers.pop(0)
+        if path.endswith("/report"):
+            return {"run": "r1", "state": self.report_state if body["ok"] else "failed", "reason": body.get("reason")}
+        return {"ok": True}
+
+    def bodies(self, suffix: str) -> list[dict[str, Any]]:
+        return [b for p, b in self.calls if p.endswith(suffix)]
+
+
+def plan(**over: Any) -> dict[str, Any]:
+    return {"action": "image", "run": "r1", "plan": {"image": "educ", "digest": "", "index_url": INDEX_PATH,
+            "wipe": "zero", "target_disk": None, "grow_root": True, **over}}  # fmt: skip
+
+
+def config(tmp_path: Path, **over: Any) -> AgentConfig:
+    base: dict[str, Any] = {"server": SERVER, "mac": MAC, "token": "t" * 32, "probe_dir": PROBE,
+                            "disks_from": tmp_path / "disks", "retry": FAST, "once": True}  # fmt: skip
+    return AgentConfig(**{**base, **over})
+
+
+@pytest.fixture
+def image_session() -> FakeSession:
+    return FakeSession(build_image(random_disk(24 * 65536, [1, 2, 5, 9, 20])))
+
+
+def disks(tmp_path: Path, *sizes: int) -> None:
+    (tmp_path / "disks").mkdir()
+    for i, size in enumerate(sizes):
+        sparse_file(tmp_path / "disks" / f"vd{'abc'[i]}", size)
+
+
+def test_a_plan_is_written_verified_grown_and_reported(tmp_path: Path, image_session: FakeSession) -> None:
+    disks(tmp_path, 32 * 65536)
+    api = FakeApi([{"action": "wait", "reason": "image building", "retry_after": 5}, plan()])
+    digest = AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest
+    api.answers[1]["plan"]["digest"] = digest
+    grown: list[Path] = []
+    slept: list[float] = []
+
+    class Grown:
+        def to_dict(self) -> dict[str, Any]:
+            return {"grown": True}
+
+    def grow(path: Path) -> Grown:
+        grown.append(path)
+        return Grown()
+
+    agent = Agent(
+        config(tmp_path, once=False), api=api, grow=grow, chunk_session=lambda n: image_session, sleep=slept.append
+    )
+    outcome = agent.run_once()
+    assert (outcome.code, outcome.state, outcome.run) == (EXIT_DONE, "done", "r1")
+    assert grown == [tmp_path / "disks" / "vda"] and slept == [5.0]
+    assert file_sha(tmp_path / "disks" / "vda", len(image_session.image.raw)) == file_sha_bytes(image_session)
+    [hello, hello2] = api.bodies("/hello")
+    assert hello["mac"] == MAC and "lsblk.json" in hello["probe"] and hello == hello2
+    [report] = api.bodies("/report")
+    body = report["report"]
+    assert report["ok"] is True and report["grow"] == {"grown": True}
+    assert (body["chunks"], body["verified"], body["holes"]) == (5, 5, 19)
+    assert body["holes_verified"] == 19 and body["digest"] == digest and body["read_back_ok"] is True
+    assert report["writer"]["fetched"] == 5 and report["writer"]["skipped"] == 0
+
+
+def file_sha_bytes(session: FakeSession) -> str:
+    return hashlib.sha256(session.image.raw).hexdigest()
+
+
+def test_a_write_failure_is_reported_with_its_facts(tmp_path: Path, image_session: FakeSession) -> None:
+    disks(tmp_path, 32 * 65536)
+    api = FakeApi([plan(digest="0" * 64)])
+    outcome = Agent(config(tmp_path), api=api, chunk_session=lambda n: image_session).run_once()
+    assert (outcome.code, outcome.state) == (EXIT_FAILED, "failed")
+    [report] = api.bodies("/report")
+    assert report["ok"] is False and "IndexInvalid" in report["reason"] and "report" not in report
+    assert report["error"]["type"] == "IndexInvalid" and report["error"]["retryable"] is False
+
+
+def test_a_failed_grow_is_reported_with_the_verification(tmp_path: Path, image_session: FakeSession) -> None:
+    disks(tmp_path, 32 * 65536)
+    api = FakeApi([plan(digest=AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest)])
+
+    def grow(path: Path) -> Any:
+        raise TargetError("no partition table", target=str(path))
+
+    outcome = Agent(config(tmp_path), api=api, grow=grow, chunk_session=lambda n: image_session).run_once()
+    assert outcome.code == EXIT_FAILED and outcome.reason is not None and "growing" in outcome.reason
+    [report] = api.bodies("/report")
+    assert report["ok"] is False and report["report"]["verified"] == 5
+
+
+def test_no_grow_unless_the_plan_says(tmp_path: Path, image_session: FakeSession) -> None:
+    disks(tmp_path, 32 * 65536)
+    digest = AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest
+    api = FakeApi([plan(digest=digest, grow_root=False)])
+    called: list[Path] = []
+    agent = Agent(config(tmp_path), api=api, grow=called.append, chunk_session=lambda n: image_session)
+    assert agent.run_once().code == EXIT_DONE and called == []
+    assert "grow" not in api.bodies("/report")[0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "state"),
+    [
+        ({"action": "repair", "reasons": ["SMART failed", "RAM 1 GiB"]}, EXIT_REPAIR, "repair"),
+        ({"action": "local", "reason": "recipe says local"}, EXIT_POWEROFF, "local"),
+        ({"action": "wait", "reason": "no image", "retry_after": 30}, EXIT_WAITING, "waiting"),
+        ({"action": "dance"}, EXIT_FAILED, "failed"),
+    ],
+)
+def test_answers_other_than_a_plan(tmp_path: Path, answer: dict[str, Any], code: int, state: str) -> None:
+    outcome = run_agent(config(tmp_path), api=FakeApi([answer]))
+    assert (outcome.code, outcome.state) == (code, state)
+    if state == "repair":
+        assert outcome.reason == "SMART failed; RAM 1 GiB"
+
+
+def test_report_body_counts_data_chunks_and_holes_apart() -> None:
+    report = WriteReport(
+        image="educ", digest="a" * 64, target="/dev/sda", target_kind="block", io_mode="O_DIRECT",
+        readback="O_DIRECT", disk_size=100, chunk_size=10, chunks=10, holes=4, fetched=5, skipped=1,
+        downloads=5, bytes_fetched=50, bytes_written=60, wipe="zero", wipe_method="BLKZEROOUT",
+        wipe_ranges=((60, 40),), wiped_bytes=40, verified=6, holes_verified=4, failures=(), failure_count=0,
+        seconds=2.0, stage_seconds=(),
+    )  # fmt: skip
+    body = report_body(report)
+    assert (body["chunks"], body["verified"], body["holes"], body["holes_verified"]) == (6, 6, 4, 4)
+    assert body["wipe_ranges"] == [[60, 40]] and body["mean_rate"] == 50 and body["read_back_ok"] is True
+
+
+def test_error_facts_are_json_safe() -> None:
+    exc = TargetError("bad", target=Path("/dev/sda"), size=3, nested={"a": object()})
+    facts = error_facts(exc)
+    assert facts["type"] == "TargetError" and facts["facts"]["target"] == "/dev/sda" and facts["facts"]["size"] == 3
+    assert isinstance(facts["facts"]["nested"], str)
+
+
+def test_probe_folder_limits(tmp_path: Path) -> None:
+    (tmp_path / "small").write_text("x")
+    (tmp_path / "huge").write_bytes(b"y" * (3 << 20))
+    files, warnings = read_probe_folder(tmp_path)
+    assert list(files) == ["small"] and "huge" in warnings[0]
+
+
+def test_boot_info_reads_secure_boot(tmp_path: Path) -> None:
+    assert boot_info(tmp_path)["firmware"] == "bios"
+    var = tmp_path / "firmware" / "efi" / "efivars" / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    var.parent.mkdir(parents=True)
+    var.write_bytes(b"\x06\x00\x00\x00\x01")
+    assert boot_info(tmp_path)["secure_boot"] is True
+    var.write_bytes(b"\x06\x00\x00\x00\x00")
+    assert boot_info(tmp_path) | {"kernel": ""} == {"firmware": "uefi", "secure_boot": False, "kernel": ""}
+
+
+def test_kernel_args_and_missing() -> None:
+    found = args_from_kernel("quiet provision.server=http://x:8080 provision.mac=aa provision.token=tt", {"mac": "bb"})
+    assert found == {"server": "http://x:8080", "mac": "bb", "token": "tt"}
+    assert missing({"server": "s"}) == ["mac", "token"]
+
+
+# ------------------------------------------------------------------------------------------- the client
+class ScriptedSession(requests.Session):
+    def __init__(self, script: list[int | Exception]) -> None:
+        super().__init__()
+        self.script = script
+        self.posts = 0
+
+    def post(self, url: str | bytes, data: Any = None, json: Any = None, **kw: Any) -> requests.Response:
+        self.posts += 1
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        response = requests.Response()
+        response.status_code = step
+        response._content = b'{"error": "nope", "problems": [{"field": "mac"}]}' if step >= 400 else b'{"ok": 1}'
+        return response
+
+
+def test_client_retries_transient_failures_then_succeeds() -> None:
+    session = ScriptedSession([requests.ConnectionError("refused"), 503, 200])
+    api = ServerApi(SERVER, MAC, "t" * 32, session=session, sleep=lambda s: None)
+    assert api.post("/api/v1/hello", {}) == {"ok": 1} and session.posts == 3
+
+
+def test_client_4xx_is_final_with_the_reason() -> None:
+    api = ServerApi(SERVER, MAC, "t" * 32, session=ScriptedSession([422]), sleep=lambda s: None)
+    with pytest.raises(ApiRefused) as exc:
+        api.post("/api/v1/hello", {})
+    assert exc.value.status == 422 and "nope" in exc.value.reason and "mac" in exc.value.reason
+
+
+def test_client_gives_up_at_the_deadline() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    session = ScriptedSession([500] * 100)
+    api = ServerApi(SERVER, MAC, "t" * 32, session=session, deadline=20, sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(ServerUnreachable) as exc:
+        api.post("/api/v1/hello", {})
+    assert exc.value.retryable and exc.value.attempts == session.posts and now[0] >= 20
+
+
+def test_progress_poster_posts_the_latest_and_survives_failures() -> None:
+    api = FakeApi([])
+    poster = ProgressPoster(api, "r1")
+    for i in range(50):
+        poster.submit("writing", i, 49, 1.0)
+    poster.close()
+    posted = api.bodies("/progress")
+    assert posted and posted[-1]["bytes_done"] == 49 and len(posted) <= 50
+
+    class Down(FakeApi):
+        def post(self, path: str, body: Mapping[str, Any], *, retry: bool = True) -> dict[str, Any]:
+            raise ServerUnreachable(path, 1, 0.0, "refused")
+
+    down = ProgressPoster(Down([]), "r2")
+    down.submit("writing", 1, 2, 0.0)
+    down.close()
+    assert down.failed == 1 and down.posted == 0

@@ -363,6 +363,12 @@ class Lab:
             vars_file = pc_dir / "OVMF_VARS.fd"
             shutil.copyfile(files[1], vars_file)
         spec = PCSpec(**{**spec.__dict__, "tap": self.add_tap()})
+        pc = self._launch(spec, pc_dir, vars_file)
+        self.pcs.append(pc)
+        log.info("lab %s: PC %s (%s, %s, %s) pid %d on %s", self.name, name, firmware, nic, disk, pc.pid, spec.tap)
+        return pc
+
+    def _launch(self, spec: PCSpec, pc_dir: Path, vars_file: Path | None) -> PC:
         argv = qemu_argv(
             spec,
             disk=pc_dir / "disk.raw",
@@ -372,11 +378,25 @@ class Lab:
         )
         (pc_dir / "serial.log").touch()
         started = time.monotonic()
-        proc = self.popen(argv, log_name=f"{name}/qemu")
-        pc = PC(spec, pc_dir, proc, started)
-        self.pcs.append(pc)
-        log.info("lab %s: PC %s (%s, %s, %s) pid %d on %s", self.name, name, firmware, nic, disk, pc.pid, spec.tap)
-        return pc
+        proc = self.popen(argv, log_name=f"{spec.name}/qemu")
+        return PC(spec, pc_dir, proc, started)
+
+    def power_on(self, pc: PC) -> PC:
+        """Start a PC that stopped (powered off, or rebooted: QEMU runs with -no-reboot) again, with the same
+        disk, firmware variables, tap and MAC, like pressing its power button. The previous serial log is
+        kept as ``serial.<n>.log``; the returned PC replaces ``pc`` in ``self.pcs``."""
+        self._check_open()
+        if pc.running:
+            raise LabError(f"PC {pc.name} is still running", pc=pc.name)
+        n = 1
+        while (pc.workdir / f"serial.{n}.log").exists():
+            n += 1
+        pc.serial_log.rename(pc.workdir / f"serial.{n}.log")
+        vars_file = pc.workdir / "OVMF_VARS.fd"
+        new = self._launch(pc.spec, pc.workdir, vars_file if vars_file.exists() else None)
+        self.pcs[self.pcs.index(pc)] = new
+        log.info("lab %s: PC %s powered on again, pid %d", self.name, pc.name, new.pid)
+        return new
 
 
 @atexit.register

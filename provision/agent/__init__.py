@@ -1,7 +1,8 @@
 """The imaging agent: runs inside the live Linux on each PC (standard library, requests and zstandard only).
 
 ``write_image`` writes an image version from the server's chunk store onto a disk, and returns a
-``WriteReport`` only when every chunk read back right. See ``docs/agent.md``.
+``WriteReport`` only when every chunk read back right; ``grow_root`` then grows the root partition and its
+file system to the end of the disk. See ``docs/agent.md``.
 """
 
 from provision.agent.disk_io import DiskTarget
@@ -54,15 +55,22 @@ from provision.agent.disks import (
     live_medium_devices,
     parse_lsblk_disks,
 )
+from provision.agent.errors import GptInvalid, GrowError, GrowToolFailed
+from provision.agent.grow import GrowResult, grow_root
 from provision.agent.inventory import collect_probe, read_kernel_args
 
 __all__ += [
     "AgentDisk",
     "AmbiguousTarget",
+    "GptInvalid",
+    "GrowError",
+    "GrowResult",
+    "GrowToolFailed",
     "NoTargetDisk",
     "TargetRuleInvalid",
     "choose_target",
     "collect_probe",
+    "grow_root",
     "live_medium_devices",
     "parse_lsblk_disks",
     "read_kernel_args",

@@ -208,6 +208,8 @@ class Runner:
             raise
         finally:
             timer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()  # else the pipe is closed only by the garbage collector (ResourceWarning)
         output = "\n".join(last)
         return Completed(command, code, "", output, 0.0)
 

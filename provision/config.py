@@ -71,7 +71,7 @@ class BootConfig(_Model):
     unknown: UnknownPolicy = UnknownPolicy.IMAGE
     kernel: str = "live/vmlinuz"  # paths inside boot_root
     initrd: str = "live/initrd.img"
-    cmdline: str = "console=tty0 console=ttyS0,115200n8 quiet"
+    cmdline: str = "console=ttyS0,115200n8 console=tty0 quiet"  # the last one, the screen, is /dev/console
     token_ttl_seconds: int = Field(default=6 * 3600, ge=60)
     # Treat an iPXE NIC ROM like a vendor PXE ROM: its first DHCP exchange of a boot gets undionly.kpxe over
     # TFTP, the chained iPXE then gets its script. For QEMU labs (whose NIC ROMs are iPXE) and PCs with iPXE

@@ -52,7 +52,7 @@ def static_script(mac: str) -> str:
     return (
         "#!ipxe\n"
         f"echo provision: {mac} -> live environment\n"
-        f"kernel {url}/files/live/vmlinuz initrd=initrd.img console=tty0 console=ttyS0,115200n8 quiet "
+        f"kernel {url}/files/live/vmlinuz initrd=initrd.img console=ttyS0,115200n8 console=tty0 quiet "
         f"provision.server={url} provision.mac={mac} provision.token={token} || goto failed\n"
         f"initrd --name initrd.img {url}/files/live/initrd.img || goto failed\n"
         "boot || goto failed\n"

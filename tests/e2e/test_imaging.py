@@ -1,0 +1,260 @@
+"""Two QEMU PCs with blank disks are imaged end to end by a real `provision serve` in a lab namespace.
+
+- PC ``bios``: SeaBIOS + iPXE ROM -> undionly.kpxe -> iPXE -> the live environment (``provision live build``);
+  PC ``sb``: OVMF with Secure Boot ON, no NIC ROM -> shim -> signed GRUB -> Debian's signed kernel -> the
+  same live environment. Both run at once.
+- In the live environment the agent probes the PC, says hello, gets the tiny image's plan (recipes by
+  firmware: the BIOS PC's recipe grows the root file system, the UEFI PC's does not), writes, verifies,
+  reports and reboots; QEMU runs with -no-reboot, so the reboot ends it.
+- On the host: both runs are ``done`` with a complete verification of the tiny image's root digest; the disk
+  files are compared chunk by chunk (sha256) with the image export: the UEFI PC's disk is the export
+  byte for byte (and zeros after it); the BIOS PC's differs only in the GPT sector range and inside its
+  root partition, which now ends at the disk's end and holds a clean ext4 file system that fills it.
+- Both PCs are powered on again: they network-boot, provision's boot script now says "local disk", they boot
+  the tiny image from their own disk, whose first-boot callback reaches provision; `provision machines`
+  shows both done with the verified digest.
+
+Needs root, qemu-system-x86, ovmf, mmdebstrap and the Debian archive (live environment and boot files,
+cached under /var/cache/provision). Measured times: docs/live.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from provision.bootfiles import DEFAULT_CACHE, BootRoot, DebCache
+from provision.images.builder import build_image
+from provision.images.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
+from provision.images.index import ImageVersion
+from provision.images.store import ImageStore
+from provision.lab import PC, Lab
+from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, require_lab
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "images" / "tiny.yaml"
+CACHE = Path(os.environ.get("PROVISION_DEB_CACHE", DEFAULT_CACHE))
+HTTP_PORT = 8080  # images/tiny.yaml calls back to http://198.18.0.1:8080/api/v1/firstboot
+MAC_BIOS = "52:54:00:18:20:01"
+MAC_SB = "52:54:00:18:20:02"
+MiB = 1 << 20
+DISK_BIOS = 256 * MiB  # bigger than the image: the root file system grows
+DISK_SB = 192 * MiB
+CMDLINE = "console=ttyS0 panic=5"
+IMAGING_TIMEOUT = 900.0  # PXE -> live -> write -> reboot, per PC (2 at once under TCG)
+BOOT_TIMEOUT = 300.0
+FAIL = r"Kernel panic|Access Denied|Verification failed|PROVISION-LIVE-AGENT-EXIT|PROVISION-TINY-FAILED"
+RECIPES = {
+    "bios.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n",
+    "uefi.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: false\n",
+}
+
+
+def imaging_steps() -> list[tuple[str, str]]:
+    return [
+        ("kernel starts", r"Linux version"),
+        ("live environment up", r"PROVISION-LIVE-UP"),
+        ("agent done", r"PROVISION-AGENT-RESULT done"),
+    ]
+
+
+def firstboot_steps(mac: str) -> list[tuple[str, str]]:
+    return [
+        ("boot script: local disk", rf"provision: {mac} -> local disk"),
+        ("tiny first boot", FIRSTBOOT_MARKER),
+        ("callback OK", CALLBACK_OK),
+    ]
+
+
+@dataclass
+class Site:
+    lab: Lab
+    server: ProvisionServe
+    version: ImageVersion
+    label: str  # the build's label, which the tiny image's first boot reports
+    export_raw: Path
+    pcs: dict[str, PC]
+    watches: dict[str, BootWatch]
+
+
+def decompress(zst: Path, out: Path) -> None:
+    with zst.open("rb") as src, out.open("wb") as dst:
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        shutil.copyfileobj(reader, dst, 1 << 20)
+
+
+@pytest.fixture(scope="module")
+def site(netboot_root: BootRoot, trixie_rom: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    require_lab("bios", "uefi-secureboot")
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("mmdebstrap missing (the live environment is built from Debian packages)")
+    from provision.live import ensure_live
+    from provision.sshkeys import ensure_server_key
+
+    tmp = tmp_path_factory.mktemp("imaging")
+    root = tmp / "boot"
+    shutil.copytree(netboot_root.dest, root, symlinks=True)
+    key = ensure_server_key(tmp / "keys")
+    ensure_live(root / "live", key.public_line)
+    store = ImageStore(tmp / "store")
+    built = build_image(TINY, store, cache=DebCache(CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
+    zst, _bmap = store.export("tiny", tmp / "export")
+    export_raw = tmp / "export.raw"
+    decompress(zst, export_raw)
+    recipes = tmp / "recipes"
+    recipes.mkdir()
+    for name, text in RECIPES.items():
+        (recipes / name).write_text(text)
+    with Lab(workdir=tmp / "lab") as lab:
+        config = {
+            "ports": {"http": HTTP_PORT},
+            "boot": {"cmdline": CMDLINE, "chain_ipxe_roms": True},
+            "dhcp": {
+                "range_start": str(lab.host(100)),
+                "range_end": str(lab.host(200)),
+                "netmask": str(lab.network.netmask),
+            },
+            "image_store": str(tmp / "store"),
+            "recipes_dir": str(recipes),
+        }
+        server = ProvisionServe.start(lab, root, config, dhcp="full")
+        pcs = {
+            MAC_BIOS: lab.add_pc(
+                "bios", firmware="bios", mac=MAC_BIOS, rom=trixie_rom, disk_size=DISK_BIOS, memory=1024
+            ),
+            MAC_SB: lab.add_pc("sb", firmware="uefi-secureboot", mac=MAC_SB, rom=False, disk_size=DISK_SB, memory=1024),
+        }
+        watches = {
+            mac: BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
+        }
+        yield Site(lab, server, built.version, built.label, export_raw, pcs, watches)
+        for pc in lab.pcs:
+            pc.stop()
+
+
+def chunk_mismatches(disk: Path, export_raw: Path, version: ImageVersion) -> list[int]:
+    """Chunks of the image whose bytes on ``disk`` differ from the export's (sha256 of each chunk)."""
+    bad = []
+    with disk.open("rb") as d, export_raw.open("rb") as e:
+        for i, chunk in enumerate(version.index.chunks):
+            if hashlib.sha256(d.read(chunk.length)).digest() != hashlib.sha256(e.read(chunk.length)).digest():
+                bad.append(i)
+    return bad
+
+
+def zeros_after(disk: Path, start: int) -> bool:
+    with disk.open("rb") as d:
+        d.seek(start)
+        while block := d.read(4 * MiB):
+            if block.count(0) != len(block):
+                return False
+    return True
+
+
+def run_of(site: Site, mac: str) -> dict[str, object]:
+    runs = site.server.api(f"/api/v1/runs?mac={mac}")
+    assert len(runs) == 1, runs
+    return dict(runs[0])
+
+
+@pytest.mark.parametrize("mac", [MAC_BIOS, MAC_SB], ids=["seabios", "ovmf-secureboot"])
+def test_imaged_and_verified(site: Site, mac: str, timing: Timing) -> None:
+    pc = site.pcs[mac]
+    watch = site.watches[mac]
+    watch.result(timing, f"{pc.name} imaging:")
+    assert watch.exit_code == 0, pc.tail(40)
+    run = run_of(site, mac)
+    assert (run["state"], run["digest"], run["image"]) == ("done", site.version.digest, "tiny"), run
+    verifications: list[dict[str, Any]] = run["verifications"]  # type: ignore[assignment]
+    [verification] = verifications
+    assert verification["complete"] and verification["read_back"] == "ok", verification
+    hello = [e["detail"] for e in site.server.events(mac) if e["kind"] == "hello"][-1]
+    assert hello["boot"]["firmware"] == ("bios" if mac == MAC_BIOS else "uefi")
+    assert hello["boot"]["secure_boot"] is (None if mac == MAC_BIOS else True)
+
+    disk, size = pc.disk_path, site.version.index.disk_size
+    bad = chunk_mismatches(disk, site.export_raw, site.version)
+    if mac == MAC_SB:  # no grow: the disk is the export, and the blank rest stays zeros
+        assert bad == [] and zeros_after(disk, size)
+        return
+    [grow] = [e["detail"] for e in site.server.events(mac) if e["kind"] == "grow"]
+    assert grow["grown"] is True, grow
+    root = max(site.version.index.layout.partitions, key=lambda p: p.start)
+    sector = site.version.index.sector_size
+    start, old_end = root.start * sector, (root.start + root.size) * sector
+    chunk = site.version.index.chunk_size
+    allowed = {0} | set(range(start // chunk, -(-old_end // chunk)))
+    assert set(bad) <= allowed, (bad, allowed)
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, check=True).stdout)
+    last = max(table["partitiontable"]["partitions"], key=lambda p: p["start"])
+    assert last["start"] == root.start and (last["start"] + last["size"]) * sector > DISK_BIOS - 2 * MiB
+    loop = subprocess.run(
+        [
+            "losetup",
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            str(start),
+            "--sizelimit",
+            str(last["size"] * sector),
+            str(disk),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        fsck = subprocess.run(["e2fsck", "-fn", loop], capture_output=True, text=True)
+        assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+        header = subprocess.run(["dumpe2fs", "-h", loop], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in header.splitlines() if ":" in line)
+        blocks, block_size = int(fields["Block count"]), int(fields["Block size"])
+        assert last["size"] * sector - blocks * block_size < 4 * MiB
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
+@pytest.mark.parametrize("mac", [MAC_BIOS, MAC_SB], ids=["seabios", "ovmf-secureboot"])
+def test_boots_its_own_disk_and_calls_back(site: Site, mac: str, timing: Timing) -> None:
+    watch = site.watches[mac]
+    watch.result()
+    if run_of(site, mac)["state"] != "done":
+        pytest.skip("not imaged (see test_imaged_and_verified)")
+    pc = site.lab.power_on(site.pcs[mac])
+    site.pcs[mac] = pc
+    again = BootWatch(pc, firstboot_steps(mac), BOOT_TIMEOUT, FAIL, exit_timeout=60)
+    again.result(timing, f"{pc.name} own disk:")
+    assert CALLBACK_OK in pc.serial_text()
+    events = site.server.events(mac)
+    firstboot = [e["detail"] for e in events if e["kind"] == "firstboot"]
+    assert len(firstboot) == 1 and firstboot[0]["image"] == "tiny", events
+    assert firstboot[0]["label"] == site.label
+
+
+def test_machines_shows_both_done_with_the_verified_digest(site: Site) -> None:
+    for watch in site.watches.values():
+        watch.result()
+    listed = subprocess.run(
+        [sys.executable, "-m", "provision", "machines", "--json", "--state-dir", str(site.server.state_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    rows = {row["mac"]: row for row in json.loads(listed.stdout)}
+    for mac in (MAC_BIOS, MAC_SB):
+        assert (rows[mac]["state"], rows[mac]["verified_digest"]) == ("done", site.version.digest), rows[mac]

@@ -3,7 +3,8 @@
 - ``Lab`` (netns.py): namespace, bridge, taps, processes; ``Lab.add_pc`` starts a ``PC`` (qemu.py).
 - ``build_test_initrd`` (initrd.py): a busybox initramfs whose /init calls ``/api/v1/hello``.
 - ``LabServer``, ``prepare_netboot_root`` (server.py): ``provision serve`` in a lab, and the boot root it serves.
-- ``run_demo`` (demo.py): ``provision lab demo``, a server and a small QEMU rack booting to the callback.
+- ``run_demo`` (demo.py, follow.py, report.py): ``provision lab demo``, a server and a small QEMU rack imaged
+  end to end (live environment, tiny image, first boot from the PC's own disk).
 
 See docs/lab.md.
 """

@@ -1,41 +1,59 @@
-"""``provision lab demo``: a provision server and a small QEMU rack in a private network namespace.
+"""``provision lab demo``: the workshop's flow on a small QEMU rack in a private network namespace.
 
-The boot root (Debian's iPXE, shim, signed GRUB and kernel, plus the test initramfs) is prepared, a lab
-starts, ``provision serve`` runs on its bridge with full DHCP, and the demo PCs network-boot at once:
-by default one SeaBIOS PC with Debian 13's iPXE ROM (ROM -> undionly.kpxe -> per-MAC iPXE script) and
-one OVMF PC with Secure Boot on and no NIC ROM (firmware PXE -> shim -> signed GRUB -> signed kernel).
-Each PC is followed on its serial console through its milestones, reported as they happen; then the
-machines are reported as the server recorded them. Everything is stopped and removed at the end.
+Set-up (embedded defaults, under the demo's workdir): the boot root (Debian's iPXE, shim, signed GRUB and
+kernel), the live environment (``ensure_live``: built once, then reused from its cache), the tiny image
+(``images/tiny.yaml``, built into a store of its own) and two recipes by firmware (image tiny, wipe zero,
+grow the root file system). Then a lab starts, ``provision serve`` runs on its bridge with full DHCP, and the
+blank PCs (by default SeaBIOS + Debian 13's iPXE ROM, and OVMF with Secure Boot on) network-boot at once:
+each one boots the live environment, whose agent probes it and says hello; the server picks its recipe, the
+PC is imaged, verified and the run recorded; the agent reboots it, which ends QEMU (``-no-reboot``), and the
+demo powers it on again: it network-boots, provision's boot script says "local disk", it boots the tiny
+image from its own disk and the first-boot callback reaches the server. Milestones (follow.py) are reported
+as they happen, then each PC as the server recorded it. Everything is stopped and removed at the end.
 
-Nothing here prints: progress goes to a callback, the outcome is a ``DemoResult``.
+Nothing here prints: progress goes to a callback, the outcome is a ``DemoResult`` (report.py formats it).
 """
 
 from __future__ import annotations
 
-import re
+import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, cast, get_args
+from typing import Any, cast, get_args
 
-from provision.bootfiles import DEFAULT_CACHE, qemu_roms
+from provision.bootfiles import DEFAULT_CACHE, DebCache, install_boot_root, qemu_roms
+from provision.images.builder.build import DISK_TOOLS
+from provision.images.builder.runner import TOOL_PACKAGES
+from provision.lab import follow as fl
 from provision.lab.netns import Lab, LabUnavailable
-from provision.lab.qemu import Firmware, LabError
-from provision.lab.server import LabServer, netboot_missing, prepare_netboot_root
+from provision.lab.qemu import PC, Firmware, LabError
+from provision.lab.report import DemoResult, PCResult, RunRecord, mb, on_off
+from provision.lab.server import PACKAGE_PARENT, LabServer, netboot_missing
 
 Progress = Callable[[str], None]
 
 CMDLINE = "console=ttyS0 panic=5"  # panic=5: a kernel panic ends QEMU (-no-reboot) instead of hanging
-HTTP_PORT = 8080
-DEFAULT_TIMEOUT = 180.0  # per PC, power-on to callback; measured 20-40 s here, 90 s on a loaded host (TCG, 2 CPUs)
+HTTP_PORT = 8080  # images/tiny.yaml's first boot calls back to http://198.18.0.1:8080/api/v1/firstboot
+TINY = PACKAGE_PARENT / "images" / "tiny.yaml"
+MiB = 1 << 20
+DISK_SIZE = 256 * MiB  # larger than the 128 MiB image: the root file system grows into the rest
+MEMORY = 1024  # MiB: the live environment unpacks ~116 MiB into RAM
+# Per PC, from power-on (TCG, 2 PCs at once on 2 CPUs). Measured (docs/lab.md): imaged and rebooted 43-101 s
+# after power-on, own disk to callback 19-37 s after the second power-on; the upper ends on a loaded host.
+IMAGING_TIMEOUT = 300.0
+OWN_DISK_TIMEOUT = 180.0
 MAX_PCS = 8
 MAC_PREFIX = "52:54:00:de:00:"
-LIVE_NOTE = "today the live environment only calls back; imaging lands in a later issue"
+RECIPES = {
+    "bios-pc.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n",
+    "uefi-pc.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: true\n",
+}
 DESCRIPTIONS: dict[str, str] = {
     "bios": "SeaBIOS, Debian 13 iPXE NIC ROM",
     "uefi": "OVMF, Secure Boot off, no NIC ROM (firmware PXE)",
@@ -76,175 +94,76 @@ def parse_pcs(text: str) -> tuple[DemoPC, ...]:
 DEFAULT_PCS = parse_pcs("bios,uefi-secureboot")
 
 
+def demo_missing(firmware: Sequence[Firmware]) -> list[str]:
+    """What this machine lacks for the demo: the lab and boot files, building the live environment (root,
+    mmdebstrap, kmod) and the tiny image (disk tools). Empty: ready."""
+    from provision.live.build import live_missing
+
+    found = netboot_missing(firmware) + live_missing()
+    found += [
+        f"{tool} (Debian package {TOOL_PACKAGES.get(tool, tool)})" for tool in DISK_TOOLS if not shutil.which(tool)
+    ]
+    missing: dict[str, str] = {}  # the first of each thing ("root" is asked for twice)
+    for item in found:
+        missing.setdefault(item.split()[0], item)
+    return list(missing.values())
+
+
+# ------------------------------------------------------------------------------------------------ set-up
 @dataclass(frozen=True)
-class PCResult:
-    """How one demo PC did, from its serial console and from the server's records."""
+class Site:
+    """What the demo prepared: boot root with the live environment, image store with tiny, recipes."""
 
-    pc: DemoPC
-    milestones: dict[str, float]  # label -> seconds since power-on
-    error: str | None = None  # why it did not call back
-    state: str | None = None  # the server's machine state
-    boots: int | None = None  # boot scripts/configs the server issued it
-    firmware: str | None = None  # from its hello: "bios" or "uefi"
-    secure_boot: bool | None = None
-    kernel: str | None = None
-    serial_log: Path | None = None
-
-    @property
-    def called_back(self) -> bool:
-        return CALLBACK in self.milestones and self.error is None
-
-    @property
-    def seconds_to_callback(self) -> float | None:
-        return self.milestones.get(CALLBACK)
+    boot_root: Path
+    store: Path
+    recipes: Path
+    image_label: str
+    digest: str
 
 
-@dataclass(frozen=True)
-class DemoResult:
-    """The demo's outcome: every PC, the lab namespace, the server's URL, exit code and logged problems."""
+def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
+    """Boot root, live environment, tiny image and recipes under ``workdir``; each step timed."""
+    from provision.images.builder import build_image
+    from provision.images.store import ImageStore
+    from provision.live import ensure_live
 
-    pcs: tuple[PCResult, ...]
-    namespace: str
-    server_url: str
-    seconds: float  # from the start of the demo until every PC was done (without --keep-running's wait)
-    server_exit: int | None = None
-    server_problems: tuple[str, ...] = field(default=())
+    began = time.monotonic()
+    progress("boot root: Debian's iPXE, shim, signed GRUB and kernel (first run: ~80 MB of Debian packages)")
+    root = install_boot_root(workdir / "boot", cache_dir=cache_dir)
+    progress(f"boot root ready in {time.monotonic() - began:.1f} s (kernel {root.kernel_release})")
 
-    @property
-    def ok(self) -> bool:
-        return bool(self.pcs) and all(pc.called_back for pc in self.pcs)
+    began = time.monotonic()
+    progress("live environment: Debian's kernel + an initramfs with the agent (first run: ~50 s, then cached)")
+    live = ensure_live(root.dest / "live", deb_cache_dir=cache_dir, progress=lambda m: progress(f"  live: {m}"))
+    how = "reused" if live.reused else "built"
+    size = live.manifest.total_size
+    progress(f"live environment {how} in {time.monotonic() - began:.1f} s ({mb(size, MiB)} MiB)")
 
-    def failures(self) -> list[str]:
-        """One line per PC that did not call back: its name and the first line of the reason."""
-        return [f"{r.pc.name}: {(r.error or 'no callback').splitlines()[0]}" for r in self.pcs if not r.called_back]
-
-
-# ------------------------------------------------------------------------------------------------ milestones
-CALLBACK = "callback"
-POWERED_OFF = "powered off"
-POWER_OFF_TIMEOUT = 30.0  # the test /init powers off right after its callback
-FAIL_RE = re.compile(r"No bootable device|Could not boot|Kernel panic|PROVISION-CALLBACK-FAILED[^\r\n]*|Access Denied")
-
-
-@dataclass(frozen=True)
-class Milestone:
-    """A step of a network boot as seen on the PC's serial console; ``text`` is formatted with the groups."""
-
-    label: str
-    pattern: re.Pattern[str]
-    text: str
-
-
-def steps_for(firmware: Firmware, mac: str) -> tuple[Milestone, ...]:
-    """The serial-console milestones of a demo PC: DHCP, boot file, iPXE script or GRUB config, kernel, callback."""
-    m = re.escape(mac)
-    kernel = Milestone("kernel", re.compile(r"Linux version (\S+)"), "kernel: Linux {0} starts")
-    callback = Milestone(CALLBACK, re.compile(r"PROVISION-CALLBACK-OK"), "callback: POST /api/v1/hello accepted")
-    if firmware == "bios":
-        return (
-            Milestone("DHCP", re.compile(r"net0: (\d+\.\d+\.\d+\.\d+)/"), "DHCP: address {0} (iPXE NIC ROM)"),
-            Milestone("boot file", re.compile(r"undionly\.kpxe : (\d+) bytes"), "boot file: undionly.kpxe, TFTP"),
-            Milestone(
-                "boot script", re.compile(rf"{m}\.ipxe : \d+ bytes \[script\]"), f"boot script: /boot/{mac}.ipxe, HTTP"
-            ),
-            kernel,
-            callback,
-        )
-    return (
-        Milestone(
-            "DHCP", re.compile(r"Station IP address is (\d+\.\d+\.\d+\.\d+)"), "DHCP: address {0} (firmware PXE)"
-        ),
-        Milestone(
-            "boot file",
-            re.compile(r"NBP filename is (\S+)[\s\S]*?NBP file downloaded successfully"),
-            "boot file: {0} (shim), TFTP",
-        ),
-        Milestone(
-            "GRUB config",
-            re.compile(rf"provision: {m} -> live environment"),
-            f"GRUB config: grub/hosts/{mac}.cfg, TFTP",
-        ),
-        kernel,
-        callback,
+    began = time.monotonic()
+    if not TINY.is_file():
+        raise LabError(f"{TINY}: the tiny image's definition is missing (run the demo from a clone)", path=str(TINY))
+    progress(f"image: tiny ({TINY.relative_to(PACKAGE_PARENT)}: busybox, GRUB, shim, Debian's signed kernel)")
+    store = workdir / "images"
+    built = build_image(
+        TINY, ImageStore(store), cache=DebCache(cache_dir), workdir=workdir / "image-work", log_dir=workdir / "logs"
     )
+    index = built.version.index
+    progress(
+        f"image {built.label} built in {time.monotonic() - began:.1f} s: {mb(index.disk_size, MiB)} MiB, "
+        f"{len(index.chunks) - index.holes} data chunks + {index.holes} holes, root digest {built.version.digest[:12]}"
+    )
+    recipes = workdir / "recipes"
+    recipes.mkdir(parents=True, exist_ok=True)
+    for name, text in RECIPES.items():
+        (recipes / name).write_text(text)
+    names = ", ".join(name.removesuffix(".yaml") for name in RECIPES)
+    progress(f"recipes: {names} (by firmware): image tiny, wipe zero, grow the root file system")
+    return Site(root.dest, store, recipes, built.label, built.version.digest)
 
 
-class Booting(Protocol):
-    """What a Follower reads of a PC (``provision.lab.PC``)."""
-
-    @property
-    def running(self) -> bool: ...
-
-    @property
-    def elapsed(self) -> float: ...
-
-    def serial_text(self) -> str: ...
-
-
-@dataclass
-class Follower:
-    """Follows one PC through its milestones; ``poll()`` returns what happened since the last poll."""
-
-    name: str
-    pc: Booting
-    steps: Sequence[Milestone]
-    times: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    finished: bool = False
-
-    def poll(self, timeout: float) -> list[tuple[float, str]]:
-        """New milestones (seconds since power-on, text). Fails the PC on a failure message on its console, QEMU
-        stopping early, or no callback ``timeout`` seconds after power-on; ends once it powered off."""
-        if self.finished:
-            return []
-        exited = not self.pc.running  # before reading: all it printed is then in the text
-        text, seconds = self.pc.serial_text(), self.pc.elapsed
-        news = []
-        while len(self.times) < len(self.steps):
-            step = self.steps[len(self.times)]
-            found = step.pattern.search(text)
-            if found is None:
-                break
-            self.times[step.label] = seconds
-            news.append((seconds, step.text.format(*found.groups())))
-        if len(self.times) == len(self.steps):
-            if exited:
-                self.times[POWERED_OFF] = seconds
-                news.append((seconds, "powered off"))
-                self.finished = True
-            elif seconds - self.times[CALLBACK] > POWER_OFF_TIMEOUT:
-                self.finished = True  # called back: the demo stops it
-            return news
-        waiting = self.steps[len(self.times)].label
-        failed = FAIL_RE.search(text)
-        if failed:
-            self.error = f"printed {failed.group(0).strip()!r} while waiting for {waiting}"
-        elif exited:
-            self.error = f"QEMU stopped before {waiting}"
-        elif seconds > timeout:
-            self.error = f"no {waiting} within {timeout:.0f} s"
-        if self.error is not None:
-            self.finished = True
-            news.append((seconds, f"FAILED: {self.error}"))
-        return news
-
-
-def follow(followers: Sequence[Follower], progress: Progress, timeout: float, poll: float = 0.2) -> None:
-    """Poll every PC until each one powered off after its callback, or failed; report milestones as they come."""
-    width = max((len(f.name) for f in followers), default=0)
-    while True:
-        for follower in followers:
-            for seconds, text in follower.poll(timeout):
-                progress(f"pc {follower.name:<{width}} {seconds:5.1f} s  {text}")
-        if all(f.finished for f in followers):
-            return
-        time.sleep(poll)
-
-
-# ------------------------------------------------------------------------------------------------ run
-def demo_config(lab: Lab) -> dict[str, Any]:
+def demo_config(lab: Lab, site: Site) -> dict[str, Any]:
     """provision's config in the lab: full DHCP on the bridge, chain_ipxe_roms so an iPXE NIC ROM takes the
-    chain a vendor PXE ROM takes (undionly.kpxe first), the test kernel command line."""
+    chain a vendor PXE ROM takes (undionly.kpxe first), the serial console, the demo's images and recipes."""
     return {
         "ports": {"http": HTTP_PORT},
         "boot": {"cmdline": CMDLINE, "chain_ipxe_roms": True},
@@ -253,9 +172,12 @@ def demo_config(lab: Lab) -> dict[str, Any]:
             "range_end": str(lab.host(200)),
             "netmask": str(lab.network.netmask),
         },
+        "image_store": str(site.store),
+        "recipes_dir": str(site.recipes),
     }
 
 
+# ------------------------------------------------------------------------------------------------ run
 def run_demo(
     workdir: Path,
     *,
@@ -263,85 +185,177 @@ def run_demo(
     cache_dir: Path = DEFAULT_CACHE,
     progress: Progress = lambda line: None,
     keep_running: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,
+    imaging_timeout: float = IMAGING_TIMEOUT,
+    own_disk_timeout: float = OWN_DISK_TIMEOUT,
 ) -> DemoResult:
-    """Boot root, lab, ``provision serve``, the PCs in parallel to their callback, the server's view.
+    """Set-up, lab, ``provision serve``, the PCs in parallel through imaging and their own disk, the server's view.
 
-    Raises LabUnavailable (what is missing, which Debian package) before touching anything; LabError or
-    BootFilesError when the lab or the boot files fail. A PC that fails is reported in the result. SIGTERM
-    is handled like Ctrl-C (KeyboardInterrupt) so everything is cleaned up either way. ``keep_running``:
-    provision keeps serving after the boots until Ctrl-C / SIGTERM (the PCs are off).
+    Raises LabUnavailable (what is missing, which Debian package) before touching anything; LabError,
+    BootFilesError, LiveBuildError or ImageBuildError when the set-up fails. A PC that fails is reported in
+    the result. SIGTERM is handled like Ctrl-C (KeyboardInterrupt) so everything is cleaned up either way.
+    ``keep_running``: provision keeps serving afterwards until Ctrl-C / SIGTERM (the PCs are off).
     """
     if not pcs:
         raise LabError("the demo needs at least one PC")
-    missing = netboot_missing([pc.firmware for pc in pcs])
+    missing = demo_missing([pc.firmware for pc in pcs])
     if missing:
         raise LabUnavailable(missing)
     began = time.monotonic()
     with _sigterm_interrupts():
-        progress("boot root: Debian's iPXE, shim, signed GRUB and kernel, and a test initramfs (first run: ~80 MB)")
-        root = prepare_netboot_root(workdir / "boot", cache_dir=cache_dir)
+        site = prepare(workdir, cache_dir, progress)
         rom = qemu_roms(cache_dir=cache_dir) / "pxe-virtio.rom" if any(pc.firmware == "bios" for pc in pcs) else None
-        progress(f"boot root ready in {time.monotonic() - began:.1f} s (kernel {root.kernel_release})")
+        setup = time.monotonic() - began
+        progress(f"set-up done in {setup:.1f} s")
+        if (workdir / "lab").exists():  # a previous run's disks and server state: the rack starts blank
+            shutil.rmtree(workdir / "lab")
         with Lab(workdir=workdir / "lab") as lab:
             progress(f"lab: network namespace {lab.name}, bridge {lab.bridge} {lab.cidr}")
-            server = LabServer.start(lab, root.dest, demo_config(lab), dhcp="full")
+            server = LabServer.start(lab, site.boot_root, demo_config(lab, site), dhcp="full")
             progress(
                 f"server: provision serve (pid {server.proc.pid}) on {lab.bridge}: full DHCP {lab.host(100)}-"
                 f"{lab.host(200)}, TFTP {server.ports['tftp']}, HTTP {server.url}"
             )
-            followers = []
-            for pc in pcs:
-                qemu = lab.add_pc(
-                    pc.name,
-                    firmware=pc.firmware,
-                    mac=pc.mac,
-                    rom=rom if rom is not None and pc.firmware == "bios" else False,
-                )
-                progress(f"pc {pc.name}: {pc.description}, MAC {pc.mac}: powered on")
-                followers.append(Follower(pc.name, qemu, steps_for(pc.firmware, pc.mac)))
-            follow(followers, progress, timeout)
+            rack = Rack(lab, server, progress, imaging_timeout, own_disk_timeout)
+            followers = [rack.power_on(pc, rom if pc.firmware == "bios" else None) for pc in pcs]
+            fl.follow(followers, rack.on_event, rack.next_phase)
             for qemu in lab.pcs:
                 qemu.stop()
-            results = tuple(
-                _server_view(server, pc, watch, qemu.serial_log, progress)
-                for pc, watch, qemu in zip(pcs, followers, lab.pcs, strict=True)
-            )
+            results = tuple(rack.result(pc) for pc in pcs)
             seconds = time.monotonic() - began
             if keep_running and server.running:
                 _serve_until_interrupted(lab, server, progress)
             code = server.stop()
             progress(f"server stopped (exit {code})")
         progress(f"lab {lab.name} removed: namespace, bridge, taps, processes")
-    return DemoResult(results, lab.name, server.url, seconds, server.returncode, tuple(server.problems()))
-
-
-def _server_view(server: LabServer, pc: DemoPC, watch: Follower, serial: Path, progress: Progress) -> PCResult:
-    """The machine as the server recorded it (state, boots) and what its hello said (firmware, Secure Boot)."""
-    machine = server.machine(pc.mac)
-    hellos = [e["detail"] for e in server.events(pc.mac) if e["kind"] == "hello"] if machine else []
-    boot: dict[str, Any] = hellos[-1].get("boot", {}) if hellos else {}
-    result = PCResult(
-        pc,
-        dict(watch.times),
-        watch.error,
-        machine["state"] if machine else None,
-        machine["boots"] if machine else None,
-        boot.get("firmware"),
-        boot.get("secure_boot"),
-        boot.get("kernel"),
-        serial,
+    return DemoResult(
+        results, lab.name, server.url, site.image_label, site.digest, setup, seconds, code, tuple(server.problems())
     )
-    if machine is None:
-        progress(f"server: {pc.mac} ({pc.name}) not recorded (it was issued no boot script or GRUB config)")
-    else:
+
+
+class Rack:
+    """The demo's PCs in the lab: powers them on, follows their phases, asks the server about their runs."""
+
+    def __init__(
+        self, lab: Lab, server: LabServer, progress: Progress, imaging_timeout: float, own_disk_timeout: float
+    ) -> None:
+        self.lab, self.server, self.progress = lab, server, progress
+        self.timeouts = {fl.IMAGING: imaging_timeout, fl.OWN_DISK: own_disk_timeout}
+        self.pcs: dict[str, tuple[DemoPC, PC]] = {}  # name -> the demo PC and its QEMU (the latest)
+        self.first_started: dict[str, float] = {}
+        self.phases: dict[str, list[fl.Follower]] = {}
+        self.errors: dict[str, str] = {}  # what went wrong outside a follower (power on)
+        self.powered_on: dict[str, float] = {}  # seconds from the first power-on to the second
+        self.width = 0
+
+    def power_on(self, pc: DemoPC, rom: Path | None) -> fl.Follower:
+        qemu = self.lab.add_pc(
+            pc.name, firmware=pc.firmware, mac=pc.mac, rom=rom or False, disk_size=DISK_SIZE, memory=MEMORY
+        )
+        self.pcs[pc.name] = (pc, qemu)
+        self.first_started[pc.name] = qemu.started
+        self.width = max(self.width, len(pc.name))
+        self.progress(
+            f"pc {pc.name}: {pc.description}, MAC {pc.mac}, blank {DISK_SIZE // MiB} MiB disk, "
+            f"{MEMORY} MiB RAM: powered on"
+        )
+        return self._follower(pc, qemu, fl.IMAGING)
+
+    def _follower(self, pc: DemoPC, qemu: PC, phase: str) -> fl.Follower:
+        steps = fl.imaging_steps if phase == fl.IMAGING else fl.own_disk_steps
+        fail = fl.IMAGING_FAIL if phase == fl.IMAGING else fl.OWN_DISK_FAIL
+        offset = qemu.started - self.first_started[pc.name]
+        follower = fl.Follower(
+            pc.name, qemu, steps(pc.firmware, pc.mac), self.timeouts[phase], fail, phase=phase, offset=offset
+        )
+        self.phases.setdefault(pc.name, []).append(follower)
+        return follower
+
+    def on_event(self, follower: fl.Follower, event: fl.Event) -> None:
+        text = event.text
+        if event.label in (fl.PLAN, fl.VERIFIED):
+            run = self.run(self.pcs[follower.name][0].mac)
+            if run is None:
+                text += " (no run recorded by the server)"
+            elif event.label == fl.PLAN:
+                text += f", recipe {run.recipe}, version {run.label}, run {run.id[:8]}"
+            else:
+                digest = run.verified_digest[:12] if run.verified_digest else "none"
+                rate = f"{run.mean_rate / 1e6:.0f} MB/s" if run.mean_rate else "- MB/s"
+                text = (
+                    f"written + verified: {mb(run.bytes_written)} MB written, {rate}; server: run {run.id[:8]} "
+                    f"{run.state}, verified root digest {digest}"
+                )
+        self.progress(fl.progress_line(follower.name, self.width, event, text))
+
+    def next_phase(self, follower: fl.Follower) -> fl.Follower | None:
+        """After the imaging reboot (QEMU exited): power the PC on again and follow it to its own disk."""
+        if not follower.ok or follower.phase != fl.IMAGING:
+            return None
+        pc, qemu = self.pcs[follower.name]
+        try:
+            again = self.lab.power_on(qemu)
+        except LabError as exc:
+            self.errors[pc.name] = f"power on failed: {exc}"
+            self.progress(f"pc {pc.name}: FAILED: power on: {exc}")
+            return None
+        self.pcs[pc.name] = (pc, again)
+        following = self._follower(pc, again, fl.OWN_DISK)
+        self.powered_on[pc.name] = following.offset
+        event = fl.Event(following.offset, fl.POWER_ON, "power on: the demo presses the power button again")
+        self.progress(fl.progress_line(pc.name, self.width, event))
+        return following
+
+    def run(self, mac: str) -> RunRecord | None:
+        """The PC's latest run as the server recorded it (None: none, or the server did not answer)."""
+        try:
+            runs: list[dict[str, Any]] = self.server.api(f"/api/v1/runs?mac={mac}")
+        except LabError:
+            return None
+        return RunRecord.from_api(runs[-1]) if runs else None
+
+    def result(self, pc: DemoPC) -> PCResult:
+        """The PC's milestones and the server's records: machine state, hello, run, first-boot callback."""
+        phases = self.phases.get(pc.name, [])
+        times = {label: seconds for f in phases for label, seconds in f.times.items()}
+        if pc.name in self.powered_on:
+            times[fl.POWER_ON] = self.powered_on[pc.name]
+        failed = next((f for f in phases if f.error is not None), None)
+        error = failed.error if failed else self.errors.get(pc.name)
+        if error is None and (not phases or phases[-1].phase != fl.OWN_DISK or not phases[-1].finished):
+            error = "did not reach its own disk"
+        machine = self.server.machine(pc.mac)
+        events = self.server.events(pc.mac) if machine else []
+        hellos = [e["detail"] for e in events if e["kind"] == "hello"]
+        boot: dict[str, Any] = hellos[-1].get("boot", {}) if hellos else {}
+        firstboots = [e["detail"] for e in events if e["kind"] == "firstboot"]
+        qemu = self.pcs[pc.name][1]
+        result = PCResult(
+            pc.name, pc.firmware, pc.mac, times, error=error, failed_phase=failed.phase if failed else None,
+            state=machine["state"] if machine else None, boots=machine["boots"] if machine else None,
+            firmware=boot.get("firmware"), secure_boot=boot.get("secure_boot"), kernel=boot.get("kernel"),
+            run=self.run(pc.mac), firstboot=str(firstboots[-1].get("label")) if firstboots else None,
+            serial_logs=tuple(sorted(qemu.workdir.glob("serial*.log"))),
+        )  # fmt: skip
+        if machine is None:
+            self.progress(f"server: {pc.mac} ({pc.name}) not recorded (it was issued no boot script or GRUB config)")
+            return result
         hello = (
-            f"hello: firmware {result.firmware}, Secure Boot {_on_off(result.secure_boot)}, kernel {result.kernel}"
+            f"hello: firmware {result.firmware}, Secure Boot {on_off(result.secure_boot)}, kernel {result.kernel}"
             if hellos
             else "no hello"
         )
-        progress(f"server: {pc.mac} ({pc.name}) state {result.state}, {result.boots} boot(s), {hello}")
-    return result
+        self.progress(f"server: {pc.mac} ({pc.name}) state {result.state}, {result.boots} boot(s), {hello}")
+        run = result.run
+        if run is not None:
+            rate = f"{run.mean_rate / 1e6:.0f} MB/s" if run.mean_rate else "-"
+            self.progress(
+                f"server: {pc.mac} ({pc.name}) run {run.id} {run.state}: recipe {run.recipe}, image "
+                f"{run.image}@{run.label}, {mb(run.bytes_written)} MB written at {rate}, verified root digest "
+                f"{run.verified_digest or 'none'}"
+            )
+        if result.firstboot is not None:
+            self.progress(f"server: {pc.mac} ({pc.name}) first boot from its own disk: {result.firstboot}")
+        return result
 
 
 def _serve_until_interrupted(lab: Lab, server: LabServer, progress: Progress) -> None:
@@ -372,29 +386,3 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-# ------------------------------------------------------------------------------------------------ report
-def _on_off(value: bool | None) -> str:
-    return "-" if value is None else "on" if value else "off"
-
-
-def result_table(result: DemoResult) -> list[str]:
-    """The final table: MAC, PC, firmware and Secure Boot (from its hello), state, seconds to callback."""
-    rows = [("MAC", "PC", "FIRMWARE", "SECURE BOOT", "STATE", "CALLBACK")]
-    for r in result.pcs:
-        seconds = r.seconds_to_callback
-        callback = f"{seconds:.1f} s" if seconds is not None and r.called_back else "failed"
-        rows.append((r.pc.mac, r.pc.name, r.firmware or "-", _on_off(r.secure_boot), r.state or "-", callback))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-
-
-def summary_line(result: DemoResult) -> str:
-    """One line: how many PCs reached the live environment's callback, and what the live environment does."""
-    good = sum(r.called_back for r in result.pcs)
-    verdict = "OK" if result.ok else "FAILED"
-    return (
-        f"{verdict}: {good} of {len(result.pcs)} PCs network-booted to the live environment and called back "
-        f"({result.seconds:.0f} s from start; {LIVE_NOTE})"
-    )

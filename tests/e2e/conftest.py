@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +168,12 @@ def start_site_dhcp(lab: Lab, first: int = 100, last: int = 200) -> Path:
             raise AssertionError(f"dnsmasq did not start:\n{lab.log_path('site-dhcp').read_text(errors='replace')}")
         time.sleep(0.05)
     return events
+
+
+def machines_json(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """``provision machines --json`` on a server's state folder (as the workshop would run it): MAC -> row."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "provision", "machines", "--json", "--state-dir", str(state_dir)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    return {row["mac"]: row for row in json.loads(listed.stdout)}

@@ -1,6 +1,9 @@
-"""`provision lab demo` as a user runs it: a process that boots the default rack (SeaBIOS + iPXE ROM, OVMF with
-Secure Boot on) from `provision serve` in a private namespace, reports each milestone, prints the machines as
-the server sees them and a final table, exits 0 and leaves no namespace behind. ~1 min with a warm .deb cache.
+"""`provision lab demo` as a user runs it, once: a process that prepares the live environment and the tiny image,
+images the default rack (SeaBIOS + iPXE ROM, OVMF with Secure Boot on) from `provision serve` in a private
+namespace, powers both PCs on again to boot their own disk, reports each milestone, the runs as the server
+recorded them and the tables, exits 0 and leaves no namespace behind. The server's state (kept in the workdir)
+then shows both machines done with the verified digest. ~2 min (1 passed in 112 s here); a cold live
+build adds ~1 min.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from provision.lab.demo import LIVE_NOTE
-from tests.e2e.conftest import CACHE, REPO, require_lab
+from tests.e2e.conftest import CACHE, REPO, machines_json, require_lab
 
 pytestmark = pytest.mark.e2e
 
 BIOS_MAC = "52:54:00:de:00:01"
 SB_MAC = "52:54:00:de:00:02"
-TIMEOUT = 420  # the demo's own per-PC timeout is 180 s; a cold cache adds the ~80 MB download
+TIMEOUT = 1200  # set-up (a cold live build, downloads) + the demo's own 300 s imaging and 180 s own-disk timeouts
+T = r"\s+\d+\.\d s  "  # a PC's progress line: its name, padded, then the seconds since its first power-on
 
 
 def in_order(text: str, patterns: list[str]) -> None:
@@ -31,7 +34,7 @@ def in_order(text: str, patterns: list[str]) -> None:
         position = found.end()
 
 
-def test_lab_demo_boots_the_default_rack_to_the_callback(tmp_path: Path) -> None:
+def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_path: Path) -> None:
     require_lab("bios", "uefi-secureboot")
     argv = [sys.executable, "-m", "provision", "lab", "demo", "--cache", str(CACHE), "--workdir", str(tmp_path)]
     began = time.monotonic()
@@ -43,42 +46,92 @@ def test_lab_demo_boots_the_default_rack_to_the_callback(tmp_path: Path) -> None
             proc.kill()
             proc.communicate()
     seconds = time.monotonic() - began
+    print(f"\nlab demo: {seconds:.1f} s\n{out}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
     assert "Traceback" not in err and "ERROR" not in err, err
 
-    time_re = r"\s+\d+\.\d s  "
-    for name, mac, steps in (
-        ("bios", BIOS_MAC, ["DHCP: address 198\\.18\\.0\\.\\d+ \\(iPXE NIC ROM\\)", "boot file: undionly\\.kpxe"]),
-        (
-            "uefi-secureboot",
-            SB_MAC,
-            ["DHCP: address 198\\.18\\.0\\.\\d+ \\(firmware PXE\\)", "boot file: shimx64\\.efi"],
-        ),
-    ):
-        script = rf"boot script: /boot/{mac}\.ipxe" if name == "bios" else rf"GRUB config: grub/hosts/{mac}\.cfg"
-        steps += [script, r"kernel: Linux \S+ starts", r"callback: POST /api/v1/hello accepted", "powered off"]
-        in_order(out, [rf"^pc {re.escape(name)}{time_re}{step}" for step in steps])
+    digest = re.search(r"^image tiny-\w+ built in \d+\.\d s: 128 MiB, .* root digest (\w{12})$", out, re.MULTILINE)
+    assert digest is not None, out
+    short = digest.group(1)
     in_order(
         out,
         [
-            r"^boot root ready in \d+\.\d s \(kernel \S+\)",
+            r"^boot root ready in \d+\.\d s \(kernel \S+\)$",
+            r"^live environment (built|reused) in \d+\.\d s \(\d+ MiB\)$",
+            r"^recipes: bios-pc, uefi-pc \(by firmware\): image tiny, wipe zero, grow the root file system$",
             r"^lab: network namespace prov-\d+-\d+, bridge br0 198\.18\.0\.1/24",
             r"^server: provision serve \(pid \d+\) on br0: full DHCP 198\.18\.0\.100-198\.18\.0\.200",
-            rf"^pc bios: SeaBIOS, Debian 13 iPXE NIC ROM, MAC {BIOS_MAC}: powered on",
-            rf"^pc uefi-secureboot: OVMF, Secure Boot on, no NIC ROM \(firmware PXE\), MAC {SB_MAC}: powered on",
-            rf"^server: {BIOS_MAC} \(bios\) state waiting, 1 boot\(s\), hello: firmware bios, Secure Boot off",
-            rf"^server: {SB_MAC} \(uefi-secureboot\) state waiting, 1 boot\(s\), hello: firmware uefi, Secure Boot on",
+            rf"^pc bios: SeaBIOS, Debian 13 iPXE NIC ROM, MAC {BIOS_MAC}, blank 256 MiB disk, 1024 MiB RAM: powered on",
+            rf"^pc uefi-secureboot: OVMF, Secure Boot on, no NIC ROM \(firmware PXE\), MAC {SB_MAC}, ",
+        ],
+    )
+    for name, mac, firmware, secure_boot, dhcp, boot_file, config, recipe in (
+        (
+            "bios",
+            BIOS_MAC,
+            "bios",
+            "n/a",
+            "iPXE NIC ROM",
+            "undionly",
+            rf"boot script /boot/{BIOS_MAC}\.ipxe",
+            "bios-pc",
+        ),
+        (
+            "uefi-secureboot",
+            SB_MAC,
+            "uefi",
+            "on",
+            "firmware PXE",
+            "shimx64",
+            rf"GRUB config grub/hosts/{SB_MAC}",
+            "uefi-pc",
+        ),
+    ):
+        steps = [
+            rf"DHCP: address 198\.18\.0\.\d+ \({dhcp}\)",
+            rf"boot file: {boot_file}\.",
+            rf"{config}.*: live$",
+            r"kernel: Linux \S+ starts",
+            r"live environment up: 198\.18\.0\.\d+, ",
+            rf"imaging plan: image tiny onto /dev/vda, recipe {recipe}, version \S+, run \w{{8}}$",
+            rf"written \+ verified: \d+ MB written, \d+ MB/s; server: run \w{{8}} done, verified root digest {short}$",
+            r"reboot: QEMU exits \(-no-reboot\)",
+            r"power on: the demo presses the power button again",
+            rf"DHCP: address 198\.18\.0\.\d+ \({dhcp}\)",
+            rf"{config}.*: local disk$",
+            r"first boot of tiny-\w+ from its own disk",
+            r"callback: POST /api/v1/firstboot accepted",
+        ]
+        in_order(out, [rf"^pc {re.escape(name)}{T}{step}" for step in steps])
+        server = rf"^server: {mac} \({name}\) "
+        in_order(
+            out,
+            [
+                rf"{server}state done, \d+ boot\(s\), hello: firmware {firmware}, Secure Boot {secure_boot}, ",
+                rf"{server}run \w+ done: recipe {recipe}, image tiny@\S+, \d+ MB written at \d+ MB/s, "
+                rf"verified root digest {short}\w{{52}}$",
+                rf"{server}first boot from its own disk: tiny-\w+$",
+            ],
+        )
+    in_order(
+        out,
+        [
             r"^server stopped \(exit 0\)$",
             r"^lab prov-\d+-\d+ removed: namespace, bridge, taps, processes$",
-            r"^MAC +PC +FIRMWARE +SECURE BOOT +STATE +CALLBACK$",
-            rf"^{BIOS_MAC}  bios +bios +off +waiting +\d+\.\d s$",
-            rf"^{SB_MAC}  uefi-secureboot +uefi +on +waiting +\d+\.\d s$",
-            r"^OK: 2 of 2 PCs network-booted to the live environment and called back "
-            rf"\(\d+ s from start; {re.escape(LIVE_NOTE)}\)$",
+            r"^MILESTONE \(s\) +bios +uefi-secureboot$",
+            r"^callback +\d+\.\d +\d+\.\d$",
+            r"^MAC +PC +FIRMWARE +SECURE BOOT +RECIPE +RUN +VERIFIED +MB/S +IMAGED +CALLBACK$",
+            rf"^{BIOS_MAC}  bios +bios +n/a +bios-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s$",
+            rf"^{SB_MAC}  uefi-secureboot +uefi +on +uefi-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s$",
+            rf"^OK: 2 of 2 PCs imaged with tiny-\w+ \(root digest {short}, verified\) and booted from their own disk "
+            r"to the first-boot callback \(\d+ s from start, set-up \d+ s\)$",
         ],
     )
     assert "server log:" not in out  # provision logged no error
 
+    rows = machines_json(tmp_path / "lab/provision/state")
+    for mac in (BIOS_MAC, SB_MAC):
+        assert (rows[mac]["state"], rows[mac]["last_run_state"]) == ("done", "done"), rows[mac]
+        assert rows[mac]["verified_digest"].startswith(short), rows[mac]
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not re.search(rf"^prov-{proc.pid}-", namespaces, re.MULTILINE), namespaces
-    print(f"\nlab demo: {seconds:.1f} s\n{out}")

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from provision.images.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab
-from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, require_lab
+from tests.conftest import LiveEnv
+from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, machines_json, require_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -97,18 +97,16 @@ def decompress(zst: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(netboot_root: BootRoot, trixie_rom: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(
+    netboot_root: BootRoot, trixie_rom: Path, live_env: LiveEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
     require_lab("bios", "uefi-secureboot")
-    if shutil.which("mmdebstrap") is None:
-        pytest.skip("mmdebstrap missing (the live environment is built from Debian packages)")
-    from provision.live import ensure_live
-    from provision.sshkeys import ensure_server_key
-
     tmp = tmp_path_factory.mktemp("imaging")
     root = tmp / "boot"
     shutil.copytree(netboot_root.dest, root, symlinks=True)
-    key = ensure_server_key(tmp / "keys")
-    ensure_live(root / "live", key.public_line)
+    for name in ("vmlinuz", "initrd.img"):  # the session's live environment build (tests/conftest.py)
+        (root / "live" / name).unlink(missing_ok=True)
+        shutil.copyfile(live_env.out / name, root / "live" / name)
     store = ImageStore(tmp / "store")
     built = build_image(TINY, store, cache=DebCache(CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
     zst, _bmap = store.export("tiny", tmp / "export")
@@ -248,13 +246,6 @@ def test_boots_its_own_disk_and_calls_back(site: Site, mac: str, timing: Timing)
 def test_machines_shows_both_done_with_the_verified_digest(site: Site) -> None:
     for watch in site.watches.values():
         watch.result()
-    listed = subprocess.run(
-        [sys.executable, "-m", "provision", "machines", "--json", "--state-dir", str(site.server.state_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    rows = {row["mac"]: row for row in json.loads(listed.stdout)}
+    rows = machines_json(site.server.state_dir)
     for mac in (MAC_BIOS, MAC_SB):
         assert (rows[mac]["state"], rows[mac]["verified_digest"]) == ("done", site.version.digest), rows[mac]

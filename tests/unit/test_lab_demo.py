@@ -1,74 +1,22 @@
-"""`provision lab demo` without QEMU: --pcs parsing, the milestone follower over fake serial logs, the report."""
+"""`provision lab demo` without QEMU: --pcs parsing, the CLI, what it needs, and the rack (power on, both phases,
+the server's records in the progress lines and the result) over fake PCs and a fake server."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from provision.cli import build_parser, main
+from provision.lab import follow as fl
 from provision.lab import netboot_missing
-from provision.lab.demo import (
-    CALLBACK,
-    DEFAULT_PCS,
-    LIVE_NOTE,
-    DemoPC,
-    DemoResult,
-    Follower,
-    PCResult,
-    follow,
-    parse_pcs,
-    result_table,
-    steps_for,
-    summary_line,
-)
-
-BIOS_MAC = "52:54:00:de:00:01"
-UEFI_MAC = "52:54:00:de:00:02"
-
-# What the PCs print on serial, cut down from real lab runs.
-BIOS_SERIAL = [
-    "iPXE initialising devices...ok\r\nConfiguring (net0 52:54:00:de:00:01)...... ok\r\n"
-    "net0: 198.18.0.100/255.255.255.0 gw 198.18.0.1\r\nFilename: undionly.kpxe\r\n",
-    "tftp://198.18.0.1/undionly.kpxe... ok\r\nundionly.kpxe : 70123 bytes [PXE-NBP]\r\n",
-    f"http://198.18.0.1:8080/boot/{BIOS_MAC}.ipxe... ok\r\n{BIOS_MAC}.ipxe : 612 bytes [script]\r\n",
-    "[    0.000000] Linux version 6.1.0-41-amd64 (debian-kernel@lists.debian.org)\r\n",
-    "provision-test-init: started\r\nPROVISION-CALLBACK-OK\r\n",
-]
-UEFI_SERIAL = [
-    ">>Start PXE over IPv4.\r\n  Station IP address is 198.18.0.101\r\n",
-    "  NBP filename is shimx64.efi\r\n  NBP filesize is 959504 Bytes\r\n Downloading NBP file...\r\n\r\n"
-    "  NBP file downloaded successfully.\r\n",
-    f"provision: network boot of {UEFI_MAC}\r\nprovision: {UEFI_MAC} -> live environment\r\n",
-    "[    0.000000] Linux version 6.1.0-41-amd64 (debian-kernel@lists.debian.org)\r\n",
-    "PROVISION-CALLBACK-OK\r\n",
-]
-
-
-@dataclass
-class FakePC:
-    """A PC whose serial log grows by one chunk per poll; ``elapsed`` goes up 5 s per poll."""
-
-    chunks: list[str]
-    exit_after: int | None = None  # QEMU stops after this many chunks
-    shown: int = 0
-    clock: float = 0.0
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def running(self) -> bool:
-        return self.exit_after is None or self.shown < self.exit_after
-
-    @property
-    def elapsed(self) -> float:
-        return self.clock
-
-    def serial_text(self) -> str:
-        self.shown += 1
-        self.clock += 5.0
-        return "".join(self.chunks[: self.shown])
+from provision.lab.demo import DEFAULT_PCS, RECIPES, DemoPC, Rack, demo_missing, parse_pcs
+from provision.lab.server import LabServer
+from provision.recipes import load_dir
+from tests.unit.test_lab_follow import BIOS_MAC, BIOS_NETBOOT, BIOS_OWN_DISK, DIGEST, LIVE, UEFI_MAC, FakePC, api_run
 
 
 # ------------------------------------------------------------------------------------------------ --pcs
@@ -109,118 +57,130 @@ def test_cli_bad_pcs_is_a_usage_error(capsys):
 
 
 def test_cli_lab_unavailable_is_a_clean_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(
-        "provision.lab.demo.netboot_missing", lambda firmware: ["qemu-system-x86_64 (Debian package qemu-system-x86)"]
-    )
+    monkeypatch.setattr("provision.lab.demo.demo_missing", lambda firmware: ["mmdebstrap (Debian package mmdebstrap)"])
     out, err = io.StringIO(), io.StringIO()
     code = main(["lab", "demo", "--workdir", str(tmp_path / "w")], out=out, err=err)
     assert code == 1 and out.getvalue() == ""
-    assert err.getvalue() == (
-        "provision: error: lab unavailable, missing: qemu-system-x86_64 (Debian package qemu-system-x86)\n"
-    )
+    assert err.getvalue() == "provision: error: lab unavailable, missing: mmdebstrap (Debian package mmdebstrap)\n"
 
 
-def test_netboot_missing_names_debian_packages():
-    for item in netboot_missing(["bios", "uefi-secureboot"]):  # empty on a ready machine
+def test_demo_missing_names_debian_packages_and_root_once(monkeypatch):
+    for item in netboot_missing(["bios", "uefi-secureboot"]) + demo_missing(["bios"]):  # empty on a ready machine
         assert item.startswith("root") or "Debian package" in item or item == "/dev/net/tun"
-
-
-# ------------------------------------------------------------------------------------------------ milestones
-def run_followers(*followers: Follower, timeout: float = 180.0) -> list[str]:
-    lines: list[str] = []
-    follow(followers, lines.append, timeout, poll=0)
-    return lines
-
-
-def test_bios_pc_followed_to_callback_and_power_off():
-    pc = FakePC(BIOS_SERIAL, exit_after=len(BIOS_SERIAL) + 1)
-    follower = Follower("bios", pc, steps_for("bios", BIOS_MAC))
-    lines = run_followers(follower)
-    assert lines == [
-        "pc bios   5.0 s  DHCP: address 198.18.0.100 (iPXE NIC ROM)",
-        "pc bios  10.0 s  boot file: undionly.kpxe, TFTP",
-        f"pc bios  15.0 s  boot script: /boot/{BIOS_MAC}.ipxe, HTTP",
-        "pc bios  20.0 s  kernel: Linux 6.1.0-41-amd64 starts",
-        "pc bios  25.0 s  callback: POST /api/v1/hello accepted",
-        "pc bios  35.0 s  powered off",
-    ]
-    assert follower.error is None and follower.times[CALLBACK] == 25.0
-
-
-def test_uefi_pc_milestones_reported_together_when_they_land_in_one_poll():
-    pc = FakePC(["".join(UEFI_SERIAL[:3]), *UEFI_SERIAL[3:]], exit_after=3)
-    follower = Follower("sb", pc, steps_for("uefi-secureboot", UEFI_MAC))
-    lines = run_followers(follower)
-    assert lines[:3] == [
-        "pc sb   5.0 s  DHCP: address 198.18.0.101 (firmware PXE)",
-        "pc sb   5.0 s  boot file: shimx64.efi (shim), TFTP",
-        f"pc sb   5.0 s  GRUB config: grub/hosts/{UEFI_MAC}.cfg, TFTP",
-    ]
-    assert lines[-1] == "pc sb  20.0 s  powered off"
-
-
-def test_two_pcs_followed_in_parallel_names_aligned():
-    bios = Follower("bios", FakePC(BIOS_SERIAL, exit_after=5), steps_for("bios", BIOS_MAC))
-    sb = Follower("uefi-secureboot", FakePC(UEFI_SERIAL, exit_after=5), steps_for("uefi-secureboot", UEFI_MAC))
-    lines = run_followers(bios, sb)
-    assert lines[0].startswith("pc bios              5.0 s  DHCP") and lines[1].startswith("pc uefi-secureboot   5.0 s")
-    assert bios.error is None and sb.error is None
-
-
-@pytest.mark.parametrize(
-    ("chunks", "exit_after", "timeout", "error"),
-    [
-        (
-            ["Nothing to boot\r\nNo bootable device.\r\n"],
-            None,
-            180,
-            "printed 'No bootable device' while waiting for DHCP",
-        ),
-        (
-            [*BIOS_SERIAL[:4], "PROVISION-CALLBACK-FAILED no lease\r\n"],
-            None,
-            180,
-            "'PROVISION-CALLBACK-FAILED no lease'",
-        ),
-        (BIOS_SERIAL[:2], 2, 180, "QEMU stopped before boot script"),
-        (BIOS_SERIAL[:1], None, 12, "no boot file within 12 s"),
-    ],
-)
-def test_failures(chunks, exit_after, timeout, error):
-    follower = Follower("bios", FakePC(chunks, exit_after=exit_after), steps_for("bios", BIOS_MAC))
-    lines = run_followers(follower, timeout=timeout)
-    assert follower.error is not None and error in follower.error
-    assert lines[-1].endswith(f"FAILED: {follower.error}") and CALLBACK not in follower.times
-
-
-# ------------------------------------------------------------------------------------------------ report
-def result(*pcs: PCResult) -> DemoResult:
-    return DemoResult(pcs, "prov-1-1", "http://198.18.0.1:8080", 61.4, 0)
-
-
-def good(pc: DemoPC, firmware: str, secure_boot: bool, seconds: float) -> PCResult:
-    return PCResult(pc, {CALLBACK: seconds}, None, "waiting", 1, firmware, secure_boot, "6.1.0-41-amd64", Path("s"))
-
-
-def test_table_and_summary_when_every_pc_called_back():
-    res = result(good(DEFAULT_PCS[0], "bios", False, 24.53), good(DEFAULT_PCS[1], "uefi", True, 47.0))
-    assert res.ok and res.failures() == []
-    assert result_table(res) == [
-        "MAC                PC               FIRMWARE  SECURE BOOT  STATE    CALLBACK",
-        "52:54:00:de:00:01  bios             bios      off          waiting  24.5 s",
-        "52:54:00:de:00:02  uefi-secureboot  uefi      on           waiting  47.0 s",
-    ]
-    assert summary_line(res) == (
-        f"OK: 2 of 2 PCs network-booted to the live environment and called back (61 s from start; {LIVE_NOTE})"
+    monkeypatch.setattr("provision.lab.demo.netboot_missing", lambda firmware: ["root (network namespaces and taps)"])
+    monkeypatch.setattr(
+        "provision.live.build.live_missing", lambda: ["root (mmdebstrap)", "depmod (Debian package kmod)"]
     )
-    assert "imaging" in LIVE_NOTE
+    monkeypatch.setattr("provision.lab.demo.shutil.which", lambda tool: None if tool == "sfdisk" else "/bin/x")
+    assert demo_missing(["bios"]) == [
+        "root (network namespaces and taps)",
+        "depmod (Debian package kmod)",
+        "sfdisk (Debian package fdisk)",
+    ]
 
 
-def test_table_and_reasons_when_a_pc_failed():
-    failed = PCResult(DEFAULT_PCS[1], {"DHCP": 5.0}, "no boot file within 180 s\nmore", serial_log=Path("s"))
-    res = result(good(DEFAULT_PCS[0], "bios", False, 24.5), failed)
-    assert not res.ok
-    assert result_table(res)[2].split() == ["52:54:00:de:00:02", "uefi-secureboot", "-", "-", "-", "failed"]
-    assert res.failures() == ["uefi-secureboot: no boot file within 180 s"]
-    assert summary_line(res).startswith("FAILED: 1 of 2 PCs")
-    assert not result().ok  # no PCs is no success
+def test_demo_recipes_image_tiny_by_firmware_and_grow(tmp_path):
+    for name, text in RECIPES.items():
+        (tmp_path / name).write_text(text)
+    recipes = {r.recipe.name: r.recipe for r in load_dir(tmp_path).recipes}
+    assert set(recipes) == {"bios-pc", "uefi-pc"}
+    for recipe in recipes.values():
+        assert (recipe.image, recipe.wipe, recipe.grow_root) == ("tiny", "zero", True)
+
+
+# ------------------------------------------------------------------------------------------------ the rack
+@dataclass(kw_only=True)
+class FakeQemu(FakePC):
+    """A lab PC: its serial log grows by one chunk per poll, 5 s apart; QEMU exits after the last chunk."""
+
+    workdir: Path
+    started: float
+
+    def __post_init__(self) -> None:
+        self.exit_after = len(self.chunks)
+
+
+@dataclass
+class FakeLab:
+    tmp: Path
+    own_disk: bool = True  # the second boot gets to the callback
+    added: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_pc(self, name: str, **spec: Any) -> FakeQemu:
+        self.added.append({"name": name, **spec})
+        (self.tmp / name).mkdir()
+        (self.tmp / name / "serial.log").touch()
+        return FakeQemu(chunks=BIOS_NETBOOT + LIVE, workdir=self.tmp / name, started=100.0)
+
+    def power_on(self, qemu: FakeQemu) -> FakeQemu:
+        (qemu.workdir / "serial.1.log").touch()
+        chunks = BIOS_OWN_DISK if self.own_disk else BIOS_OWN_DISK[:2]
+        return FakeQemu(chunks=chunks, workdir=qemu.workdir, started=qemu.started + 45.5)
+
+
+class FakeServer:
+    def __init__(self, firstboot: bool = True) -> None:
+        self.firstboot = firstboot
+        self.paths: list[str] = []
+
+    def api(self, path: str) -> Any:
+        self.paths.append(path)
+        return [api_run()]
+
+    def machine(self, mac: str) -> dict[str, Any] | None:
+        return {"mac": mac, "state": "done", "boots": 2}
+
+    def events(self, mac: str) -> list[dict[str, Any]]:
+        hello = {"kind": "hello", "detail": {"boot": {"firmware": "bios", "secure_boot": None, "kernel": "6.1.0-56"}}}
+        first = {"kind": "firstboot", "detail": {"image": "tiny", "label": "tiny-41936d48a27f"}}
+        return [hello, first] if self.firstboot else [hello]
+
+
+def run_rack(tmp_path: Path, lab: FakeLab, server: FakeServer) -> tuple[list[str], Any]:
+    lines: list[str] = []
+    rack = Rack(cast(Any, lab), cast(LabServer, server), lines.append, 300, 180)
+    pc = DEFAULT_PCS[0]
+    follower = rack.power_on(pc, tmp_path / "pxe-virtio.rom")
+    fl.follow([follower], rack.on_event, rack.next_phase, poll=0)
+    return lines, rack.result(pc)
+
+
+def test_rack_images_a_pc_powers_it_on_again_and_reports_the_server_records(tmp_path):
+    lab, server = FakeLab(tmp_path), FakeServer()
+    lines, result = run_rack(tmp_path, lab, server)
+    assert lab.added == [
+        {"name": "bios", "firmware": "bios", "mac": BIOS_MAC, "rom": tmp_path / "pxe-virtio.rom"}
+        | {"disk_size": 256 << 20, "memory": 1024}
+    ]
+    assert lines[0] == (
+        f"pc bios: SeaBIOS, Debian 13 iPXE NIC ROM, MAC {BIOS_MAC}, blank 256 MiB disk, 1024 MiB RAM: powered on"
+    )
+    assert (
+        "pc bios  30.0 s  imaging plan: image tiny onto /dev/vda, recipe bios-pc, "
+        "version 20261127-103806-8829dcb30439, run bab199be" in lines
+    )
+    assert (
+        "pc bios  35.0 s  written + verified: 50 MB written, 50 MB/s; server: run bab199be done, verified root "
+        "digest 8829dcb30439" in lines
+    )
+    assert lines[lines.index("pc bios  40.0 s  reboot: QEMU exits (-no-reboot)") + 1] == (
+        "pc bios  45.5 s  power on: the demo presses the power button again"
+    )
+    assert "pc bios  65.5 s  callback: POST /api/v1/firstboot accepted" in lines
+    assert lines[-3:] == [
+        f"server: {BIOS_MAC} (bios) state done, 2 boot(s), hello: firmware bios, Secure Boot n/a, kernel 6.1.0-56",
+        f"server: {BIOS_MAC} (bios) run {api_run()['id']} done: recipe bios-pc, image "
+        f"tiny@20261127-103806-8829dcb30439, 50 MB written at 50 MB/s, verified root digest {DIGEST}",
+        f"server: {BIOS_MAC} (bios) first boot from its own disk: tiny-41936d48a27f",
+    ]
+    assert server.paths[0] == f"/api/v1/runs?mac={BIOS_MAC}"
+    assert result.ok and result.error is None and result.firstboot == "tiny-41936d48a27f"
+    assert result.milestones[fl.POWER_ON] == 45.5 and result.milestones[fl.VERIFIED] == 35.0
+    assert result.serial_logs == (tmp_path / "bios" / "serial.1.log", tmp_path / "bios" / "serial.log")
+
+
+def test_rack_reports_a_pc_that_did_not_reach_the_callback(tmp_path):
+    lines, result = run_rack(tmp_path, FakeLab(tmp_path, own_disk=False), FakeServer(firstboot=False))
+    assert lines[-3] == "pc bios  60.5 s  FAILED: QEMU stopped before first boot"
+    assert not result.ok and result.imaged and result.failed_phase == fl.OWN_DISK
+    assert result.reason() == "QEMU stopped before first boot"

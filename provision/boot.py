@@ -144,6 +144,7 @@ class Booter:
         if decision.action is BootAction.LIVE:
             values = self._live_values(mac, via="ipxe")
             return self._render("boot.ipxe.j2", action="live", **values)
+        self.store.local_boot(mac, via="ipxe")
         return self._render("boot.ipxe.j2", action="local", mac=mac, server_url=self.http_url)
 
     def grub_main(self) -> str:
@@ -155,6 +156,7 @@ class Booter:
         if decision.action is BootAction.LIVE:
             values = self._live_values(mac, via="grub")
             return self._render("grub-host.cfg.j2", action="live", **values)
+        self.store.local_boot(mac, via="grub")
         return self._render("grub-host.cfg.j2", action="local", mac=mac)
 
     def tftp_file(self, path: str) -> bytes | None:

@@ -215,6 +215,15 @@ class Store:
             self._event(db, mac, "boot", {"via": via})
         return token
 
+    def local_boot(self, mac: str, via: str) -> None:
+        """A known machine network-booted and was told to boot its local disk: counted, seen, an event."""
+        with self._tx() as db:
+            found = db.execute(
+                "UPDATE machines SET boots = boots + 1, last_seen = ? WHERE mac = ?", (time.time(), mac)
+            ).rowcount
+            if found:
+                self._event(db, mac, "boot", {"via": via, "action": "local"})
+
     def check_token(self, mac: str, token: str) -> bool:
         """True when `token` was issued to `mac`, is the newest one for it, and has not expired."""
         with self._lock:

@@ -73,6 +73,15 @@ def test_ipxe_local_golden(store):
     store.seen(MAC)
     store.set_state(MAC, MachineState.DONE)
     golden("boot-local.ipxe", booter(store).ipxe_script(MAC), store)
+    # a local boot is counted and recorded too (the machine's boots are all its network boots)
+    machine = store.machine(MAC)
+    assert machine is not None and machine.boots == 1
+    assert [(e.kind, e.detail) for e in store.events(MAC)][-1] == ("boot", {"via": "ipxe", "action": "local"})
+
+
+def test_a_local_boot_of_an_unknown_machine_is_not_recorded(store):
+    store.local_boot("52:54:00:99:99:99", via="grub")
+    assert store.machine("52:54:00:99:99:99") is None and store.events("52:54:00:99:99:99") == []
 
 
 def test_grub_golden(store):

@@ -120,10 +120,14 @@ class FinalReport:
     holes_verified: int = 0
 
 
-def report_problems(run: Run, report: FinalReport, data_chunks: int | None = None) -> list[str]:
+def report_problems(run: Run, report: FinalReport, data_chunks: int | str | None = None) -> list[str]:
     """Why a report does not make the run done (empty: it does). ``data_chunks``: the number of data chunks
-    of the run's image version per the server's own index (the agent's count is not taken on trust)."""
+    of the run's image version per the server's own index (the agent's count is not taken on trust), or why
+    that index cannot be read (then the run cannot be done)."""
     problems = []
+    if isinstance(data_chunks, str):
+        problems.append(data_chunks)
+        data_chunks = None
     if not report.ok:
         problems.append(f"agent reports failure: {report.reason or 'no reason given'}")
     if report.digest != run.digest:
@@ -176,7 +180,7 @@ class Runs:
             shutil.rmtree(fresh)
         fresh.mkdir(parents=True)
         for name, text in files.items():
-            (fresh / name).write_text(text, encoding="utf-8")
+            (fresh / name).write_text(text, encoding="utf-8", errors="replace")
         facts = load_probe(fresh)
         old = folder.with_name(folder.name + ".old")
         if old.exists():
@@ -249,14 +253,15 @@ class Runs:
             self.store.event(run.mac, "progress", {**detail, "rate": rate})
         return run
 
-    def data_chunks(self, run: Run) -> int | None:
-        """The number of data chunks of the run's image version, from the server's index (None: not found)."""
+    def data_chunks(self, run: Run) -> int | str | None:
+        """The number of data chunks of the run's image version, from the server's index; the reason when
+        that version cannot be loaded (a report is then not trusted); None when the server has no store."""
         if self.images is None:
             return None
         try:
             index = self.images.load(run.image, run.digest).index
-        except ImageError:
-            return None
+        except (ImageError, OSError) as exc:
+            return f"image version {run.image}@{run.digest[:12]} cannot be loaded to check the report: {exc}"
         return len(index.chunks) - index.holes
 
     def fail(self, run: Run, reason: str, detail: dict[str, Any] | None = None) -> Run:
@@ -278,6 +283,8 @@ class Runs:
             wipe_ranges=report.wipe_ranges,
         )
         problems = report_problems(run, report, self.data_chunks(run))
+        if not problems and run.state is RunState.INVENTORIED:  # no progress reached us (a short write)
+            run = self.store.set_run_state(run.id, RunState.WRITING)
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself
             run = self.store.set_run_state(run.id, RunState.VERIFYING)
         if not problems and run.state in (RunState.VERIFYING, RunState.HOOKS):

@@ -248,7 +248,7 @@ class Store:
     def _event(db: sqlite3.Connection, mac: str, kind: str, detail: dict[str, Any]) -> None:
         db.execute(
             "INSERT INTO events (mac, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (mac, time.time(), kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
+            (mac, time.time(), kind, _event_json(detail)),
         )
 
     def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]:
@@ -377,6 +377,16 @@ class Store:
 
 def _run(row: sqlite3.Row) -> Run:
     return Run(**{k: row[k] for k in row.keys() if k != "state"}, state=RunState(row["state"]))  # noqa: SIM118
+
+
+def _event_json(detail: dict[str, Any]) -> str:
+    """JSON of an event's detail; escaped to ASCII when it holds text SQLite cannot store (lone surrogates)."""
+    text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(detail, ensure_ascii=True, sort_keys=True)
+    return text
 
 
 def _verification(row: sqlite3.Row) -> Verification:

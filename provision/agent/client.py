@@ -115,7 +115,28 @@ class ServerApi:
         self.post(f"/api/v1/runs/{run}/progress", body, retry=False)
 
     def report(self, run: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.post(f"/api/v1/runs/{run}/report", {"token": self.token, **body})
+        """The run's final report. A 409 (the run is final already: an earlier attempt of this report got
+        through but its answer was lost, or the run was superseded) answers with the recorded state."""
+        try:
+            return self.post(f"/api/v1/runs/{run}/report", {"token": self.token, **body})
+        except ApiRefused as exc:
+            if exc.status != 409:
+                raise
+            recorded = self.get(f"/api/v1/runs/{run}")
+            log.warning("%s: run %s was %s already when reported", self.mac, run, recorded.get("state"))
+            return {"run": run, "state": recorded.get("state"), "reason": recorded.get("reason")}
+
+    def get(self, path: str) -> dict[str, Any]:
+        """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""
+        url = f"{self.server}{path}"
+        try:
+            response = self.session.get(url, timeout=(10.0, self.timeout))
+            answer = response.json() if response.status_code < 300 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise ServerUnreachable(url, 1, 0.0, f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if not isinstance(answer, dict):
+            raise ApiRefused(path, response.status_code, _reason(response))
+        return answer
 
 
 class ProgressPoster:

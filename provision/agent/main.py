@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING = 0
 MAX_PROBE_FILE = 2 << 20  # bytes of one probe file sent; the API takes 4 MiB per call
 MAX_PROBE_TOTAL = 3 << 20
 MAX_WAIT = 300.0
+PROBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what the API takes (provision.web.api)
 SECURE_BOOT_VAR = "efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
@@ -89,15 +91,24 @@ def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
     files: dict[str, str] = {}
     warnings: list[str] = []
     total = 0
-    for path in sorted(folder.iterdir(), key=lambda p: p.stat().st_size):
-        if not path.is_file():
-            continue
-        size = path.stat().st_size
-        if size > MAX_PROBE_FILE or total + size > MAX_PROBE_TOTAL:
+    sized: list[tuple[int, Path]] = []
+    for path in folder.iterdir():
+        try:
+            if path.is_file():
+                sized.append((path.stat().st_size, path))
+        except OSError as exc:
+            warnings.append(f"{path.name}: not readable ({exc.strerror or exc})")
+    for size, path in sorted(sized):
+        if not PROBE_NAME.fullmatch(path.name):
+            warnings.append(f"{path.name!r}: a name the server refuses, not sent")
+        elif size > MAX_PROBE_FILE or total + size > MAX_PROBE_TOTAL:
             warnings.append(f"{path.name}: {size} bytes, not sent (limit {MAX_PROBE_FILE} per file)")
-            continue
-        files[path.name] = path.read_bytes().decode("utf-8", errors="replace")
-        total += size
+        else:
+            try:
+                files[path.name] = path.read_bytes().decode("utf-8", errors="replace")
+                total += size
+            except OSError as exc:
+                warnings.append(f"{path.name}: not readable ({exc.strerror or exc})")
     return files, warnings
 
 
@@ -275,13 +286,13 @@ class Agent:
         run_id, plan = str(asked["run"]), asked["plan"]
         try:
             report, path = self.image(run_id, plan)
-        except (ProvisionError, OSError, KeyError, ValueError) as exc:
+        except Exception as exc:  # every failure after the plan is reported: the run must not stay open
             return self._failed(run_id, exc, None)
         body: dict[str, Any] = {"ok": True, "report": report_body(report), "writer": writer_summary(report)}
         if self.grow is not None and plan.get("grow_root"):
             try:
                 grown = self.grow(path)
-            except (ProvisionError, OSError) as exc:
+            except Exception as exc:
                 return self._failed(run_id, exc, report, "growing the root file system failed: ")
             body["grow"] = grown.to_dict()
         answer = self.api.report(run_id, body)
@@ -297,6 +308,9 @@ def run_agent(cfg: AgentConfig, **kwargs: Any) -> Outcome:
         return Agent(cfg, **kwargs).run_once()
     except ProvisionError as exc:
         log.error("%s: %s", cfg.mac, exc)
+        return Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug or an unforeseen OS error: still an outcome and a result line for /init
+        log.exception("%s: the agent failed", cfg.mac)
         return Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
 
 

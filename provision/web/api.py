@@ -43,13 +43,18 @@ PROBE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PROBE_FILES = 64
 
 
+def _utf8(text: str) -> str:
+    """Lone surrogates (valid JSON escapes, not encodable) replaced: the text goes to files and SQLite."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _probe_files(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_PROBE_FILES:
         raise ValueError(f"at most {MAX_PROBE_FILES} probe files")
-    bad = [name for name in value if not PROBE_NAME.match(name)]
+    bad = [name for name in value if not PROBE_NAME.fullmatch(name)]
     if bad:
         raise ValueError(f"bad probe file names: {', '.join(repr(n[:80]) for n in bad[:5])}")
-    return value
+    return {name: _utf8(text) for name, text in value.items()}
 
 
 class Hello(BaseModel):
@@ -62,7 +67,9 @@ class Hello(BaseModel):
     boot: BootInfo = Field(default_factory=BootInfo)
     facts: dict[str, Any] | None = None
     probe: Annotated[dict[str, str], AfterValidator(_probe_files)] | None = None
-    warnings: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=100)
+    warnings: list[Annotated[str, Field(max_length=500), AfterValidator(_utf8)]] = Field(
+        default_factory=list, max_length=100
+    )
 
 
 def _error(status: int, reason: str, **extra: Any) -> web.Response:
@@ -213,7 +220,7 @@ class Report(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: Token
     ok: bool
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Annotated[str, Field(max_length=2000), AfterValidator(_utf8)] | None = None
     report: ReportBody | None = None
     error: dict[str, Any] | None = None
     grow: dict[str, Any] | None = None
@@ -276,7 +283,10 @@ async def run_report(request: web.Request) -> web.Response:
         if extra is not None:
             request.app[STORE].event(run.mac, kind, {"run": run.id, **extra})
     if body is None:
-        run = runs.fail(run, msg.reason or "no reason given", {"error": msg.error} if msg.error else None)
+        try:
+            run = runs.fail(run, msg.reason or "no reason given", {"error": msg.error} if msg.error else None)
+        except RunError as exc:  # the run ended meanwhile (e.g. superseded by a new hello)
+            return _error(409, str(exc), run=run.id, state=run.state.value)
         log.info("%s: run %s failed: %s", run.mac, run.id, run.reason)
         return web.json_response({"run": run.id, "state": run.state.value, "reason": run.reason})
     if msg.error is not None:

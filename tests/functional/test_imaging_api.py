@@ -178,8 +178,9 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
     assert r.status_code == 200 and r.json()["action"] == "image", r.text
     kept = served.state / "probes" / MAC.replace(":", "-")
     assert sorted(p.name for p in kept.iterdir()) == sorted(probe)
-    bad = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": {"../x": "y"}})
-    assert bad.status_code == 422 and "probe" in bad.text
+    for name in ("../x", "lsblk.json\n"):
+        bad = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": {name: "y"}})
+        assert bad.status_code == 422 and "probe" in bad.text
 
     run_id = r.json()["run"]
     data = DATA_CHUNKS[digest]
@@ -201,3 +202,23 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
     assert any(e["detail"].get("probe_warnings") == ["smartctl: absent"] for e in events if e["kind"] == "hello")
     machine = requests.get(f"{url}/api/v1/machines", timeout=5).json()[0]
     assert machine["state"] == "failed" and "no disk" in machine["reason"]
+
+    # text SQLite and files cannot hold (a lone surrogate, valid JSON): replaced or refused, never a 500
+    token = boot(url)
+
+    def raw_hello(probe_text: bytes, warning: bytes) -> requests.Response:
+        body = b'{"mac": "%s", "token": "%s", "probe": {"x.txt": "%s"}, "warnings": ["%s"]}'
+        return requests.post(
+            f"{url}/api/v1/hello",
+            data=body % (MAC.encode(), token.encode(), probe_text, warning),
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        )
+
+    assert raw_hello(b"ok", b"\\udfff").status_code == 422
+    odd = raw_hello(b"\\ud800", b"ok")
+    assert odd.status_code == 200, odd.text
+    # a short write whose progress never reached the server: the report alone makes the run done
+    run_id = odd.json()["run"]
+    done = post(url, f"/api/v1/runs/{run_id}/report", good_report(token, digest))
+    assert done.json()["state"] == "done", done.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -143,12 +144,13 @@ def test_a_failed_grow_is_reported_with_the_verification(tmp_path: Path, image_s
     api = FakeApi([plan(digest=AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest)])
 
     def grow(path: Path) -> Any:
-        raise TargetError("no partition table", target=str(path))
+        raise RuntimeError("a bug in grow")  # not a ProvisionError: still reported, the run does not stay open
 
     outcome = Agent(config(tmp_path), api=api, grow=grow, chunk_session=lambda n: image_session).run_once()
     assert outcome.code == EXIT_FAILED and outcome.reason is not None and "growing" in outcome.reason
     [report] = api.bodies("/report")
     assert report["ok"] is False and report["report"]["verified"] == 5
+    assert report["error"]["type"] == "RuntimeError" and "a bug in grow" in report["reason"]
 
 
 def test_no_grow_unless_the_plan_says(tmp_path: Path, image_session: FakeSession) -> None:
@@ -200,8 +202,11 @@ def test_error_facts_are_json_safe() -> None:
 def test_probe_folder_limits(tmp_path: Path) -> None:
     (tmp_path / "small").write_text("x")
     (tmp_path / "huge").write_bytes(b"y" * (3 << 20))
+    (tmp_path / "smartctl-a:b.json").write_text("{}")  # a name the server would refuse: the hello would fail
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     files, warnings = read_probe_folder(tmp_path)
-    assert list(files) == ["small"] and "huge" in warnings[0]
+    assert list(files) == ["small"]
+    assert any("huge" in w for w in warnings) and any("a:b" in w and "refuses" in w for w in warnings)
 
 
 def test_boot_info_reads_secure_boot(tmp_path: Path) -> None:
@@ -222,10 +227,17 @@ def test_kernel_args_and_missing() -> None:
 
 # ------------------------------------------------------------------------------------------- the client
 class ScriptedSession(requests.Session):
-    def __init__(self, script: list[int | Exception]) -> None:
+    def __init__(self, script: list[int | Exception], run: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.script = script
         self.posts = 0
+        self.run = run
+
+    def get(self, url: str | bytes, **kw: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = 200 if self.run is not None else 404
+        response._content = json.dumps(self.run or {"error": "no such run"}).encode()
+        return response
 
     def post(self, url: str | bytes, data: Any = None, json: Any = None, **kw: Any) -> requests.Response:
         self.posts += 1
@@ -249,6 +261,15 @@ def test_client_4xx_is_final_with_the_reason() -> None:
     with pytest.raises(ApiRefused) as exc:
         api.post("/api/v1/hello", {})
     assert exc.value.status == 422 and "nope" in exc.value.reason and "mac" in exc.value.reason
+
+
+def test_a_report_whose_answer_was_lost_reads_the_recorded_state() -> None:
+    """The first report got through but its answer did not: the retry gets 409, the run's state is read."""
+    session = ScriptedSession([requests.ReadTimeout("read timed out"), 409], run={"state": "done", "reason": None})
+    api = ServerApi(SERVER, MAC, "t" * 32, session=session, sleep=lambda s: None)
+    assert api.report("r1", {"ok": True}) == {"run": "r1", "state": "done", "reason": None}
+    with pytest.raises(ApiRefused):
+        ServerApi(SERVER, MAC, "t" * 32, session=ScriptedSession([422]), sleep=lambda s: None).report("r1", {})
 
 
 def test_client_gives_up_at_the_deadline() -> None:

@@ -154,3 +154,7 @@ def test_report_problems(store: Store) -> None:
     assert report_problems(run, report(verified=3)) == ["verified 3 of 4 chunks"]
     assert report_problems(run, report(read_back_ok=False)) == ["read-back failed"]
     assert "disk full" in report_problems(run, report(ok=False, reason="disk full"))[0]
+    assert report_problems(run, report(), 4) == []
+    assert report_problems(run, report(), 5) == ["report counts 4 data chunks, the image has 5"]
+    # the server cannot read the version's index: the agent's counts are not enough to call the run done
+    assert report_problems(run, report(), "image version cannot be loaded") == ["image version cannot be loaded"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.images.builder.debian import installed_packages
 from provision.images.builder.runner import Runner
 from provision.live.errors import LiveBuildError
 from provision.live.packages import TreeSpec, mmdebstrap_argv
@@ -159,7 +160,7 @@ def prepare_tree(spec: TreeSpec, cache_dir: Path, runner: Runner, say: Progress)
         runner.step("bootstrap")
         runner.run("bootstrap", mmdebstrap_argv(spec, root))
         runner.step("prepare")
-        packages = installed_packages(runner, root)
+        packages = installed_packages(runner, root, "prepare")
         links = busybox_links(runner, root)
         stats = strip_tree(root)
         python = python_version(root)
@@ -186,24 +187,6 @@ def prepare_tree(spec: TreeSpec, cache_dir: Path, runner: Runner, say: Progress)
         raise
     say(f"Debian tree: prepared in {tree.seconds:.0f} s")
     return tree
-
-
-def installed_packages(runner: Runner, root: Path) -> dict[str, str]:
-    done = runner.run(
-        "prepare",
-        [
-            "dpkg-query",
-            f"--admindir={root / 'var/lib/dpkg'}",
-            "--show",
-            "--showformat=${binary:Package}\t${Version}\t${db:Status-Abbrev}\n",
-        ],
-    )
-    installed: dict[str, str] = {}
-    for line in done.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[2].startswith("ii"):
-            installed[parts[0].split(":")[0]] = parts[1]
-    return dict(sorted(installed.items()))
 
 
 def busybox_links(runner: Runner, root: Path) -> int:

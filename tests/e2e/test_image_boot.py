@@ -31,6 +31,7 @@ from provision.images.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab, PCSpec, missing_prerequisites, qemu_argv
 from provision.lab.qemu import Firmware, firmware_files
+from tests.e2e.conftest import start_site_dhcp
 
 pytestmark = pytest.mark.e2e
 
@@ -161,22 +162,7 @@ def boot_lab(tiny_disk: TinyDisk, tmp_path_factory: pytest.TempPathFactory) -> I
     workdir = tmp_path_factory.mktemp("lab")
     with Lab(workdir=workdir) as lab:
         record = workdir / "callbacks.jsonl"
-        lab.popen(
-            [
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--pid-file=",
-                "--bind-interfaces",
-                f"--interface={lab.bridge}",
-                "--no-ping",
-                f"--dhcp-range={lab.host(100)},{lab.host(200)},10m",
-                f"--dhcp-leasefile={workdir / 'dnsmasq.leases'}",
-            ],
-            log_name="dnsmasq",
-        )
+        start_site_dhcp(lab)  # addresses only, no boot options: the PCs boot their disk
         lab.popen([sys.executable, "-c", RECORDER, str(lab.address), str(PORT), str(record)], log_name="recorder")
         lab.wait_tcp(PORT)
         pcs: dict[str, PC] = {fw: start_from_disk(lab, f"tiny-{fw}", fw, MACS[fw], tiny_disk.raw) for fw in FIRMWARES}

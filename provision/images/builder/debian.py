@@ -41,6 +41,26 @@ _MMDEBSTRAP_STAGES = re.compile(
 )
 
 
+def installed_packages(runner: Runner, root: Path, step: str) -> dict[str, str]:
+    """Package -> version of every package installed in the tree ``root`` (dpkg-query on its database),
+    sorted by name; ``step`` names the runner step in the build log."""
+    done = runner.run(
+        step,
+        [
+            "dpkg-query",
+            f"--admindir={root / 'var/lib/dpkg'}",
+            "--show",
+            "--showformat=${binary:Package}\t${Version}\t${db:Status-Abbrev}\n",
+        ],
+    )
+    installed: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[2].startswith("ii"):
+            installed[parts[0].split(":")[0]] = parts[1]
+    return dict(sorted(installed.items()))
+
+
 def packages_to_install(spec: DebianDefinition) -> list[str]:
     return list(dict.fromkeys([*REQUIRED_PACKAGES, *spec.all_packages()]))
 
@@ -171,20 +191,7 @@ def finalize(runner: Runner, spec: DebianDefinition, root: Path, label: str) -> 
         (root / rel).unlink(missing_ok=True)
     for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         deb.unlink()
-    done = runner.run(
-        "finish-tree",
-        [
-            "dpkg-query",
-            f"--admindir={root / 'var/lib/dpkg'}",
-            "--show",
-            "--showformat=${binary:Package}\t${Version}\t${db:Status-Abbrev}\n",
-        ],
-    )
-    installed: dict[str, str] = {}
-    for line in done.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[2].startswith("ii"):
-            installed[parts[0].split(":")[0]] = parts[1]
+    installed = installed_packages(runner, root, "finish-tree")
     _write(root, "etc/provision/image.json", json.dumps({"image": spec.name, "label": label}, indent=2) + "\n")
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     if not kernels:
@@ -197,4 +204,4 @@ def finalize(runner: Runner, spec: DebianDefinition, root: Path, label: str) -> 
         raise ImageBuildError(
             f"image {spec.name}: no {initrd.name} (initramfs-tools failed?)", image=spec.name, step="finish-tree"
         )
-    return StagedRoot(root, f"/boot/vmlinuz-{release}", f"/boot/initrd.img-{release}"), dict(sorted(installed.items()))
+    return StagedRoot(root, f"/boot/vmlinuz-{release}", f"/boot/initrd.img-{release}"), installed

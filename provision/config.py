@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from provision import yamlsrc
 from provision.errors import ConfigError, Problem
-
-REPO = Path(__file__).resolve().parent.parent
+from provision.resources import data_dir
 
 
 class DhcpMode(enum.StrEnum):
@@ -89,8 +88,8 @@ class ServerConfig(_Model):
     boot: BootConfig = Field(default_factory=BootConfig)
     state_dir: Path = Path("/var/lib/provision")
     boot_root: Path = Path("/var/lib/provision/boot")
-    templates_dir: Path = REPO / "pxe"
-    recipes_dir: Path = REPO / "recipes"
+    templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one
+    recipes_dir: Path = Field(default_factory=lambda: data_dir("recipes"))  # the sample recipes
     image_store: Path | None = None  # default: state_dir/images
 
     @property

@@ -15,12 +15,12 @@ from provision.facts import Facts, load_facts_json, load_probe
 from provision.facts.derive import FACT_DOCS, derive
 from provision.recipes import Decision, check_dir, load_dir, select
 from provision.recipes.conditions import show
+from provision.resources import data_dir
 
 
 def default_recipes_dir() -> Path:
-    """recipes/ of the source tree when run from it, else ./recipes."""
-    here = Path(__file__).resolve().parents[2] / "recipes"
-    return here if here.is_dir() else Path("recipes")
+    """The sample recipes: recipes/ of the source tree when run from it, else the installed ones."""
+    return data_dir("recipes")
 
 
 def _mac(text: str) -> str:

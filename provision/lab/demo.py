@@ -34,13 +34,14 @@ from provision.lab import follow as fl
 from provision.lab.netns import Lab, LabUnavailable
 from provision.lab.qemu import PC, Firmware, LabError
 from provision.lab.report import DemoResult, PCResult, RunRecord, mb, on_off
-from provision.lab.server import PACKAGE_PARENT, LabServer, netboot_missing
+from provision.lab.server import LabServer, netboot_missing
+from provision.resources import data_dir
 
 Progress = Callable[[str], None]
 
 CMDLINE = "console=ttyS0 panic=5"  # panic=5: a kernel panic ends QEMU (-no-reboot) instead of hanging
 HTTP_PORT = 8080  # images/tiny.yaml's first boot calls back to http://198.18.0.1:8080/api/v1/firstboot
-TINY = PACKAGE_PARENT / "images" / "tiny.yaml"
+TINY = data_dir("images") / "tiny.yaml"  # the checkout's images/tiny.yaml, or the installed copy
 MiB = 1 << 20
 DISK_SIZE = 256 * MiB  # larger than the 128 MiB image: the root file system grows into the rest
 MEMORY = 1024  # MiB: the live environment unpacks ~116 MiB into RAM
@@ -142,7 +143,7 @@ def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
     began = time.monotonic()
     if not TINY.is_file():
         raise LabError(f"{TINY}: the tiny image's definition is missing (run the demo from a clone)", path=str(TINY))
-    progress(f"image: tiny ({TINY.relative_to(PACKAGE_PARENT)}: busybox, GRUB, shim, Debian's signed kernel)")
+    progress(f"image: tiny (images/{TINY.name}: busybox, GRUB, shim, Debian's signed kernel)")
     store = workdir / "images"
     built = build_image(
         TINY, ImageStore(store), cache=DebCache(cache_dir), workdir=workdir / "image-work", log_dir=workdir / "logs"

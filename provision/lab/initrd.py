@@ -1,24 +1,18 @@
-"""A small test initramfs: busybox-static, a few kernel modules and an ``/init`` that calls home.
+"""The lab's test initramfs: busybox-static, the lab PCs' NIC and disk modules and an ``/init`` that calls home.
 
-The cpio (newc) archive is written here in Python, gzip-compressed, reproducible (mtime 0). Kernel
-module dependencies come from ``modules.dep`` when the kernel tree has one; a kernel unpacked with
-``dpkg -x`` has none (depmod runs at install time), so they are then read from each module's ELF
-``.modinfo`` section (``depends=``), which is what depmod would use too.
+Built with the initramfs toolkit (``provision.initramfs``): its in-memory cpio newc writer, gzip-compressed,
+reproducible (mtime 0); the modules and their load order from its ``ModuleTree``.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import lzma
 import re
-import stat
-import struct
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from provision.errors import FatalError
+from provision.initramfs import UDHCPC_SCRIPT, CpioWriter, ModuleTree, busybox_applets, read_module
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +27,6 @@ DISK_MODULES: Mapping[str, tuple[str, ...]] = {
     "ahci": ("ahci", "sd_mod"),
     "nvme": ("nvme",),
 }
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
-
-
-class InitrdError(FatalError):
-    """The test initramfs cannot be built (missing module, unreadable file)."""
 
 
 def modules_for(nic: str = "virtio", disk: str = "virtio") -> list[str]:
@@ -48,205 +37,6 @@ def modules_for(nic: str = "virtio", disk: str = "virtio") -> list[str]:
             names.append(name)
     return names
 
-
-# --- cpio newc ------------------------------------------------------------------------------------
-
-
-class CpioWriter:
-    """Builds a cpio "newc" archive in memory; parent directories are added automatically."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._ino = 0
-        self._dirs: set[str] = {""}
-        self._names: set[str] = set()
-        self._closed = False
-
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
-        name = name.strip("/")
-        if name in self._names:
-            raise InitrdError(f"duplicate initramfs entry {name}", path=name)
-        self._parents(name)
-        self._names.add(name)
-        self._ino += 1
-        encoded = name.encode() + b"\0"
-        nlink = 2 if stat.S_ISDIR(mode) else 1
-        fields = (self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
-        header = b"070701" + b"".join(f"{value:08x}".encode() for value in fields)
-        self._chunks += [header, encoded, _pad(len(header) + len(encoded)), data, _pad(len(data))]
-
-    def _parents(self, name: str) -> None:
-        parts = name.split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            parent = "/".join(parts[:depth])
-            if parent not in self._dirs:
-                self._dirs.add(parent)
-                self._entry(parent, stat.S_IFDIR | 0o755)
-
-    def add_dir(self, name: str, mode: int = 0o755) -> None:
-        name = name.strip("/")
-        if name not in self._dirs:
-            self._dirs.add(name)
-            self._entry(name, stat.S_IFDIR | mode)
-
-    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self._entry(name, stat.S_IFREG | mode, data)
-
-    def add_symlink(self, name: str, target: str) -> None:
-        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
-
-    def add_char_device(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
-        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
-
-    def names(self) -> set[str]:
-        return set(self._names)
-
-    def getvalue(self) -> bytes:
-        """The archive bytes, with its trailer."""
-        if not self._closed:
-            encoded = b"TRAILER!!!\0"
-            fields = (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(encoded), 0)
-            header = b"070701" + b"".join(f"{value:08x}".encode() for value in fields)
-            self._chunks += [header, encoded, _pad(len(header) + len(encoded))]
-            self._closed = True
-        return b"".join(self._chunks)
-
-
-def _pad(length: int) -> bytes:
-    return b"\0" * (-length % 4)
-
-
-# --- kernel modules -------------------------------------------------------------------------------
-
-
-def module_name(path: str) -> str:
-    """``kernel/drivers/net/virtio_net.ko.xz`` -> ``virtio_net`` ('-' and '_' are the same to the kernel)."""
-    base = path.rsplit("/", 1)[-1]
-    for suffix in MODULE_SUFFIXES:
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.replace("-", "_")
-
-
-def read_module(path: Path) -> bytes:
-    """A module file's ELF bytes, decompressed (insmod cannot load .ko.xz)."""
-    data = path.read_bytes()
-    if path.name.endswith(".xz"):
-        return lzma.decompress(data)
-    if path.name.endswith(".gz"):
-        return gzip.decompress(data)
-    if path.name.endswith(".zst"):
-        raise InitrdError(f"{path}: zstd-compressed modules are not supported", path=str(path))
-    return data
-
-
-def modinfo(elf: bytes) -> dict[str, list[str]]:
-    """The ``.modinfo`` key=value strings of a module's ELF image (64-bit little-endian)."""
-    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
-        raise InitrdError("not a 64-bit little-endian ELF module")
-    shoff = struct.unpack_from("<Q", elf, 0x28)[0]
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-
-    def section(index: int) -> tuple[int, int, int]:
-        name, _type, _flags, _addr, offset, size = struct.unpack_from("<IIQQQQ", elf, shoff + index * shentsize)
-        return name, offset, size
-
-    _, str_off, _ = section(shstrndx)
-    info: dict[str, list[str]] = {}
-    for index in range(shnum):
-        name_off, offset, size = section(index)
-        end = elf.index(b"\0", str_off + name_off)
-        if elf[str_off + name_off : end] != b".modinfo":
-            continue
-        for item in elf[offset : offset + size].split(b"\0"):
-            key, sep, value = item.decode("utf-8", "replace").partition("=")
-            if sep:
-                info.setdefault(key, []).append(value)
-    return info
-
-
-class ModuleTree:
-    """The modules of one kernel release (``/lib/modules/<release>``) and their dependencies."""
-
-    def __init__(self, root: Path) -> None:
-        if not (root / "kernel").is_dir():
-            raise InitrdError(f"{root}: not a kernel modules directory (no kernel/)", path=str(root))
-        self.root = root
-        self.release = root.name
-        self.paths: dict[str, str] = {}  # name -> path relative to root
-        self._deps: dict[str, list[str]] = {}
-        dep_file = root / "modules.dep"
-        if dep_file.is_file():
-            for line in dep_file.read_text(encoding="utf-8").splitlines():
-                rel, _, deps = line.partition(":")
-                if rel.strip():
-                    self.paths[module_name(rel)] = rel.strip()
-                    self._deps[module_name(rel)] = [module_name(d) for d in deps.split()]
-        else:
-            for path in sorted((root / "kernel").rglob("*.ko*")):
-                if path.name.endswith(MODULE_SUFFIXES):
-                    self.paths[module_name(path.name)] = path.relative_to(root).as_posix()
-        builtin = root / "modules.builtin"
-        text = builtin.read_text(encoding="utf-8") if builtin.is_file() else ""
-        self.builtin = {module_name(line) for line in text.split()}
-
-    def depends(self, name: str) -> list[str]:
-        """Direct dependencies of module ``name``."""
-        if name not in self._deps:
-            info = modinfo(read_module(self.root / self.paths[name]))
-            deps = [d for value in info.get("depends", []) for d in value.split(",") if d]
-            self._deps[name] = [module_name(d) for d in deps]
-        return self._deps[name]
-
-    def load_order(self, names: Sequence[str]) -> list[str]:
-        """``names`` and their dependencies, each after what it needs; built-in modules are left out."""
-        order: list[str] = []
-        visiting: set[str] = set()
-
-        def visit(raw: str, wanted_by: str | None) -> None:
-            name = module_name(raw)
-            if name in order or name in visiting:
-                return
-            if name not in self.paths:
-                if name in self.builtin:
-                    log.debug("module %s is built into %s", name, self.release)
-                    return
-                needed = f" (needed by {wanted_by})" if wanted_by else ""
-                raise InitrdError(
-                    f"kernel module {name}{needed} not found in {self.root}", module=name, path=str(self.root)
-                )
-            visiting.add(name)
-            for dep in self.depends(name):
-                visit(dep, name)
-            visiting.discard(name)
-            order.append(name)
-
-        for raw in names:
-            visit(raw, None)
-        return order
-
-
-# --- /init ----------------------------------------------------------------------------------------
-
-UDHCPC_SCRIPT = r"""#!/bin/sh
-# udhcpc event script: configure the interface from the lease (busybox has no default one here).
-case "$1" in
-deconfig)
-    ip addr flush dev "$interface"
-    ip link set "$interface" up
-    ;;
-bound|renew)
-    ip addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    for gw in $router; do ip route add default via "$gw" dev "$interface"; break; done
-    : > /etc/resolv.conf
-    for ns in $dns; do echo "nameserver $ns" >> /etc/resolv.conf; done
-    echo "udhcpc: $interface $ip/${mask:-24} server ${serverid:-?}"
-    ;;
-esac
-exit 0
-"""
 
 TEST_INIT = r"""#!/bin/sh
 # provision test live environment: DHCP, POST /api/v1/hello, print a marker, power off.
@@ -317,17 +107,6 @@ while [ "$n" -lt 3 ]; do
 done
 finish "PROVISION-CALLBACK-FAILED POST $server/api/v1/hello"
 """
-
-
-def busybox_applets(busybox: Path) -> list[str]:
-    """The applet paths of a busybox binary (``busybox --list-full``); a minimal set if it cannot run."""
-    try:
-        done = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, timeout=30, check=True)
-        applets = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("cannot list busybox applets (%s): /init will run busybox --install", exc)
-        applets = ["bin/sh"]
-    return applets
 
 
 def build_test_initrd(

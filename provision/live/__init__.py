@@ -6,7 +6,7 @@
 - ``modules``: the kernel module selection (+ dependencies, firmware names), ``depmod``.
 - ``payload``: the agent's code and its import check.
 - ``initscript``: /init, its shell functions, the udhcpc script; the markers.
-- ``cpio``, ``pack``: the streaming cpio writer and the zstd initramfs.
+- ``pack``: the zstd initramfs (through ``provision.initramfs``'s streaming cpio writer).
 - ``manifest``: ``live.json``.
 - ``build``: ``build_live`` / ``ensure_live``, the whole build.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.images.builder.runner import Runner
-from provision.lab.initrd import ModuleTree, modinfo, module_name, read_module
+from provision.initramfs import ModuleTree, modinfo, module_name, read_module
 from provision.live.errors import LiveBuildError
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,3 @@ def stage_modules(selection: ModuleSelection, tree: ModuleTree, dest: Path, runn
         if not (target / index).is_file():
             raise LiveBuildError(f"live: depmod wrote no {index} in {target}", step="modules", path=str(target))
     return target
-
-
-def alias_modules(alias_text: str) -> set[str]:
-    """The module names that ``modules.alias`` text maps some alias to."""
-    names = set()
-    for line in alias_text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "alias":
-            names.add(module_name(parts[2]))
-    return names

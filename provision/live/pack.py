@@ -20,7 +20,7 @@ from typing import BinaryIO, Literal
 
 import zstandard
 
-from provision.live.cpio import CpioStream
+from provision.initramfs import CpioStream
 
 log = logging.getLogger(__name__)
 

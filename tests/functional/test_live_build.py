@@ -26,9 +26,9 @@ import pytest
 import zstandard
 
 from provision.bootfiles import sha256_file
+from provision.initramfs import alias_modules
 from provision.live import SIZE_GOAL, ensure_live
 from provision.live.manifest import LIVE_JSON
-from provision.live.modules import alias_modules
 from provision.live.packages import REQUIRED_PROGRAMS
 from provision.sshkeys import parse_public_key
 from tests.conftest import DEB_CACHE, LiveEnv

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 
 from provision.images.builder.runner import RecordingRunner
-from provision.lab.initrd import ModuleTree, module_name
+from provision.initramfs import ModuleTree, module_name
 from provision.live import modules as live_modules
 from provision.live.errors import LiveBuildError
-from provision.live.modules import alias_modules, select_modules, stage_modules
+from provision.live.modules import select_modules, stage_modules
+from tests.support.initramfs import elf_module
 
 RELEASE = "6.1.0-99-amd64"
-
-
-def elf_module(fields: list[tuple[str, str]]) -> bytes:
-    """A minimal 64-bit little-endian ELF relocatable whose .modinfo holds ``fields`` (key, value)."""
-    modinfo_data = b"".join(f"{key}={value}\0".encode() for key, value in fields)
-    shstrtab = b"\0.modinfo\0.shstrtab\0"
-    body_offset = 64
-    shoff = body_offset + len(modinfo_data) + len(shstrtab)
-    header = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
-    header += struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 3, 2)
-    null = bytes(64)
-    sec_modinfo = struct.pack("<IIQQQQIIQQ", 1, 1, 2, 0, body_offset, len(modinfo_data), 0, 0, 1, 0)
-    sec_strtab = struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, body_offset + len(modinfo_data), len(shstrtab), 0, 0, 1, 0)
-    return header + modinfo_data + shstrtab + null + sec_modinfo + sec_strtab
 
 
 # path -> extra modinfo fields (depends is always written, possibly empty)
@@ -183,15 +169,3 @@ def test_stage_names_the_package_when_depmod_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr("provision.live.modules.shutil.which", lambda tool: None)
     with pytest.raises(LiveBuildError, match="install the Debian package kmod"):
         stage_modules(selection, tree, tmp_path / "staged", RecordingRunner())
-
-
-def test_alias_modules_reads_modules_alias():
-    text = (
-        "# Aliases extracted from modules themselves.\n"
-        "alias pci:v000010ECd00008168sv*sd*bc*sc*i* r8169\n"
-        "alias virtio:d00000001v* virtio_net\n"
-        "alias fs-vfat vfat\n"
-        "alias crypto-crc32c crc32c-generic\n"
-        "garbage line\n"
-    )
-    assert alias_modules(text) == {"r8169", "virtio_net", "vfat", "crc32c_generic"}

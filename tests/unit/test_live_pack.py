@@ -1,4 +1,4 @@
-"""The streaming cpio writer and the zstd initramfs of the live environment; live.json."""
+"""The zstd initramfs of the live environment (the cpio writer: test_initramfs_cpio.py); live.json."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from provision.live.cpio import CpioError, CpioStream, header, read_newc
+from provision.initramfs import read_newc
 from provision.live.manifest import (
     LIVE_JSON,
     SIZE_GOAL,
@@ -30,58 +30,6 @@ def entries(data: bytes) -> dict[str, tuple[int, int, int, bytes, tuple[int, int
         assert name not in found, name
         found[name] = (mode, ino, nlink, body, rdev)
     return found
-
-
-def test_header_layout():
-    head = header("etc/x", ino=7, mode=0o100644, size=5, nlink=1, mtime=100, rdev=(0, 0))
-    assert head.startswith(b"070701") and len(head) % 4 == 0
-    assert head[6:14] == b"00000007" and head[14:22] == b"000081a4"
-    assert head[22:30] == b"00000000" and head[30:38] == b"00000000"  # uid, gid: root
-    assert head[110:116] == b"etc/x\0"
-
-
-def test_stream_entries_parents_devices_links_and_trailer():
-    sink = io.BytesIO()
-    cpio = CpioStream(sink)
-    cpio.file("etc/deep/file.txt", b"hello", 0o600, mtime=5)
-    cpio.symlink("bin", "usr/bin")
-    cpio.device("dev/console", "c", 5, 1, 0o600)
-    cpio.directory("root", 0o700)
-    cpio.close()
-    cpio.close()  # once only
-    data = sink.getvalue()
-    assert cpio.size == len(data) and data.endswith(b"TRAILER!!!\0\0\0\0")
-    found = entries(data)
-    assert list(found) == ["etc", "etc/deep", "etc/deep/file.txt", "bin", "dev", "dev/console", "root"]
-    assert found["etc/deep/file.txt"][0] == stat.S_IFREG | 0o600 and found["etc/deep/file.txt"][3] == b"hello"
-    assert found["etc"][0] == stat.S_IFDIR | 0o755
-    assert found["bin"][0] == stat.S_IFLNK | 0o777 and found["bin"][3] == b"usr/bin"
-    assert found["dev/console"][0] == stat.S_IFCHR | 0o600 and found["dev/console"][4] == (5, 1)
-    assert found["root"][0] == stat.S_IFDIR | 0o700
-    assert cpio.entries == 7 and cpio.file_bytes == 5
-
-
-def test_stream_refuses_duplicates_names_under_symlinks_and_writes_after_close():
-    cpio = CpioStream(io.BytesIO())
-    cpio.file("a", b"")
-    with pytest.raises(CpioError, match="duplicate"):
-        cpio.file("a", b"")
-    cpio.symlink("lib", "usr/lib")
-    with pytest.raises(CpioError, match="parent lib is a symlink"):
-        cpio.file("lib/modules/x.ko", b"")
-    with pytest.raises(CpioError, match="device kind"):
-        cpio.device("dev/x", "p", 1, 1)
-    cpio.close()
-    with pytest.raises(CpioError, match="closed"):
-        cpio.file("b", b"")
-
-
-def test_file_that_changes_size_is_refused(tmp_path):
-    path = tmp_path / "f"
-    path.write_bytes(b"12345")
-    cpio = CpioStream(io.BytesIO())
-    with pytest.raises(CpioError, match="changed size"):
-        cpio.file_from("f", path, 3, 0o644)
 
 
 def _tree(root: Path) -> None:

@@ -20,7 +20,7 @@ from provision.bootfiles import DebCache, Package, PackageMissing, kernel_module
 from provision.images.builder.errors import ImageBuildError, PackageNotFound
 from provision.images.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
 from provision.images.definition import TinyDefinition
-from provision.lab.initrd import UDHCPC_SCRIPT, CpioWriter, InitrdError, ModuleTree, busybox_applets, read_module
+from provision.initramfs import UDHCPC_SCRIPT, CpioWriter, InitrdError, ModuleTree, busybox_applets, read_module
 
 log = logging.getLogger(__name__)
 

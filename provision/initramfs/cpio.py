@@ -1,43 +1,34 @@
-"""A streaming cpio "newc" writer for whole trees: what the kernel unpacks as the initramfs.
+"""The cpio "newc" writer: ``CpioStream`` streams entries to a sink, ``CpioWriter`` is the same writer over
+memory.
 
-Unlike the lab's small in-memory ``CpioWriter``, entries are written straight to a sink (the zstd
-stream), file bodies are streamed from disk, and everything a Debian tree holds is kept: directories,
-regular files with their mode bits, symlinks, device nodes and hard links. Owner is always root (uid and
-gid 0). Hard links follow GNU cpio's newc convention: every name of an inode carries the same inode number
-and link count, and the data travels with the last one (the others have size 0); the kernel and
-``cpio -i`` both rebuild the link from that. Missing parent folders are added (0755); a name given twice
-is refused, and so is a name under a symlink (the kernel would follow it).
+``CpioStream`` writes each entry straight to its sink (the live build's zstd stream), streams file bodies
+from disk, and keeps everything a Debian tree holds: directories, regular files with their mode bits,
+symlinks, device nodes and hard links. Owner is always root (uid and gid 0). Hard links follow GNU cpio's
+newc convention: every name of an inode carries the same inode number and link count, and the data travels
+with the last one (the others have size 0); the kernel and ``cpio -i`` both rebuild the link from that.
+Missing parent folders are added (0755); a name given twice is refused, and so is a name under a symlink
+(the kernel would follow it). ``close()`` writes the trailer.
+
+``CpioWriter`` is that writer over a ``BytesIO`` for the small initramfs images built in one piece (the
+lab's test initrd, the tiny image's): ``add_dir`` (a folder added twice is one entry), ``add_file``,
+``add_symlink``, ``add_char_device``, then ``getvalue()`` is the archive with its trailer.
 """
 
 from __future__ import annotations
 
+import io
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from provision.initramfs.errors import CpioError
+from provision.initramfs.newc import header, pad, trailer
+
 CHUNK = 1 << 20
-TRAILER = "TRAILER!!!"
-
-
-class CpioError(ValueError):
-    """An entry cannot be written as asked (duplicate, under a symlink, file changed while read)."""
 
 
 class Sink(Protocol):
     def write(self, data: bytes, /) -> int | None: ...
-
-
-def _pad(length: int) -> bytes:
-    return b"\0" * (-length % 4)
-
-
-def header(name: str, *, ino: int, mode: int, size: int, nlink: int, mtime: int, rdev: tuple[int, int]) -> bytes:
-    """One newc header with its name and padding (no body)."""
-    encoded = name.encode() + b"\0"
-    fields = (ino, mode, 0, 0, nlink, max(mtime, 0), size, 0, 0, rdev[0], rdev[1], len(encoded), 0)
-    head = b"070701" + b"".join(f"{value:08x}".encode() for value in fields)
-    return head + encoded + _pad(len(head) + len(encoded))
 
 
 class CpioStream:
@@ -67,8 +58,10 @@ class CpioStream:
         if self._closed:
             raise CpioError("archive already closed")
         name = name.strip("/")
-        if not name or name in self._names:
-            raise CpioError(f"duplicate or empty archive entry {name!r}")
+        if not name:
+            raise CpioError("empty initramfs entry name")
+        if name in self._names:
+            raise CpioError(f"duplicate initramfs entry {name}", path=name)
         self._parents(name)
         self._names.add(name)
         self.entries += 1
@@ -79,12 +72,21 @@ class CpioStream:
         for depth in range(1, len(parts) + 1):
             parent = "/".join(parts[:depth])
             if parent in self._symlinks:
-                raise CpioError(f"{name}: its parent {parent} is a symlink in the archive")
+                raise CpioError(f"{name}: its parent {parent} is a symlink in the archive", path=name)
             if parent not in self._dirs:
                 self.directory(parent)
 
     def has(self, name: str) -> bool:
+        """Whether the archive has an entry ``name``."""
         return name.strip("/") in self._names
+
+    def is_dir(self, name: str) -> bool:
+        """Whether ``name`` is a folder of the archive (the root always is)."""
+        return name.strip("/") in self._dirs
+
+    def names(self) -> set[str]:
+        """The names written so far (without the trailer)."""
+        return set(self._names)
 
     def directory(self, name: str, mode: int = 0o755, mtime: int = 0) -> None:
         name = self._begin(name)
@@ -101,7 +103,7 @@ class CpioStream:
             )
         )
         self._write(data)
-        self._write(_pad(len(data)))
+        self._write(pad(len(data)))
         self.file_bytes += len(data)
 
     def file_from(
@@ -122,8 +124,8 @@ class CpioStream:
                 self._write(block)
                 done += len(block)
             if done != size or handle.read(1):
-                raise CpioError(f"{path} changed size while being archived")
-        self._write(_pad(size))
+                raise CpioError(f"{path} changed size while being archived", path=str(path))
+        self._write(pad(size))
         self.file_bytes += size
 
     def link_name(self, name: str, mode: int, mtime: int, *, ino: int, nlink: int) -> None:
@@ -141,12 +143,12 @@ class CpioStream:
             )
         )
         self._write(data)
-        self._write(_pad(len(data)))
+        self._write(pad(len(data)))
 
     def device(self, name: str, kind: str, major: int, minor: int, mode: int = 0o600, mtime: int = 0) -> None:
         """A character (``kind`` "c") or block ("b") device node."""
         if kind not in ("c", "b"):
-            raise CpioError(f"device kind {kind!r} (c or b)")
+            raise CpioError(f"device kind {kind!r} (c or b)", path=name)
         name = self._begin(name)
         fmt = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
         self._write(
@@ -155,23 +157,35 @@ class CpioStream:
 
     def close(self) -> None:
         if not self._closed:
-            self._write(header(TRAILER, ino=0, mode=0, size=0, nlink=1, mtime=0, rdev=(0, 0)))
+            self._write(trailer())
             self._closed = True
 
 
-def read_newc(data: bytes) -> Iterable[tuple[str, int, int, int, bytes, tuple[int, int]]]:
-    """(name, mode, ino, nlink, body, rdev) of each entry of an uncompressed newc archive (tests, tools)."""
-    pos = 0
-    while True:
-        if data[pos : pos + 6] != b"070701":
-            raise CpioError(f"bad newc magic at offset {pos}")
-        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
-        ino, mode, nlink, size, rmaj, rmin, namesize = (fields[i] for i in (0, 1, 4, 6, 9, 10, 11))
-        start = pos + 110
-        name = data[start : start + namesize - 1].decode()
-        body_start = start + namesize + (-(110 + namesize) % 4)
-        body = data[body_start : body_start + size]
-        pos = body_start + size + (-size % 4)
-        if name == TRAILER:
-            return
-        yield name, mode, ino, nlink, body, (rmaj, rmin)
+class CpioWriter:
+    """A newc archive built in memory: ``CpioStream`` over a ``BytesIO``, every time stamp 0 (reproducible)."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self.stream = CpioStream(self._buffer)
+
+    def add_dir(self, name: str, mode: int = 0o755) -> None:
+        """The folder ``name`` (nothing if the archive has it already)."""
+        if not self.stream.is_dir(name):
+            self.stream.directory(name, mode)
+
+    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self.stream.file(name, data, mode)
+
+    def add_symlink(self, name: str, target: str) -> None:
+        self.stream.symlink(name, target)
+
+    def add_char_device(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
+        self.stream.device(name, "c", major, minor, mode)
+
+    def names(self) -> set[str]:
+        return self.stream.names()
+
+    def getvalue(self) -> bytes:
+        """The archive bytes, with its trailer (after which nothing can be added)."""
+        self.stream.close()
+        return self._buffer.getvalue()

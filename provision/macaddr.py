@@ -1,18 +1,25 @@
-"""MAC addresses as they arrive from DHCP, iPXE (URL-encoded ':' in old versions), GRUB and humans."""
+"""MAC addresses: the one place they are parsed and formatted.
+
+Text arrives from DHCP, iPXE (URL-encoded ':' in old versions), GRUB and humans (`normalize_mac`); the DHCP
+codec turns a packet's hardware address into text (`format_mac`) and a test's or lab tool's text into bytes
+(`mac_bytes`). Text that is not a MAC address raises `BadMac`.
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import unquote
 
+from provision.errors import FatalError
+
 _HEX12 = re.compile(r"^[0-9a-f]{12}$")
 
 
-class BadMac(ValueError):
+class BadMac(FatalError, ValueError):
     """Not a MAC address; carries the offending text (truncated) for the log."""
 
     def __init__(self, text: str) -> None:
-        super().__init__(f"not a MAC address: {text[:64]!r}")
+        super().__init__(f"not a MAC address: {text[:64]!r}", text=text[:64])
         self.text = text[:64]
 
 
@@ -25,7 +32,22 @@ def normalize_mac(text: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
-def mac_from_bytes(data: bytes) -> str:
-    if len(data) < 6:
-        raise BadMac(data.hex())
-    return ":".join(f"{b:02x}" for b in data[:6])
+def format_mac(data: bytes) -> str:
+    """Hardware address bytes -> lowercase hex pairs joined by ':', as many as there are bytes.
+
+    A DHCP packet's address is the first `hlen` (0..16) bytes of its chaddr, so any length is formatted
+    (b"" gives ""): this only ever names a client in replies and log lines, it never refuses one.
+    """
+    return ":".join(f"{b:02x}" for b in data)
+
+
+def mac_bytes(text: str) -> bytes:
+    """'52:54:00:12:34:56' (or with '-', or bare hex digits) -> its 6 bytes; `BadMac` for anything else."""
+    digits = text.replace(":", "").replace("-", "")
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        raise BadMac(text) from None
+    if len(raw) != 6:
+        raise BadMac(text)
+    return raw

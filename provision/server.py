@@ -77,7 +77,7 @@ def pxe_settings(cfg: ServerConfig, http_port: int, booter: Booter | None = None
     """What DHCP answers point at; `http_port` is the bound port (the config may say 0)."""
     extra: dict[str, Any] = {}
     if booter is not None:
-        extra = {"decide": booter.should_answer, "chain_ipxe": booter.chain_ipxe}
+        extra = {"boot_allowed": booter.should_answer, "chain_ipxe": booter.chain_ipxe}
     return PxeSettings(
         server_ip=cfg.address,
         http_port=http_port,

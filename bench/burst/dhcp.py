@@ -11,7 +11,8 @@ import threading
 import time
 import uuid
 
-from provision.dhcp.codec import BROADCAST_FLAG, DhcpPacket, MalformedPacket, MessageType, Opt, client_request, parse
+from provision.dhcp.codec import MalformedPacket, parse
+from provision.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType, Opt, client_request
 
 from .common import (
     BOOT_FILE,

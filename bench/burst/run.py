@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.dhcp.codec import BROADCAST_FLAG, MessageType, client_request
+from provision.dhcp.packet import BROADCAST_FLAG, MessageType, client_request
 
 from .clients import ClientResult
 from .common import CLIENT_IF, CLIENT_IP, HTTP_PORT, REPO, STEPS, BenchError

@@ -1,23 +1,20 @@
-"""DHCP and PXE for network boot: packet codec, PXE policy, leases, and the server (docs/dhcp.md).
+"""DHCP and PXE for network boot: packets, PXE policy, leases, the answers and the server (docs/dhcp.md).
 
-- `codec`: `DhcpPacket`, `parse`, `MalformedPacket` (RFC 2131/2132, PXE options of RFC 4578).
-- `policy`: `PxeSettings`, `decide_boot` (boot file by architecture and user class), and
+- `packet`: `DhcpPacket` (RFC 2131/2132, PXE options of RFC 4578) and its encoding, `Opt`, `client_request`.
+- `codec`: `parse` (bytes from the wire -> `DhcpPacket`) and `MalformedPacket`.
+- `policy`: `PxeSettings`, `boot_answer` (boot file by architecture and user class), and
   `dhcp_config_snippet` for sites that keep their own DHCP server.
 - `leases`: `LeasePool` and `LeaseTable` (sticky per MAC, persisted atomically) for full-DHCP mode.
-- `server`: `DhcpServer` (proxy, full or off), one thread, never dies of a packet.
+- `answers`: `DhcpResponder`, the replies to one packet (never dies of a packet), `reply_destination`.
+- `server`: `DhcpServer` (proxy, full or off): the sockets and the one thread that feed the answers.
+
+MAC addresses are parsed and formatted by `provision.macaddr` (`mac_bytes` is re-exported here).
 """
 
-from provision.dhcp.codec import (
-    DhcpPacket,
-    MalformedPacket,
-    MessageType,
-    Opt,
-    Options,
-    client_request,
-    mac_bytes,
-    parse,
-)
+from provision.dhcp.answers import Channel, DhcpMode, Reply, reply_destination
+from provision.dhcp.codec import MalformedPacket, parse
 from provision.dhcp.leases import Lease, LeasePool, LeaseStoreError, LeaseTable
+from provision.dhcp.packet import DhcpPacket, MessageType, Opt, Options, client_request
 from provision.dhcp.policy import (
     PXE_VENDOR_OPTIONS,
     BootAnswer,
@@ -27,10 +24,11 @@ from provision.dhcp.policy import (
     Skip,
     SnippetKind,
     UefiLoader,
-    decide_boot,
+    boot_answer,
     dhcp_config_snippet,
 )
-from provision.dhcp.server import Channel, DhcpBindError, DhcpMode, DhcpServer, Reply, reply_destination
+from provision.dhcp.server import DhcpBindError, DhcpServer
+from provision.macaddr import mac_bytes
 
 __all__ = [
     "PXE_VENDOR_OPTIONS",
@@ -55,8 +53,8 @@ __all__ = [
     "Skip",
     "SnippetKind",
     "UefiLoader",
+    "boot_answer",
     "client_request",
-    "decide_boot",
     "dhcp_config_snippet",
     "mac_bytes",
     "parse",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Literal
 
-from provision.dhcp.codec import DhcpPacket, Opt
+from provision.dhcp.packet import DhcpPacket, Opt
 from provision.errors import FatalError
 
 BIOS_ARCH = 0
@@ -52,7 +52,7 @@ class DhcpSettingsError(FatalError, ValueError):
 
 
 def always_boot(mac: str) -> bool:
-    """The default `decide` hook: every machine may be network-booted."""
+    """The default `boot_allowed` hook: every machine may be network-booted."""
     return True
 
 
@@ -74,7 +74,7 @@ def _check_file(key: str, name: str) -> None:
 class PxeSettings:
     """What the PXE answers point at: this server's address, its HTTP port, the boot files.
 
-    `decide(mac)` is asked before answering a PXE client (the pixiecore "Booter" seam): False means do not
+    `boot_allowed(mac)` is asked before answering a PXE client (the pixiecore "Booter" seam): False means do not
     network-boot this machine (in full mode it still gets an address). It may raise; the packet is dropped.
     """
 
@@ -86,7 +86,7 @@ class PxeSettings:
     ipxe_uefi_file: str = "snponly.efi"  # used when uefi_loader is "ipxe" (unsigned: Secure Boot off)
     http_boot_url: str = "http://{server}:{port}/files/{file}"  # the boot root, served by provision's HTTP
     ipxe_script_url: str = "http://{server}:{port}/boot/${{mac}}.ipxe"  # iPXE expands ${mac} itself
-    decide: Callable[[str], bool] = field(default=always_boot, compare=False, repr=False)
+    boot_allowed: Callable[[str], bool] = field(default=always_boot, compare=False, repr=False)
     # Asked with (mac, xid, is_ipxe) for every PXE client about to be answered: for an iPXE client, True
     # hands it the architecture's boot file (undionly.kpxe over TFTP) instead of its script, as a vendor PXE
     # ROM would get. For iPXE NIC ROMs (QEMU, flashed NICs) when the real chain must be exercised: the
@@ -143,7 +143,7 @@ class Skip(enum.StrEnum):
 
     NOT_PXE = "not a PXE or HTTP boot client (option 60 is not PXEClient/HTTPClient)"
     UNKNOWN_ARCH = "unsupported client architecture"
-    DECLINED = "not to be network-booted (decide() said no)"
+    DECLINED = "not to be network-booted (boot_allowed() said no)"
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,10 @@ def is_ipxe(packet: DhcpPacket) -> bool:
     return b"iPXE" in packet.user_classes
 
 
-def decide_boot(packet: DhcpPacket, settings: PxeSettings) -> BootAnswer | Skip:
+def boot_answer(packet: DhcpPacket, settings: PxeSettings) -> BootAnswer | Skip:
     """The boot answer for a request, or why there is none.
 
-    `settings.decide` is asked once the client is known to be bootable, and before `settings.chain_ipxe`,
+    `settings.boot_allowed` is asked once the client is known to be bootable, and before `settings.chain_ipxe`,
     which is told about every PXE client it may answer (a vendor ROM being handed a boot file means the iPXE
     that follows was chained, not a NIC ROM)."""
     vendor = packet.vendor_class or b""
@@ -194,7 +194,7 @@ def decide_boot(packet: DhcpPacket, settings: PxeSettings) -> BootAnswer | Skip:
     ipxe = is_ipxe(packet)
     if not ipxe and arch not in (BIOS_ARCH, HTTP_ARCH, *UEFI_ARCHES):
         return Skip.UNKNOWN_ARCH
-    if not settings.decide(packet.mac):
+    if not settings.boot_allowed(packet.mac):
         return Skip.DECLINED
     chained = settings.chain_ipxe(packet.mac, packet.xid, ipxe)
     if ipxe and not chained:

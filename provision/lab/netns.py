@@ -2,19 +2,16 @@
 
 Everything the lab creates is undone on exit, failure or Ctrl-C: processes are killed by PID, then the
 namespace is deleted (its bridge and taps go with it). A lab left behind by a killed run
-(``prov-<pid>-<n>`` whose pid is gone) is removed when the next lab starts.
+(``prov-<pid>-<n>`` whose pid is gone) is removed when the next lab starts (`provision.lab.host`, which also
+checks this machine's prerequisites; its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import atexit
 import ipaddress
-import itertools
 import logging
-import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +22,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from provision.errors import FatalError
+from provision.lab.host import (
+    LabUnavailable,
+    cleanup_stale_labs,
+    kill_pid,
+    missing_prerequisites,
+    new_lab_name,
+    require,
+    run_ip,
+)
 from provision.lab.qemu import (
     PC,
     SERCON_PORT,
@@ -36,92 +41,23 @@ from provision.lab.qemu import (
     Nic,
     PCSpec,
     firmware_files,
-    missing_qemu,
     qemu_argv,
 )
+
+__all__ = [
+    "LAB_NETWORKS",
+    "Lab",
+    "LabUnavailable",
+    "cleanup_stale_labs",
+    "missing_prerequisites",
+    "require",
+]
 
 log = logging.getLogger(__name__)
 
 LAB_NETWORKS = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range, never routed
-NAME_RE = re.compile(r"^prov-(\d+)-(\d+)$")
-_counter = itertools.count(1)
 _open_labs: set[Lab] = set()  # strong refs: a lab dropped without close() is still closed at exit
 _lock = threading.Lock()
-
-
-class LabUnavailable(FatalError):
-    """This machine cannot run the lab (not root, a tool or firmware missing). Tests skip on it."""
-
-    def __init__(self, missing: Sequence[str]) -> None:
-        super().__init__("lab unavailable, missing: " + "; ".join(missing), missing=list(missing))
-        self.missing = list(missing)
-
-
-def missing_prerequisites(firmware: Sequence[Firmware] = ("bios",)) -> list[str]:
-    """Everything the lab needs for PCs with these firmwares that this machine lacks (empty: ready)."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (network namespaces and taps)")
-    if shutil.which("ip") is None:
-        missing.append("ip (Debian package iproute2)")
-    if not Path("/dev/net/tun").exists():
-        missing.append("/dev/net/tun")
-    for kind in dict.fromkeys(firmware):
-        missing += [m for m in missing_qemu(kind) if m not in missing]
-    return missing
-
-
-def require(firmware: Sequence[Firmware] = ("bios",)) -> None:
-    """Raise LabUnavailable listing what is missing."""
-    missing = missing_prerequisites(firmware)
-    if missing:
-        raise LabUnavailable(missing)
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-    if check and done.returncode != 0:
-        raise LabError(f"ip {' '.join(args)} failed: {done.stderr.strip()}", argv=["ip", *args])
-    return done
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def kill_pid(pid: int, timeout: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL, one process we started (not our child any more: a stale lab's)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and pid_alive(pid):
-            time.sleep(0.05)
-
-
-def cleanup_stale_labs() -> list[str]:
-    """Delete lab namespaces whose creating process is gone (killed run); kill what still runs in them."""
-    done = _ip("netns", "list", check=False)
-    removed = []
-    for line in done.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        match = NAME_RE.match(name)
-        if not match or pid_alive(int(match.group(1))):
-            continue
-        pids = _ip("netns", "pids", name, check=False).stdout.split()
-        for pid in pids:
-            kill_pid(int(pid))
-        _ip("netns", "delete", name, check=False)
-        removed.append(name)
-        log.warning("removed stale lab namespace %s (%d processes killed)", name, len(pids))
-    return removed
 
 
 class Lab:
@@ -148,7 +84,7 @@ class Lab:
             raise LabError(f"lab network {network} must be a /30 or larger inside {LAB_NETWORKS}", network=network)
         self.address = self.host(1)
         self.bridge = bridge
-        self.name = f"prov-{os.getpid()}-{next(_counter)}"
+        self.name = new_lab_name()
         self._workdir_arg = workdir
         self.workdir = Path()
         self.keep_files = keep_files
@@ -193,7 +129,7 @@ class Lab:
         with _lock:
             _open_labs.add(self)
         try:
-            _ip("netns", "add", self.name)
+            run_ip("netns", "add", self.name)
             self._created = True
             for key in ("all", "default"):
                 self.run(["tee", f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6"], input="1\n")
@@ -226,9 +162,9 @@ class Lab:
             handle.close()
         if self._created:
             # Anything that escaped (a child's child) still holds the namespace: kill it too.
-            for pid in _ip("netns", "pids", self.name, check=False).stdout.split():
+            for pid in run_ip("netns", "pids", self.name, check=False).stdout.split():
                 kill_pid(int(pid))
-            _ip("netns", "delete", self.name, check=False)
+            run_ip("netns", "delete", self.name, check=False)
         if not self.keep_files and self._workdir_arg is None and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)
         with _lock:
@@ -243,7 +179,7 @@ class Lab:
 
     def ip(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``ip -n NS ARGS``; LabError when it fails."""
-        return _ip("-n", self.name, *args)
+        return run_ip("-n", self.name, *args)
 
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0, input: str | None = None

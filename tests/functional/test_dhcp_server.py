@@ -39,7 +39,7 @@ POOL = LeasePool(
 
 class Client:
     """A DHCP client socket on 127.0.0.1: what it sends comes from a real source address, so replies
-    come back to it (see provision.dhcp.server.reply_destination)."""
+    come back to it (see provision.dhcp.answers.reply_destination)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -120,7 +120,7 @@ def test_malformed_packets_are_dropped_and_the_server_keeps_answering(proxy, cli
 
 
 def test_ignored_clients_get_no_answer(client):
-    settings = PxeSettings(server_ip=SERVER, http_port=8080, decide=lambda mac: mac != MAC)
+    settings = PxeSettings(server_ip=SERVER, http_port=8080, boot_allowed=lambda mac: mac != MAC)
     with serve(DhcpMode.PROXY, settings=settings) as server:
         client.send(server.port, client_request(MessageType.DISCOVER, MAC, options=PXE))
         client.send(server.port, client_request(MessageType.DISCOVER, OTHER, options={60: b"udhcp 1.36.1"}))

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
 
-from provision.lab.netns import kill_pid, pid_alive
+from provision.lab.host import kill_pid, pid_alive
 
 PREFIX = "pvhost"
 NAME_RE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)$")

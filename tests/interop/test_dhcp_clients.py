@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 
 from provision.dhcp import PXE_VENDOR_OPTIONS, DhcpPacket, MalformedPacket, MessageType, Opt, client_request, parse
-from provision.lab.netns import Lab, LabUnavailable
+from provision.lab.host import LabUnavailable
+from provision.lab.netns import Lab
 from tests.interop.netns_hosts import Capture, Frame, Host, stop_process
 
 pytestmark = [

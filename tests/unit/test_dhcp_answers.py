@@ -7,10 +7,12 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from provision.dhcp.codec import BROADCAST_FLAG, DhcpPacket, MessageType, Opt, client_request, parse
+from provision.dhcp.answers import Channel, DhcpMode, Reply, reply_destination
+from provision.dhcp.codec import parse
 from provision.dhcp.leases import LeasePool
+from provision.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType, Opt, client_request
 from provision.dhcp.policy import PXE_VENDOR_OPTIONS, DhcpSettingsError, PxeSettings
-from provision.dhcp.server import Channel, DhcpMode, DhcpServer, Reply, reply_destination
+from provision.dhcp.server import DhcpServer
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:65:43:21"
@@ -113,13 +115,13 @@ def test_proxy_ignores_non_pxe_clients_and_other_messages(caplog):
     assert all(OTHER in r.getMessage() or MAC in r.getMessage() for r in caplog.records)
 
 
-def test_decide_false_is_ignored_and_logged_with_the_mac(caplog):
+def test_boot_allowed_false_is_ignored_and_logged_with_the_mac(caplog):
     caplog.set_level(logging.INFO, logger="provision.dhcp")
-    settings = PxeSettings(server_ip=SERVER, http_port=8080, decide=lambda mac: mac != MAC)
+    settings = PxeSettings(server_ip=SERVER, http_port=8080, boot_allowed=lambda mac: mac != MAC)
     server = proxy(settings=settings)
     assert server.handle_packet(discover().encode(), FROM_NOWHERE) == []
     assert len(server.handle_packet(discover(OTHER).encode(), FROM_NOWHERE)) == 1
-    assert any(MAC in r.getMessage() and "decide" in r.getMessage() for r in caplog.records)
+    assert any(MAC in r.getMessage() and "boot_allowed" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_arch_is_ignored_with_a_log_line(caplog):
@@ -202,8 +204,8 @@ def test_full_plain_client_gets_a_plain_lease():
     assert Opt.VENDOR_CLASS not in offer.options and Opt.BOOTFILE_NAME not in offer.options
 
 
-def test_full_decide_false_still_gets_an_address():
-    settings = PxeSettings(server_ip=SERVER, http_port=8080, decide=lambda mac: False)
+def test_full_boot_allowed_false_still_gets_an_address():
+    settings = PxeSettings(server_ip=SERVER, http_port=8080, boot_allowed=lambda mac: False)
     server = DhcpServer(settings, DhcpMode.FULL, pool=POOL, clock=Clock())
     offer = one(server.handle_packet(discover().encode(), FROM_NOWHERE))
     assert offer.yiaddr == IPv4Address("198.18.0.100") and offer.file == ""
@@ -313,11 +315,11 @@ def test_malformed_warnings_are_throttled(caplog):
     assert len(caplog.records) == 10
 
 
-def test_a_raising_decide_hook_drops_the_packet_only(caplog):
-    def decide(mac: str) -> bool:
+def test_a_raising_boot_allowed_hook_drops_the_packet_only(caplog):
+    def boot_allowed(mac: str) -> bool:
         raise RuntimeError("database is locked")
 
-    server = proxy(settings=PxeSettings(server_ip=SERVER, http_port=8080, decide=decide))
+    server = proxy(settings=PxeSettings(server_ip=SERVER, http_port=8080, boot_allowed=boot_allowed))
     with caplog.at_level(logging.ERROR, logger="provision.dhcp"):
         assert server.handle_packet(discover().encode(), FROM_NOWHERE) == []
     assert server.stats["errors"] == 1

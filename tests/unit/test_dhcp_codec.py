@@ -10,19 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provision.dhcp.codec import (
-    MAGIC_COOKIE,
-    DhcpPacket,
-    MalformedPacket,
-    MessageType,
-    Opt,
-    Options,
-    client_request,
-    mac_bytes,
-    mac_hint,
-    parse,
-)
+from provision.dhcp.codec import MalformedPacket, mac_hint, parse
+from provision.dhcp.packet import MAGIC_COOKIE, DhcpPacket, MessageType, Opt, Options, client_request
 from provision.errors import FatalError, ProvisionError
+from provision.macaddr import mac_bytes
 
 MAC = "52:54:00:12:34:56"
 GUID = uuid.UUID("4c4c4544-0044-3510-8052-b4c04f565931")  # as dmidecode prints it

@@ -16,10 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provision.dhcp.codec import MAGIC_COOKIE, MalformedPacket, MessageType, client_request, parse
+from provision.dhcp.answers import Channel, DhcpMode
+from provision.dhcp.codec import MalformedPacket, parse
 from provision.dhcp.leases import LeasePool
+from provision.dhcp.packet import MAGIC_COOKIE, MessageType, client_request
 from provision.dhcp.policy import PxeSettings
-from provision.dhcp.server import Channel, DhcpMode, DhcpServer
+from provision.dhcp.server import DhcpServer
 
 TOTAL = 100_000
 RANDOM_SHARE = 20_000

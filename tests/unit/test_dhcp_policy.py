@@ -1,4 +1,4 @@
-"""PXE policy: the boot file by architecture and user class, the decide() hook, and config snippets."""
+"""PXE policy: the boot file by architecture and user class, the boot_allowed() hook, and config snippets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from provision.dhcp.codec import DhcpPacket, MessageType, Opt, client_request
+from provision.dhcp.packet import DhcpPacket, MessageType, Opt, client_request
 from provision.dhcp.policy import (
     PXE_VENDOR_OPTIONS,
     BootAnswer,
@@ -17,9 +17,9 @@ from provision.dhcp.policy import (
     DhcpSettingsError,
     PxeSettings,
     Skip,
+    boot_answer,
     boot_fields,
     client_arch,
-    decide_boot,
     dhcp_config_snippet,
 )
 
@@ -44,7 +44,7 @@ def pxe(arch: int | None, *, vendor: bytes | None = None, user_class: bytes | No
 
 
 def answer(packet: DhcpPacket, settings: PxeSettings = SETTINGS) -> BootAnswer:
-    result = decide_boot(packet, settings)
+    result = boot_answer(packet, settings)
     assert isinstance(result, BootAnswer), result
     return result
 
@@ -90,34 +90,34 @@ def test_uefi_loader_ipxe_uses_snponly():
     ],
 )
 def test_non_pxe_clients_are_skipped(packet):
-    assert decide_boot(packet, SETTINGS) is Skip.NOT_PXE
+    assert boot_answer(packet, SETTINGS) is Skip.NOT_PXE
 
 
 @pytest.mark.parametrize("arch", [1, 2, 10, 11, 15, 19, 0xFFFF])
 def test_unknown_arch_is_skipped(arch):
-    assert decide_boot(pxe(arch), SETTINGS) is Skip.UNKNOWN_ARCH
+    assert boot_answer(pxe(arch), SETTINGS) is Skip.UNKNOWN_ARCH
 
 
-def test_decide_hook_gets_the_mac_and_can_refuse():
+def test_boot_allowed_hook_gets_the_mac_and_can_refuse():
     asked: list[str] = []
 
-    def decide(mac: str) -> bool:
+    def boot_allowed(mac: str) -> bool:
         asked.append(mac)
         return False
 
-    settings = PxeSettings(server_ip=SERVER, http_port=8080, decide=decide)
-    assert decide_boot(pxe(0), settings) is Skip.DECLINED
-    assert decide_boot(pxe(0, user_class=b"iPXE"), settings) is Skip.DECLINED
-    assert decide_boot(pxe(11), settings) is Skip.UNKNOWN_ARCH  # not asked: nothing to offer anyway
-    assert decide_boot(client_request(MessageType.DISCOVER, MAC), settings) is Skip.NOT_PXE
+    settings = PxeSettings(server_ip=SERVER, http_port=8080, boot_allowed=boot_allowed)
+    assert boot_answer(pxe(0), settings) is Skip.DECLINED
+    assert boot_answer(pxe(0, user_class=b"iPXE"), settings) is Skip.DECLINED
+    assert boot_answer(pxe(11), settings) is Skip.UNKNOWN_ARCH  # not asked: nothing to offer anyway
+    assert boot_answer(client_request(MessageType.DISCOVER, MAC), settings) is Skip.NOT_PXE
     assert asked == [MAC, MAC]
 
 
 def test_arch_from_vendor_class_when_option_93_is_missing():
     assert client_arch(pxe(None, vendor=b"PXEClient:Arch:00007:UNDI:003000")) == 7
     assert answer(pxe(None, vendor=b"PXEClient:Arch:00000:UNDI:002001")).boot_file == "undionly.kpxe"
-    assert decide_boot(pxe(None, vendor=b"PXEClient"), SETTINGS) is Skip.UNKNOWN_ARCH
-    assert decide_boot(pxe(None, vendor=b"PXEClient:Arch:7"), SETTINGS) is Skip.UNKNOWN_ARCH
+    assert boot_answer(pxe(None, vendor=b"PXEClient"), SETTINGS) is Skip.UNKNOWN_ARCH
+    assert boot_answer(pxe(None, vendor=b"PXEClient:Arch:7"), SETTINGS) is Skip.UNKNOWN_ARCH
 
 
 def test_first_of_several_arches_wins():
@@ -250,7 +250,7 @@ def test_unknown_snippet_kind():
 def test_chain_ipxe_hook_hands_the_rom_the_arch_file() -> None:
     from ipaddress import IPv4Address
 
-    from provision.dhcp import DhcpPacket, MessageType, Opt, PxeSettings, decide_boot
+    from provision.dhcp import DhcpPacket, MessageType, Opt, PxeSettings, boot_answer
 
     packet = DhcpPacket(
         op=1,
@@ -269,8 +269,8 @@ def test_chain_ipxe_hook_hands_the_rom_the_arch_file() -> None:
         seen.append((mac, xid, ipxe))
         return True
 
-    chained = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080, chain_ipxe=chain))
+    chained = boot_answer(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080, chain_ipxe=chain))
     assert not isinstance(chained, str) and chained.boot_file == "undionly.kpxe"
     assert seen == [("52:54:00:12:34:56", 7, True)]
-    plain = decide_boot(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080))
+    plain = boot_answer(packet, PxeSettings(IPv4Address("198.18.0.1"), 8080))
     assert not isinstance(plain, str) and plain.boot_file.endswith("/boot/${mac}.ipxe")

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from provision.builder.layout import NewPartition, write_gpt
 from provision.images import ImageStore, ImageVersion
-from provision.images.layout import NewPartition, write_gpt
 
 SOURCES = ["/usr/share", *sorted(str(p) for p in Path("/usr/lib").glob("python3*")), "/usr/lib/x86_64-linux-gnu"]
 OFFSET = 1 << 20

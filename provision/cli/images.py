@@ -117,7 +117,7 @@ def cmd_retain(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
-    from provision.images.builder import build_image
+    from provision.builder import build_image
 
     def progress(event: Any) -> None:
         if event.fraction is None:  # a step starts; finer progress is in the build log
@@ -136,7 +136,7 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, out: TextIO) -> int:
-    from provision.images.builder import rebuild_all
+    from provision.builder import rebuild_all
 
     results = rebuild_all(Path(args.images), _store(args))
     if args.json:

@@ -28,8 +28,8 @@ from types import FrameType
 from typing import Any, cast, get_args
 
 from provision.bootfiles import DEFAULT_CACHE, DebCache, install_boot_root, qemu_roms
-from provision.images.builder.build import DISK_TOOLS
-from provision.images.builder.runner import TOOL_PACKAGES
+from provision.builder.build import DISK_TOOLS
+from provision.builder.runner import TOOL_PACKAGES
 from provision.lab import follow as fl
 from provision.lab.netns import Lab, LabUnavailable
 from provision.lab.qemu import PC, Firmware, LabError
@@ -124,7 +124,7 @@ class Site:
 
 def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
     """Boot root, live environment, tiny image and recipes under ``workdir``; each step timed."""
-    from provision.images.builder import build_image
+    from provision.builder import build_image
     from provision.images.store import ImageStore
     from provision.live import ensure_live
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from provision.images.builder.tinyinit import CALLBACK_FAILED, CALLBACK_OK, FIRSTBOOT_MARKER
-from provision.images.builder.tinyinit import FAILED as TINY_FAILED
+from provision.builder.tinyinit import CALLBACK_FAILED, CALLBACK_OK, FIRSTBOOT_MARKER
+from provision.builder.tinyinit import FAILED as TINY_FAILED
 from provision.lab.qemu import Firmware
 
 IMAGING = "imaging"

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.images.builder.debian import installed_packages
-from provision.images.builder.runner import Runner
+from provision.builder.debian import installed_packages
+from provision.builder.runner import Runner
 from provision.live.errors import LiveBuildError
 from provision.live.packages import TreeSpec, mmdebstrap_argv
 from provision.live.strip import strip_tree

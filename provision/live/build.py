@@ -34,7 +34,7 @@ from typing import Any
 
 from provision.bootfiles import DEFAULT_CACHE as DEB_CACHE
 from provision.bootfiles import DebCache, Package, kernel_modules_dir, kernel_release
-from provision.images.builder.runner import BuildLog, Runner
+from provision.builder.runner import BuildLog, Runner
 from provision.initramfs import ModuleTree
 from provision.live import initscript, modules, packages, payload
 from provision.live.bootstrap import DEFAULT_CACHE, PreparedTree, cache_lock, cached_trees, ensure_tree

@@ -4,7 +4,7 @@ both are ``ImageBuildError``s, like ``LiveBuildError``."""
 
 from __future__ import annotations
 
-from provision.images.builder.errors import ImageBuildError
+from provision.builder.errors import ImageBuildError
 
 LIVE = "live"  # the name builds run under (Runner.bind, error facts)
 

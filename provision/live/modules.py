@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.images.builder.runner import Runner
+from provision.builder.runner import Runner
 from provision.initramfs import ModuleTree, modinfo, module_name, read_module
 from provision.live.errors import LiveBuildError
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.bootfiles import AptFailed
-from provision.images.builder.resolve import (
+from provision.builder.resolve import (
     ArchiveEntry,
     ImageApt,
     machine_archive,

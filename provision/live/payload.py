@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import provision
-from provision.images.builder.runner import Runner
+from provision.builder.runner import Runner
 from provision.live.errors import LiveBuildError
 
 PACKAGE_DIR = Path(provision.__file__).resolve().parent

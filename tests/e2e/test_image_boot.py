@@ -26,8 +26,8 @@ import pytest
 import zstandard
 
 from provision.bootfiles import DEFAULT_CACHE, DebCache
-from provision.images.builder import build_image
-from provision.images.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
+from provision.builder import build_image
+from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab, PCSpec, missing_prerequisites, qemu_argv
 from provision.lab.qemu import Firmware, firmware_files

@@ -34,8 +34,8 @@ import pytest
 import zstandard
 
 from provision.bootfiles import DEFAULT_CACHE, BootRoot, DebCache
-from provision.images.builder import build_image
-from provision.images.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
+from provision.builder import build_image
+from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab

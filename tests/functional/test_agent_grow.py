@@ -1,7 +1,7 @@
 """Growing a real ext4 root with the real tools: on a file (offset loop), on a loop block device without
 partition nodes (offset loop over the device) and with them (BLKRRPART busy -> partx -u -> the node).
 
-The disk: 64 MiB, GPT by images.layout (bios, esp, root x86-64 like the builder's, the root ending 1 MiB before
+The disk: 64 MiB, GPT by builder.layout (bios, esp, root x86-64 like the builder's, the root ending 1 MiB before
 the end), ext4 by ``mke2fs -E offset= -d`` holding a few files; then the file is made 200 MiB. Every check
 uses other tools: ``sgdisk -v`` (else ``sfdisk --verify``), ``e2fsck -fn``, ``dumpe2fs -h`` and ``debugfs``
 on an offset loop device. Loop devices are detached by name in ``finally``.
@@ -21,7 +21,7 @@ import pytest
 
 from provision.agent import GrowResult, grow_root
 from provision.agent.grow import ROOT_X86_64
-from provision.images.layout import BIOS_BOOT, ESP, NewPartition, write_gpt
+from provision.builder.layout import BIOS_BOOT, ESP, NewPartition, write_gpt
 from provision.images.partitions import PartitionTable, read_partition_table
 
 MiB = 1 << 20

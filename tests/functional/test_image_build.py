@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from provision.bootfiles import DEFAULT_CACHE, DebCache
-from provision.errors import ConfigError
-from provision.images.builder import (
+from provision.builder import (
     BuildInterrupted,
     PackageNotFound,
     Runner,
@@ -30,7 +29,8 @@ from provision.images.builder import (
     build_image,
     rebuild_all,
 )
-from provision.images.builder.disk import image_uuid
+from provision.builder.disk import image_uuid
+from provision.errors import ConfigError
 from provision.images.store import ImageStore
 
 TOOLS = ("sfdisk", "mkfs.fat", "mke2fs", "e2fsck", "mcopy", "mdir", "grub-mkimage", "apt-get", "dpkg")

@@ -248,7 +248,7 @@ def test_installed_recipes_check_checks_the_sample_recipes(installed: Installed)
 @pytest.mark.network
 def test_installed_image_definitions_load_with_their_overlays(installed: Installed) -> None:
     code = (
-        "from provision.images.definition import check_definitions\n"
+        "from provision.builder.definition import check_definitions\n"
         "from provision.resources import data_dir\n"
         "loaded, problems = check_definitions(data_dir('images'))\n"
         "assert not problems, problems\n"

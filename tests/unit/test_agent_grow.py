@@ -1,5 +1,5 @@
 """Growing the root partition: GPT rewrite (both headers, CRCs, MBR), the refusals, and the tool sequence
-with a fake runner (no subprocess, no loop device). Disks are sparse files made by images.layout."""
+with a fake runner (no subprocess, no loop device). Disks are sparse files made by builder.layout."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from provision.agent import GptInvalid, GrowToolFailed, TargetError, grow_root
 from provision.agent import grow as grow_mod
 from provision.agent.grow import LINUX_FS, ROOT_X86_64, find_partition_node, read_fs
-from provision.images.layout import BIOS_BOOT, ESP, LINUX_SWAP, NewPartition, write_gpt
+from provision.builder.layout import BIOS_BOOT, ESP, LINUX_SWAP, NewPartition, write_gpt
 from provision.images.partitions import PartitionTable, read_partition_table
 
 MiB = 1 << 20

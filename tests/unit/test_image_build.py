@@ -1,19 +1,16 @@
 """The build plan, checked without running a tool: a RecordingRunner records every command of a tiny build
 (fake packages, fake store); the staged tree, failures, cleanup, progress. Debian builds and the BIOS boot
-sector have their own test_image_build_* modules, which share these fakes."""
+sector have their own test_image_build_* modules; the fakes they share are in tests/support/builder.py."""
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import zstandard
 
-from provision.bootfiles import DebCache, Package, PackageMissing
-from provision.images.builder import (
+from provision.builder import (
     TINY_STEPS,
     BuildInterrupted,
     BuildProgress,
@@ -23,107 +20,13 @@ from provision.images.builder import (
     build_image,
     resolve_inputs,
 )
-from provision.images.builder.disk import DiskLayout, image_uuid
-from provision.images.builder.tinyinit import ROOT_INIT
-from provision.images.definition import load_definition
+from provision.builder.definition import load_definition
+from provision.builder.disk import DiskLayout, image_uuid
+from provision.builder.tinyinit import ROOT_INIT
 from provision.images.store import ImageStore
+from tests.support.builder import RELEASE, FakeStore, MiB, cache
 
-RELEASE = "6.1.0-99-amd64"
-MiB = 1 << 20
-
-
-def _tree(root: Path, files: dict[str, bytes | str], mode: int = 0o644) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-        path.chmod(mode)
-    return root
-
-
-class FakeCache:
-    """DebCache's interface over small fake package trees."""
-
-    codename = "bookworm"
-    lists_max_age = 0.0
-
-    def __init__(self, base: Path) -> None:
-        self.cache_dir = base
-        busybox = "#!/bin/sh\necho /bin/sh\necho /sbin/init\necho /bin/mount\n"
-        self.packages = {
-            "busybox-static": _tree(base / "busybox", {"bin/busybox": busybox}, 0o755),
-            "shim-signed": _tree(base / "shim", {"usr/lib/shim/shimx64.efi.signed": b"MZshim"}),
-            "grub-efi-amd64-signed": _tree(
-                base / "grubefi", {"usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed": b"MZgrub"}
-            ),
-            "grub-pc-bin": _tree(
-                base / "grubpc",
-                {
-                    "usr/lib/grub/i386-pc/boot.img": b"\xeb\x63" + b"\0" * 508 + b"\x55\xaa",
-                    "usr/lib/grub/i386-pc/normal.mod": b"normal",
-                    "usr/lib/grub/i386-pc/command.lst": b"linux: linux\n",
-                },
-            ),
-            "hello": _tree(base / "hello", {"usr/bin/hello": b"\x7fELF hello"}),
-            f"linux-image-{RELEASE}": _tree(
-                base / "kernel",
-                {
-                    f"boot/vmlinuz-{RELEASE}": b"MZkernel",
-                    f"lib/modules/{RELEASE}/kernel/drivers/block/virtio_blk.ko": b"\x7fELF blk",
-                    f"lib/modules/{RELEASE}/kernel/fs/ext4/ext4.ko": b"\x7fELF ext4",
-                    f"lib/modules/{RELEASE}/modules.dep": "kernel/drivers/block/virtio_blk.ko:\n"
-                    "kernel/fs/ext4/ext4.ko:\n",
-                },
-            ),
-        }
-
-    @contextlib.contextmanager
-    def locked(self):
-        yield
-
-    def get(self, name: str, suite: str = "host") -> Package:
-        if name not in self.packages:
-            raise PackageMissing(f"package {name} not found", package=name, suite="bookworm")
-        return Package(name, "1.0-1", "bookworm", self.packages[name])
-
-    def kernel(self) -> Package:
-        return self.get(f"linux-image-{RELEASE}")
-
-
-@dataclass
-class FakeVersion:
-    name: str
-    digest: str = "ab" * 32
-    ref: str = "tiny@20260101-000000-abababababab"
-    index: Any = None
-
-
-@dataclass
-class FakeStore:
-    imported: list[dict[str, Any]] = field(default_factory=list)
-    published: list[Any] = field(default_factory=list)
-
-    def current(self, name):
-        return None
-
-    def names(self):
-        return []
-
-    def versions(self, name):
-        return ()
-
-    def import_raw(self, raw, name, **kwargs):
-        self.imported.append({"raw": raw, "name": name, **kwargs})
-        index = type("Index", (), {"chunks": (), "holes": 0, "unique_chunks": lambda self: {}})()
-        return FakeVersion(name, index=index)
-
-    def publish(self, version):
-        self.published.append(version)
-
-
-@pytest.fixture
-def cache(tmp_path) -> DebCache:
-    return cast(DebCache, FakeCache(tmp_path / "debs"))
+__all__ = ["cache"]  # the fixture, from tests/support/builder.py
 
 
 def tiny_def(tmp_path: Path, extra: str = "") -> Path:
@@ -188,7 +91,7 @@ def test_tiny_command_sequence(tmp_path, cache):
     assert result.log is not None and "== step bootloader-uefi" in result.log.read_text()
 
 
-def test_tiny_staged_tree(tmp_path, cache):
+def test_tiny_stagedwrite_tree(tmp_path, cache):
     runner = RecordingRunner()
     run_tiny(tmp_path, cache, runner, keep_workdir=True, extra="extra_debs: [hello]\n")
     (work,) = [p for p in (tmp_path / "work").iterdir() if p.is_dir()]

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from provision.images.builder.biosboot import embed
-from provision.images.builder.errors import ImageBuildError
+from provision.builder.biosboot import embed
+from provision.builder.errors import ImageBuildError
 
 MiB = 1 << 20
 

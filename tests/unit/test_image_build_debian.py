@@ -7,17 +7,17 @@ from typing import cast
 
 import pytest
 
-from provision.images.builder import DEBIAN_STEPS, Inputs, PackageNotFound, RecordingRunner, build_image
-from provision.images.builder.bootloader import BootPackages
-from provision.images.builder.debian import REQUIRED_PACKAGES
-from provision.images.builder.disk import DiskLayout
-from provision.images.builder.firstboot import UNIT_NAME
-from provision.images.builder.resolve import ArchiveEntry
-from provision.images.definition import load_definition
+from provision.builder import DEBIAN_STEPS, Inputs, PackageNotFound, RecordingRunner, build_image
+from provision.builder.bootloader import BootPackages
+from provision.builder.debian import REQUIRED_PACKAGES
+from provision.builder.definition import load_definition
+from provision.builder.disk import DiskLayout
+from provision.builder.firstboot import UNIT_NAME
+from provision.builder.resolve import ArchiveEntry
 from provision.images.store import ImageStore
-from tests.unit.test_image_build import RELEASE, FakeCache, FakeStore, MiB, _tree, cache
+from tests.support.builder import RELEASE, FakeCache, FakeStore, MiB, cache, write_tree
 
-__all__ = ["cache"]  # the fixture, shared with test_image_build
+__all__ = ["cache"]  # the fixture, from tests/support/builder.py
 
 
 DEBIAN_DEF = """\
@@ -42,7 +42,7 @@ def fake_bootstrap(command) -> str:
     """What mmdebstrap and dpkg-query would leave or print."""
     if command.argv[0] == "mmdebstrap":
         target = Path(command.argv[command.argv.index("bookworm") + 1])
-        _tree(
+        write_tree(
             target,
             {
                 "etc/group": "root:x:0:\naudio:x:29:\n",
@@ -60,7 +60,7 @@ def fake_bootstrap(command) -> str:
 
 def test_debian_command_sequence(tmp_path, cache):
     images = tmp_path / "images"
-    _tree(images / "overlay" / "x", {"etc/motd": "Bienvenue\n"})
+    write_tree(images / "overlay" / "x", {"etc/motd": "Bienvenue\n"})
     (images / "educ.yaml").write_text(DEBIAN_DEF)
     loaded = load_definition(images / "educ.yaml")
     fake = cast(FakeCache, cache)
@@ -123,7 +123,7 @@ def test_debian_command_sequence(tmp_path, cache):
 
 def test_mmdebstrap_unknown_package_names_it(tmp_path, cache):
     images = tmp_path / "images"
-    _tree(images / "overlay" / "x", {"etc/motd": "x"})
+    write_tree(images / "overlay" / "x", {"etc/motd": "x"})
     (images / "educ.yaml").write_text(DEBIAN_DEF)
     loaded = load_definition(images / "educ.yaml")
     fake = cast(FakeCache, cache)

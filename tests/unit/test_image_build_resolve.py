@@ -11,11 +11,11 @@ from typing import Any, cast
 import pytest
 
 from provision.bootfiles import AptFailed, AptSource, parse_deb822_sources
-from provision.images.builder import PackageNotFound, package_changes
-from provision.images.builder.disk import DiskLayout, auto_size, esp_cluster_sectors, image_uuid, mounts_below
-from provision.images.builder.errors import ImageBuildError
-from provision.images.builder.rebuild import RebuildResult, what_changed
-from provision.images.builder.resolve import (
+from provision.builder import PackageNotFound, package_changes
+from provision.builder.disk import DiskLayout, auto_size, esp_cluster_sectors, image_uuid, mounts_below
+from provision.builder.errors import ImageBuildError
+from provision.builder.rebuild import RebuildResult, what_changed
+from provision.builder.resolve import (
     ImageApt,
     image_archive,
     missing_packages,

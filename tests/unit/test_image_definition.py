@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.errors import ConfigError
-from provision.images.definition import (
+from provision.builder.definition import (
     DebianDefinition,
     TinyDefinition,
     check_definitions,
@@ -15,6 +14,7 @@ from provision.images.definition import (
     parse_definition,
     parse_size,
 )
+from provision.errors import ConfigError
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.builder.layout import BIOS_BOOT, ESP, LINUX_FS, NewPartition, write_gpt, write_mbr
 from provision.images import ImageError, read_partition_table
-from provision.images.layout import BIOS_BOOT, ESP, LINUX_FS, NewPartition, write_gpt, write_mbr
 from provision.images.partitions import MBR_ENTRY, MBR_SIGNATURE, PartitionTable
 
 MiB = 1 << 20

@@ -1,7 +1,7 @@
 """Helpers shared by the image store tests (unit, functional, interop); no tests here.
 
 Disks are sparse files: ``os.truncate`` semantics, a partition table written by
-``provision.images.layout``, then random bytes at chosen extents (everything else stays a hole).
+``provision.builder.layout``, then random bytes at chosen extents (everything else stays a hole).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from provision.images.layout import ESP, NewPartition, write_gpt, write_mbr
+from provision.builder.layout import ESP, NewPartition, write_gpt, write_mbr
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.images.builder.resolve import ArchiveEntry
-from provision.images.builder.runner import Command, RecordingRunner
+from provision.builder.resolve import ArchiveEntry
+from provision.builder.runner import Command, RecordingRunner
 from provision.live.bootstrap import META, cache_lock, cached_trees, ensure_tree, prune
 from provision.live.errors import LiveBuildError
 from provision.live.packages import TreeSpec

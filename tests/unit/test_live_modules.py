@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.images.builder.runner import RecordingRunner
+from provision.builder.runner import RecordingRunner
 from provision.initramfs import ModuleTree, module_name
 from provision.live import modules as live_modules
 from provision.live.errors import LiveBuildError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.images.builder.resolve import ArchiveEntry
+from provision.builder.resolve import ArchiveEntry
 from provision.live import packages, payload
 from provision.live.errors import LiveBuildError
 from provision.live.packages import TreeSpec, all_packages, live_archive, mmdebstrap_argv

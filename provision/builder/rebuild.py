@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from provision.bootfiles import DebCache
+from provision.builder.build import DEFAULT_LOG_DIR, DEFAULT_WORKDIR, build_image
+from provision.builder.definition import definition_files, load_definition
+from provision.builder.inputs import Inputs, resolve_inputs
+from provision.builder.progress import ChunkStats, ProgressCallback
+from provision.builder.resolve import PackageChanges, package_changes
+from provision.builder.runner import Runner
 from provision.errors import ConfigError, ProvisionError
-from provision.images.builder.build import DEFAULT_LOG_DIR, DEFAULT_WORKDIR, build_image
-from provision.images.builder.inputs import Inputs, resolve_inputs
-from provision.images.builder.progress import ChunkStats, ProgressCallback
-from provision.images.builder.resolve import PackageChanges, package_changes
-from provision.images.builder.runner import Runner
-from provision.images.definition import definition_files, load_definition
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 

@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provision.bootfiles import DebCache
-from provision.errors import ProvisionError
-from provision.images.builder import debian, disk
-from provision.images.builder.bootloader import (
+from provision.builder import debian, disk
+from provision.builder.bootloader import (
     BootEntry,
     install_bios,
     install_uefi,
@@ -41,10 +40,11 @@ from provision.images.builder.bootloader import (
     stage_bios_modules,
     write_grub_cfg,
 )
-from provision.images.builder.errors import ImageBuildError, ToolMissing
-from provision.images.builder.inputs import Inputs, resolve_inputs
-from provision.images.builder.overlay import apply_overlays
-from provision.images.builder.progress import (
+from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition, load_definition
+from provision.builder.errors import ImageBuildError, ToolMissing
+from provision.builder.inputs import Inputs, resolve_inputs
+from provision.builder.overlay import apply_overlays
+from provision.builder.progress import (
     DEBIAN_STEPS,
     TINY_STEPS,
     BuildResult,
@@ -54,9 +54,9 @@ from provision.images.builder.progress import (
     chunk_stats,
     known_chunks,
 )
-from provision.images.builder.runner import TOOL_PACKAGES, BuildLog, Runner
-from provision.images.builder.tiny import StagedRoot, stage_tiny
-from provision.images.definition import DebianDefinition, LoadedDefinition, TinyDefinition, load_definition
+from provision.builder.runner import TOOL_PACKAGES, BuildLog, Runner
+from provision.builder.tiny import StagedRoot, stage_tiny
+from provision.errors import ProvisionError
 from provision.images.store import ImageStore
 
 log = logging.getLogger(__name__)

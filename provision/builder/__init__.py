@@ -4,24 +4,28 @@
 - ``rebuild_all(images_dir, store)`` rebuilds the images whose inputs changed (``provision image rebuild
   --all``, run nightly by contrib/systemd/provision-image-rebuild.timer).
 
-Modules: ``runner`` (commands, build log), ``disk`` (layout, file systems), ``bootloader`` +
-``biosboot`` (GRUB for BIOS, shim + signed GRUB for UEFI), ``tiny`` + ``tinyinit`` (the busybox test image),
-``debian`` + ``firstboot`` (mmdebstrap images), ``resolve`` (apt's package versions), ``inputs``
-(what a build is made of), ``progress`` (events, results), ``build``, ``rebuild``. See docs/image-build.md.
+Modules: ``definition`` (the definitions' schema and loader), ``runner`` (commands, build log), ``disk``
+(layout, file systems), ``bootloader`` + ``biosboot`` (GRUB for BIOS, shim + signed GRUB for UEFI), ``tiny`` +
+``tinyinit`` (the busybox test image), ``debian`` + ``firstboot`` (mmdebstrap images), ``resolve`` (apt's
+package versions), ``inputs`` (what a build is made of), ``progress`` (events, results), ``build``,
+``rebuild``; ``layout`` writes GPT/MBR tables in Python (synthetic disks for tests and benchmarks). See
+docs/image-build.md.
+
+A sibling of the image store (``provision.images``): the builder imports the store, never the reverse.
 """
 
 from __future__ import annotations
 
-from provision.images.builder.build import DEFAULT_LOG_DIR, DEFAULT_WORKDIR, build_image
-from provision.images.builder.errors import (
+from provision.builder.build import DEFAULT_LOG_DIR, DEFAULT_WORKDIR, build_image
+from provision.builder.errors import (
     BuildInterrupted,
     ImageBuildError,
     PackageNotFound,
     StepFailed,
     ToolMissing,
 )
-from provision.images.builder.inputs import BUILDER_VERSION, Inputs, resolve_inputs
-from provision.images.builder.progress import (
+from provision.builder.inputs import BUILDER_VERSION, Inputs, resolve_inputs
+from provision.builder.progress import (
     DEBIAN_STEPS,
     TINY_STEPS,
     BuildProgress,
@@ -29,9 +33,9 @@ from provision.images.builder.progress import (
     ChunkStats,
     ProgressCallback,
 )
-from provision.images.builder.rebuild import RebuildResult, rebuild_all
-from provision.images.builder.resolve import PackageChanges, package_changes
-from provision.images.builder.runner import Command, RecordingRunner, Runner
+from provision.builder.rebuild import RebuildResult, rebuild_all
+from provision.builder.resolve import PackageChanges, package_changes
+from provision.builder.runner import Command, RecordingRunner, Runner
 
 __all__ = [
     "BUILDER_VERSION",

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.images.builder.runner import Runner
+from provision.builder.runner import Runner
 
 log = logging.getLogger(__name__)
 

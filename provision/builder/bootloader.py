@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.bootfiles import Package
-from provision.images.builder import biosboot
-from provision.images.builder.disk import BIOS_SIZE, FIRST, SECTOR, DiskLayout, esp_image
-from provision.images.builder.runner import Runner
+from provision.builder import biosboot
+from provision.builder.disk import BIOS_SIZE, FIRST, SECTOR, DiskLayout, esp_image
+from provision.builder.runner import Runner
 
 SHIM = "/usr/lib/shim/shimx64.efi.signed"
 GRUB_EFI = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from provision.images.builder.errors import ImageBuildError
+from provision.builder.errors import ImageBuildError
 
 SECTOR = 512
 BPB_START, BPB_END = 0x03, 0x5A  # GRUB_BOOT_MACHINE_BPB_START / _END

@@ -17,9 +17,9 @@ from pathlib import Path
 import zstandard
 
 from provision.bootfiles import DebCache, Package, PackageMissing, kernel_modules_dir, kernel_release
-from provision.images.builder.errors import ImageBuildError, PackageNotFound
-from provision.images.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
-from provision.images.definition import TinyDefinition
+from provision.builder.definition import TinyDefinition
+from provision.builder.errors import ImageBuildError, PackageNotFound
+from provision.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
 from provision.initramfs import UDHCPC_SCRIPT, CpioWriter, InitrdError, ModuleTree, busybox_applets, read_module
 
 log = logging.getLogger(__name__)

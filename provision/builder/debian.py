@@ -16,13 +16,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from provision.images.builder.disk import DiskLayout
-from provision.images.builder.errors import ImageBuildError, PackageNotFound, StepFailed
-from provision.images.builder.firstboot import UNIT_NAME, install_firstboot, reset_identity
-from provision.images.builder.resolve import ArchiveEntry, missing_packages
-from provision.images.builder.runner import Runner
-from provision.images.builder.tiny import StagedRoot
-from provision.images.definition import DebianDefinition
+from provision.builder.definition import DebianDefinition
+from provision.builder.disk import DiskLayout
+from provision.builder.errors import ImageBuildError, PackageNotFound, StepFailed
+from provision.builder.firstboot import UNIT_NAME, install_firstboot, reset_identity
+from provision.builder.resolve import ArchiveEntry, missing_packages
+from provision.builder.runner import Runner
+from provision.builder.tiny import StagedRoot
 
 log = logging.getLogger(__name__)
 

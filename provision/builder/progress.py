@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.images.builder.runner import BuildLog
+from provision.builder.runner import BuildLog
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 

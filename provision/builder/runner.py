@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from provision.images.builder.errors import BuildInterrupted, StepFailed, ToolMissing
+from provision.builder.errors import BuildInterrupted, StepFailed, ToolMissing
 
 log = logging.getLogger(__name__)
 

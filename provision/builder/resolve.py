@@ -18,7 +18,7 @@ from pathlib import Path
 
 from provision.bootfiles import AptFailed, AptRepo, AptSource, read_machine_sources
 from provision.bootfiles.sources import DEFAULT_KEYRING
-from provision.images.builder.errors import ImageBuildError, PackageNotFound
+from provision.builder.errors import ImageBuildError, PackageNotFound
 
 VARIANT_PRIORITIES = {
     "minbase": ("required",),

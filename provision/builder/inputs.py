@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from provision.bootfiles import DebCache, Package, PackageMissing
-from provision.images.builder.bootloader import BootPackages
-from provision.images.builder.debian import packages_to_install
-from provision.images.builder.errors import PackageNotFound
-from provision.images.builder.overlay import tree_digest
-from provision.images.builder.resolve import ArchiveEntry, ImageApt, machine_archive
-from provision.images.builder.tiny import TinyInputs, fetch_tiny
-from provision.images.definition import DebianDefinition, LoadedDefinition, TinyDefinition
+from provision.builder.bootloader import BootPackages
+from provision.builder.debian import packages_to_install
+from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition
+from provision.builder.errors import PackageNotFound
+from provision.builder.overlay import tree_digest
+from provision.builder.resolve import ArchiveEntry, ImageApt, machine_archive
+from provision.builder.tiny import TinyInputs, fetch_tiny
 from provision.images.index import canonical_json
 
 BUILDER_VERSION = 1  # bump when the same inputs would give a different image (layout, boot chain, init)

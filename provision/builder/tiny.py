@@ -8,7 +8,6 @@ root as they are (no maintainer scripts): the dedup test adds Debian's ``hello``
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +19,14 @@ from provision.bootfiles import DebCache, Package, PackageMissing, kernel_module
 from provision.builder.definition import TinyDefinition
 from provision.builder.errors import ImageBuildError, PackageNotFound
 from provision.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
-from provision.initramfs import UDHCPC_SCRIPT, CpioWriter, InitrdError, ModuleTree, busybox_applets, read_module
+from provision.initramfs import UDHCPC_SCRIPT, InitrdError, busybox_applets, busybox_initramfs
 
 log = logging.getLogger(__name__)
 
 BUSYBOX = "busybox-static"
 STAMP = ".provision-unpacked"  # DebCache's marker file in each unpacked tree
 ZSTD_LEVEL = 10  # Debian's kernel reads zstd initramfs (initramfs-tools' default); gzip -9 took 2.5 s
+INITRAMFS_DIRS = ("dev", "proc", "sys", "newroot", "etc", "bin", "sbin", "usr/bin", "usr/sbin")
 ROOT_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root", "mnt")
 
 
@@ -73,29 +73,12 @@ def fetch_tiny(spec: TinyDefinition, cache: DebCache, *, step: str = "resolve") 
 
 
 def build_initramfs(out: Path, kernel_modules: Path, busybox: Path, modules: Sequence[str]) -> list[str]:
-    """A zstd cpio with busybox, ``modules`` (and their dependencies, in load order) and INITRAMFS_INIT."""
-    tree = ModuleTree(kernel_modules)
-    order = tree.load_order(modules)
-    cpio = CpioWriter()
-    for name in ("dev", "proc", "sys", "newroot", "etc", "bin", "sbin", "usr/bin", "usr/sbin"):
-        cpio.add_dir(name)
-    cpio.add_char_device("dev/console", 5, 1)
-    cpio.add_char_device("dev/null", 1, 3, 0o666)
-    cpio.add_file("bin/busybox", busybox.read_bytes(), 0o755)
-    for applet in busybox_applets(busybox):
-        if applet.strip("/") != "bin/busybox":
-            cpio.add_symlink(applet, "/bin/busybox")
-    listed = []
-    for name in order:
-        rel = re.sub(r"\.(xz|gz)$", "", tree.paths[name])
-        target = f"lib/modules/{tree.release}/{rel}"
-        cpio.add_file(target, read_module(kernel_modules / tree.paths[name]))
-        listed.append("/" + target)
-    cpio.add_file("etc/provision/modules", "".join(f"{path}\n" for path in listed).encode())
-    cpio.add_file("init", INITRAMFS_INIT.encode(), 0o755)
+    """A zstd cpio with busybox, ``modules`` (and their dependencies, in load order) and INITRAMFS_INIT: the
+    toolkit's ``busybox_initramfs`` without the udhcpc script (the root file system has it)."""
+    built = busybox_initramfs(kernel_modules, busybox, modules, INITRAMFS_INIT, dirs=INITRAMFS_DIRS, udhcpc=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(cpio.getvalue()))
-    return order
+    out.write_bytes(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(built.archive))
+    return built.modules
 
 
 def _install_busybox(root: Path, busybox: Path) -> None:

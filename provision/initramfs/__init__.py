@@ -7,6 +7,8 @@ images with.
   ``read_module``, ``modinfo``, ``MODULE_SUFFIXES``.
 - ``modalias``: ``alias_modules`` (modules.alias).
 - ``busybox``: ``busybox_applets``, ``UDHCPC_SCRIPT``.
+- ``system``: ``busybox_initramfs`` (-> ``BusyboxInitramfs``): a small busybox system with kernel modules and
+  an ``/init``, the layout the lab's test initrd and the tiny image's initramfs share.
 - ``errors``: ``InitrdError`` -> ``CpioError``, ``ModuleError`` (all ``FatalError``s).
 
 Nothing here knows the live environment, the images or the lab; they import it.
@@ -18,10 +20,12 @@ from provision.initramfs.errors import CpioError, InitrdError, ModuleError
 from provision.initramfs.modalias import alias_modules
 from provision.initramfs.modules import MODULE_SUFFIXES, ModuleTree, modinfo, module_name, read_module
 from provision.initramfs.newc import header, read_newc
+from provision.initramfs.system import BusyboxInitramfs, busybox_initramfs
 
 __all__ = [
     "MODULE_SUFFIXES",
     "UDHCPC_SCRIPT",
+    "BusyboxInitramfs",
     "CpioError",
     "CpioStream",
     "CpioWriter",
@@ -30,6 +34,7 @@ __all__ = [
     "ModuleTree",
     "alias_modules",
     "busybox_applets",
+    "busybox_initramfs",
     "header",
     "modinfo",
     "module_name",

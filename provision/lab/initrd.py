@@ -1,20 +1,22 @@
 """The lab's test initramfs: busybox-static, the lab PCs' NIC and disk modules and an ``/init`` that calls home.
 
-Built with the initramfs toolkit (``provision.initramfs``): its in-memory cpio newc writer, gzip-compressed,
-reproducible (mtime 0); the modules and their load order from its ``ModuleTree``.
+Laid out by the initramfs toolkit's ``busybox_initramfs`` (``provision.initramfs``, the layout the tiny image's
+initramfs shares: busybox, the modules in load order, the udhcpc script, ``/init``), gzip-compressed,
+reproducible (mtime 0).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from provision.initramfs import UDHCPC_SCRIPT, CpioWriter, ModuleTree, busybox_applets, read_module
+from provision.initramfs import busybox_initramfs
 
 log = logging.getLogger(__name__)
+
+TEST_INITRD_DIRS = ("dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt", "bin", "sbin", "usr/bin", "usr/sbin")
 
 # Load order per driver family (dependencies are added automatically, these are the roots).
 NIC_MODULES: Mapping[str, tuple[str, ...]] = {
@@ -124,33 +126,14 @@ def build_test_initrd(
     ``modules`` are root module names; their dependencies are added before them. ``/init`` is
     ``init_script``; ``/etc/provision/modules`` lists the module files in load order.
     """
-    tree = ModuleTree(kernel_modules)
-    order = tree.load_order(modules)
-    cpio = CpioWriter()
-    for name in ("dev", "proc", "sys", "tmp", "run", "etc", "root", "mnt", "bin", "sbin", "usr/bin", "usr/sbin"):
-        cpio.add_dir(name)
-    cpio.add_char_device("dev/console", 5, 1)
-    cpio.add_char_device("dev/null", 1, 3, 0o666)
-    cpio.add_file("bin/busybox", busybox.read_bytes(), 0o755)
-    for applet in busybox_applets(busybox):
-        if applet.strip("/") != "bin/busybox":
-            cpio.add_symlink(applet, "/bin/busybox")
-    listed: list[str] = []
-    for name in order:
-        rel = tree.paths[name]
-        plain = re.sub(r"\.(xz|gz)$", "", rel)
-        target = f"lib/modules/{tree.release}/{plain}"
-        cpio.add_file(target, read_module(kernel_modules / rel))
-        listed.append("/" + target)
-    cpio.add_file("etc/provision/modules", "".join(f"{path}\n" for path in listed).encode())
-    cpio.add_file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
-    cpio.add_file("init", init_script.encode(), 0o755)
-    for name, data in (extra_files or {}).items():
-        cpio.add_file(name, data, 0o755 if data.startswith(b"#!") else 0o644)
+    built = busybox_initramfs(
+        kernel_modules, busybox, modules, init_script, dirs=TEST_INITRD_DIRS, extra_files=extra_files
+    )
+    order = built.modules
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with tmp.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        gz.write(cpio.getvalue())
+        gz.write(built.archive)
     tmp.replace(out)
     log.info("initramfs %s: %d modules (%s), %d bytes", out, len(order), " ".join(order), out.stat().st_size)
     return order

@@ -20,7 +20,8 @@ import jinja2
 from provision.config import ServerConfig, UnknownPolicy
 from provision.errors import FatalError
 from provision.macaddr import BadMac, normalize_mac
-from provision.store import MachineState, Store
+from provision.states import boots_local_disk, never_netbooted
+from provision.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,12 @@ class BootDecision:
 
 
 class TemplateError(FatalError):
-    """A boot template is missing or does not render; carries the template name."""
+    """A boot template is missing or does not render; carries the template name. A client is only told to
+    look at the server's log."""
+
+    @property
+    def http_reason(self) -> str:
+        return "boot template error, see the server log"
 
 
 def kernel_arg(value: object) -> str:
@@ -76,23 +82,25 @@ class Booter:
         self._env.filters["kernel_arg"] = kernel_arg
         self._env.filters["kernel_args"] = kernel_args
 
-    # ---------------------------------------------------------------------------------------- decide
-    def decide(self, mac: str) -> BootDecision:
+    # -------------------------------------------------------------------------------------- decision
+    def decision(self, mac: str) -> BootDecision:
+        """What ``mac`` boots now: the unknown-machine policy, else the machine's state read by the rules of
+        provision.states (verified: its local disk; ignored: nothing; else the live environment)."""
         machine = self.store.machine(mac)
         if machine is None:
             policy = self.config.boot.unknown
             if policy is UnknownPolicy.IGNORE:
                 return BootDecision(mac, BootAction.NONE, "unknown machine, policy 'ignore'")
             return BootDecision(mac, BootAction.LIVE, f"unknown machine, policy '{policy.value}'")
-        if machine.state is MachineState.IGNORED:
+        if never_netbooted(machine.state):
             return BootDecision(mac, BootAction.NONE, "machine is marked ignored")
-        if machine.state is MachineState.DONE:
+        if boots_local_disk(machine.state):
             return BootDecision(mac, BootAction.LOCAL, "last run verified")
         return BootDecision(mac, BootAction.LIVE, f"machine state {machine.state.value}")
 
     def should_answer(self, mac: str) -> bool:
         """DHCP's question: network-boot this MAC at all?"""
-        return self.decide(mac).action is not BootAction.NONE
+        return self.decision(mac).action is not BootAction.NONE
 
     def chain_ipxe(self, mac: str, xid: int, ipxe: bool, now: float | None = None) -> bool:
         """DHCP's question under `boot.chain_ipxe_roms`, asked for every PXE client about to be answered.
@@ -139,7 +147,7 @@ class Booter:
         }
 
     def ipxe_script(self, mac: str) -> str:
-        decision = self.decide(mac)
+        decision = self.decision(mac)
         log.info("%s: iPXE script: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
             values = self._live_values(mac, via="ipxe")
@@ -151,7 +159,7 @@ class Booter:
         return self._render("grub.cfg.j2", server_ip=str(self.config.address))
 
     def grub_host(self, mac: str) -> str:
-        decision = self.decide(mac)
+        decision = self.decision(mac)
         log.info("%s: GRUB config: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
             values = self._live_values(mac, via="grub")

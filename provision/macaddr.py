@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from provision.errors import FatalError
+from provision.errors import RequestError
 
 _HEX12 = re.compile(r"^[0-9a-f]{12}$")
 
 
-class BadMac(FatalError, ValueError):
-    """Not a MAC address; carries the offending text (truncated) for the log."""
+class BadMac(RequestError, ValueError):
+    """Not a MAC address (HTTP 400); carries the offending text (truncated) for the log."""
 
     def __init__(self, text: str) -> None:
         super().__init__(f"not a MAC address: {text[:64]!r}", text=text[:64])

@@ -1,126 +1,59 @@
-"""The imaging run lifecycle: a hello with facts becomes a plan and a run; progress and a final report move
-the run to `done` (only with a complete read-back of the planned digest) or `failed` with the reason.
+"""What the agent API does: a hello becomes a recipe choice and, for an image plan, a run; progress moves the
+run along; the final report ends it ``done`` (only with a complete read-back of the planned digest) or
+``failed`` with every reason. Each call checks the per-boot token first.
 
-The records and the state rules live in `provision.store`; this module holds the run types and what the
-agent API does with them (recipe selection, image resolution, report checks).
+The messages are ``provision.wire.api``; the records and the rules are ``provision.store`` and
+``provision.states``; the web handlers (``provision.web.api``) only parse, call one method here and answer.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from provision.errors import ConfigError, ProbeError
+from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, TokenRefused
 from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
 from provision.images import ImageError, ImageStore
 from provision.recipes import Action, RecipeSet, load_dir, select
-
-if TYPE_CHECKING:
-    from provision.store import Store
+from provision.states import MachineState, RunState, check_run_open
+from provision.store import Run, Store
+from provision.wire import paths
+from provision.wire.api import (
+    Hello,
+    HelloAnswer,
+    ImageAnswer,
+    LocalAnswer,
+    Plan,
+    Progress,
+    ProgressAnswer,
+    RepairAnswer,
+    Report,
+    RunAnswer,
+    VerificationReport,
+    WaitAnswer,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 2.0  # seconds: at most one stored progress event per run in this window
+NO_FACTS = "the hello carried no probe and no facts: nothing to choose a recipe by"
 
 
-class RunState(enum.StrEnum):
-    BOOTED = "booted"
-    INVENTORIED = "inventoried"
-    WRITING = "writing"
-    VERIFYING = "verifying"
-    HOOKS = "hooks"
-    DONE = "done"  # only with a consistent verification record of the run's digest
-    FAILED = "failed"
-    REPAIR = "repair"
+class ProbeUnreadable(FatalError):
+    """The hello's probe or facts cannot be read into facts (HTTP 422)."""
+
+    status_code = 422
 
 
-FINAL_RUN_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.REPAIR})
-NEXT_RUN_STATES: dict[RunState, frozenset[RunState]] = {
-    RunState.BOOTED: frozenset({RunState.INVENTORIED, RunState.FAILED, RunState.REPAIR}),
-    RunState.INVENTORIED: frozenset({RunState.WRITING, RunState.FAILED, RunState.REPAIR}),
-    RunState.WRITING: frozenset({RunState.WRITING, RunState.VERIFYING, RunState.FAILED}),
-    RunState.VERIFYING: frozenset({RunState.VERIFYING, RunState.HOOKS, RunState.DONE, RunState.FAILED}),
-    RunState.HOOKS: frozenset({RunState.HOOKS, RunState.DONE, RunState.FAILED}),
-}
-MACHINE_FOR_RUN = {RunState.DONE: "done", RunState.FAILED: "failed", RunState.REPAIR: "repair"}
+class ProbeNotKept(ProvisionError):
+    """The server could not write the probe folder (a full or read-only state directory)."""
 
 
-class RunError(Exception):
-    """A run operation the store refuses; `conflict` is True when the run's state is the cause (HTTP 409)."""
-
-    def __init__(self, message: str, *, conflict: bool = False) -> None:
-        super().__init__(message)
-        self.conflict = conflict
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    mac: str
-    recipe: str | None
-    image: str
-    label: str
-    digest: str
-    state: RunState
-    reason: str | None
-    started: float
-    finished: float | None
-    bytes_written: int
-    mean_rate: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": self.state.value}
-
-
-@dataclass(frozen=True)
-class Verification:
-    run: str
-    digest: str
-    chunks: int
-    verified: int
-    read_back: str  # ok | failed
-    wipe_method: str | None
-    wipe_ranges: list[Any]
-    recorded_at: float
-
-    @property
-    def complete(self) -> bool:
-        """The whole image read back right: what a `done` run needs."""
-        return self.read_back == "ok" and self.chunks > 0 and self.verified == self.chunks
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "complete": self.complete}
-
-
-@dataclass(frozen=True)
-class FinalReport:
-    """What the agent says at the end of a write (already validated by the API).
-
-    ``chunks`` and ``verified`` count the image's data chunks (holes are not chunks on disk); ``holes`` and
-    ``holes_verified`` the hole chunks, read back as zeros under the ``zero`` wipe policy."""
-
-    ok: bool
-    reason: str | None
-    digest: str
-    chunks: int
-    verified: int
-    read_back_ok: bool
-    wipe_method: str | None
-    wipe_ranges: list[Any]
-    bytes_written: int
-    seconds: float
-    mean_rate: float
-    holes: int = 0
-    holes_verified: int = 0
-
-
-def report_problems(run: Run, report: FinalReport, data_chunks: int | str | None = None) -> list[str]:
+def report_problems(run: Run, report: Report, data_chunks: int | str | None = None) -> list[str]:
     """Why a report does not make the run done (empty: it does). ``data_chunks``: the number of data chunks
     of the run's image version per the server's own index (the agent's count is not taken on trust), or why
     that index cannot be read (then the run cannot be done)."""
@@ -130,13 +63,16 @@ def report_problems(run: Run, report: FinalReport, data_chunks: int | str | None
         data_chunks = None
     if not report.ok:
         problems.append(f"agent reports failure: {report.reason or 'no reason given'}")
-    if report.digest != run.digest:
-        problems.append(f"wrote digest {report.digest[:64]}, the run planned {run.digest}")
-    if data_chunks is not None and report.chunks != data_chunks:
-        problems.append(f"report counts {report.chunks} data chunks, the image has {data_chunks}")
-    if report.chunks <= 0 or report.verified != report.chunks:
-        problems.append(f"verified {report.verified} of {report.chunks} chunks")
-    if not report.read_back_ok:
+    body = report.report
+    if body is None:
+        return [*problems, "no verification in the report"]
+    if body.digest != run.digest:
+        problems.append(f"wrote digest {body.digest[:64]}, the run planned {run.digest}")
+    if data_chunks is not None and body.chunks != data_chunks:
+        problems.append(f"report counts {body.chunks} data chunks, the image has {data_chunks}")
+    if body.chunks <= 0 or body.verified != body.chunks:
+        problems.append(f"verified {body.verified} of {body.chunks} chunks")
+    if not body.read_back_ok:
         problems.append("read-back failed")
     return problems
 
@@ -162,41 +98,72 @@ class Runs:
             self._recipes = (stamp, load_dir(self.recipes_dir))
         return self._recipes[1]
 
-    def _wait(self, mac: str, reason: str, **extra: Any) -> dict[str, Any]:
-        from provision.store import MachineState
-
-        self.store.set_state(mac, MachineState.WAITING, reason, **extra)
-        return {"action": "wait", "reason": reason, "retry_after": 30}
+    # ------------------------------------------------------------------------------------------- hello
+    def hello(self, msg: Hello, remote: str | None = None) -> HelloAnswer:
+        """The live environment's first call: the token checked and used, the hello recorded, the probe kept,
+        then a plan (and a new run), repair, local or wait."""
+        if not self.store.check_token(msg.mac, msg.token):
+            log.warning("%s: hello refused: wrong or expired boot token (from %s)", msg.mac, remote)
+            raise TokenRefused("wrong or expired boot token", mac=msg.mac)
+        self.store.mark_token_used(msg.token)
+        detail: dict[str, Any] = {"boot": msg.boot.to_dict(), "remote": remote}
+        if msg.warnings:
+            detail["probe_warnings"] = msg.warnings
+        self.store.event(msg.mac, "hello", detail)
+        facts: dict[str, Any] | Facts | None = msg.facts
+        if msg.probe is not None:
+            facts = self.save_probe(msg.mac, msg.probe)
+        if facts is None:
+            machine = self.store.machine(msg.mac)
+            if machine is not None and machine.state is MachineState.NEW:
+                self.store.set_state(msg.mac, MachineState.WAITING, "live environment up, no facts yet")
+            log.info("%s: hello: firmware %s, secure boot %s", msg.mac, msg.boot.firmware, msg.boot.secure_boot)
+            return WaitAnswer(NO_FACTS)
+        try:
+            derived = derive(facts if isinstance(facts, Facts) else facts_from_dict(facts))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ProbeUnreadable(f"facts do not read: {str(exc)[:300]}", mac=msg.mac) from None
+        answer = self.plan_for(msg.mac, derived)
+        log.info("%s: hello with facts: %s", msg.mac, answer.action)
+        return answer
 
     def save_probe(self, mac: str, files: dict[str, str]) -> Facts:
         """Keep the raw probe of ``mac`` (the files the live environment collected) under
-        ``probes_dir/<mac>/``, replacing the previous one, and read its facts. File names are checked by the API.
-        Raises ProbeError (a file too large) or OSError (the folder cannot be written)."""
+        ``probes_dir/<mac>/``, replacing the previous one, and read its facts. File names are checked by the
+        wire contract. ProbeUnreadable (422) or ProbeNotKept (the folder cannot be written, 500)."""
         if self.probes_dir is None:
-            raise ProbeError("this server keeps no probes (no probes_dir)", path=mac)
+            raise ProbeUnreadable(f"probe not readable: {mac}: this server keeps no probes (no probes_dir)", mac=mac)
         folder = self.probes_dir / mac.replace(":", "-")
         fresh = folder.with_name(folder.name + ".new")
-        if fresh.exists():
-            shutil.rmtree(fresh)
-        fresh.mkdir(parents=True)
-        for name, text in files.items():
-            (fresh / name).write_text(text, encoding="utf-8", errors="replace")
-        facts = load_probe(fresh)
         old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            folder.rename(old)
-        fresh.rename(folder)
-        if old.exists():
-            shutil.rmtree(old)
+        try:
+            if fresh.exists():
+                shutil.rmtree(fresh)
+            fresh.mkdir(parents=True)
+            for name, text in files.items():
+                (fresh / name).write_text(text, encoding="utf-8", errors="replace")
+            facts = load_probe(fresh)
+            if old.exists():
+                shutil.rmtree(old)
+            if folder.exists():
+                folder.rename(old)
+            fresh.rename(folder)
+            if old.exists():
+                shutil.rmtree(old)
+        except ProbeError as exc:
+            log.error("%s: probe not kept: %s", mac, exc)
+            raise ProbeUnreadable(f"probe not readable: {str(exc)[:300]}", mac=mac) from None
+        except OSError as exc:
+            log.error("%s: probe not kept: %s", mac, exc)
+            raise ProbeNotKept(f"probe not readable: {str(exc)[:300]}", mac=mac) from None
         return facts
 
-    def hello(self, mac: str, facts_data: dict[str, Any] | Facts) -> dict[str, Any]:
-        """Select a recipe for the facts: an image plan (and a new run), repair, or wait."""
-        from provision.store import MachineState
+    def _wait(self, mac: str, reason: str, **machine: str | None) -> WaitAnswer:
+        self.store.set_state(mac, MachineState.WAITING, reason, **machine)
+        return WaitAnswer(reason)
 
-        derived = derive(facts_data if isinstance(facts_data, Facts) else facts_from_dict(facts_data))
+    def plan_for(self, mac: str, derived: dict[str, Any]) -> HelloAnswer:
+        """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait."""
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
         try:
             decision = select(self.recipes(), derived)
@@ -208,9 +175,10 @@ class Runs:
         self.store.event(mac, "decision", {"action": decision.action.value, "recipe": recipe, "reasons": reasons})
         if decision.action is Action.REPAIR:
             self.store.set_state(mac, MachineState.REPAIR, "; ".join(reasons), recipe=recipe, **ident)
-            return {"action": "repair", "recipe": recipe, "reasons": reasons}
+            return RepairAnswer(reasons, recipe)
         if decision.action is Action.LOCAL:
-            return {**self._wait(mac, "recipe says: boot the local disk", recipe=recipe, **ident), "action": "local"}
+            waiting = self._wait(mac, "recipe says: boot the local disk", recipe=recipe, **ident)
+            return LocalAnswer(waiting.reason)
         if decision.action is not Action.IMAGE or decision.plan is None or decision.plan.image is None:
             return self._wait(mac, "; ".join(reasons) or f"recipe {recipe} says wait", recipe=recipe, **ident)
         plan, image = decision.plan, decision.plan.image
@@ -224,34 +192,48 @@ class Runs:
             return self._wait(mac, reason, recipe=recipe, **ident)
         self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
         run = self.store.create_run(mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest)
-        return {
-            "action": "image",
-            "run": run.id,
-            "recipe": recipe,
-            "plan": {
-                "image": version.name,
-                "version": version.label,
-                "digest": version.digest,
-                "index_url": f"/images/{version.name}/{version.digest}/index.json",
-                "wipe": plan.wipe,
-                "target_disk": plan.target_disk,
-                "grow_root": plan.grow_root,
-                "hostname": plan.hostname,
-                "hooks": plan.hooks,
-            },
-        }
+        return ImageAnswer(
+            run=run.id,
+            recipe=recipe,
+            plan=Plan(
+                image=version.name,
+                version=version.label,
+                digest=version.digest,
+                index_url=paths.image_index(version.name, version.digest),
+                wipe=plan.wipe,
+                target_disk=plan.target_disk,
+                grow_root=plan.grow_root,
+                hostname=plan.hostname,
+                hooks=plan.hooks,
+            ),
+        )
 
-    def progress(self, run: Run, stage: RunState, bytes_done: int, bytes_total: int, rate: float) -> Run:
+    # -------------------------------------------------------------------------------------------- runs
+    def open_run(self, run_id: str, token: str, remote: str | None = None) -> Run:
+        """The run a call names, bound to its machine's current boot token, and still open.
+        NotFound (404), TokenRefused (403), RunConflict (409)."""
+        run = self.store.run(run_id)
+        if run is None:
+            raise NotFound("no such run")
+        if not self.store.check_token(run.mac, token):
+            log.warning("%s: run %s call refused: wrong or expired boot token (from %s)", run.mac, run.id, remote)
+            raise TokenRefused("wrong or expired boot token", run=run.id)
+        check_run_open(run.id, run.state)
+        return run
+
+    def progress(self, run_id: str, msg: Progress, remote: str | None = None) -> ProgressAnswer:
         """Record the stage; a progress event at most every PROGRESS_EVERY seconds per run."""
+        run = self.open_run(run_id, msg.token, remote)
+        stage = RunState(msg.stage)
         if run.state is not stage:
-            run = self.store.set_run_state(run.id, stage, bytes_written=bytes_done, mean_rate=rate)
+            run = self.store.set_run_state(run.id, stage, bytes_written=msg.bytes_done, mean_rate=msg.rate)
         now = time.monotonic()
         last = self._last_progress.get(run.id)
-        if last is None or now - last >= PROGRESS_EVERY or bytes_done >= bytes_total:
+        if last is None or now - last >= PROGRESS_EVERY or msg.bytes_done >= msg.bytes_total:
             self._last_progress[run.id] = now
-            detail = {"run": run.id, "stage": stage.value, "bytes_done": bytes_done, "bytes_total": bytes_total}
-            self.store.event(run.mac, "progress", {**detail, "rate": rate})
-        return run
+            detail = {"run": run.id, "stage": stage.value, "bytes_done": msg.bytes_done, "bytes_total": msg.bytes_total}
+            self.store.event(run.mac, "progress", {**detail, "rate": msg.rate})
+        return ProgressAnswer(run.id, run.state.value)
 
     def data_chunks(self, run: Run) -> int | str | None:
         """The number of data chunks of the run's image version, from the server's index; the reason when
@@ -264,37 +246,43 @@ class Runs:
             return f"image version {run.image}@{run.digest[:12]} cannot be loaded to check the report: {exc}"
         return len(index.chunks) - index.holes
 
-    def fail(self, run: Run, reason: str, detail: dict[str, Any] | None = None) -> Run:
-        """The agent gave up on the run (no disk, a fatal write error ...): failed with its reason."""
+    def report(self, run_id: str, msg: Report, remote: str | None = None) -> RunAnswer:
+        """The end of a run: the writer's and grow's figures kept as events, then a failure recorded with its
+        reason, or the verification recorded and the run ended done only when it is consistent."""
+        run = self.open_run(run_id, msg.token, remote)
+        for kind, extra in (("write", msg.writer), ("grow", msg.grow)):
+            if extra is not None:
+                self.store.event(run.mac, kind, {"run": run.id, **extra})
         self._last_progress.pop(run.id, None)
-        self.store.event(run.mac, "run-failed", {"run": run.id, "reason": reason, **(detail or {})})
-        return self.store.set_run_state(run.id, RunState.FAILED, reason)
+        if msg.report is None:
+            reason = msg.reason or "no reason given"
+            error = {"error": msg.error} if msg.error else {}
+            self.store.event(run.mac, "run-failed", {"run": run.id, "reason": reason, **error})
+            run = self.store.set_run_state(run.id, RunState.FAILED, reason)
+            log.info("%s: run %s failed: %s", run.mac, run.id, run.reason)
+            return RunAnswer(run.id, run.state.value, run.reason)
+        if msg.error is not None:
+            self.store.event(run.mac, "run-error", {"run": run.id, "error": msg.error})
+        run = self._verified(run, msg, msg.report)
+        log.info("%s: run %s %s%s", run.mac, run.id, run.state.value, f": {run.reason}" if run.reason else "")
+        return RunAnswer(run.id, run.state.value, run.reason)
 
-    def report(self, run: Run, report: FinalReport) -> Run:
-        """Record the verification; the run ends done only when it is consistent, else failed with why."""
-        self._last_progress.pop(run.id, None)
-        self.store.record_verification(
-            run.id,
-            digest=report.digest,
-            chunks=report.chunks,
-            verified=report.verified,
-            read_back_ok=report.read_back_ok,
-            wipe_method=report.wipe_method,
-            wipe_ranges=report.wipe_ranges,
-        )
-        problems = report_problems(run, report, self.data_chunks(run))
+    def _verified(self, run: Run, msg: Report, body: VerificationReport) -> Run:
+        self.store.record_verification(run.id, body)
+        problems = report_problems(run, msg, self.data_chunks(run))
         if not problems and run.state is RunState.INVENTORIED:  # no progress reached us (a short write)
             run = self.store.set_run_state(run.id, RunState.WRITING)
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself
             run = self.store.set_run_state(run.id, RunState.VERIFYING)
         if not problems and run.state in (RunState.VERIFYING, RunState.HOOKS):
             return self.store.set_run_state(
-                run.id, RunState.DONE, bytes_written=report.bytes_written, mean_rate=report.mean_rate
+                run.id, RunState.DONE, bytes_written=body.bytes_written, mean_rate=body.mean_rate
             )
         if not problems:
             problems = [f"report arrived in state {run.state.value}, before verification"]
+        reason = "; ".join(problems)
         return self.store.set_run_state(
-            run.id, RunState.FAILED, "; ".join(problems), bytes_written=report.bytes_written, mean_rate=report.mean_rate
+            run.id, RunState.FAILED, reason, bytes_written=body.bytes_written, mean_rate=body.mean_rate
         )
 
 

@@ -18,14 +18,13 @@ from provision.agent.errors import (
     WriteError,
 )
 from provision.agent.fetch import HttpSession, RetryPolicy
-from provision.agent.index import AgentIndex, Chunk
+from provision.agent.index import Chunk, Index, read_index
 from provision.agent.progress import Progress
 from provision.agent.report import Incident, WriteReport
 from provision.agent.writer import WIPES, Wipe, write_image
 
 __all__ = [
     "WIPES",
-    "AgentIndex",
     "Chunk",
     "ChunkCorrupt",
     "DiskTarget",
@@ -33,6 +32,7 @@ __all__ = [
     "HttpRefused",
     "HttpSession",
     "Incident",
+    "Index",
     "IndexInvalid",
     "Mismatch",
     "Progress",
@@ -43,12 +43,13 @@ __all__ = [
     "Wipe",
     "WriteError",
     "WriteReport",
+    "read_index",
     "write_image",
 ]
 
 from provision.agent.disks import (
-    AgentDisk,
     AmbiguousTarget,
+    Disk,
     NoTargetDisk,
     TargetRuleInvalid,
     choose_target,
@@ -60,8 +61,8 @@ from provision.agent.grow import GrowResult, grow_root
 from provision.agent.inventory import collect_probe, read_kernel_args
 
 __all__ += [
-    "AgentDisk",
     "AmbiguousTarget",
+    "Disk",
     "GptInvalid",
     "GrowError",
     "GrowResult",

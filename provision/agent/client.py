@@ -18,7 +18,9 @@ from typing import Any
 import requests
 
 from provision.agent.errors import AgentError, ServerUnreachable
-from provision.errors import ProvisionError
+from provision.errors import InvalidPayload, ProvisionError
+from provision.wire import paths
+from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Stage
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,10 @@ class ApiRefused(AgentError):
     def __init__(self, path: str, status: int, reason: str) -> None:
         super().__init__(f"POST {path}: HTTP {status}: {reason}", path=path, status=status, reason=reason)
         self.path, self.status, self.reason = path, status, reason
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _reason(response: requests.Response) -> str:
@@ -105,26 +111,34 @@ class ServerApi:
                 log.warning("%s: POST %s: %s (attempt %d, retrying in %.1f s)", self.mac, path, detail, attempt, delay)
             self._sleep(delay)
 
-    def hello(self, boot: Mapping[str, Any], probe: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
-        body = {"mac": self.mac, "token": self.token, "boot": dict(boot), "probe": dict(probe)}
-        body["warnings"] = [w[:500] for w in warnings[:100]]
-        return self.post("/api/v1/hello", body)
+    def hello(self, boot: BootInfo, probe: Mapping[str, str], warnings: list[str]) -> HelloAnswer:
+        """The hello with the probe; the server's answer, checked (an unknown action is an AgentError)."""
+        body = Hello(self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]])
+        answer = self.post(paths.HELLO, body.to_dict())
+        kind = ANSWERS.get(str(answer.get("action")))
+        if kind is None:
+            raise AgentError(f"the server answered an unknown action {str(answer.get('action'))[:40]!r}", answer=answer)
+        try:
+            return kind.from_dict(answer)
+        except InvalidPayload as exc:
+            raise AgentError(f"the server's {kind.__name__} does not read: {exc.problems[:5]}", answer=answer) from None
 
-    def progress(self, run: str, stage: str, done: int, total: int, rate: float) -> None:
-        body = {"token": self.token, "stage": stage, "bytes_done": done, "bytes_total": total, "rate": max(rate, 0.0)}
-        self.post(f"/api/v1/runs/{run}/progress", body, retry=False)
+    def progress(self, run: str, stage: Stage, done: int, total: int, rate: float) -> None:
+        body = Progress(self.token, stage, done, total, max(rate, 0.0))
+        self.post(paths.run_progress(run), body.to_dict(), retry=False)
 
-    def report(self, run: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def report(self, run: str, report: Report) -> RunAnswer:
         """The run's final report. A 409 (the run is final already: an earlier attempt of this report got
         through but its answer was lost, or the run was superseded) answers with the recorded state."""
         try:
-            return self.post(f"/api/v1/runs/{run}/report", {"token": self.token, **body})
+            answer = self.post(paths.run_report(run), report.to_dict())
         except ApiRefused as exc:
             if exc.status != 409:
                 raise
-            recorded = self.get(f"/api/v1/runs/{run}")
+            recorded = self.get(paths.run(run))
             log.warning("%s: run %s was %s already when reported", self.mac, run, recorded.get("state"))
-            return {"run": run, "state": recorded.get("state"), "reason": recorded.get("reason")}
+            return RunAnswer(run, str(recorded.get("state")), _text_or_none(recorded.get("reason")))
+        return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")))
 
     def get(self, path: str) -> dict[str, Any]:
         """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""
@@ -147,7 +161,7 @@ class ProgressPoster:
         self._api = api
         self._run = run
         self._lock = threading.Lock()
-        self._pending: tuple[str, int, int, float] | None = None
+        self._pending: tuple[Stage, int, int, float] | None = None
         self._wake = threading.Event()
         self._stop = False
         self.posted = 0
@@ -155,7 +169,7 @@ class ProgressPoster:
         self._thread = threading.Thread(target=self._loop, name=f"progress-{run[:8]}", daemon=True)
         self._thread.start()
 
-    def submit(self, stage: str, done: int, total: int, rate: float) -> None:
+    def submit(self, stage: Stage, done: int, total: int, rate: float) -> None:
         with self._lock:
             self._pending = (stage, done, total, rate)
         self._wake.set()

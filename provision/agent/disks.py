@@ -1,8 +1,7 @@
 """Choose the disk the agent writes the image onto (standard library only).
 
-The agent cannot import ``provision.facts`` (the agent's import test allows only ``provision.errors``), so
-this module carries its own small ``lsblk --json -b -O`` reader and :class:`AgentDisk`, whose fields are a
-subset of ``provision.facts.Disk`` with the same names: :func:`choose_target` takes either.
+Disks come from the wire's one ``lsblk --json -b -O`` reader (``provision.wire.probe``), the same the
+server's facts use; strings are carried as data (any character, any length).
 
 Rules: a removable disk, a USB disk, the live medium and any disk holding a mounted filesystem are never
 chosen, and the disk must hold the whole image. Sizes are in GB of 10^9 bytes, like the recipes' ``min_gb``.
@@ -16,13 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from provision.errors import FatalError
+from provision.wire.probe import Disk, LsblkFormatError, lsblk_disk, parse_lsblk_strict
 
 __all__ = [
-    "AgentDisk",
     "AmbiguousTarget",
+    "Disk",
     "DiskLike",
     "NoTargetDisk",
     "TargetRuleInvalid",
@@ -34,7 +34,6 @@ __all__ = [
 GB = 10**9
 _SELECTS = ("auto", "largest", "smallest")
 _RULE_KEYS = frozenset({"select", "transport", "model", "name", "min_gb"})
-_MAX_DEPTH = 16
 _MAX_SHOWN = 80
 
 
@@ -54,19 +53,6 @@ class DiskLike(Protocol):
 
 
 _D = TypeVar("_D", bound=DiskLike)
-
-
-@dataclass(frozen=True)
-class AgentDisk:
-    """One whole disk seen by lsblk; strings are carried as data (any character, any length)."""
-
-    name: str
-    size_bytes: int | None = None
-    transport: str | None = None
-    removable: bool | None = None
-    model: str | None = None
-    serial: str | None = None
-    mounted: tuple[str, ...] = ()
 
 
 class NoTargetDisk(FatalError):
@@ -105,73 +91,12 @@ def size_text(size: int) -> str:
 # lsblk
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdecimal():
-        return int(value.strip())
-    return None
-
-
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | str):
-        return {"0": False, "1": True, "false": False, "true": True}.get(str(value).strip().lower())
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
-def _mounts(device: Mapping[str, Any], found: list[str], depth: int = 0) -> None:
-    points = device.get("mountpoints")
-    for point in points if isinstance(points, list) else [device.get("mountpoint")]:
-        if isinstance(point, str) and point and point not in found:
-            found.append(point)
-    children = device.get("children")
-    if depth < _MAX_DEPTH and isinstance(children, list):
-        for child in children:
-            if isinstance(child, dict):
-                _mounts(child, found, depth + 1)
-
-
-def _lsblk_disk(device: Mapping[str, Any]) -> AgentDisk | None:
-    name = _text(device.get("name"))
-    if name is None or device.get("type") != "disk" or name.startswith("zram"):
-        return None
-    transport = _text(device.get("tran"))
-    if transport is None and "virtio" in (_text(device.get("subsystems")) or "").split(":"):
-        transport = "virtio"
-    flags = [_flag(device.get("rm")), _flag(device.get("hotplug"))]
-    removable = True if True in flags else False if False in flags else None
-    mounted: list[str] = []
-    _mounts(device, mounted)
-    return AgentDisk(
-        name=name,
-        size_bytes=_int(device.get("size")),
-        transport=transport,
-        removable=removable,
-        model=_text(device.get("model")),
-        serial=_text(device.get("serial")),
-        mounted=tuple(mounted),
-    )
-
-
-def parse_lsblk_disks(text: str) -> tuple[AgentDisk, ...]:
-    """Whole disks of ``lsblk --json -b -O`` output (old and new JSON); ``()`` when it is not lsblk JSON."""
+def parse_lsblk_disks(text: str) -> tuple[Disk, ...]:
+    """Whole disks of ``lsblk --json -b -O`` output (the wire's reader); ``()`` when it is not lsblk JSON."""
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        return parse_lsblk_strict(text)
+    except LsblkFormatError:
         return ()
-    devices = data.get("blockdevices") if isinstance(data, dict) else None
-    if not isinstance(devices, list):
-        return ()
-    found = (_lsblk_disk(d) for d in devices if isinstance(d, dict))
-    return tuple(d for d in found if d is not None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,11 +260,11 @@ def choose_target(disks: Sequence[_D], rule: Mapping[str, object], image_size: i
     )
 
 
-def disks_in_folder(folder: Path) -> tuple[tuple[AgentDisk, Path], ...]:
+def disks_in_folder(folder: Path) -> tuple[tuple[Disk, Path], ...]:
     """Regular files standing in for disks (tests, demos): each file ``NAME`` in ``folder`` is a disk of its
     size; an optional ``NAME.json`` holds lsblk fields for it (``tran``, ``rm``, ``hotplug``, ``model``,
     ``serial``, ``mountpoints``). Returns ``(disk, path)`` pairs sorted by name."""
-    found: list[tuple[AgentDisk, Path]] = []
+    found: list[tuple[Disk, Path]] = []
     for path in sorted(folder.iterdir()):
         if path.suffix == ".json" or not path.is_file():
             continue
@@ -347,7 +272,7 @@ def disks_in_folder(folder: Path) -> tuple[tuple[AgentDisk, Path], ...]:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if not isinstance(meta, dict):
             raise TargetRuleInvalid(f"{meta_path}: not a JSON object", path=str(meta_path))
-        disk = _lsblk_disk({**meta, "name": path.name, "type": "disk", "size": path.stat().st_size})
+        disk = lsblk_disk({**meta, "name": path.name, "type": "disk", "size": path.stat().st_size})
         if disk is not None:
             found.append((disk, path))
     return tuple(found)

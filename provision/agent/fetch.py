@@ -29,6 +29,7 @@ import zstandard
 from provision.agent.errors import ChunkCorrupt, FetchFailed, HttpRefused
 from provision.agent.index import Chunk
 from provision.agent.report import Incident
+from provision.wire import paths
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Fetcher:
         return f"{self.server}/{path_or_url.lstrip('/')}"
 
     def chunk_url(self, sha256: str) -> str:
-        return f"{self.server}/chunks/{sha256}"
+        return f"{self.server}{paths.chunk(sha256)}"
 
     def get(self, url: str, *, chunk: Chunk | None = None) -> bytes:
         """The body of a 200 answer; transient failures retried until the deadline."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.agent.disks import parse_lsblk_disks, show
+from provision.wire import probe
 
 log = logging.getLogger(__name__)
 
@@ -150,26 +151,26 @@ def collect_probe(
     """
     dest.mkdir(parents=True, exist_ok=True)
     c = _Collector(dest, run, timeout)
-    c.tool(["dmidecode"], "dmidecode.txt")
-    c.tool(["lspci", "-vvnn"], "lspci.txt")
-    lsblk = c.tool(["lsblk", "--json", "-b", "-O"], "lsblk.json")
+    c.tool(["dmidecode"], probe.DMIDECODE)
+    c.tool(["lspci", "-vvnn"], probe.LSPCI)
+    lsblk = c.tool(["lsblk", "--json", "-b", "-O"], probe.LSBLK)
     disks = parse_lsblk_disks(lsblk.decode("utf-8", errors="replace")) if lsblk is not None else ()
     if lsblk is not None and not disks:
-        c.warn("lsblk.json: no disks found")
+        c.warn(f"{probe.LSBLK}: no disks found")
     for disk in disks:
         if disk.removable or disk.transport == "usb":
             continue
         if not _SAFE_DISK.match(disk.name):
             c.warn(f"disk {show(disk.name)!r}: name not usable as a file name, SMART not read")
             continue
-        c.tool(["smartctl", "--json", "-a", f"/dev/{disk.name}"], f"smartctl-{disk.name}.json", ok_codes=~0b11)
-    c.copy(proc_root / "meminfo", "meminfo")
-    c.copy(proc_root / "cpuinfo", "cpuinfo")
-    c.write("firmware", b"uefi\n" if (sys_root / "firmware" / "efi").is_dir() else b"bios\n")
+        c.tool(["smartctl", "--json", "-a", f"/dev/{disk.name}"], probe.smartctl_name(disk.name), ok_codes=~0b11)
+    c.copy(proc_root / "meminfo", probe.MEMINFO)
+    c.copy(proc_root / "cpuinfo", probe.CPUINFO)
+    c.write(probe.FIRMWARE, b"uefi\n" if (sys_root / "firmware" / "efi").is_dir() else b"bios\n")
     if mac is None:
         mac = read_kernel_args(_read(proc_root / "cmdline") or "").get("mac") or _interface_mac(sys_root)
     if mac is None:
         c.warn("mac: no provision.mac= kernel argument and no interface up")
     else:
-        c.write("mac", mac.encode("utf-8", errors="replace") + b"\n")
+        c.write(probe.MAC, mac.encode("utf-8", errors="replace") + b"\n")
     return c.warnings

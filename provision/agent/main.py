@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 from provision.agent.client import ProgressPoster, ServerApi
 from provision.agent.disks import (
-    AgentDisk,
+    Disk,
     choose_target,
     disks_in_folder,
     live_medium_devices,
@@ -31,12 +30,23 @@ from provision.agent.disks import (
 )
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
-from provision.agent.index import AgentIndex
+from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
 from provision.agent.progress import Progress
 from provision.agent.report import WriteReport
 from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
+from provision.wire.api import (
+    MAX_WIPE_RANGES,
+    PROBE_NAME,
+    BootInfo,
+    ImageAnswer,
+    LocalAnswer,
+    Plan,
+    RepairAnswer,
+    Report,
+    VerificationReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,6 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING = 0
 MAX_PROBE_FILE = 2 << 20  # bytes of one probe file sent; the API takes 4 MiB per call
 MAX_PROBE_TOTAL = 3 << 20
 MAX_WAIT = 300.0
-PROBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what the API takes (provision.web.api)
 SECURE_BOOT_VAR = "efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
@@ -73,7 +82,7 @@ class Outcome:
     run: str | None = None
 
 
-def boot_info(sys_root: Path = Path("/sys")) -> dict[str, Any]:
+def boot_info(sys_root: Path = Path("/sys")) -> BootInfo:
     """Firmware kind and Secure Boot state (from the SecureBoot EFI variable), and the running kernel."""
     uefi = (sys_root / "firmware" / "efi").is_dir()
     secure: bool | None = None
@@ -83,7 +92,7 @@ def boot_info(sys_root: Path = Path("/sys")) -> dict[str, Any]:
             secure = len(data) >= 5 and data[4] == 1  # 4 attribute bytes, then the value
         except OSError:
             secure = None
-    return {"firmware": "uefi" if uefi else "bios", "secure_boot": secure, "kernel": os.uname().release[:200]}
+    return BootInfo("uefi" if uefi else "bios", secure, os.uname().release[:200])
 
 
 def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
@@ -112,7 +121,7 @@ def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
     return files, warnings
 
 
-def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[AgentDisk, Path]], set[str]]:
+def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[Disk, Path]], set[str]]:
     """The machine's disks with their device paths, and the names holding the live medium."""
     if cfg.disks_from is not None:
         return list(disks_in_folder(cfg.disks_from)), set()
@@ -126,21 +135,21 @@ def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[AgentDisk, Pat
     return [(d, Path("/dev") / d.name) for d in disks], live_medium_devices(mounts, disks, cmdline)
 
 
-def report_body(report: WriteReport) -> dict[str, Any]:
-    """The API's verification body from the writer's report (data chunks and holes counted apart)."""
-    return {
-        "digest": report.digest,
-        "chunks": report.chunks - report.holes,
-        "verified": report.verified,
-        "holes": report.holes,
-        "holes_verified": report.holes_verified,
-        "read_back_ok": report.ok,
-        "wipe_method": report.wipe_method,
-        "wipe_ranges": [list(r) for r in report.wipe_ranges[:100_000]],
-        "bytes_written": report.bytes_written,
-        "seconds": round(report.seconds, 3),
-        "mean_rate": round(report.mean_rate),
-    }
+def verification(report: WriteReport) -> VerificationReport:
+    """The API's verification from the writer's report (data chunks and holes counted apart)."""
+    return VerificationReport(
+        digest=report.digest,
+        chunks=report.chunks - report.holes,
+        verified=report.verified,
+        read_back_ok=report.ok,
+        bytes_written=report.bytes_written,
+        seconds=round(report.seconds, 3),
+        mean_rate=float(round(report.mean_rate)),
+        holes=report.holes,
+        holes_verified=report.holes_verified,
+        wipe_method=report.wipe_method,
+        wipe_ranges=[(o, n) for o, n in report.wipe_ranges[:MAX_WIPE_RANGES]],
+    )
 
 
 def writer_summary(report: WriteReport) -> dict[str, Any]:
@@ -190,7 +199,7 @@ class Agent:
         files, more = read_probe_folder(folder)
         return files, warnings + more
 
-    def ask(self) -> dict[str, Any] | Outcome:
+    def ask(self) -> ImageAnswer | Outcome:
         """Hello until the server gives a plan (or says repair / local / wait with ``once``)."""
         files, warnings = self.probe()
         for warning in warnings:
@@ -198,38 +207,34 @@ class Agent:
         boot = boot_info(self.cfg.sys_root)
         while True:
             answer = self.api.hello(boot, files, warnings)
-            action = answer.get("action")
-            if action == "image":
+            if isinstance(answer, ImageAnswer):
                 return answer
-            if action == "repair":
-                return Outcome(EXIT_REPAIR, "repair", "; ".join(map(str, answer.get("reasons") or [])) or None)
-            if action == "local":
-                return Outcome(EXIT_POWEROFF, "local", str(answer.get("reason") or "recipe says: local disk"))
-            if action != "wait":
-                raise AgentError(f"the server answered an unknown action {str(action)[:40]!r}", answer=answer)
-            reason = str(answer.get("reason") or "no reason given")
+            if isinstance(answer, RepairAnswer):
+                return Outcome(EXIT_REPAIR, "repair", "; ".join(answer.reasons) or None)
+            if isinstance(answer, LocalAnswer):
+                return Outcome(EXIT_POWEROFF, "local", answer.reason or "recipe says: local disk")
+            reason = answer.reason or "no reason given"
             if self.cfg.once:
                 return Outcome(EXIT_WAITING, "waiting", reason)
-            delay = min(float(answer.get("retry_after") or 30), MAX_WAIT)
+            delay = min(float(answer.retry_after or 30), MAX_WAIT)
             log.info("%s: server says wait (%s); asking again in %.0f s", self.cfg.mac, reason, delay)
             self.sleep(delay)
 
-    def image(self, run_id: str, plan: Mapping[str, Any]) -> tuple[WriteReport, Path]:
+    def image(self, run_id: str, plan: Plan) -> tuple[WriteReport, Path]:
         """Index -> target -> write + verify (retried passes resume). Raises on failure."""
         cfg = self.cfg
-        wipe = plan.get("wipe") or "zero"
+        wipe = plan.wipe or "zero"
         if wipe not in WIPES:
             raise AgentError(f"plan has wipe {str(wipe)[:40]!r}, not one of {', '.join(WIPES)}", wipe=wipe)
         session = self.chunk_session(cfg.workers)
         try:
             fetcher = Fetcher(cfg.server, session, cfg.retry)
-            url = fetcher.url(str(plan["index_url"]))
-            index = AgentIndex.from_bytes(fetcher.get(url), source=url)
+            url = fetcher.url(plan.index_url)
+            index = read_index(fetcher.get(url), source=url)
             disks, live = list_disks(cfg, self.run)
-            rule = plan.get("target_disk") or {}
-            disk = choose_target([d for d, _ in disks], rule, index.disk_size, live)
+            disk = choose_target([d for d, _ in disks], plan.target_disk, index.disk_size, live)
             path = dict((d.name, p) for d, p in disks)[disk.name]
-            log.info("%s: run %s: %s onto %s (%s)", cfg.mac, run_id, plan.get("image"), path, disk.model or "?")
+            log.info("%s: run %s: %s onto %s (%s)", cfg.mac, run_id, plan.image, path, disk.model or "?")
             poster = ProgressPoster(self.api, run_id)
 
             def progress(p: Progress) -> None:
@@ -248,8 +253,8 @@ class Agent:
     def _write(
         self,
         run_id: str,
-        plan: Mapping[str, Any],
-        index: AgentIndex,
+        plan: Plan,
+        index: Index,
         path: Path,
         wipe: Any,
         progress: Callable[[Progress], None],
@@ -259,7 +264,7 @@ class Agent:
             try:
                 return write_image(
                     self.cfg.server, index, path, wipe=wipe, workers=self.cfg.workers, progress=progress,
-                    session=session, expected_digest=str(plan["digest"]), retry=self.cfg.retry,
+                    session=session, expected_digest=plan.digest, retry=self.cfg.retry,
                     direct=self.cfg.direct, log_id=run_id,
                 )  # fmt: skip
             except RetryableError as exc:
@@ -272,34 +277,32 @@ class Agent:
         """Report the failure (with the verification when the write got that far) and end the run."""
         reason = f"{what}{type(exc).__name__}: {exc}"[:2000]
         log.error("%s: run %s failed: %s", self.cfg.mac, run_id, reason)
-        body: dict[str, Any] = {"ok": False, "reason": reason, "error": error_facts(exc)}
-        if report is not None:
-            body["report"] = report_body(report)
-            body["writer"] = writer_summary(report)
+        verified = None if report is None else verification(report)
+        writer = None if report is None else writer_summary(report)
+        body = Report(self.cfg.token, False, reason, verified, error_facts(exc), writer=writer)
         answer = self.api.report(run_id, body)
-        return Outcome(EXIT_FAILED, str(answer.get("state", "failed")), reason, run_id)
+        return Outcome(EXIT_FAILED, answer.state or "failed", reason, run_id)
 
     def run_once(self) -> Outcome:
         asked = self.ask()
         if isinstance(asked, Outcome):
             return asked
-        run_id, plan = str(asked["run"]), asked["plan"]
+        run_id, plan = asked.run, asked.plan
         try:
             report, path = self.image(run_id, plan)
         except Exception as exc:  # every failure after the plan is reported: the run must not stay open
             return self._failed(run_id, exc, None)
-        body: dict[str, Any] = {"ok": True, "report": report_body(report), "writer": writer_summary(report)}
-        if self.grow is not None and plan.get("grow_root"):
+        grown: dict[str, Any] | None = None
+        if self.grow is not None and plan.grow_root:
             try:
-                grown = self.grow(path)
+                grown = self.grow(path).to_dict()
             except Exception as exc:
                 return self._failed(run_id, exc, report, "growing the root file system failed: ")
-            body["grow"] = grown.to_dict()
+        body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer_summary(report))
         answer = self.api.report(run_id, body)
-        state = str(answer.get("state"))
-        if state == "done":
+        if answer.state == "done":
             return Outcome(EXIT_DONE, "done", None, run_id)
-        return Outcome(EXIT_FAILED, state, str(answer.get("reason") or f"server says {state}"), run_id)
+        return Outcome(EXIT_FAILED, answer.state, answer.reason or f"server says {answer.state}", run_id)
 
 
 def run_agent(cfg: AgentConfig, **kwargs: Any) -> Outcome:

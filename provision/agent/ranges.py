@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 
-from provision.agent.index import AgentIndex
+from provision.wire.index import Index
 
 Range = tuple[int, int]  # (offset, length)
 
@@ -25,7 +25,7 @@ def merge(ranges: Iterable[Range]) -> list[Range]:
     return [(o, n) for o, n in out]
 
 
-def hole_ranges(index: AgentIndex) -> list[Range]:
+def hole_ranges(index: Index) -> list[Range]:
     """The runs of hole chunks of the image, merged."""
     return merge((c.offset, c.length) for c in index.chunks if c.sha256 is None)
 

@@ -38,7 +38,7 @@ import zstandard
 from provision.agent.disk_io import AlignedBuffer, DiskTarget
 from provision.agent.errors import IndexInvalid, Mismatch, TargetTooSmall, VerifyFailed
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
-from provision.agent.index import AgentIndex, Chunk
+from provision.agent.index import Chunk, Index, read_index
 from provision.agent.pool import run_pool
 from provision.agent.progress import Progress, ProgressMeter
 from provision.agent.ranges import Range, compact, hole_ranges, is_zero, split, total
@@ -50,7 +50,7 @@ Wipe = Literal["zero", "discard", "none"]
 WIPES: tuple[Wipe, ...] = ("zero", "discard", "none")
 WIPE_PIECE = 256 << 20  # one BLKZEROOUT / fallocate call (and one progress step) per piece
 MAX_INCIDENTS = 100  # kept in the report; all are counted
-IndexSource = str | bytes | Mapping[str, Any] | AgentIndex
+IndexSource = str | bytes | Mapping[str, Any] | Index
 T = TypeVar("T")
 
 
@@ -92,7 +92,7 @@ def on_disk_sha256(target: DiskTarget, chunk: Chunk, buf: AlignedBuffer) -> str:
 
 class _Run:
     def __init__(
-        self, index: AgentIndex, target: DiskTarget, fetcher: Fetcher, meter: ProgressMeter, *, wipe: Wipe,
+        self, index: Index, target: DiskTarget, fetcher: Fetcher, meter: ProgressMeter, *, wipe: Wipe,
         workers: int, log: RunLog,
     ) -> None:  # fmt: skip
         self.index, self.target, self.fetcher, self.meter = index, target, fetcher, meter
@@ -188,16 +188,14 @@ class _Run:
             raise VerifyFailed(str(self.target.path), mismatches, checked=len(items))
 
 
-def _load_index(source: IndexSource, fetcher: Fetcher, expected_digest: str | None) -> AgentIndex:
-    if isinstance(source, AgentIndex):
+def _load_index(source: IndexSource, fetcher: Fetcher, expected_digest: str | None) -> Index:
+    if isinstance(source, Index):
         index = source
     elif isinstance(source, str):
         url = fetcher.url(source)
-        index = AgentIndex.from_bytes(fetcher.get(url), source=url)
-    elif isinstance(source, bytes):
-        index = AgentIndex.from_bytes(source)
+        index = read_index(fetcher.get(url), source=url)
     else:
-        index = AgentIndex.from_dict(source)
+        index = read_index(source)
     if expected_digest is not None and index.digest != expected_digest.lower():
         raise IndexInvalid(f"index of {index.name} has digest {index.digest}, the plan says {expected_digest}",
                            digest=index.digest, expected=expected_digest)  # fmt: skip
@@ -232,7 +230,7 @@ def write_image(
     """Write the image version described by ``index`` from ``server`` onto ``target`` and verify it.
 
     - ``index``: the index URL (absolute, or a path on ``server`` like ``/images/NAME/VERSION/index.json``),
-      its bytes, its parsed dict or an ``AgentIndex``; ``expected_digest``: refuse any other version.
+      its bytes, its parsed dict or an ``Index``; ``expected_digest``: refuse any other version.
     - ``target``: a block device or regular file path (at least the disk size), or an open ``DiskTarget``.
     - ``direct``: O_DIRECT (None: on block devices that allow it). ``reread_from_media``: drop the cached
       pages after fsync, so the read-back comes from the medium (None: on block devices; O_DIRECT reads come

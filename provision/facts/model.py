@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from provision.wire.probe import Disk as Disk  # the one lsblk reader's type
+
 UNKNOWN = "unknown"
 
 
@@ -98,25 +100,6 @@ class PciDevice:
         if self.vendor_id and self.device_id:
             return f"{self.vendor_id}:{self.device_id}"
         return None
-
-
-@dataclass(frozen=True)
-class Disk:
-    name: str  # kernel name: sda, nvme0n1
-    size_bytes: int | None = None
-    rotational: bool | None = None
-    transport: str | None = None  # sata, nvme, usb, ata, virtio (from subsystems), ...
-    removable: bool | None = None
-    model: str | None = None
-    serial: str | None = None
-    logical_sector: int | None = None
-    physical_sector: int | None = None
-    mounted: tuple[str, ...] = ()  # mount points of the disk and its partitions
-
-    @property
-    def internal(self) -> bool:
-        """A disk that may be imaged: not removable, not on USB."""
-        return not self.removable and self.transport != "usb"
 
 
 @dataclass(frozen=True)

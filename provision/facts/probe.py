@@ -41,6 +41,7 @@ from provision.facts.model import (
 )
 from provision.facts.procfs import parse_cpuinfo, parse_meminfo
 from provision.facts.smart import SmartFormatError, parse_smartctl_json_strict, parse_smartctl_text
+from provision.wire import probe
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,9 @@ def _firmware(text: str) -> Firmware:
     return Firmware(value) if value in (Firmware.UEFI, Firmware.BIOS) else Firmware.UNKNOWN
 
 
-def _is_smart_name(name: str) -> bool:
-    return name.startswith("smartctl") and name.endswith((".json", ".txt"))
-
-
 def _smart(reader: _Reader) -> tuple[SmartReport, ...]:
     try:
-        names = sorted(p.name for p in reader.folder.iterdir() if _is_smart_name(p.name))
+        names = sorted(p.name for p in reader.folder.iterdir() if probe.is_smartctl_name(p.name))
     except OSError as exc:
         reader.warn("smartctl*", f"folder cannot be listed ({exc.strerror or exc})")
         return ()
@@ -144,13 +141,13 @@ def load_probe(path: Path) -> Facts:
     except OSError as exc:
         raise ProbeError(f"probe folder cannot be listed ({exc.strerror or exc})", path=str(path)) from exc
     reader = _Reader(path)
-    dmi = reader.parse(parse_dmidecode, "dmidecode.txt")
-    pci = reader.parse(parse_lspci, "lspci.txt")
-    disks = reader.parse(parse_lsblk_strict, "lsblk.json")
-    meminfo = reader.parse(parse_meminfo, "meminfo", "meminfo.txt")
-    cpu = reader.parse(parse_cpuinfo, "cpuinfo", "cpuinfo.txt")
-    firmware = reader.parse(_firmware, "firmware")
-    mac = reader.parse(str.strip, "mac")
+    dmi = reader.parse(parse_dmidecode, probe.DMIDECODE)
+    pci = reader.parse(parse_lspci, probe.LSPCI)
+    disks = reader.parse(parse_lsblk_strict, probe.LSBLK)
+    meminfo = reader.parse(parse_meminfo, probe.MEMINFO, f"{probe.MEMINFO}.txt")
+    cpu = reader.parse(parse_cpuinfo, probe.CPUINFO, f"{probe.CPUINFO}.txt")
+    firmware = reader.parse(_firmware, probe.FIRMWARE)
+    mac = reader.parse(str.strip, probe.MAC)
     smart = _smart(reader)
     return Facts(
         mac=mac or None,

@@ -1,7 +1,7 @@
 """The content-addressed image store: master disks as deduplicated zstd chunks plus immutable indexes.
 
 Entry points: ``ImageStore`` (import, list, resolve, publish, verify, export, retention and gc) and
-``provision.images.web.add_image_routes`` (HTTP). See docs/images.md.
+``provision.web.images`` (HTTP). See docs/images.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,22 +19,17 @@ from pathlib import Path
 
 import zstandard
 
-from provision.images.errors import CorruptImage, ImageError, ImageNotFound
+from provision.images.errors import CorruptImage, ImageError, MissingChunk
 from provision.images.files import TMP_PREFIX, atomic_write
+from provision.wire.index import BLOCK, MAX_CHUNK_SIZE, is_sha256
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 4 << 20
 DEFAULT_LEVEL = 3
-BLOCK = 4096  # chunk sizes are multiples of this (the bmap block size, and every disk's page size)
-MAX_CHUNK_SIZE = 256 << 20
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# chunk sizes are multiples of BLOCK (the bmap block size, and every disk's page size), up to MAX_CHUNK_SIZE
 
 _local = threading.local()
-
-
-def is_sha256(text: str) -> bool:
-    return SHA256_RE.fullmatch(text) is not None
 
 
 def check_chunk_size(chunk_size: int) -> None:
@@ -132,7 +126,7 @@ class ChunkStore:
         try:
             frame = path.read_bytes()
         except FileNotFoundError:
-            raise ImageNotFound(f"chunk {sha256} is missing ({path})", chunk=sha256, path=str(path)) from None
+            raise MissingChunk(f"chunk {sha256} is missing ({path})", chunk=sha256, path=str(path)) from None
         except OSError as exc:
             raise CorruptImage(f"chunk {sha256}: unreadable ({exc.strerror})", chunk=sha256, path=str(path)) from None
         plain = decompress(frame, length, what=f"chunk {sha256}")

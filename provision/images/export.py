@@ -11,15 +11,12 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from provision.images.chunks import zero_frame
-from provision.images.errors import ImageNotFound
+from provision.images.errors import MissingChunk
 from provision.images.files import atomic_write, fsync_dir, temp_path
 from provision.images.index import ImageVersion
-
-if TYPE_CHECKING:
-    from provision.images.store import ImageStore
+from provision.images.versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +24,13 @@ ZST_NAME = "disk.img.zst"
 BMAP_NAME = "disk.bmap"
 
 
-def iter_zst(store: ImageStore, version: ImageVersion) -> Iterator[bytes | Path]:
+def iter_zst(store: Versions, version: ImageVersion) -> Iterator[bytes | Path]:
     ix = version.index
     for c in ix.chunks:
         yield zero_frame(c.length) if c.sha256 is None else store.chunks.path(c.sha256)
 
 
-def zst_parts(store: ImageStore, version: ImageVersion) -> tuple[list[bytes | tuple[Path, int]], int]:
+def zst_parts(store: Versions, version: ImageVersion) -> tuple[list[bytes | tuple[Path, int]], int]:
     """Every part with its size; ImageNotFound (naming the chunk) if a stored frame is missing, so a
     server can refuse before sending a byte."""
     parts: list[bytes | tuple[Path, int]] = []
@@ -50,7 +47,7 @@ def zst_parts(store: ImageStore, version: ImageVersion) -> tuple[list[bytes | tu
                 size = sizes[part] = part.stat().st_size
             except FileNotFoundError:
                 offset = version.index.offset(i)
-                raise ImageNotFound(
+                raise MissingChunk(
                     f"{version.ref}: chunk {i} at offset {offset} ({part.stem}) is missing from the store",
                     chunk=part.stem,
                 ) from None
@@ -65,11 +62,11 @@ def _copy_file(out_fd: int, path: Path, size: int) -> None:
         while offset < size:
             sent = os.sendfile(out_fd, src.fileno(), offset, size - offset)
             if sent == 0:
-                raise ImageNotFound(f"chunk file {path} shrank while exporting")
+                raise MissingChunk(f"chunk file {path} shrank while exporting")
             offset += sent
 
 
-def export(store: ImageStore, version: ImageVersion, outdir: Path) -> tuple[Path, Path]:
+def export(store: Versions, version: ImageVersion, outdir: Path) -> tuple[Path, Path]:
     """Write ``outdir/disk.img.zst`` and ``outdir/disk.bmap`` (each atomically). Returns both paths."""
     outdir.mkdir(parents=True, exist_ok=True)
     parts, total = zst_parts(store, version)

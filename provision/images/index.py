@@ -1,7 +1,9 @@
 """A version of an image: its immutable index, the canonical JSON that names it, and references to it.
 
-The root digest is the sha256 of the canonical JSON of the index (sorted keys, no whitespace, UTF-8); the
-index file stores exactly those bytes, so ``sha256sum versions/<digest>.json`` checks it. A version is
+The index format, its one reader and the canonical JSON are the wire contract's (``provision.wire.index``),
+shared with the agent; here the store adds the typed partition layout and writes new indexes. The root digest
+is the sha256 of the canonical JSON of the index (sorted keys, no whitespace, UTF-8); the index file stores
+exactly those bytes, so ``sha256sum versions/<digest>.json`` checks it. A version is
 referred to as ``NAME`` (its current version), ``NAME@current``, ``NAME@<label>`` where the label is
 ``YYYYMMDD-HHMMSS-<digest[:12]>`` (creation time, UTC), or ``NAME@<digest prefix of 8 to 64 hex>``.
 """
@@ -9,22 +11,27 @@ referred to as ``NAME`` (its current version), ``NAME@current``, ``NAME@<label>`
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from provision.images.chunks import BLOCK, is_sha256
 from provision.images.errors import CorruptImage, ImageError
 from provision.images.partitions import PartitionTable
+from provision.wire.index import (
+    CREATED_FORMAT,
+    FORMAT_VERSION,
+    Index,
+    IndexFormatError,
+    canonical_json,
+)
 
-FORMAT_VERSION = 1
+__all__ = ["CURRENT", "FORMAT_VERSION", "ChunkRef", "ImageIndex", "ImageVersion", "canonical_json"]
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 LABEL_RE = re.compile(r"(\d{8})-(\d{6})-([0-9a-f]{12})")
 PREFIX_RE = re.compile(r"[0-9a-f]{8,64}")
 CURRENT = "current"
-_CREATED_FMT = "%Y-%m-%dT%H:%M:%SZ"
+_CREATED_FMT = CREATED_FORMAT
 
 
 def check_name(name: str) -> str:
@@ -49,10 +56,6 @@ def parse_ref(ref: str) -> tuple[str, str]:
             ref=ref[:120],
         )
     return name, selector
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def format_created(when: datetime) -> str:
@@ -122,53 +125,22 @@ class ImageIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, what: str = "index") -> ImageIndex:
-        """Parse and check an index file. CorruptImage names what is wrong."""
+        """Parse and check an index file with the wire's reader. CorruptImage names what is wrong."""
         try:
-            raw = json.loads(data)
-            return cls._from_dict(raw)
-        except KeyError as exc:
-            raise CorruptImage(f"{what}: not a valid image index: missing key {exc}", path=what) from None
-        except (ValueError, TypeError, AttributeError, ImageError) as exc:
+            read = Index.from_bytes(data)
+            layout = PartitionTable.from_dict(dict(read.layout))
+            return cls(
+                name=check_name(read.name),
+                created=read.created,
+                disk_size=read.disk_size,
+                sector_size=read.sector_size,
+                chunk_size=read.chunk_size,
+                layout=layout,
+                chunks=tuple(ChunkRef(c.sha256, c.length) for c in read.chunks),
+                provenance=dict(read.provenance),
+            )
+        except (IndexFormatError, ValueError, TypeError, KeyError, AttributeError, ImageError) as exc:
             raise CorruptImage(f"{what}: not a valid image index: {exc}", path=what) from None
-
-    @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> ImageIndex:
-        if raw["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"format_version {raw['format_version']!r}, this provision reads {FORMAT_VERSION}")
-        chunks = tuple(ChunkRef(c["sha256"], c["length"]) for c in raw["chunks"])
-        provenance = raw["provenance"]
-        if not isinstance(provenance, dict):
-            raise ValueError("provenance is not an object")
-        index = cls(
-            name=check_name(raw["name"]),
-            created=raw["created"],
-            disk_size=raw["disk_size"],
-            sector_size=raw["sector_size"],
-            chunk_size=raw["chunk_size"],
-            layout=PartitionTable.from_dict(raw["layout"]),
-            chunks=chunks,
-            provenance=provenance,
-        )
-        index.check()
-        return index
-
-    def check(self) -> None:
-        """Internal consistency: the chunk list covers the disk exactly, every hash is a sha256."""
-        datetime.strptime(self.created, _CREATED_FMT)
-        ints = (self.disk_size, self.sector_size, self.chunk_size)
-        if not all(type(v) is int and v > 0 for v in ints):
-            raise ValueError("disk_size, sector_size and chunk_size must be positive integers")
-        if self.chunk_size % BLOCK or self.disk_size % self.sector_size:
-            raise ValueError(f"chunk size must be a multiple of {BLOCK}, disk size of the sector size")
-        count = -(-self.disk_size // self.chunk_size)
-        if len(self.chunks) != count:
-            raise ValueError(f"{len(self.chunks)} chunks listed, a disk of {self.disk_size} bytes has {count}")
-        for i, c in enumerate(self.chunks):
-            want = min(self.chunk_size, self.disk_size - i * self.chunk_size)
-            if type(c.length) is not int or c.length != want:
-                raise ValueError(f"chunk {i}: length {c.length!r}, expected {want}")
-            if c.sha256 is not None and not (isinstance(c.sha256, str) and is_sha256(c.sha256)):
-                raise ValueError(f"chunk {i}: {c.sha256!r} is not a sha256 hex digest or null")
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,13 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from provision.images.chunks import is_sha256
 from provision.images.errors import CorruptImage, ImageError, ImageNotFound
 from provision.images.files import TMP_PREFIX, fsync_dir
 from provision.images.index import ImageIndex
-
-if TYPE_CHECKING:
-    from provision.images.store import ImageStore
+from provision.images.versions import Versions
+from provision.wire.index import is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,7 @@ class RetentionReport:
         return {"name": self.name, "kept": list(self.kept), "removed": list(self.removed), "gc": self.gc.to_dict()}
 
 
-def retain(store: ImageStore, name: str, *, keep: int, in_use: Collection[str]) -> RetentionReport:
+def retain(store: Versions, name: str, *, keep: int, in_use: Collection[str]) -> RetentionReport:
     if keep < 1:
         raise ImageError(f"retention of {name}: keep must be at least 1, not {keep}", name=name)
     bad = [d for d in in_use if not is_sha256(d)]
@@ -74,7 +72,7 @@ def retain(store: ImageStore, name: str, *, keep: int, in_use: Collection[str]) 
     return RetentionReport(name, tuple(v.label for v in kept), tuple(v.label for v in removed), report)
 
 
-def _index_files(store: ImageStore) -> list[Path]:
+def _index_files(store: Versions) -> list[Path]:
     return sorted(
         p
         for image in store.images_root.iterdir()
@@ -84,7 +82,7 @@ def _index_files(store: ImageStore) -> list[Path]:
     )
 
 
-def collect(store: ImageStore) -> GcReport:
+def collect(store: Versions) -> GcReport:
     """Mark and sweep; the caller holds the exclusive lock."""
     started = time.monotonic()
     marked: set[str] = set()

@@ -12,16 +12,14 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from provision.images.bmap import BmapBuilder
 from provision.images.errors import CorruptImage, ImageError, ImageNotFound
 from provision.images.files import atomic_write
 from provision.images.importer import Progress
 from provision.images.index import ImageIndex, ImageVersion, parse_ref
-
-if TYPE_CHECKING:
-    from provision.images.store import ImageStore
+from provision.images.versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ def _found(exc: ImageError) -> str:
     return text.split(": ", 1)[1] if ": " in text else text
 
 
-def verify(store: ImageStore, ref: str, *, workers: int, progress: Progress | None) -> VerifyReport:
+def verify(store: Versions, ref: str, *, workers: int, progress: Progress | None) -> VerifyReport:
     started = time.monotonic()
     name, selector = parse_ref(ref)
     digest = store.find_digest(name, selector)
@@ -130,7 +128,7 @@ def verify(store: ImageStore, ref: str, *, workers: int, progress: Progress | No
 
 
 def _check_chunks(
-    store: ImageStore, version: ImageVersion, workers: int, progress: Progress | None
+    store: Versions, version: ImageVersion, workers: int, progress: Progress | None
 ) -> tuple[list[ChunkProblem], int, int, str]:
     """Read every chunk; returns the problems, counts, and the bmap recomputed on the way ("" if bad)."""
     ix = version.index
@@ -153,7 +151,7 @@ def _check_chunks(
     return bad, checked, checked_bytes, "" if bad else builder.text()
 
 
-def _check_bmap(store: ImageStore, version: ImageVersion, computed: str) -> str | None:
+def _check_bmap(store: Versions, version: ImageVersion, computed: str) -> str | None:
     path = store.bmap_path(version.name, version.digest)
     try:
         cached = path.read_text()

@@ -2,10 +2,11 @@
 
 The agent may use the standard library, ``requests`` and ``zstandard`` only (docs/agent.md). The files
 are ``provision/__init__.py``, every ``provision/agent/*.py`` and, followed through their imports, any
-other ``provision`` module they use (today ``provision/errors.py``). Every import of those files is checked
-here: an import of anything else (pydantic, yaml ...) stops the build, naming file and module, instead of
-failing on a PC. The files are put under ``/opt/provision/provision/`` with ``.pyc`` compiled by the tree's
-own Python (so the bytecode always matches its interpreter) and their sha256 is the ``agent`` digest.
+other ``provision`` module they use (the bottom layer: ``provision/errors.py``, ``provision/macaddr.py`` and
+``provision/wire/``). Every import of those files is checked here: an import of anything else (pydantic,
+yaml ...) stops the build, naming file and module, instead of failing on a PC. The files are put under
+``/opt/provision/provision/`` with ``.pyc`` compiled by the tree's own Python (so the bytecode always
+matches its interpreter) and their sha256 is the ``agent`` digest.
 """
 
 from __future__ import annotations

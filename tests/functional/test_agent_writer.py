@@ -38,7 +38,7 @@ from provision.agent import (
 )
 from provision.agent.fetch import HttpResponse
 from provision.images import ImageStore, ImageVersion
-from provision.images.web import add_image_routes
+from provision.web.images import image_app
 from tests.unit.test_agent_support import RecordingTarget, sha, sparse_file
 from tests.unit.test_image_support import CHUNK, MiB, make_disk, serve, sha256_file
 
@@ -127,8 +127,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("agent-web")
     store, version, raw = build_store(tmp)
     faults = Faults()
-    app = web.Application(middlewares=[fault_middleware(store, faults)])
-    add_image_routes(app, store)
+    app = image_app(store, [fault_middleware(store, faults)])
     with serve(app) as url:
         yield Site(url, store, version, raw, sha256_file(raw), faults)
     faults.plan.clear()
@@ -208,8 +207,7 @@ def test_a_chunk_the_server_does_not_have_is_fatal(tmp_path: Path) -> None:
     position, missing = next((i, c) for i, c in enumerate(version.index.chunks) if c.sha256 and i > 16)
     assert missing.sha256 is not None
     store.chunks.path(missing.sha256).unlink()
-    app = web.Application()
-    add_image_routes(app, store)
+    app = image_app(store)
     with serve(app) as url:
         with pytest.raises(HttpRefused) as exc:
             write_image(url, f"{url}/images/educ/{version.digest}/index.json", sparse_file(tmp_path / "pc.img", SIZE))

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import zstandard
-from aiohttp import web
 
 from provision.images import ImageStore, ImageVersion
-from provision.images.web import add_image_routes
+from provision.web.images import image_app
 from tests.unit.test_image_export import check_bmap
 from tests.unit.test_image_support import CHUNK, MiB, make_disk, serve
 
@@ -45,8 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     old = store.import_raw(old_raw, "educ", chunk_size=CHUNK, created=datetime(2025, 11, 26, tzinfo=UTC))
     raw = make_disk(tmp / "new.img", SIZE, [(2 * MiB, 5 * CHUNK), (5 * MiB, 100_000)], seed=2)
     version = store.import_raw(raw, "educ", chunk_size=CHUNK, created=datetime(2025, 11, 27, tzinfo=UTC))
-    app = web.Application()
-    add_image_routes(app, store)
+    app = image_app(store)
     with serve(app) as url:
         yield Served(url, store, version, old, raw.read_bytes())
 
@@ -171,8 +169,7 @@ def test_missing_chunk_is_a_500_before_any_byte(served: Served, tmp_path: Path) 
     sha = next(c.sha256 for c in version.index.chunks if c.sha256)
     assert sha is not None
     store.chunks.path(sha).unlink()
-    app = web.Application()
-    add_image_routes(app, store)
+    app = image_app(store)
     with serve(app) as url:
         response = requests.get(f"{url}/images/tiny/current/disk.img.zst", timeout=TIMEOUT)
     assert response.status_code == 500 and "missing" in response.json()["error"]

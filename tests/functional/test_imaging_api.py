@@ -215,7 +215,11 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
             timeout=5,
         )
 
-    assert raw_hello(b"ok", b"\\udfff").status_code == 422
+    replaced = raw_hello(b"ok", b"\\udfff")
+    assert replaced.status_code == 200, replaced.text
+    events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()
+    assert [e["detail"].get("probe_warnings") for e in events if e["kind"] == "hello"][-1] == ["?"]
+    token = boot(url)
     odd = raw_hello(b"\\ud800", b"ok")
     assert odd.status_code == 200, odd.text
     # a short write whose progress never reached the server: the report alone makes the run done

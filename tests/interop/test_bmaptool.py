@@ -12,11 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from provision.images import ImageStore, ImageVersion
 from provision.images.chunks import compress
-from provision.images.web import add_image_routes
+from provision.web.images import image_app
 from tests.unit.test_image_support import MiB, make_disk, serve, sha256_file
 
 pytestmark = [
@@ -52,8 +51,7 @@ def test_copy_from_files(tmp_path: Path, size: int, chunk_size: int) -> None:
 
 def test_copy_from_http(tmp_path: Path) -> None:
     store, version, raw = build(tmp_path, 48 * MiB + 1536, 4 * MiB)
-    app = web.Application()
-    add_image_routes(app, store)
+    app = image_app(store)
     target = tmp_path / "target.img"
     with serve(app) as url:
         base = f"{url}/images/educ/{version.label}"

@@ -9,8 +9,8 @@ import pytest
 
 from provision.agent.disks import (
     GB,
-    AgentDisk,
     AmbiguousTarget,
+    Disk,
     NoTargetDisk,
     TargetRuleInvalid,
     choose_target,
@@ -25,7 +25,7 @@ VM = parse_lsblk_disks((SAMPLES / "lsblk-vm.json").read_text())
 IMAGE = 20 * GB
 
 
-def _by_name(disks: tuple[AgentDisk, ...]) -> dict[str, AgentDisk]:
+def _by_name(disks: tuple[Disk, ...]) -> dict[str, Disk]:
     return {d.name: d for d in disks}
 
 
@@ -90,7 +90,7 @@ def test_the_usb_stick_is_never_chosen_even_by_name() -> None:
 
 
 def test_only_a_removable_disk() -> None:
-    stick = AgentDisk("sdc", size_bytes=64 * GB, transport="sata", removable=True, model="Card Reader")
+    stick = Disk("sdc", size_bytes=64 * GB, transport="sata", removable=True, model="Card Reader")
     with pytest.raises(NoTargetDisk) as exc:
         choose_target([stick], {}, IMAGE, set())
     assert str(exc.value) == "no disk can take the image (20 GB): sdc: removable"
@@ -112,8 +112,8 @@ def test_too_small_names_both_sizes() -> None:
 
 def test_live_medium_and_mounted_disks_excluded() -> None:
     disks = [
-        AgentDisk("sda", size_bytes=500 * GB, transport="sata", removable=False),
-        AgentDisk("sdb", size_bytes=500 * GB, transport="sata", removable=False, mounted=("/mnt/x",)),
+        Disk("sda", size_bytes=500 * GB, transport="sata", removable=False),
+        Disk("sdb", size_bytes=500 * GB, transport="sata", removable=False, mounted=("/mnt/x",)),
     ]
     assert choose_target(disks, {}, IMAGE, set()).name == "sda"
     with pytest.raises(NoTargetDisk) as exc:
@@ -125,14 +125,14 @@ def test_live_medium_and_mounted_disks_excluded() -> None:
 
 
 def test_unknown_size_and_model_are_reasons() -> None:
-    disks = [AgentDisk("vda", transport="virtio", removable=False)]
+    disks = [Disk("vda", transport="virtio", removable=False)]
     with pytest.raises(NoTargetDisk) as exc:
         choose_target(disks, {"model": "QEMU*", "min_gb": 1}, IMAGE, set())
     assert exc.value.excluded == {"vda": ["size unknown", "model 'unknown' does not match 'QEMU*'"]}
 
 
 def test_equal_sizes_with_largest_are_ambiguous() -> None:
-    disks = [AgentDisk(n, size_bytes=250 * GB, transport="sata", removable=False) for n in ("sda", "sdb")]
+    disks = [Disk(n, size_bytes=250 * GB, transport="sata", removable=False) for n in ("sda", "sdb")]
     with pytest.raises(AmbiguousTarget, match=r"\(sda 250 GB, sdb 250 GB\) and are equally largest"):
         choose_target(disks, {"select": "largest"}, IMAGE, set())
 
@@ -141,7 +141,7 @@ def test_vm_sample_root_disk_is_in_use() -> None:
     assert [(d.name, d.transport) for d in VM] == [("vda", "virtio")]  # zram skipped
     with pytest.raises(NoTargetDisk, match=r"vda: holds mounted filesystems \(/"):
         choose_target(VM, {}, GB, set())
-    unmounted = [AgentDisk("vda", size_bytes=VM[0].size_bytes, transport="virtio", removable=False)]
+    unmounted = [Disk("vda", size_bytes=VM[0].size_bytes, transport="virtio", removable=False)]
     assert choose_target(unmounted, {"transport": ["virtio"]}, GB, set()).name == "vda"
 
 
@@ -163,14 +163,14 @@ def test_bad_rules_refused(rule: dict[str, object]) -> None:
 def test_hostile_names_and_models_are_carried_as_data() -> None:
     name = "sd\x1b[31mz\n; rm -rf /"
     model = "X" * 500 + "\x00"
-    disks = [AgentDisk(name, size_bytes=GB, transport="sata", removable=False, model=model)]
+    disks = [Disk(name, size_bytes=GB, transport="sata", removable=False, model=model)]
     with pytest.raises(NoTargetDisk) as exc:
         choose_target(disks, {"model": "Y*"}, IMAGE, set())
     text = str(exc.value)
     assert "\x1b" not in text and "\n" not in text and "\x00" not in text
     assert list(exc.value.excluded) == [name]  # the real name, unchanged, as the key
     assert len(text) < 600
-    ok = [AgentDisk(name, size_bytes=100 * GB, transport="sata", removable=False, model=model)]
+    ok = [Disk(name, size_bytes=100 * GB, transport="sata", removable=False, model=model)]
     assert choose_target(ok, {"model": "X*"}, IMAGE, set()).name == name
 
 
@@ -201,7 +201,7 @@ def test_live_medium_from_kernel_args() -> None:
 
 
 def test_live_medium_uses_known_disk_names() -> None:
-    disks = [AgentDisk("xyz0", size_bytes=GB), AgentDisk("sda", size_bytes=GB)]
+    disks = [Disk("xyz0", size_bytes=GB), Disk("sda", size_bytes=GB)]
     assert live_medium_devices("/dev/xyz0p3 / ext4 rw 0 0\n/dev/sda12 /a ext4 rw 0 0\n", disks) == {"xyz0", "sda"}
 
 

@@ -13,18 +13,18 @@ import zstandard
 
 from provision.agent import ChunkCorrupt, FetchFailed, HttpRefused, Incident, Progress, RetryPolicy
 from provision.agent.fetch import Cancelled, Fetcher
-from provision.agent.index import AgentIndex
+from provision.agent.index import Index, read_index
 from provision.agent.progress import ProgressMeter
 from provision.errors import FatalError, RetryableError
 from tests.unit.test_agent_support import CHUNK, FAST, SERVER, FakeSession, build_image, random_disk
 
 
-def _setup(policy: RetryPolicy = FAST) -> tuple[FakeSession, Fetcher, AgentIndex, list[Incident]]:
+def _setup(policy: RetryPolicy = FAST) -> tuple[FakeSession, Fetcher, Index, list[Incident]]:
     image = build_image(random_disk(4 * CHUNK, [0, 1, 3], seed=7))
     session = FakeSession(image)
     incidents: list[Incident] = []
     fetcher = Fetcher(SERVER, session, policy, on_incident=incidents.append, rng=random.Random(1))
-    return session, fetcher, AgentIndex.from_dict(image.index), incidents
+    return session, fetcher, read_index(image.index), incidents
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:

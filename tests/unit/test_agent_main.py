@@ -14,7 +14,7 @@ import requests
 
 from provision.agent.client import ApiRefused, ProgressPoster, ServerApi
 from provision.agent.errors import ServerUnreachable, TargetError
-from provision.agent.index import AgentIndex, canonical_json
+from provision.agent.index import canonical_json, read_index
 from provision.agent.main import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -28,10 +28,11 @@ from provision.agent.main import (
     error_facts,
     missing,
     read_probe_folder,
-    report_body,
     run_agent,
+    verification,
 )
 from provision.agent.report import WriteReport
+from provision.wire.api import Report, RunAnswer
 from tests.unit.test_agent_support import (
     FAST,
     INDEX_PATH,
@@ -71,8 +72,8 @@ class FakeApi(ServerApi):
 
 
 def plan(**over: Any) -> dict[str, Any]:
-    return {"action": "image", "run": "r1", "plan": {"image": "educ", "digest": "", "index_url": INDEX_PATH,
-            "wipe": "zero", "target_disk": None, "grow_root": True, **over}}  # fmt: skip
+    return {"action": "image", "run": "r1", "plan": {"image": "educ", "version": "L", "digest": "0" * 64,
+            "index_url": INDEX_PATH, "wipe": "zero", "target_disk": {}, "grow_root": True, **over}}  # fmt: skip
 
 
 def config(tmp_path: Path, **over: Any) -> AgentConfig:
@@ -95,7 +96,7 @@ def disks(tmp_path: Path, *sizes: int) -> None:
 def test_a_plan_is_written_verified_grown_and_reported(tmp_path: Path, image_session: FakeSession) -> None:
     disks(tmp_path, 32 * 65536)
     api = FakeApi([{"action": "wait", "reason": "image building", "retry_after": 5}, plan()])
-    digest = AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest
+    digest = read_index(canonical_json(image_session.image.index)).digest
     api.answers[1]["plan"]["digest"] = digest
     grown: list[Path] = []
     slept: list[float] = []
@@ -141,7 +142,7 @@ def test_a_write_failure_is_reported_with_its_facts(tmp_path: Path, image_sessio
 
 def test_a_failed_grow_is_reported_with_the_verification(tmp_path: Path, image_session: FakeSession) -> None:
     disks(tmp_path, 32 * 65536)
-    api = FakeApi([plan(digest=AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest)])
+    api = FakeApi([plan(digest=read_index(canonical_json(image_session.image.index)).digest)])
 
     def grow(path: Path) -> Any:
         raise RuntimeError("a bug in grow")  # not a ProvisionError: still reported, the run does not stay open
@@ -155,7 +156,7 @@ def test_a_failed_grow_is_reported_with_the_verification(tmp_path: Path, image_s
 
 def test_no_grow_unless_the_plan_says(tmp_path: Path, image_session: FakeSession) -> None:
     disks(tmp_path, 32 * 65536)
-    digest = AgentIndex.from_bytes(canonical_json(image_session.image.index)).digest
+    digest = read_index(canonical_json(image_session.image.index)).digest
     api = FakeApi([plan(digest=digest, grow_root=False)])
     called: list[Path] = []
     agent = Agent(config(tmp_path), api=api, grow=called.append, chunk_session=lambda n: image_session)
@@ -187,7 +188,7 @@ def test_report_body_counts_data_chunks_and_holes_apart() -> None:
         wipe_ranges=((60, 40),), wiped_bytes=40, verified=6, holes_verified=4, failures=(), failure_count=0,
         seconds=2.0, stage_seconds=(),
     )  # fmt: skip
-    body = report_body(report)
+    body = verification(report).to_dict()
     assert (body["chunks"], body["verified"], body["holes"], body["holes_verified"]) == (6, 6, 4, 4)
     assert body["wipe_ranges"] == [[60, 40]] and body["mean_rate"] == 50 and body["read_back_ok"] is True
 
@@ -210,13 +211,13 @@ def test_probe_folder_limits(tmp_path: Path) -> None:
 
 
 def test_boot_info_reads_secure_boot(tmp_path: Path) -> None:
-    assert boot_info(tmp_path)["firmware"] == "bios"
+    assert boot_info(tmp_path).firmware == "bios"
     var = tmp_path / "firmware" / "efi" / "efivars" / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
     var.parent.mkdir(parents=True)
     var.write_bytes(b"\x06\x00\x00\x00\x01")
-    assert boot_info(tmp_path)["secure_boot"] is True
+    assert boot_info(tmp_path).secure_boot is True
     var.write_bytes(b"\x06\x00\x00\x00\x00")
-    assert boot_info(tmp_path) | {"kernel": ""} == {"firmware": "uefi", "secure_boot": False, "kernel": ""}
+    assert boot_info(tmp_path).to_dict() | {"kernel": ""} == {"firmware": "uefi", "secure_boot": False, "kernel": ""}
 
 
 def test_kernel_args_and_missing() -> None:
@@ -267,9 +268,10 @@ def test_a_report_whose_answer_was_lost_reads_the_recorded_state() -> None:
     """The first report got through but its answer did not: the retry gets 409, the run's state is read."""
     session = ScriptedSession([requests.ReadTimeout("read timed out"), 409], run={"state": "done", "reason": None})
     api = ServerApi(SERVER, MAC, "t" * 32, session=session, sleep=lambda s: None)
-    assert api.report("r1", {"ok": True}) == {"run": "r1", "state": "done", "reason": None}
+    failed = Report("t" * 32, False, "disk vanished")
+    assert api.report("r1", failed) == RunAnswer("r1", "done", None)
     with pytest.raises(ApiRefused):
-        ServerApi(SERVER, MAC, "t" * 32, session=ScriptedSession([422]), sleep=lambda s: None).report("r1", {})
+        ServerApi(SERVER, MAC, "t" * 32, session=ScriptedSession([422]), sleep=lambda s: None).report("r1", failed)
 
 
 def test_client_gives_up_at_the_deadline() -> None:

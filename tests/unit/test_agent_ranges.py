@@ -8,7 +8,7 @@ import mmap
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provision.agent import AgentIndex
+from provision.agent import read_index
 from provision.agent.ranges import compact, hole_ranges, is_zero, merge, split, total
 from tests.unit.test_agent_support import CHUNK, build_image, random_disk
 
@@ -37,11 +37,11 @@ def test_split() -> None:
 
 def test_hole_ranges_of_an_index() -> None:
     raw = random_disk(10 * CHUNK + 512, [0, 3, 4, 9])
-    index = AgentIndex.from_dict(build_image(raw).index)
+    index = read_index(build_image(raw).index)
     assert hole_ranges(index) == [(CHUNK, 2 * CHUNK), (5 * CHUNK, 4 * CHUNK), (10 * CHUNK, 512)]
     assert compact(hole_ranges(index)) == f"{CHUNK}-{3 * CHUNK},{5 * CHUNK}-{9 * CHUNK},{10 * CHUNK}-{10 * CHUNK + 512}"
     assert compact([]) == "-"
-    all_holes = AgentIndex.from_dict(build_image(bytes(3 * CHUNK)).index)
+    all_holes = read_index(build_image(bytes(3 * CHUNK)).index)
     assert hole_ranges(all_holes) == [(0, 3 * CHUNK)]
 
 

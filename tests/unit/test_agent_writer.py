@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from provision.agent import (
-    AgentIndex,
     ChunkCorrupt,
     DiskTarget,
     FetchFailed,
@@ -24,6 +23,7 @@ from provision.agent import (
     TargetTooSmall,
     VerifyFailed,
     WriteReport,
+    read_index,
     write_image,
 )
 from tests.unit.test_agent_support import (
@@ -70,7 +70,7 @@ def test_random_holes_unaligned_size_short_last_chunk(tmp_path: Path) -> None:
     assert report.wipe == "zero" and report.wipe_method in ("fallocate-zero-range", "write-zeros")
     assert (report.target_kind, report.io_mode, report.readback) == ("file", "buffered", "page cache")
     assert report.wiped_bytes == size - report.bytes_written
-    assert report.digest == AgentIndex.from_dict(image.index).digest and report.image == "educ"
+    assert report.digest == read_index(image.index).digest and report.image == "educ"
     assert session.gets[0] == SERVER + INDEX_PATH
     assert [p.stage for p in progress if p.done == 0] == ["checking", "writing", "wiping", "verifying"]
     assert all(p.done <= p.total for p in progress) and progress[-1].done == progress[-1].total
@@ -288,8 +288,8 @@ def test_direct_io_on_a_file(tmp_path: Path) -> None:
 def test_index_given_as_dict_bytes_or_parsed_and_digest_pinned(tmp_path: Path) -> None:
     image = build_image(random_disk(3 * CHUNK, [1], seed=13))
     path = sparse_file(tmp_path / "disk.img", 3 * CHUNK)
-    parsed = AgentIndex.from_dict(image.index)
-    for source in (image.index, parsed, AgentIndex.from_dict(image.index).digest):
+    parsed = read_index(image.index)
+    for source in (image.index, parsed, read_index(image.index).digest):
         session = FakeSession(image)
         if isinstance(source, str):
             report = write(session, path, expected_digest=source.upper())

@@ -10,7 +10,8 @@ import pytest
 
 from provision.boot import BootAction, Booter, TemplateError, kernel_arg, kernel_args
 from provision.config import ServerConfig, UnknownPolicy, load_config
-from provision.store import MachineState, Store
+from provision.states import MachineState
+from provision.store import Store
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 MAC = "52:54:00:12:34:56"
@@ -39,20 +40,20 @@ def golden(name: str, text: str, store: Store) -> None:
 
 def test_decisions(store):
     b = booter(store)
-    assert b.decide(MAC).action is BootAction.LIVE
+    assert b.decision(MAC).action is BootAction.LIVE
     store.seen(MAC)
     store.set_state(MAC, MachineState.DONE)
-    d = b.decide(MAC)
+    d = b.decision(MAC)
     assert (d.action, d.reason) == (BootAction.LOCAL, "last run verified")
     store.set_state(MAC, MachineState.FAILED, "disk too small")
-    assert b.decide(MAC).action is BootAction.LIVE
+    assert b.decision(MAC).action is BootAction.LIVE
     store.set_state(MAC, MachineState.IGNORED)
-    assert b.decide(MAC).action is BootAction.NONE and not b.should_answer(MAC)
+    assert b.decision(MAC).action is BootAction.NONE and not b.should_answer(MAC)
 
 
 def test_unknown_policy(store):
-    assert booter(store, unknown="ignore").decide(MAC).action is BootAction.NONE
-    assert booter(store, unknown="register").decide(MAC).action is BootAction.LIVE
+    assert booter(store, unknown="ignore").decision(MAC).action is BootAction.NONE
+    assert booter(store, unknown="register").decision(MAC).action is BootAction.LIVE
     assert booter(store).config.boot.unknown is UnknownPolicy.IMAGE
 
 

@@ -102,12 +102,14 @@ def test_live_archive_uses_the_machines_sources_with_firmware_component(tmp_path
 
 
 # ------------------------------------------------------------------------------------------- agent payload
-def test_agent_files_are_the_agent_its_package_and_errors():
+def test_agent_files_are_the_agent_its_package_and_the_bottom_layer():
     files = payload.agent_files()
     assert "provision/__init__.py" in files and "provision/agent/__init__.py" in files
     assert "provision/errors.py" in files  # imported by provision.agent.errors
+    assert "provision/wire/index.py" in files and "provision/wire/api.py" in files  # the contract
     assert "provision/agent/writer.py" in files
-    assert all(rel.startswith(("provision/agent/", "provision/__init__.py", "provision/errors.py")) for rel in files)
+    bottom = ("provision/__init__.py", "provision/errors.py", "provision/macaddr.py", "provision/wire/")
+    assert all(rel.startswith(("provision/agent/", *bottom)) for rel in files)
     assert payload.required_sources(files) == []
     assert files == dict(sorted(files.items()))
 

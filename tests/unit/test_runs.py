@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from provision.runs import FinalReport, Run, RunError, RunState, report_problems
-from provision.store import MIGRATIONS, MachineState, Store
+from provision.errors import RunError
+from provision.runs import report_problems
+from provision.states import MachineState, RunState
+from provision.store import MIGRATIONS, Run, Store
+from provision.wire.api import Report, VerificationReport
 
 MAC = "52:54:00:12:34:56"
 DIGEST = "a" * 64
@@ -27,7 +30,8 @@ def new_run(store: Store, **kw: str) -> Run:
 
 
 def verify(store: Store, run: Run, digest: str = DIGEST, chunks: int = 10, verified: int = 10, ok: bool = True) -> None:
-    store.record_verification(run.id, digest=digest, chunks=chunks, verified=verified, read_back_ok=ok)
+    body = VerificationReport(digest, chunks, verified, ok, bytes_written=0, seconds=0.0, mean_rate=0.0)
+    store.record_verification(run.id, body)
 
 
 def test_migration_2_adds_runs(tmp_path: Path) -> None:
@@ -128,9 +132,8 @@ HOSTILE = ["'; DROP TABLE runs; --", 'x" OR 1=1 --', "\x00\x1b[31mred\n", "é" *
 def test_hostile_strings_are_data(store: Store, text: str) -> None:
     run = store.create_run(MAC, recipe=text, image=text, label=text, digest=DIGEST)
     store.set_run_state(run.id, RunState.WRITING, text)
-    store.record_verification(
-        run.id, digest=text, chunks=1, verified=1, read_back_ok=True, wipe_method=text, wipe_ranges=[text]
-    )
+    body = VerificationReport(text, 1, 1, True, 0, 0.0, 0.0, wipe_method=text, wipe_ranges=[text])  # type: ignore[list-item]
+    store.record_verification(run.id, body)
     store.set_run_state(run.id, RunState.FAILED, text)
     got = store.run(run.id)
     assert got is not None and (got.recipe, got.image, got.reason) == (text, text, text)
@@ -139,12 +142,12 @@ def test_hostile_strings_are_data(store: Store, text: str) -> None:
     assert len(store.runs()) == 1 and store.runs(text) == []
 
 
-def report(**kw: object) -> FinalReport:
+def report(ok: bool = True, reason: str | None = None, **kw: object) -> Report:
     base: dict[str, object] = {
-        "ok": True, "reason": None, "digest": DIGEST, "chunks": 4, "verified": 4, "read_back_ok": True,
-        "wipe_method": "zeroout", "wipe_ranges": [], "bytes_written": 10, "seconds": 1.0, "mean_rate": 10.0,
+        "digest": DIGEST, "chunks": 4, "verified": 4, "read_back_ok": True, "wipe_method": "zeroout",
+        "wipe_ranges": [], "bytes_written": 10, "seconds": 1.0, "mean_rate": 10.0,
     }  # fmt: skip
-    return FinalReport(**{**base, **kw})  # type: ignore[arg-type]
+    return Report("0" * 32, ok, reason, VerificationReport(**{**base, **kw}))  # type: ignore[arg-type]
 
 
 def test_report_problems(store: Store) -> None:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from provision.store import MIGRATIONS, MachineState, Store
+from provision.states import MachineState
+from provision.store import MIGRATIONS, Store
 
 MAC = "52:54:00:12:34:56"
 

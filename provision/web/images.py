@@ -9,22 +9,23 @@
 
 ``version`` is ``current``, a label or a digest prefix of 8+ hex. Names, versions and chunk ids are checked
 against strict patterns before any path is built, so ``..`` or an encoded slash is refused (400). Errors are
-JSON ``{"error": ...}``: 400 bad request, 404 unknown, 500 corrupt store.
+the store's (``provision.images.errors``), answered as JSON ``{"error": ...}`` by ``provision.web.errors``:
+400 bad request, 404 unknown, 500 corrupt store (a chunk of an existing version missing or bad included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from provision.images.chunks import is_sha256
-from provision.images.errors import CorruptImage, ImageError, ImageNotFound
-from provision.images.index import ImageVersion
-from provision.images.store import ImageStore
+from provision.images import ImageStore, ImageVersion
+from provision.web.errors import provision_errors
+from provision.wire import paths
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +34,9 @@ ZSTD = "application/zstd"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def _error(exc_class: type[web.HTTPException], reason: str) -> web.HTTPException:
-    return exc_class(text=json.dumps({"error": reason}), content_type="application/json")
-
-
-def _http_error(exc: ImageError) -> web.HTTPException:
-    if isinstance(exc, ImageNotFound):
-        return _error(web.HTTPNotFound, str(exc))
-    if isinstance(exc, CorruptImage):
-        return _error(web.HTTPInternalServerError, f"image store problem: {exc}")
-    return _error(web.HTTPBadRequest, str(exc))
-
-
 async def _version(request: web.Request) -> ImageVersion:
-    store = request.app[IMAGE_STORE]
     ref = f"{request.match_info['name']}@{request.match_info['version']}"
-    try:
-        return await asyncio.to_thread(store.resolve, ref)
-    except ImageError as exc:
-        if isinstance(exc, CorruptImage):
-            log.error("HTTP %s: %s", request.path[:200], exc)
-        raise _http_error(exc) from None
+    return await asyncio.to_thread(request.app[IMAGE_STORE].resolve, ref)
 
 
 def _cache_headers(request: web.Request, version: ImageVersion) -> dict[str, str]:
@@ -63,11 +46,7 @@ def _cache_headers(request: web.Request, version: ImageVersion) -> dict[str, str
 
 
 async def list_images(request: web.Request) -> web.Response:
-    store = request.app[IMAGE_STORE]
-    try:
-        infos = await asyncio.to_thread(store.list_images)
-    except ImageError as exc:
-        raise _http_error(exc) from None
+    infos = await asyncio.to_thread(request.app[IMAGE_STORE].list_images)
     return web.json_response([i.to_dict() for i in infos])
 
 
@@ -81,22 +60,13 @@ async def index_json(request: web.Request) -> web.FileResponse:
 
 async def disk_bmap(request: web.Request) -> web.Response:
     version = await _version(request)
-    try:
-        text = await asyncio.to_thread(request.app[IMAGE_STORE].bmap_text, version)
-    except ImageError as exc:  # the version exists, so a missing or bad chunk is the store's fault
-        log.error("HTTP %s: %s", request.path[:200], exc)
-        raise _error(web.HTTPInternalServerError, f"image store problem: {exc}") from None
+    text = await asyncio.to_thread(request.app[IMAGE_STORE].bmap_text, version)
     return web.Response(text=text, content_type="application/xml", headers=_cache_headers(request, version))
 
 
 async def disk_zst(request: web.Request) -> web.StreamResponse:
     version = await _version(request)
-    store = request.app[IMAGE_STORE]
-    try:
-        parts, total = await asyncio.to_thread(store.zst_parts, version)
-    except ImageError as exc:
-        log.error("HTTP %s: %s", request.path[:200], exc)
-        raise _error(web.HTTPInternalServerError, f"image store problem: {exc}") from None
+    parts, total = await asyncio.to_thread(request.app[IMAGE_STORE].zst_parts, version)
     response = web.StreamResponse(headers={"Content-Type": ZSTD, **_cache_headers(request, version)})
     response.content_length = total
     await response.prepare(request)
@@ -125,20 +95,22 @@ async def disk_zst(request: web.Request) -> web.StreamResponse:
 
 
 async def chunk(request: web.Request) -> web.FileResponse:
-    sha = request.match_info["sha256"]
-    if not is_sha256(sha):
-        raise _error(web.HTTPBadRequest, "a chunk id is 64 lower-case hex digits (its sha256)")
-    path = request.app[IMAGE_STORE].chunks.path(sha)
-    if not path.is_file():
-        raise _error(web.HTTPNotFound, f"no chunk {sha}")
+    path = request.app[IMAGE_STORE].chunk_file(request.match_info["sha256"])
     return web.FileResponse(path, headers={"Content-Type": ZSTD, "Cache-Control": IMMUTABLE})
+
+
+def image_app(store: ImageStore, middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """An application serving only the image routes (tests, benchmarks), errors answered as the server does."""
+    app = web.Application(middlewares=[provision_errors, *middlewares])
+    add_image_routes(app, store)
+    return app
 
 
 def add_image_routes(app: web.Application, store: ImageStore) -> None:
     """Register the image routes on ``app`` (before it starts) and keep ``store`` in ``app[IMAGE_STORE]``."""
     app[IMAGE_STORE] = store
-    app.router.add_get("/images", list_images)
-    app.router.add_get("/images/{name}/{version}/index.json", index_json)
-    app.router.add_get("/images/{name}/{version}/disk.bmap", disk_bmap)
-    app.router.add_get("/images/{name}/{version}/disk.img.zst", disk_zst)
-    app.router.add_get("/chunks/{sha256}", chunk)
+    app.router.add_get(paths.IMAGES, list_images)
+    app.router.add_get(paths.IMAGE_INDEX, index_json)
+    app.router.add_get(paths.IMAGE_BMAP, disk_bmap)
+    app.router.add_get(paths.IMAGE_ZST, disk_zst)
+    app.router.add_get(paths.CHUNK, chunk)

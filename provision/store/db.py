@@ -1,12 +1,12 @@
-"""The server's records: SQLite in WAL mode, one file in the state directory, schema migrations by number.
+"""The server's records: SQLite in WAL mode, one file in the state directory, schema migrations by number
+(``provision.store.schema``): machines, per-boot tokens, events, runs and their verification records.
 
-Today: machines, per-boot tokens and events. The imaging issue adds runs and verification records as
-further migrations; a migration never edits an earlier one.
+Every change of a run goes through one transaction that checks the rules of ``provision.states`` (allowed
+moves, ``done`` only with a complete verification of the run's digest) and moves the machine with its run.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import secrets
@@ -16,103 +16,26 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provision.runs import FINAL_RUN_STATES, MACHINE_FOR_RUN, NEXT_RUN_STATES, Run, RunError, RunState, Verification
+from provision.errors import RunError
+from provision.states import MachineState, RunState, check_run_move, check_run_open, is_final, machine_state_for
+from provision.store.records import (
+    Event,
+    Machine,
+    Run,
+    Verification,
+    event_from_row,
+    event_json,
+    machine_from_row,
+    run_from_row,
+    verification_from_row,
+)
+from provision.store.schema import MIGRATIONS
+from provision.wire.api import VerificationReport
 
 log = logging.getLogger(__name__)
-
-
-class MachineState(enum.StrEnum):
-    NEW = "new"  # seen by DHCP/HTTP, nothing decided yet
-    WAITING = "waiting"  # in the live environment, waiting for an operator or a recipe
-    IMAGING = "imaging"  # a run is under way
-    DONE = "done"  # last run verified: boots its local disk
-    FAILED = "failed"  # last run failed: reason in events
-    REPAIR = "repair"  # set aside for a technician
-    IGNORED = "ignored"  # never network-booted by this server
-
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE machines (
-        mac TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        boots INTEGER NOT NULL DEFAULT 0,
-        vendor TEXT, product TEXT, serial TEXT, recipe TEXT, reason TEXT
-    );
-    CREATE TABLE boot_tokens (
-        token TEXT PRIMARY KEY,
-        mac TEXT NOT NULL REFERENCES machines(mac),
-        issued_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        via TEXT NOT NULL,
-        used_at REAL
-    );
-    CREATE INDEX boot_tokens_mac ON boot_tokens(mac, issued_at);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        mac TEXT NOT NULL,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX events_mac ON events(mac, id);
-    """,
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        mac TEXT NOT NULL REFERENCES machines(mac),
-        recipe TEXT, image TEXT NOT NULL, label TEXT NOT NULL, digest TEXT NOT NULL,
-        state TEXT NOT NULL, reason TEXT,
-        started REAL NOT NULL, finished REAL,
-        bytes_written INTEGER NOT NULL DEFAULT 0, mean_rate REAL
-    );
-    CREATE INDEX runs_mac ON runs(mac, started);
-    CREATE TABLE verifications (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run TEXT NOT NULL REFERENCES runs(id),
-        digest TEXT NOT NULL,
-        chunks INTEGER NOT NULL,
-        verified INTEGER NOT NULL,
-        read_back TEXT NOT NULL CHECK (read_back IN ('ok', 'failed')),
-        wipe_method TEXT,
-        wipe_ranges TEXT NOT NULL DEFAULT '[]',
-        recorded_at REAL NOT NULL
-    );
-    CREATE INDEX verifications_run ON verifications(run, id);
-    """,
-)
-
-
-@dataclass(frozen=True)
-class Machine:
-    mac: str
-    state: MachineState
-    first_seen: float
-    last_seen: float
-    boots: int
-    vendor: str | None
-    product: str | None
-    serial: str | None
-    recipe: str | None
-    reason: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": self.state.value}
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    mac: str
-    at: float
-    kind: str
-    detail: dict[str, Any]
 
 
 class Store:
@@ -163,12 +86,12 @@ class Store:
     def machine(self, mac: str) -> Machine | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
-        return _machine(row) if row else None
+        return machine_from_row(row) if row else None
 
     def machines(self) -> list[Machine]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM machines ORDER BY first_seen, mac").fetchall()
-        return [_machine(r) for r in rows]
+        return [machine_from_row(r) for r in rows]
 
     def seen(self, mac: str, initial: MachineState = MachineState.NEW) -> Machine:
         """Record that a machine showed up; create it in `initial` state if new."""
@@ -248,14 +171,14 @@ class Store:
     def _event(db: sqlite3.Connection, mac: str, kind: str, detail: dict[str, Any]) -> None:
         db.execute(
             "INSERT INTO events (mac, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (mac, time.time(), kind, _event_json(detail)),
+            (mac, time.time(), kind, event_json(detail)),
         )
 
     def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]:
         query = "SELECT * FROM events WHERE (? IS NULL OR mac = ?) AND (? IS NULL OR kind = ?) ORDER BY id LIMIT ?"
         with self._lock:
             rows = self._db.execute(query, (mac, mac, kind, kind, limit)).fetchall()
-        return [Event(r["id"], r["mac"], r["at"], r["kind"], json.loads(r["detail"])) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------------------------------ runs
     def create_run(
@@ -287,7 +210,7 @@ class Store:
             )
             db.execute(
                 "UPDATE machines SET state = ?, reason = NULL, recipe = ? WHERE mac = ?",
-                (MachineState.IMAGING.value, recipe, mac),
+                (machine_state_for(state).value, recipe, mac),
             )
             self._event(db, mac, "run", {"run": run_id, "state": state.value, "image": image, "digest": digest})
         found = self.run(run_id)
@@ -297,40 +220,30 @@ class Store:
     def run(self, run_id: str) -> Run | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        return run_from_row(row) if row else None
 
     def runs(self, mac: str | None = None) -> list[Run]:
         query = "SELECT * FROM runs WHERE (? IS NULL OR mac = ?) ORDER BY started, rowid"
         with self._lock:
             rows = self._db.execute(query, (mac, mac)).fetchall()
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def verifications(self, run_id: str) -> list[Verification]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM verifications WHERE run = ? ORDER BY id", (run_id,)).fetchall()
-        return [_verification(r) for r in rows]
+        return [verification_from_row(r) for r in rows]
 
-    def record_verification(
-        self,
-        run_id: str,
-        *,
-        digest: str,
-        chunks: int,
-        verified: int,
-        read_back_ok: bool,
-        wipe_method: str | None = None,
-        wipe_ranges: list[Any] | None = None,
-    ) -> Verification:
+    def record_verification(self, run_id: str, report: VerificationReport) -> Verification:
+        """Keep what the agent verified for an unfinished run (RunConflict when the run has ended)."""
         with self._tx() as db:
             run = self._locked_run(db, run_id)
-            if run.state in FINAL_RUN_STATES:
-                raise RunError(f"run {run_id} is {run.state.value} already", conflict=True)
+            check_run_open(run_id, run.state)
             db.execute(
                 "INSERT INTO verifications (run, digest, chunks, verified, read_back, wipe_method, wipe_ranges, "
                 "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    run_id, digest, chunks, verified, "ok" if read_back_ok else "failed", wipe_method,
-                    json.dumps(wipe_ranges or []), time.time(),
+                    run_id, report.digest, report.chunks, report.verified, "ok" if report.read_back_ok else "failed",
+                    report.wipe_method, json.dumps(report.wipe_ranges), time.time(),
                 ),
             )  # fmt: skip
         return self.verifications(run_id)[-1]
@@ -344,23 +257,20 @@ class Store:
         bytes_written: int | None = None,
         mean_rate: float | None = None,
     ) -> Run:
-        """Move a run along (see NEXT_RUN_STATES), and its machine with it when the run ends. `done` needs a complete
-        verification record of the run's own digest: refused (RunError) otherwise."""
+        """Move a run along, and its machine with it (provision.states: the allowed moves, ``done`` only with a
+        complete verification record of the run's own digest). RunConflict / RunError when refused."""
         now = time.time()
         with self._tx() as db:
             run = self._locked_run(db, run_id)
-            if state not in NEXT_RUN_STATES.get(run.state, frozenset()):
-                raise RunError(f"run {run_id}: {run.state.value} -> {state.value} is not allowed", conflict=True)
-            if state is RunState.DONE:
-                rows = db.execute("SELECT * FROM verifications WHERE run = ? AND digest = ?", (run_id, run.digest))
-                if not any(_verification(r).complete for r in rows.fetchall()):
-                    raise RunError(f"run {run_id}: no complete verification of {run.digest} recorded")
+            rows = db.execute("SELECT * FROM verifications WHERE run = ?", (run_id,)).fetchall()
+            complete = [v.digest for v in map(verification_from_row, rows) if v.complete]
+            check_run_move(run_id, run.state, state, digest=run.digest, complete_digests=complete)
             db.execute(
                 "UPDATE runs SET state = ?, reason = ?, finished = ?, bytes_written = COALESCE(?, bytes_written), "
                 "mean_rate = COALESCE(?, mean_rate) WHERE id = ?",
-                (state.value, reason, now if state in FINAL_RUN_STATES else None, bytes_written, mean_rate, run_id),
+                (state.value, reason, now if is_final(state) else None, bytes_written, mean_rate, run_id),
             )
-            machine = MachineState(MACHINE_FOR_RUN.get(state, MachineState.IMAGING.value))
+            machine = machine_state_for(state)
             db.execute("UPDATE machines SET state = ?, reason = ? WHERE mac = ?", (machine.value, reason, run.mac))
             self._event(db, run.mac, "run", {"run": run_id, "state": state.value, "reason": reason})
         found = self.run(run_id)
@@ -371,47 +281,5 @@ class Store:
     def _locked_run(db: sqlite3.Connection, run_id: str) -> Run:
         row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise RunError(f"no run {run_id[:64]!r}")
-        return _run(row)
-
-
-def _run(row: sqlite3.Row) -> Run:
-    return Run(**{k: row[k] for k in row.keys() if k != "state"}, state=RunState(row["state"]))  # noqa: SIM118
-
-
-def _event_json(detail: dict[str, Any]) -> str:
-    """JSON of an event's detail; escaped to ASCII when it holds text SQLite cannot store (lone surrogates)."""
-    text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(detail, ensure_ascii=True, sort_keys=True)
-    return text
-
-
-def _verification(row: sqlite3.Row) -> Verification:
-    return Verification(
-        run=row["run"],
-        digest=row["digest"],
-        chunks=row["chunks"],
-        verified=row["verified"],
-        read_back=row["read_back"],
-        wipe_method=row["wipe_method"],
-        wipe_ranges=json.loads(row["wipe_ranges"]),
-        recorded_at=row["recorded_at"],
-    )
-
-
-def _machine(row: sqlite3.Row) -> Machine:
-    return Machine(
-        mac=row["mac"],
-        state=MachineState(row["state"]),
-        first_seen=row["first_seen"],
-        last_seen=row["last_seen"],
-        boots=row["boots"],
-        vendor=row["vendor"],
-        product=row["product"],
-        serial=row["serial"],
-        recipe=row["recipe"],
-        reason=row["reason"],
-    )
+            raise RunError(f"no run {run_id[:64]!r}", run=run_id[:64])
+        return run_from_row(row)

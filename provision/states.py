@@ -1,0 +1,105 @@
+"""Machine and run states, the moves allowed between them, and the rules every part of the server reads here.
+
+The rules, stated once:
+
+- A run moves ``booted -> inventoried -> writing -> verifying -> (hooks) -> done``; ``failed`` from any
+  unfinished state, ``repair`` from ``booted``/``inventoried``. ``done``, ``failed`` and ``repair`` are final.
+- A run ends ``done`` only with a complete verification of its own digest (the whole image read back right:
+  ``read_back`` ok, more than 0 data chunks, every one verified).
+- When a run ends, its machine takes the same state (``done``, ``failed``, ``repair``); while it runs, the
+  machine is ``imaging``.
+- A machine whose last run is ``done`` boots its local disk; an ``ignored`` machine is never network-booted;
+  every other known machine boots the live environment.
+
+``Store`` enforces the run rules inside its transactions (``check_run_move``); ``Booter`` reads the boot rule
+(``boots_local_disk``, ``never_netbooted``). This module imports nothing of provision but the errors.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+from provision.errors import RunConflict, RunError
+
+
+class MachineState(enum.StrEnum):
+    NEW = "new"  # seen by DHCP/HTTP, nothing decided yet
+    WAITING = "waiting"  # in the live environment, waiting for an operator or a recipe
+    IMAGING = "imaging"  # a run is under way
+    DONE = "done"  # last run verified: boots its local disk
+    FAILED = "failed"  # last run failed: reason in events
+    REPAIR = "repair"  # set aside for a technician
+    IGNORED = "ignored"  # never network-booted by this server
+
+
+class RunState(enum.StrEnum):
+    BOOTED = "booted"
+    INVENTORIED = "inventoried"
+    WRITING = "writing"
+    VERIFYING = "verifying"
+    HOOKS = "hooks"
+    DONE = "done"  # only with a complete verification record of the run's digest
+    FAILED = "failed"
+    REPAIR = "repair"
+
+
+FINAL_RUN_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.REPAIR})
+NEXT_RUN_STATES: dict[RunState, frozenset[RunState]] = {
+    RunState.BOOTED: frozenset({RunState.INVENTORIED, RunState.FAILED, RunState.REPAIR}),
+    RunState.INVENTORIED: frozenset({RunState.WRITING, RunState.FAILED, RunState.REPAIR}),
+    RunState.WRITING: frozenset({RunState.WRITING, RunState.VERIFYING, RunState.FAILED}),
+    RunState.VERIFYING: frozenset({RunState.VERIFYING, RunState.HOOKS, RunState.DONE, RunState.FAILED}),
+    RunState.HOOKS: frozenset({RunState.HOOKS, RunState.DONE, RunState.FAILED}),
+}
+_MACHINE_WHEN_RUN_ENDS = {
+    RunState.DONE: MachineState.DONE,
+    RunState.FAILED: MachineState.FAILED,
+    RunState.REPAIR: MachineState.REPAIR,
+}
+
+
+def is_final(state: RunState) -> bool:
+    return state in FINAL_RUN_STATES
+
+
+def machine_state_for(run_state: RunState) -> MachineState:
+    """The machine's state while its run is in ``run_state``: the run's final state, else ``imaging``."""
+    return _MACHINE_WHEN_RUN_ENDS.get(run_state, MachineState.IMAGING)
+
+
+def verification_complete(read_back_ok: bool, chunks: int, verified: int) -> bool:
+    """The whole image read back right: what a ``done`` run needs."""
+    return read_back_ok and chunks > 0 and verified == chunks
+
+
+def check_run_move(
+    run_id: str, current: RunState, target: RunState, *, digest: str, complete_digests: Iterable[str]
+) -> None:
+    """Raise unless the run may move from ``current`` to ``target``. ``complete_digests``: the digests of its
+    complete verification records (``done`` needs one equal to the run's own ``digest``).
+
+    RunConflict (409) when the move is not allowed from ``current``; RunError when ``done`` lacks its
+    verification."""
+    if target not in NEXT_RUN_STATES.get(current, frozenset()):
+        raise RunConflict(
+            f"run {run_id}: {current.value} -> {target.value} is not allowed", run=run_id, state=current.value
+        )
+    if target is RunState.DONE and digest not in set(complete_digests):
+        raise RunError(f"run {run_id}: no complete verification of {digest} recorded", run=run_id)
+
+
+def check_run_open(run_id: str, state: RunState) -> None:
+    """Raise RunConflict (409) when the run has ended: nothing more may be recorded for it."""
+    if is_final(state):
+        raise RunConflict(f"run {run_id} is {state.value} already", run=run_id, state=state.value)
+
+
+def boots_local_disk(state: MachineState) -> bool:
+    """A machine whose last run was verified boots its own disk; the live environment otherwise."""
+    return state is MachineState.DONE
+
+
+def never_netbooted(state: MachineState) -> bool:
+    """A machine the workshop marked ``ignored`` gets no network boot at all."""
+    return state is MachineState.IGNORED

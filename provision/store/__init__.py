@@ -1,0 +1,11 @@
+"""The server's records in SQLite: ``Store`` (``db``), the typed records (``records``), the schema (``schema``).
+
+The rules the records follow (machine and run states, allowed moves, ``done`` only when verified) are
+``provision.states``; the store enforces them in its transactions.
+"""
+
+from provision.store.db import Store
+from provision.store.records import Event, Machine, Run, Verification
+from provision.store.schema import MIGRATIONS
+
+__all__ = ["MIGRATIONS", "Event", "Machine", "Run", "Store", "Verification"]

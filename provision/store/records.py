@@ -1,0 +1,129 @@
+"""The server's records as typed values: machines, runs, their verification records, events.
+
+Read from SQLite rows by ``provision.store``; shown by the API and the CLI through ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from provision.states import MachineState, RunState, verification_complete
+
+
+@dataclass(frozen=True)
+class Machine:
+    mac: str
+    state: MachineState
+    first_seen: float
+    last_seen: float
+    boots: int
+    vendor: str | None
+    product: str | None
+    serial: str | None
+    recipe: str | None
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "state": self.state.value}
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    mac: str
+    recipe: str | None
+    image: str
+    label: str
+    digest: str
+    state: RunState
+    reason: str | None
+    started: float
+    finished: float | None
+    bytes_written: int
+    mean_rate: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "state": self.state.value}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What an agent reported it read back after writing a run's image (a run may have several)."""
+
+    run: str
+    digest: str
+    chunks: int
+    verified: int
+    read_back: str  # ok | failed
+    wipe_method: str | None
+    wipe_ranges: list[Any]
+    recorded_at: float
+
+    @property
+    def complete(self) -> bool:
+        """The whole image read back right: what a `done` run needs (provision.states)."""
+        return verification_complete(self.read_back == "ok", self.chunks, self.verified)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "complete": self.complete}
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    mac: str
+    at: float
+    kind: str
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "kind": self.kind, "detail": self.detail}
+
+
+def machine_from_row(row: sqlite3.Row) -> Machine:
+    return Machine(
+        mac=row["mac"],
+        state=MachineState(row["state"]),
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        boots=row["boots"],
+        vendor=row["vendor"],
+        product=row["product"],
+        serial=row["serial"],
+        recipe=row["recipe"],
+        reason=row["reason"],
+    )
+
+
+def run_from_row(row: sqlite3.Row) -> Run:
+    return Run(**{k: row[k] for k in row.keys() if k != "state"}, state=RunState(row["state"]))  # noqa: SIM118
+
+
+def verification_from_row(row: sqlite3.Row) -> Verification:
+    return Verification(
+        run=row["run"],
+        digest=row["digest"],
+        chunks=row["chunks"],
+        verified=row["verified"],
+        read_back=row["read_back"],
+        wipe_method=row["wipe_method"],
+        wipe_ranges=json.loads(row["wipe_ranges"]),
+        recorded_at=row["recorded_at"],
+    )
+
+
+def event_from_row(row: sqlite3.Row) -> Event:
+    return Event(row["id"], row["mac"], row["at"], row["kind"], json.loads(row["detail"]))
+
+
+def event_json(detail: dict[str, Any]) -> str:
+    """JSON of an event's detail; escaped to ASCII when it holds text SQLite cannot store (lone surrogates)."""
+    text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(detail, ensure_ascii=True, sort_keys=True)
+    return text

@@ -1,0 +1,58 @@
+"""The store's schema as numbered migrations: ``PRAGMA user_version`` says how many ran. A migration is
+never edited once it has landed; a change of schema is a new one at the end.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE machines (
+        mac TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        boots INTEGER NOT NULL DEFAULT 0,
+        vendor TEXT, product TEXT, serial TEXT, recipe TEXT, reason TEXT
+    );
+    CREATE TABLE boot_tokens (
+        token TEXT PRIMARY KEY,
+        mac TEXT NOT NULL REFERENCES machines(mac),
+        issued_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        via TEXT NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX boot_tokens_mac ON boot_tokens(mac, issued_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mac TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_mac ON events(mac, id);
+    """,
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        mac TEXT NOT NULL REFERENCES machines(mac),
+        recipe TEXT, image TEXT NOT NULL, label TEXT NOT NULL, digest TEXT NOT NULL,
+        state TEXT NOT NULL, reason TEXT,
+        started REAL NOT NULL, finished REAL,
+        bytes_written INTEGER NOT NULL DEFAULT 0, mean_rate REAL
+    );
+    CREATE INDEX runs_mac ON runs(mac, started);
+    CREATE TABLE verifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run TEXT NOT NULL REFERENCES runs(id),
+        digest TEXT NOT NULL,
+        chunks INTEGER NOT NULL,
+        verified INTEGER NOT NULL,
+        read_back TEXT NOT NULL CHECK (read_back IN ('ok', 'failed')),
+        wipe_method TEXT,
+        wipe_ranges TEXT NOT NULL DEFAULT '[]',
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX verifications_run ON verifications(run, id);
+    """,
+)

@@ -1,0 +1,57 @@
+"""The one place where errors become HTTP answers: every ``ProvisionError`` carries its status
+(``status_code``) and what a client may see (``http_body``); this middleware answers with them.
+
+Boot scripts (``/boot/...``) are read by iPXE, GRUB and people at a console: their errors are one line of
+plain text. Everything else (the agent API, images, chunks) answers JSON ``{"error": reason, ...}``. A 4xx is
+logged as a warning with the path and the client, a 5xx as an error with the full message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from provision.errors import PayloadTooLarge, ProvisionError, RequestError
+from provision.wire import paths
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TEXT_PREFIX = paths.BOOT_SCRIPTS
+
+
+def error_response(request: web.Request, exc: ProvisionError) -> web.Response:
+    """The answer to ``exc`` for this request (text under /boot/, JSON elsewhere), logged once."""
+    status = exc.status_code
+    where = f"HTTP {request.method} {request.path[:200]} from {request.remote}"
+    if status >= 500:
+        log.error("%s: %s", where, exc)
+    else:
+        log.warning("%s: %s", where, exc)
+    if request.path.startswith(TEXT_PREFIX):
+        return web.Response(status=status, text=f"{exc.http_reason}\n", content_type="text/plain")
+    return web.Response(status=status, text=json.dumps(exc.http_body()), content_type="application/json")
+
+
+@web.middleware
+async def provision_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProvisionError as exc:
+        return error_response(request, exc)
+
+
+async def json_body(request: web.Request, limit: int) -> object:
+    """The request's body as decoded JSON (an object), or RequestError (400) / PayloadTooLarge (413)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"payload over {limit} bytes")
+    try:
+        data = await request.json()
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"body is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise RequestError("body must be a JSON object")
+    return data

@@ -1,0 +1,210 @@
+"""The agent API, version 1, as typed messages: what the live environment's agent sends and what the server
+answers. The server validates bodies with these classes, the agent builds them; mypy checks both sides.
+
+    hello:     Hello -> HelloAnswer (ImageAnswer | WaitAnswer | RepairAnswer | LocalAnswer)
+    progress:  Progress -> ProgressAnswer
+    report:    Report (with a VerificationReport when the write got that far) -> RunAnswer
+    firstboot: FirstBoot (an installed system's boot) -> {"ok": true}
+
+docs/api.md describes each call; ``provision.wire.paths`` has the URLs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from provision.macaddr import normalize_mac
+from provision.wire.schema import Message, rule
+
+PROBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a probe file name the server keeps
+MAX_PROBE_FILES = 64
+MAX_BODY = 4 << 20  # bytes of one API call
+MAX_WIPE_RANGES = 100_000
+RETRY_AFTER = 30  # seconds a waiting agent waits before it asks again
+DIGEST = r"[0-9a-f]{64}"
+
+Firmware = Literal["uefi", "bios", "unknown"]
+Stage = Literal["writing", "verifying"]
+
+
+def _probe_files(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_PROBE_FILES:
+        raise ValueError(f"at most {MAX_PROBE_FILES} probe files")
+    bad = [name for name in value if not PROBE_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"bad probe file names: {', '.join(repr(n[:80]) for n in bad[:5])}")
+    return value
+
+
+@dataclass(frozen=True)
+class BootInfo(Message):
+    """How the live environment booted."""
+
+    firmware: Firmware = "unknown"
+    secure_boot: bool | None = None
+    kernel: str | None = field(default=None, metadata=rule(max_length=200))
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """The live environment's first call. ``probe``: the raw files it collected (dmidecode.txt, lspci.txt,
+    lsblk.json ...), kept by the server and read by provision.facts; ``facts``: already parsed facts (tests,
+    other agents)."""
+
+    omit_none = True
+
+    mac: str = field(metadata=rule(check=normalize_mac))
+    token: str = field(metadata=rule(min_length=8, max_length=128))
+    boot: BootInfo = field(default_factory=BootInfo)
+    facts: dict[str, Any] | None = None
+    probe: dict[str, str] | None = field(default=None, metadata=rule(clean_text=True, check=_probe_files))
+    warnings: list[str] = field(
+        default_factory=list, metadata=rule(max_length=100, item_max_length=500, clean_text=True)
+    )
+
+
+@dataclass(frozen=True)
+class Plan(Message):
+    """What to write and how: the image version (``digest`` names it), where its index is, the recipe's
+    rendered values."""
+
+    image: str
+    version: str  # the version's label
+    digest: str = field(metadata=rule(pattern=DIGEST))
+    index_url: str = ""
+    wipe: str = "zero"
+    target_disk: dict[str, Any] = field(default_factory=dict)
+    grow_root: bool = False
+    hostname: str | None = None
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageAnswer(Message):
+    """A new run: write ``plan``."""
+
+    run: str
+    plan: Plan
+    recipe: str | None = None
+    action: Literal["image"] = "image"
+
+
+@dataclass(frozen=True)
+class WaitAnswer(Message):
+    """Stay in the live environment and ask again after ``retry_after`` seconds."""
+
+    reason: str
+    retry_after: int = RETRY_AFTER
+    action: Literal["wait"] = "wait"
+
+
+@dataclass(frozen=True)
+class RepairAnswer(Message):
+    """Set aside for a technician: the recipe's health gate said why."""
+
+    reasons: list[str]
+    recipe: str | None = None
+    action: Literal["repair"] = "repair"
+
+
+@dataclass(frozen=True)
+class LocalAnswer(Message):
+    """The recipe says: boot the local disk."""
+
+    reason: str
+    retry_after: int = RETRY_AFTER
+    action: Literal["local"] = "local"
+
+
+HelloAnswer = ImageAnswer | WaitAnswer | RepairAnswer | LocalAnswer
+ANSWERS: dict[str, type[HelloAnswer]] = {
+    "image": ImageAnswer,
+    "wait": WaitAnswer,
+    "repair": RepairAnswer,
+    "local": LocalAnswer,
+}
+
+
+@dataclass(frozen=True)
+class Progress(Message):
+    token: str = field(metadata=rule(min_length=8, max_length=128))
+    stage: Stage
+    bytes_done: int = field(metadata=rule(ge=0))
+    bytes_total: int = field(metadata=rule(ge=0))
+    rate: float = field(metadata=rule(ge=0))
+
+
+@dataclass(frozen=True)
+class ProgressAnswer(Message):
+    run: str
+    state: str
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class VerificationReport(Message):
+    """What the agent verified after the write and fsync: ``chunks``/``verified`` count the image's data
+    chunks (holes are not chunks on disk), ``holes``/``holes_verified`` the holes read back as zeros under
+    the ``zero`` wipe policy."""
+
+    omit_none = True
+
+    digest: str = field(metadata=rule(pattern=DIGEST))
+    chunks: int = field(metadata=rule(ge=0))
+    verified: int = field(metadata=rule(ge=0))
+    read_back_ok: bool
+    bytes_written: int = field(metadata=rule(ge=0))
+    seconds: float = field(metadata=rule(ge=0))
+    mean_rate: float = field(metadata=rule(ge=0))
+    holes: int = field(default=0, metadata=rule(ge=0))
+    holes_verified: int = field(default=0, metadata=rule(ge=0))
+    wipe_method: str | None = field(default=None, metadata=rule(max_length=64))
+    wipe_ranges: list[tuple[int, int]] = field(default_factory=list, metadata=rule(max_length=MAX_WIPE_RANGES))
+
+
+@dataclass(frozen=True)
+class Report(Message):
+    """The end of a run: ``ok`` with the verification ``report``, or not ok with the ``reason`` (and the
+    report when the write got as far as a verification). ``error``: the failure's type and facts; ``grow``:
+    what growing the root file system did; ``writer``: the writer's figures (chunks fetched and skipped,
+    incidents, I/O mode); all three are kept as events."""
+
+    omit_none = True
+
+    token: str = field(metadata=rule(min_length=8, max_length=128))
+    ok: bool
+    reason: str | None = field(default=None, metadata=rule(max_length=2000, clean_text=True))
+    report: VerificationReport | None = None
+    error: dict[str, Any] | None = None
+    grow: dict[str, Any] | None = None
+    writer: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ok and self.report is None:
+            raise ValueError("a successful report needs the verification (report)")
+        if not self.ok and not self.reason:
+            raise ValueError("a failure needs a reason")
+
+
+@dataclass(frozen=True)
+class RunAnswer(Message):
+    """The run's state after a report (``reason`` when it failed)."""
+
+    run: str
+    state: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FirstBoot(Message):
+    """An imaged machine's installed system reporting its first (or a later) boot from its own disk."""
+
+    event: Literal["firstboot", "boot"]
+    mac: str = field(metadata=rule(check=normalize_mac))
+    image: str = field(metadata=rule(max_length=64))
+    label: str = field(metadata=rule(max_length=128))
+    firmware: Firmware = "unknown"
+    secure_boot: bool | None = None
+    machine_id: str | None = field(default=None, metadata=rule(max_length=64))

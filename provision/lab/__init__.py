@@ -9,6 +9,7 @@
 See docs/lab.md.
 """
 
+from provision.lab.host import LabUnavailable, cleanup_stale_labs, missing_prerequisites, require
 from provision.lab.initrd import (
     DISK_MODULES,
     NIC_MODULES,
@@ -16,13 +17,7 @@ from provision.lab.initrd import (
     build_test_initrd,
     modules_for,
 )
-from provision.lab.netns import (
-    Lab,
-    LabUnavailable,
-    cleanup_stale_labs,
-    missing_prerequisites,
-    require,
-)
+from provision.lab.netns import Lab
 from provision.lab.qemu import PC, Disk, Firmware, LabError, LabTimeout, Nic, PCSpec, qemu_argv
 from provision.lab.server import LabServer, netboot_missing, prepare_netboot_root
 

@@ -31,7 +31,8 @@ from provision.bootfiles import DEFAULT_CACHE, DebCache, install_boot_root, qemu
 from provision.builder.build import DISK_TOOLS
 from provision.builder.runner import TOOL_PACKAGES
 from provision.lab import follow as fl
-from provision.lab.netns import Lab, LabUnavailable
+from provision.lab.host import LabUnavailable
+from provision.lab.netns import Lab
 from provision.lab.qemu import PC, Firmware, LabError
 from provision.lab.report import DemoResult, PCResult, RunRecord, mb, on_off
 from provision.lab.server import LabServer, netboot_missing

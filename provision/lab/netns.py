@@ -23,10 +23,8 @@ from types import TracebackType
 from typing import IO, Any
 
 from provision.lab.host import (
-    LabUnavailable,
     cleanup_stale_labs,
     kill_pid,
-    missing_prerequisites,
     new_lab_name,
     require,
     run_ip,
@@ -44,14 +42,7 @@ from provision.lab.qemu import (
     qemu_argv,
 )
 
-__all__ = [
-    "LAB_NETWORKS",
-    "Lab",
-    "LabUnavailable",
-    "cleanup_stale_labs",
-    "missing_prerequisites",
-    "require",
-]
+__all__ = ["LAB_NETWORKS", "Lab"]
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ import yaml
 
 import provision
 from provision.bootfiles import DEFAULT_CACHE, DEFAULT_KEYRING, BootRoot, install_boot_root
+from provision.lab.host import missing_prerequisites
 from provision.lab.initrd import build_test_initrd, modules_for
-from provision.lab.netns import Lab, missing_prerequisites
+from provision.lab.netns import Lab
 from provision.lab.qemu import Disk, Firmware, LabError, LabTimeout, Nic
 
 log = logging.getLogger(__name__)

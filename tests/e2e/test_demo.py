@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import CACHE, REPO, machines_json, require_lab
+from tests.support.e2e import machines_json, require_lab
+from tests.support.paths import DEB_CACHE, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def in_order(text: str, patterns: list[str]) -> None:
 
 def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_path: Path) -> None:
     require_lab("bios", "uefi-secureboot")
-    argv = [sys.executable, "-m", "provision", "lab", "demo", "--cache", str(CACHE), "--workdir", str(tmp_path)]
+    argv = [sys.executable, "-m", "provision", "lab", "demo", "--cache", str(DEB_CACHE), "--workdir", str(tmp_path)]
     began = time.monotonic()
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -14,7 +14,6 @@ Needs root, qemu-system-x86, ovmf, dnsmasq-base, the image build tools, and the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -23,20 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from provision.bootfiles import DEFAULT_CACHE, DebCache
+from provision.bootfiles import DebCache
 from provision.builder import build_image
 from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab, PCSpec, missing_prerequisites, qemu_argv
 from provision.lab.qemu import Firmware, firmware_files
-from tests.e2e.conftest import start_site_dhcp
+from tests.support.e2e import start_site_dhcp
+from tests.support.images import unzstd_file
+from tests.support.paths import DEB_CACHE, IMAGES
 
 pytestmark = pytest.mark.e2e
 
-TINY = Path(__file__).resolve().parents[2] / "images" / "tiny.yaml"
-CACHE = Path(os.environ.get("PROVISION_DEB_CACHE", DEFAULT_CACHE))
+TINY = IMAGES / "tiny.yaml"
 PORT = 8080
 BOOT_TIMEOUT = 240.0  # generous for a busy CI machine; measured 15-40 s per PC
 FAIL = (
@@ -78,29 +77,16 @@ def _skip_unless_ready() -> None:
         pytest.skip("image boot test unavailable: " + "; ".join(missing))
 
 
-def decompress_sparse(zst: Path, out: Path) -> None:
-    """disk.img.zst (concatenated frames) -> a sparse raw disk: all-zero blocks are skipped, not written."""
-    block = 1 << 20
-    with zst.open("rb") as src, out.open("wb") as dst:
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-        while data := reader.read(block):
-            if data.count(0) == len(data):
-                dst.seek(len(data), os.SEEK_CUR)
-            else:
-                dst.write(data)
-        dst.truncate()
-
-
 @pytest.fixture(scope="module")
 def tiny_disk(tmp_path_factory: pytest.TempPathFactory) -> TinyDisk:
     _skip_unless_ready()
     tmp = tmp_path_factory.mktemp("tiny")
     store = ImageStore(tmp / "store")
-    result = build_image(TINY, store, cache=DebCache(CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
+    result = build_image(TINY, store, cache=DebCache(DEB_CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
     zst, bmap = store.export("tiny", tmp / "export")
     assert bmap.is_file()
     raw = tmp / "disk.raw"
-    decompress_sparse(zst, raw)
+    unzstd_file(zst, raw)
     assert raw.stat().st_size == result.disk_size
     return TinyDisk(raw, result.label, result.version.digest)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -31,29 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
-from provision.bootfiles import DEFAULT_CACHE, BootRoot, DebCache
+from provision.bootfiles import BootRoot, DebCache
 from provision.builder import build_image
 from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab
-from tests.conftest import LiveEnv
-from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, machines_json, require_lab
+from tests.support.e2e import BootWatch, ProvisionServe, Timing, machines_json, provision_config, require_lab
+from tests.support.images import unzstd_file
+from tests.support.live import LiveEnv
+from tests.support.paths import DEB_CACHE, IMAGES
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "images" / "tiny.yaml"
-CACHE = Path(os.environ.get("PROVISION_DEB_CACHE", DEFAULT_CACHE))
-HTTP_PORT = 8080  # images/tiny.yaml calls back to http://198.18.0.1:8080/api/v1/firstboot
+TINY = IMAGES / "tiny.yaml"
 MAC_BIOS = "52:54:00:18:20:01"
 MAC_SB = "52:54:00:18:20:02"
 MiB = 1 << 20
 DISK_BIOS = 256 * MiB  # bigger than the image: the root file system grows
 DISK_SB = 192 * MiB
-CMDLINE = "console=ttyS0 panic=5"
 IMAGING_TIMEOUT = 900.0  # PXE -> live -> write -> reboot, per PC (2 at once under TCG)
 BOOT_TIMEOUT = 300.0
 FAIL = r"Kernel panic|Access Denied|Verification failed|PROVISION-LIVE-AGENT-EXIT|PROVISION-TINY-FAILED"
@@ -90,12 +86,6 @@ class Site:
     watches: dict[str, BootWatch]
 
 
-def decompress(zst: Path, out: Path) -> None:
-    with zst.open("rb") as src, out.open("wb") as dst:
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
-        shutil.copyfileobj(reader, dst, 1 << 20)
-
-
 @pytest.fixture(scope="module")
 def site(
     netboot_root: BootRoot, trixie_rom: Path, live_env: LiveEnv, tmp_path_factory: pytest.TempPathFactory
@@ -108,26 +98,16 @@ def site(
         (root / "live" / name).unlink(missing_ok=True)
         shutil.copyfile(live_env.out / name, root / "live" / name)
     store = ImageStore(tmp / "store")
-    built = build_image(TINY, store, cache=DebCache(CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
+    built = build_image(TINY, store, cache=DebCache(DEB_CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
     zst, _bmap = store.export("tiny", tmp / "export")
     export_raw = tmp / "export.raw"
-    decompress(zst, export_raw)
+    unzstd_file(zst, export_raw)
     recipes = tmp / "recipes"
     recipes.mkdir()
     for name, text in RECIPES.items():
         (recipes / name).write_text(text)
     with Lab(workdir=tmp / "lab") as lab:
-        config = {
-            "ports": {"http": HTTP_PORT},
-            "boot": {"cmdline": CMDLINE, "chain_ipxe_roms": True},
-            "dhcp": {
-                "range_start": str(lab.host(100)),
-                "range_end": str(lab.host(200)),
-                "netmask": str(lab.network.netmask),
-            },
-            "image_store": str(tmp / "store"),
-            "recipes_dir": str(recipes),
-        }
+        config = {**provision_config(lab), "image_store": str(tmp / "store"), "recipes_dir": str(recipes)}
         server = ProvisionServe.start(lab, root, config, dhcp="full")
         pcs = {
             MAC_BIOS: lab.add_pc(

@@ -12,19 +12,20 @@ named by $PROVISION_DEB_CACHE, default /var/cache/provision/debs).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from provision.bootfiles import DEFAULT_CACHE, BootRoot, install_boot_root, qemu_roms
+from provision.bootfiles import BootRoot, install_boot_root, qemu_roms
 from provision.lab import PC, Lab, LabTimeout, build_test_initrd, missing_prerequisites, modules_for
+from tests.support.e2e import Timing
+from tests.support.paths import DEB_CACHE
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +38,7 @@ TOKEN_IPXE = "ipxe-" + secrets.token_hex(8)
 TOKEN_GRUB = "grub-" + secrets.token_hex(8)
 BOOT_TIMEOUT = 240.0  # generous: TCG on a busy CI machine; measured 20-40 s per PC
 FAIL = r"No bootable device|Could not boot|Kernel panic|PROVISION-CALLBACK-FAILED|Access Denied"
-CACHE = Path(os.environ.get("PROVISION_DEB_CACHE", DEFAULT_CACHE))
 REFSERVER = Path(__file__).with_name("refserver.py")
-
-Timing = Callable[[str, float], None]
 
 
 @dataclass
@@ -74,7 +72,7 @@ def _skip_unless_ready() -> None:
 def boot_root(tmp_path_factory: pytest.TempPathFactory) -> BootRoot:
     _skip_unless_ready()
     root = tmp_path_factory.mktemp("bootroot")
-    installed = install_boot_root(root, cache_dir=CACHE)
+    installed = install_boot_root(root, cache_dir=DEB_CACHE)
     build_test_initrd(
         root / "live" / "initrd.img", installed.kernel_modules, installed.busybox, modules_for("virtio", "virtio")
     )
@@ -155,7 +153,7 @@ def test_seabios_ipxe_rom_http_boot(ref_lab: RefLab, timing: Timing, rom: str) -
     if rom == "qemu":
         pc = ref_lab.lab.add_pc("bios1", firmware="bios", mac=MAC_BIOS)
     else:
-        rom_file = qemu_roms(cache_dir=CACHE) / "pxe-virtio.rom"
+        rom_file = qemu_roms(cache_dir=DEB_CACHE) / "pxe-virtio.rom"
         pc = ref_lab.lab.add_pc("bios2", firmware="bios", mac=MAC_BIOS_TRIXIE, rom=rom_file)
     steps = [
         ("iPXE ROM starts", r"iPXE initialising devices"),

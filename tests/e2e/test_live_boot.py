@@ -28,9 +28,8 @@ import pytest
 
 from provision.bootfiles import BootRoot
 from provision.lab import Lab
-from tests.conftest import LiveEnv
-from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, require_lab
-from tests.e2e.test_netboot import provision_config, stop_server
+from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab, stop_server
+from tests.support.live import LiveEnv
 
 pytestmark = pytest.mark.e2e
 

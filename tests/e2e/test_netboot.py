@@ -28,11 +28,19 @@ import pytest
 
 from provision.bootfiles import BootRoot
 from provision.lab import Lab
-from tests.e2e.conftest import BootWatch, ProvisionServe, Timing, require_lab, start_site_dhcp
+from tests.support.e2e import (
+    HTTP_PORT,
+    BootWatch,
+    ProvisionServe,
+    Timing,
+    provision_config,
+    require_lab,
+    start_site_dhcp,
+    stop_server,
+)
 
 pytestmark = pytest.mark.e2e
 
-HTTP_PORT = 8080
 MAC_BIOS = "52:54:00:18:10:01"
 MAC_SB = "52:54:00:18:10:02"
 MAC_UEFI = "52:54:00:18:10:03"
@@ -40,7 +48,6 @@ MAC_SB_IPXE = "52:54:00:18:10:04"
 MAC_UEFI_IPXE = "52:54:00:18:10:05"
 MAC_IGNORED = "52:54:00:18:10:06"
 MAC_PROXY = "52:54:00:18:10:07"
-CMDLINE = "console=ttyS0 panic=5"  # panic=5: a kernel panic ends QEMU (-no-reboot) instead of hanging
 BOOT_TIMEOUT = 300.0  # whole chain, per PC; measured 23-45 s here (TCG, 3 PCs on 2 CPUs)
 VERDICT_TIMEOUT = 120.0  # firmware refusal; measured ~10 s
 IGNORED_TIMEOUT = 40.0  # an ignored PC gives up network boot; measured ~6 s
@@ -48,21 +55,6 @@ FAIL = r"No bootable device|Could not boot|Kernel panic|PROVISION-CALLBACK-FAILE
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def provision_config(lab: Lab, *, full: bool = True, **boot: str | bool) -> dict[str, Any]:
-    """The YAML config of a lab provision: chain_ipxe_roms so QEMU's iPXE ROMs take the real PC chain."""
-    config: dict[str, Any] = {
-        "ports": {"http": HTTP_PORT},
-        "boot": {"cmdline": CMDLINE, "chain_ipxe_roms": True, **boot},
-    }
-    if full:
-        config["dhcp"] = {
-            "range_start": str(lab.host(100)),
-            "range_end": str(lab.host(200)),
-            "netmask": str(lab.network.netmask),
-        }
-    return config
-
-
 def bios_steps(mac: str) -> list[tuple[str, str]]:
     """SeaBIOS + iPXE ROM -> undionly.kpxe over TFTP -> iPXE -> provision's script over HTTP -> kernel."""
     return [
@@ -124,13 +116,6 @@ def check_hello(server: ProvisionServe, mac: str, boot: dict[str, Any], via: str
     machine = server.machine(mac)
     assert machine is not None and machine["state"] == "waiting", machine
     assert machine["boots"] == len(boots), machine
-
-
-def stop_server(server: ProvisionServe) -> None:
-    """SIGTERM provision; it must exit 0 and have logged no error or traceback."""
-    code = server.stop()
-    assert code == 0, f"provision serve exited {code}:\n{server.log_text()[-3000:]}"
-    assert server.problems() == [], server.problems()
 
 
 # ------------------------------------------------------------------------------------------------ full DHCP

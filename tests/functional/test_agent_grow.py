@@ -23,6 +23,7 @@ from provision.agent import GrowResult, grow_root
 from provision.agent.grow import ROOT_X86_64
 from provision.builder.layout import BIOS_BOOT, ESP, NewPartition, write_gpt
 from provision.images.partitions import PartitionTable, read_partition_table
+from tests.support.files import write_tree
 
 MiB = 1 << 20
 TOOLS = ("losetup", "mke2fs", "e2fsck", "resize2fs", "dumpe2fs", "debugfs")
@@ -51,11 +52,9 @@ def loop(backing: Path | str, *extra: str) -> Iterator[str]:
         run(["losetup", "-d", device], check=False)
 
 
-def make_disk(tmp_path: Path, ss: int = 512) -> tuple[Path, PartitionTable]:
-    tree = tmp_path / "tree"
-    for name, data in FILES.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_bytes(data)
+def make_ext4_disk(tmp_path: Path, ss: int = 512) -> tuple[Path, PartitionTable]:
+    """A 64 MiB GPT disk (bios, esp, a 53 MiB root) whose root is a real ext4 holding FILES, then made 200 MiB."""
+    tree = write_tree(tmp_path / "tree", FILES)
     path = tmp_path / "disk.img"
     parts = [NewPartition(MiB, BIOS_BOOT, "bios"), NewPartition(8 * MiB, ESP, "esp")]
     parts.append(NewPartition(53 * MiB, ROOT_X86_64, "root"))
@@ -105,7 +104,7 @@ def check_result(result: GrowResult) -> None:
 
 
 def test_a_file_grows(tmp_path: Path) -> None:
-    path, table = make_disk(tmp_path)
+    path, table = make_ext4_disk(tmp_path)
     result = grow_root(path)
     check_result(result)
     assert result.kernel == "regular file: nothing to tell" and "loop at offset 10485760" in str(result.fs_device)
@@ -117,7 +116,7 @@ def test_a_file_grows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ss", [512, 4096])
 def test_a_loop_device_without_partition_nodes(tmp_path: Path, ss: int) -> None:
-    path, table = make_disk(tmp_path, ss)
+    path, table = make_ext4_disk(tmp_path, ss)
     with loop(path, "--sector-size", str(ss)) as disk:
         result = grow_root(disk, node_timeout=1.0)
         check_result(result)
@@ -133,7 +132,7 @@ def test_a_loop_device_with_partition_nodes_and_a_busy_table(tmp_path: Path) -> 
     """An open partition makes BLKRRPART fail with EBUSY: partx -u resizes partition 3, whose node is used."""
     if shutil.which("partx") is None:
         pytest.skip("needs partx")
-    path, table = make_disk(tmp_path)
+    path, table = make_ext4_disk(tmp_path)
     with loop(path, "--partscan") as disk:
         if not Path(f"{disk}p3").exists():
             run(["partx", "-a", disk], check=False)  # a kernel without the EFI partition parser (this VM's)

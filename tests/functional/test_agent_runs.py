@@ -26,14 +26,13 @@ import requests
 from provision.agent.fetch import HttpResponse, RetryPolicy
 from provision.agent.main import EXIT_DONE, EXIT_FAILED, AgentConfig, Outcome, run_agent
 from provision.images import ImageVersion
-from tests.functional.test_agent_writer import SIZE, Server, build_store, free_port, target_sha
-from tests.unit.test_agent_support import sparse_file
-from tests.unit.test_image_support import MiB, sha256_file
+from tests.support.chunk_server import SIZE, Server, build_store, free_port, target_sha
+from tests.support.files import sha256_file, sparse_file
+from tests.support.images import MiB
+from tests.support.paths import REPO, SAMPLE_PROBE
 
-PROBE = Path(__file__).resolve().parent.parent / "samples" / "probes" / "debian-vm"
 RECIPE = "name: default\ndefault: true\nimage: educ\nwipe: zero\nhostname: lab-pc\ngrow_root: false\n"
 QUICK = RetryPolicy(deadline=30, initial_delay=0.05, max_delay=0.5, connect_timeout=2, read_timeout=10)
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -90,7 +89,7 @@ def disks(folder: Path, *specs: tuple[str, int, dict[str, Any] | None]) -> Path:
 
 def agent_process(site: Site, mac: str, token: str, disk_dir: Path) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "provision.agent", "--server", site.url, "--mac", mac, "--token", token,
-            "--probe-dir", str(PROBE), "--disks-from", str(disk_dir), "--once", "--no-grow", "--deadline", "30",
+            "--probe-dir", str(SAMPLE_PROBE), "--disks-from", str(disk_dir), "--once", "--no-grow", "--deadline", "30",
             "--fetch-deadline", "30", "--cmdline", os.devnull]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -226,7 +225,7 @@ class _Cut:
 
 
 def in_process(site: Site, tmp_path: Path, mac: str, wire: WireFaults, **over: Any) -> Outcome:
-    cfg = AgentConfig(server=site.url, mac=mac, token=site.token(mac), probe_dir=PROBE,
+    cfg = AgentConfig(server=site.url, mac=mac, token=site.token(mac), probe_dir=SAMPLE_PROBE,
                       disks_from=disks(tmp_path / "pc", ("vda", SIZE, None)), once=True, hello_deadline=60,
                       retry=QUICK, **over)  # fmt: skip
     try:

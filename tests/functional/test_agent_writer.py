@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,11 +34,11 @@ from provision.agent import (
 from provision.agent.fetch import HttpResponse
 from provision.images import ImageStore, ImageVersion
 from provision.web.images import image_app
-from tests.unit.test_agent_support import RecordingTarget, sha, sparse_file
-from tests.unit.test_image_support import CHUNK, MiB, make_disk, serve, sha256_file
+from tests.support.agent import RecordingTarget
+from tests.support.chunk_server import SIZE, Server, build_store, free_port, target_sha
+from tests.support.files import sha256_file, sparse_file
+from tests.support.images import MiB, serve
 
-SIZE = 8 * MiB + 1536  # 129 chunks of 64 KiB; the last one, 1536 bytes, holds the end of the backup GPT
-EXTENTS = [(1 * MiB, 20 * CHUNK), (3 * MiB + 4096, 9 * CHUNK), (5 * MiB, 300_000), (7 * MiB, 10 * CHUNK)]
 QUICK = RetryPolicy(deadline=10, initial_delay=0.02, max_delay=0.5, connect_timeout=2, read_timeout=10)
 
 
@@ -115,13 +110,6 @@ class Site:
         return [c.sha256 for c in self.version.index.chunks if c.sha256 is not None]
 
 
-def build_store(tmp: Path) -> tuple[ImageStore, ImageVersion, Path]:
-    raw = make_disk(tmp / "master.img", SIZE, EXTENTS, seed=42)
-    store = ImageStore(tmp / "store")
-    version = store.import_raw(raw, "educ", chunk_size=CHUNK, created=datetime(2026, 11, 27, tzinfo=UTC))
-    return store, version, raw
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("agent-web")
@@ -131,11 +119,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with serve(app) as url:
         yield Site(url, store, version, raw, sha256_file(raw), faults)
     faults.plan.clear()
-
-
-def target_sha(path: Path) -> str:
-    with path.open("rb") as f:
-        return sha(f.read(SIZE))
 
 
 def check_written(report: WriteReport, site: Site, path: Path) -> None:
@@ -219,49 +202,6 @@ def test_a_chunk_the_server_does_not_have_is_fatal(tmp_path: Path) -> None:
 
 
 # --- provision serve in a process the tests kill ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    tmp: Path
-    port: int
-    recipes: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        (self.tmp / "boot").mkdir(exist_ok=True)
-        config = self.tmp / "provision.yaml"
-        config.write_text(
-            f"image_store: {self.tmp / 'store'}\n" + (f"recipes_dir: {self.recipes}\n" if self.recipes else "")
-        )
-        ready = self.tmp / "ready.json"
-        ready.unlink(missing_ok=True)
-        argv = [
-            sys.executable, "-m", "provision", "serve", "--config", str(config), "--address", "127.0.0.1",
-            "--dhcp", "off", "--tftp-port", "0", "--http-port", str(self.port), "--state-dir",
-            str(self.tmp / "state"), "--boot-root", str(self.tmp / "boot"), "--ready-file", str(ready),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert self.proc.poll() is None, f"provision serve exited with {self.proc.returncode}"
-            assert time.monotonic() < deadline, "provision serve did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture

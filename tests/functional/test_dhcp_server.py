@@ -25,6 +25,7 @@ from provision.dhcp import (
     client_request,
     parse,
 )
+from tests.support.wait import wait_for
 
 LOCAL = "127.0.0.1"
 SERVER = IPv4Address("198.18.0.1")
@@ -97,9 +98,7 @@ def test_proxy_discover_then_pxe_request(proxy, client):
     ack = client.ask(proxy.proxy_port, request)
     assert ack.message_type is MessageType.ACK and ack.xid == 2 and ack.ciaddr == IPv4Address(LOCAL)
     assert ack.file == "undionly.kpxe"
-    deadline = time.monotonic() + 2  # "sent" is counted just after sendto: the reply may arrive first
-    while proxy.stats["sent"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: proxy.stats["sent"] >= 2, 2)  # "sent" is counted just after sendto: the reply may arrive first
     assert proxy.stats["offers"] == 1 and proxy.stats["acks"] == 1 and proxy.stats["sent"] == 2
 
 
@@ -130,13 +129,15 @@ def test_ignored_clients_get_no_answer(client):
 
 def saved_leases(path, ready, timeout=5.0):
     """The lease file's entries once `ready(entries)` holds (the server saves them write-behind)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    entries: list[dict[str, object]] = []
+
+    def saved() -> bool:
+        nonlocal entries
         entries = json.loads(path.read_text())["leases"] if path.exists() else []
-        if entries and ready(entries):
-            return entries
-        assert time.monotonic() < deadline, f"leases in {path} never became ready: {entries}"
-        time.sleep(0.05)
+        return bool(entries) and bool(ready(entries))
+
+    assert wait_for(saved, timeout, interval=0.05), f"leases in {path} never became ready: {entries}"
+    return entries
 
 
 def test_full_mode_leases_renewal_and_restart(tmp_path, client):
@@ -233,9 +234,7 @@ def test_a_dying_loop_is_reported(client):
         server._sockets[next(iter(server._sockets))].close()  # pull a socket from under the select loop
         assert server._wake is not None
         server._wake[1].send(b"x")  # and wake the loop up so it notices now
-        deadline = time.monotonic() + 5
-        while server.running and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: not server.running, 5, interval=0.05)
         assert not server.running
         assert reasons and "loop died" in reasons[0]
     finally:

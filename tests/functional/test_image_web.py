@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,8 +16,7 @@ import zstandard
 
 from provision.images import ImageStore, ImageVersion
 from provision.web.images import image_app
-from tests.unit.test_image_export import check_bmap
-from tests.unit.test_image_support import CHUNK, MiB, make_disk, serve
+from tests.support.images import CHUNK, MiB, check_bmap, make_disk, serve, unzstd
 
 SIZE = 6 * MiB + 512
 TIMEOUT = 10
@@ -47,11 +45,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     app = image_app(store)
     with serve(app) as url:
         yield Served(url, store, version, old, raw.read_bytes())
-
-
-def unzstd(data: bytes) -> bytes:
-    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
-        return reader.read()
 
 
 def raw_get(url: str, path: str) -> tuple[int, bytes]:

@@ -18,12 +18,12 @@ from provision.cli import main
 from provision.facts import load_probe
 from provision.facts.derive import derive
 from provision.images import ImageStore
-from tests.functional.test_serve import Running, start, stop
-from tests.unit.test_image_support import CHUNK, MiB, make_disk
+from tests.support.images import CHUNK, MiB, make_disk
+from tests.support.paths import SAMPLE_PROBE
+from tests.support.serve import Running, start, stop
 
 MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:ab:cd:ef"
-PROBE = Path(__file__).resolve().parent.parent / "samples" / "probes" / "debian-vm"
 DATA_CHUNKS: dict[str, int] = {}  # digest -> data chunks of the imported test image
 RECIPE = "name: default\ndefault: true\nimage: {image}\nwipe: zero\nhostname: lab-pc\n"
 
@@ -57,7 +57,7 @@ def boot(url: str, mac: str = MAC) -> str:
 
 
 def hello(url: str, token: str, mac: str = MAC) -> dict[str, Any]:
-    facts = load_probe(PROBE).to_dict()
+    facts = load_probe(SAMPLE_PROBE).to_dict()
     r = requests.post(f"{url}/api/v1/hello", json={"mac": mac, "token": token, "facts": facts}, timeout=10)
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()
@@ -132,7 +132,7 @@ def test_a_run_from_hello_to_done(imaging: tuple[Running, str, Path]) -> None:
     assert runs[-1]["verifications"][0]["complete"] is True
     assert runs[-1]["verifications"][0]["wipe_ranges"] == [[0, 4096], [1 << 20, 8192]]
     machine = requests.get(f"{url}/api/v1/machines", timeout=5).json()[0]
-    vendor = derive(load_probe(PROBE))["vendor"]  # the sample has no dmidecode output: None
+    vendor = derive(load_probe(SAMPLE_PROBE))["vendor"]  # the sample has no dmidecode output: None
     assert (machine["state"], machine["recipe"], machine["vendor"]) == ("done", "default", vendor)
 
     out = io.StringIO()
@@ -173,7 +173,7 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
     served, digest, _ = imaging
     url = served.url
     token = boot(url)
-    probe = {f.name: f.read_text() for f in PROBE.iterdir() if f.is_file()}
+    probe = {f.name: f.read_text() for f in SAMPLE_PROBE.iterdir() if f.is_file()}
     r = post(url, "/api/v1/hello", {"mac": MAC, "token": token, "probe": probe, "warnings": ["smartctl: absent"]})
     assert r.status_code == 200 and r.json()["action"] == "image", r.text
     kept = served.state / "probes" / MAC.replace(":", "-")

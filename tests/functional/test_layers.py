@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONTRACTS = {
     c["id"]: c["name"]

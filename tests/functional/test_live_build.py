@@ -31,7 +31,8 @@ from provision.live import SIZE_GOAL, ensure_live
 from provision.live.manifest import LIVE_JSON
 from provision.live.packages import REQUIRED_PROGRAMS
 from provision.sshkeys import parse_public_key
-from tests.conftest import DEB_CACHE, LiveEnv
+from tests.support.live import LiveEnv
+from tests.support.paths import DEB_CACHE
 
 pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio (Debian package cpio) unpacks the initrd")
 

@@ -6,16 +6,11 @@ over TFTP, a DHCP answer, a clean SIGTERM, and the first fatal error stopping ev
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,51 +18,9 @@ import requests
 import tftpy
 
 from provision.dhcp import DhcpPacket, MessageType, Opt, parse
+from tests.support.serve import Running, start, stop
 
 MAC = "52:54:00:12:34:56"
-
-
-@dataclass
-class Running:
-    proc: subprocess.Popen[str]
-    ports: dict[str, int]
-    root: Path
-    state: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
-
-
-def start(tmp_path: Path, *extra: str, wait: bool = True) -> Running:
-    root = tmp_path / "boot"
-    root.mkdir(exist_ok=True)
-    (root / "undionly.kpxe").write_bytes(os.urandom(70_000))
-    (root / "live").mkdir(exist_ok=True)
-    (root / "live" / "vmlinuz").write_bytes(b"kernel" * 1000)
-    state = tmp_path / "state"
-    ready = tmp_path / "ready.json"
-    ready.unlink(missing_ok=True)
-    argv = [
-        sys.executable, "-m", "provision", "serve", "--address", "127.0.0.1", "--state-dir", str(state),
-        "--boot-root", str(root), "--http-port", "0", "--tftp-port", "0", "--dhcp-port", "0", "--proxy-port", "0",
-        "--ready-file", str(ready), *extra,
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while wait and not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate(timeout=5)
-            raise AssertionError(f"serve did not start: rc={proc.returncode}\n{out}\n{err}")
-        time.sleep(0.05)
-    ports = json.loads(ready.read_text()) if wait else {}
-    return Running(proc, ports, root, state)
-
-
-def stop(run: Running) -> tuple[int, str, str]:
-    run.proc.send_signal(signal.SIGTERM)
-    out, err = run.proc.communicate(timeout=15)
-    return run.proc.returncode, out, err
 
 
 @pytest.fixture

@@ -10,15 +10,17 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import tftpy
 
 from provision.tftp import ServiceError, TftpService
+from tests.support.wait import wait_for
 
 SIZES = [0, 511, 512, 1024 * 1024 + 7]
+WAIT = 3.0  # seconds for a log line to appear or the service to stop
 DATA, ACK, ERROR, OACK = 3, 4, 5, 6
 
 
@@ -123,13 +125,6 @@ class Raw:
             self.ack(block)
             if len(body) - 2 < blksize:
                 return bytes(out)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[str]:
@@ -402,8 +397,8 @@ def test_new_request_from_the_same_port_replaces_the_transfer(service, root, cap
         assert (kind, body[2:]) == (DATA, (root / "file-511").read_bytes())
         assert raw.peer != old_peer
         raw.ack(1)
-    wait_for(lambda: any("new request from the same port" in m for m in messages(caplog, logging.INFO)))
-    wait_for(lambda: any("sent file-511, 511 bytes" in m for m in messages(caplog, logging.INFO)))
+    assert wait_for(lambda: any("new request from the same port" in m for m in messages(caplog, logging.INFO)), WAIT)
+    assert wait_for(lambda: any("sent file-511, 511 bytes" in m for m in messages(caplog, logging.INFO)), WAIT)
 
 
 # --- timeouts, aborts, logging ---
@@ -418,7 +413,7 @@ def test_lost_ack_is_resent_then_given_up(root, caplog):
         assert raw.recv() == first  # resent after the timeout
         assert 0.15 < time.monotonic() - started < 1
         assert raw.recv() == first
-        wait_for(lambda: any("no answer after 2 resends" in m for m in messages(caplog, logging.WARNING)))
+        assert wait_for(lambda: any("no answer after 2 resends" in m for m in messages(caplog, logging.WARNING)), WAIT)
         assert not service._transfers
 
 
@@ -441,7 +436,7 @@ def test_ovmf_size_probe_is_not_an_error(service, caplog):
         raw.request("file-1048583", "blksize", "1468", "tsize", "0", "windowsize", "4")
         assert raw.recv() == (OACK, b"blksize\x001468\x00tsize\x001048583\x00")
         raw.error(8, "User aborted the transfer")
-    wait_for(lambda: any("size probe" in m for m in messages(caplog, logging.INFO)))
+    assert wait_for(lambda: any("size probe" in m for m in messages(caplog, logging.INFO)), WAIT)
     assert download(service.port, "file-1048583", {"blksize": 1468, "tsize": 0})[0]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -450,7 +445,9 @@ def test_completed_transfer_is_logged(service, caplog):
     caplog.set_level(logging.INFO)
     download(service.port, "/file-1048583", {"blksize": 1468})
     pattern = "client 127.0.0.1:"
-    wait_for(lambda: any(pattern in m and "sent file-1048583, 1048583 bytes in" in m for m in messages(caplog)))
+    assert wait_for(
+        lambda: any(pattern in m and "sent file-1048583, 1048583 bytes in" in m for m in messages(caplog)), WAIT
+    )
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -462,7 +459,9 @@ def test_client_abort_mid_transfer_is_a_warning(service, caplog):
         raw.ack(1)
         raw.recv()
         raw.error(0, "disk full")
-    wait_for(lambda: any("client aborted" in m and "1024 of 1048583" in m for m in messages(caplog, logging.WARNING)))
+    assert wait_for(
+        lambda: any("client aborted" in m and "1024 of 1048583" in m for m in messages(caplog, logging.WARNING)), WAIT
+    )
 
 
 # --- start and stop ---
@@ -544,7 +543,7 @@ def test_a_failing_server_thread_is_reported(root, caplog):
     service.start()
     with Raw(service.port) as raw:
         raw.sock.sendto(b"x", raw.server)  # one turn of the loop
-    wait_for(lambda: not service.running)
+    assert wait_for(lambda: not service.running, WAIT)
     service.stop()
     assert len(failures) == 1
     assert failures[0].port == service.port

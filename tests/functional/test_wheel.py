@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +35,9 @@ from provision import resources
 from provision.cli.facts import default_recipes_dir
 from provision.config import load_config
 from provision.resources import DATA_NAMES
+from tests.support.paths import GOLDEN, REPO
+from tests.support.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-GOLDEN = REPO / "tests" / "golden"
 MAC = "52:54:00:12:34:56"
 TOP_NOT_COPIED = {".git", ".venv", "build", "dist", "state", "provision.egg-info"}  # artefacts at the top
 NOT_COPIED = shutil.ignore_patterns(
@@ -202,13 +201,11 @@ def serving(installed: Installed, tmp_path: Path) -> Iterator[Serving]:
         argv, cwd=installed.outside, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                out, err = proc.communicate(timeout=5)
-                raise AssertionError(f"serve did not start: rc={proc.returncode}\n{out}\n{err}")
-            time.sleep(0.05)
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 30, interval=0.05)
+        if not ready.exists():
+            proc.kill()
+            out, err = proc.communicate(timeout=5)
+            raise AssertionError(f"serve did not start: rc={proc.returncode}\n{out}\n{err}")
         yield Serving(proc, f"http://127.0.0.1:{json.loads(ready.read_text())['http']}")
     finally:
         if proc.poll() is None:

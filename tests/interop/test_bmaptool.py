@@ -16,7 +16,8 @@ import pytest
 from provision.images import ImageStore, ImageVersion
 from provision.images.chunks import compress
 from provision.web.images import image_app
-from tests.unit.test_image_support import MiB, make_disk, serve, sha256_file
+from tests.support.files import sha256_file
+from tests.support.images import MiB, make_disk, serve
 
 pytestmark = [
     pytest.mark.interop,

@@ -40,7 +40,9 @@ import pytest
 from provision.dhcp import PXE_VENDOR_OPTIONS, DhcpPacket, MalformedPacket, MessageType, Opt, client_request, parse
 from provision.lab.host import LabUnavailable
 from provision.lab.netns import Lab
-from tests.interop.netns_hosts import Capture, Frame, Host, stop_process
+from tests.support.netns_hosts import Capture, Frame, Host, stop_process
+from tests.support.paths import REPO
+from tests.support.wait import wait_for
 
 pytestmark = [
     pytest.mark.interop,
@@ -48,7 +50,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip (Debian package iproute2)"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER = "198.18.0.1"  # provision, on br0 of the lab namespace
 SITE = "198.18.0.2"  # the site's DHCP server (dnsmasq) in proxy mode
 LAN2 = "198.18.1.1/24"  # a second interface of the server namespace, not on br0
@@ -71,15 +72,6 @@ def new_mac() -> str:
 def need(binary: str) -> None:
     if shutil.which(binary) is None:
         pytest.skip(f"{binary} not installed (Debian package {PACKAGES[binary]})")
-
-
-def wait_for(condition: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # ------------------------------------------------------------------------------------------- client kinds

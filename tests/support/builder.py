@@ -1,5 +1,10 @@
-"""Fakes for image builder tests: a DebCache over small fake package trees, a store that records imports, and
-the ``cache`` fixture (a FakeCache under the test's tmp_path). Shared by tests/unit/test_image_build*.py."""
+"""Fakes for the image builder tests (tests/unit/test_image_build*.py).
+
+- ``RELEASE``, ``MiB``: the fake kernel release of the fake packages; a mebibyte.
+- ``FakeCache``: DebCache's interface over small fake package trees (busybox, shim, GRUB, a kernel...).
+- ``FakeStore`` / ``FakeVersion``: ImageStore's interface for a build: records what is imported and published.
+- ``cache`` (fixture): a FakeCache under the test's tmp_path, typed as a DebCache.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +17,10 @@ from typing import Any, cast
 import pytest
 
 from provision.bootfiles import DebCache, Package, PackageMissing
+from tests.support.files import write_tree
 
 RELEASE = "6.1.0-99-amd64"
 MiB = 1 << 20
-
-
-def write_tree(root: Path, files: dict[str, bytes | str], mode: int = 0o644) -> Path:
-    """Write ``files`` (relative path -> content) under ``root`` with ``mode``; returns ``root``."""
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-        path.chmod(mode)
-    return root
 
 
 class FakeCache:

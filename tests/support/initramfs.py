@@ -1,5 +1,13 @@
-"""Test inputs for initramfs code: fake kernel modules (ELF with a .modinfo section), a fake module tree, a
-fake busybox, and an independent newc parser that checks the archive's framing."""
+"""Test inputs for initramfs code, and readers of what it writes.
+
+- ``RELEASE``, ``VIRTIO_MODULES``: a fake kernel release and its virtio-like modules (path -> depends=).
+- ``parse_newc(data)``: an independent newc parser that checks the archive's framing: name -> (mode, data, rdev).
+- ``newc_entries(data)``: the archive as ``provision.initramfs.read_newc`` reads it, names checked unique:
+  name -> (mode, ino, nlink, data, rdev).
+- ``elf_module(fields)``, ``kernel_module(name, depends)``: fake kernel modules (ELF with a .modinfo section).
+- ``virtio_module_tree(root, with_dep_file)``: a fake ``lib/modules/<RELEASE>`` of VIRTIO_MODULES.
+- ``fake_busybox(folder)``: an executable busybox whose ``--list-full`` names four applets.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from provision.initramfs import module_name
+from provision.initramfs import module_name, read_newc
 
 RELEASE = "6.1.0-9-amd64"
 
@@ -49,6 +57,15 @@ def parse_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
             return entries
         assert name not in entries
         entries[name] = (mode, body, (rmaj, rmin))
+
+
+def newc_entries(data: bytes) -> dict[str, tuple[int, int, int, bytes, tuple[int, int]]]:
+    """name -> (mode, ino, nlink, data, (rdevmajor, rdevminor)) as ``read_newc`` reads them; no name twice."""
+    found: dict[str, tuple[int, int, int, bytes, tuple[int, int]]] = {}
+    for name, mode, ino, nlink, body, rdev in read_newc(data):
+        assert name not in found, name
+        found[name] = (mode, ino, nlink, body, rdev)
+    return found
 
 
 def elf_module(fields: Sequence[tuple[str, str]]) -> bytes:

@@ -9,7 +9,8 @@ import pytest
 
 from provision.agent import DiskTarget, TargetError
 from provision.agent.disk_io import AlignedBuffer
-from tests.unit.test_agent_support import MiB, sparse_file
+from tests.support.agent import MiB
+from tests.support.files import sparse_file
 
 
 def _read(path: Path, offset: int, length: int) -> bytes:

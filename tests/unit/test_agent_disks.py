@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,8 @@ from provision.agent.disks import (
     parse_lsblk_disks,
 )
 from provision.facts import parse_lsblk
+from tests.support.paths import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 PC = parse_lsblk_disks((SAMPLES / "lsblk-pc.json").read_text())
 VM = parse_lsblk_disks((SAMPLES / "lsblk-vm.json").read_text())
 IMAGE = 20 * GB

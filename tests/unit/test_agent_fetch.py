@@ -16,7 +16,7 @@ from provision.agent.fetch import Cancelled, Fetcher
 from provision.agent.index import Index, read_index
 from provision.agent.progress import ProgressMeter
 from provision.errors import FatalError, RetryableError
-from tests.unit.test_agent_support import CHUNK, FAST, SERVER, FakeSession, build_image, random_disk
+from tests.support.agent import CHUNK, FAST, SERVER, FakeSession, build_image, random_disk
 
 
 def _setup(policy: RetryPolicy = FAST) -> tuple[FakeSession, Fetcher, Index, list[Incident]]:

@@ -39,7 +39,7 @@ def fake_ext4(path: Path, offset: int, size: int, *, wide: bool = False) -> None
         f.write(sb)
 
 
-def make_disk(path: Path, grow_to: int | None, parts: list[NewPartition] = LAYOUT, ss: int = 512) -> Path:
+def make_grow_disk(path: Path, grow_to: int | None, parts: list[NewPartition] = LAYOUT, ss: int = 512) -> Path:
     """A 64 MiB GPT disk with an ext4 superblock in its last partition, then made ``grow_to`` bytes."""
     with path.open("w+b") as f:
         table = write_gpt(f, 64 * MiB, parts, sector_size=ss, seed=7)
@@ -120,7 +120,7 @@ def sha(path: Path) -> str:
 )
 def test_grow_rewrites_both_gpts_the_mbr_and_resizes(tmp_path: Path, ss: int, root: tuple[str, str]) -> None:
     parts = [*LAYOUT[:2], NewPartition(0, *root)]
-    path = make_disk(tmp_path / "disk.img", 200 * MiB, parts, ss)
+    path = make_grow_disk(tmp_path / "disk.img", 200 * MiB, parts, ss)
     before = read_table(path, 64 * MiB, sector_size=ss)
     old_alt = 64 * MiB // ss - 1
     run = FakeRunner(path)
@@ -173,7 +173,7 @@ def test_grow_rewrites_both_gpts_the_mbr_and_resizes(tmp_path: Path, ss: int, ro
 
 def test_root_not_last_is_not_grown_but_the_backup_gpt_moves(tmp_path: Path) -> None:
     parts = [NewPartition(8 * MiB, ESP, "esp"), NewPartition(40 * MiB, LINUX_FS, "root"), NewPartition(0, LINUX_SWAP)]
-    path = make_disk(tmp_path / "disk.img", 100 * MiB, parts)
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB, parts)
     run = FakeRunner(path)
     result = grow_root(path, run=run)
     assert not result.grown and result.partition == 2 and "not the last: partition 3" in str(result.reason)
@@ -186,7 +186,7 @@ def test_root_not_last_is_not_grown_but_the_backup_gpt_moves(tmp_path: Path) -> 
 def test_a_disk_not_bigger_by_a_whole_mib_is_not_grown(tmp_path: Path, extra: int) -> None:
     """The root ends 1 MiB before the image's end, like the builder's; the backup GPT takes 16.5 KiB."""
     parts = [NewPartition(MiB, BIOS_BOOT), NewPartition(61 * MiB, ROOT_X86_64)]
-    path = make_disk(tmp_path / "disk.img", 64 * MiB + extra, parts)
+    path = make_grow_disk(tmp_path / "disk.img", 64 * MiB + extra, parts)
     digest = sha(path)
     result = grow_root(path, run=(run := FakeRunner(path)))
     assert result.gpt_moved == (extra > 0) and (sha(path) == digest) == (extra == 0)
@@ -199,7 +199,7 @@ def test_a_disk_not_bigger_by_a_whole_mib_is_not_grown(tmp_path: Path, extra: in
 
 
 def test_no_root_partition(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 100 * MiB, [NewPartition(0, LINUX_FS, "data")])
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB, [NewPartition(0, LINUX_FS, "data")])
     result = grow_root(path, run=FakeRunner(path))
     assert not result.grown and result.partition is None and "no root partition" in str(result.reason)
     assert json.loads(json.dumps(result.to_dict()))["notes"] == []
@@ -210,7 +210,7 @@ def test_no_root_partition(tmp_path: Path) -> None:
     [(512 + 20, b"\x01", "primary header CRC"), (1024 + 5, b"\x01", "entry array CRC"), (512, b"NOT PART", "no GPT")],
 )
 def test_a_damaged_gpt_is_refused_and_nothing_written(tmp_path: Path, offset: int, junk: bytes, problem: str) -> None:
-    path = make_disk(tmp_path / "disk.img", 100 * MiB)
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB)
     with path.open("r+b") as f:
         f.seek(offset)
         f.write(junk)
@@ -226,7 +226,7 @@ def test_a_damaged_gpt_is_refused_and_nothing_written(tmp_path: Path, offset: in
 
 
 def test_a_truncated_disk_is_refused(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 32 * MiB)
+    path = make_grow_disk(tmp_path / "disk.img", 32 * MiB)
     with pytest.raises(GptInvalid, match="truncated"):
         grow_root(path, run=FakeRunner(path))
     with pytest.raises(TargetError, match="not a block device"):
@@ -234,7 +234,7 @@ def test_a_truncated_disk_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_mbr_size_is_capped_and_64bit_sizes_read(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 3 << 40)
+    path = make_grow_disk(tmp_path / "disk.img", 3 << 40)
     result = grow_root(path, run=FakeRunner(path))
     with path.open("rb") as f:
         mbr = f.read(512)
@@ -245,7 +245,7 @@ def test_the_mbr_size_is_capped_and_64bit_sizes_read(tmp_path: Path) -> None:
 
 
 def test_another_file_system_is_not_resized(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 100 * MiB)
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB)
     table = read_table(path, 100 * MiB)
     with path.open("r+b") as f:
         f.seek(table.partitions[2].start * 512)
@@ -256,7 +256,7 @@ def test_another_file_system_is_not_resized(tmp_path: Path) -> None:
 
 
 def test_a_failed_e2fsck_detaches_the_loop_and_the_next_run_resizes(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 100 * MiB)
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB)
     with pytest.raises(GrowToolFailed) as exc:
         grow_root(path, run=(run := FakeRunner(path, e2fsck=4)))
     err = exc.value
@@ -270,7 +270,7 @@ def test_a_failed_e2fsck_detaches_the_loop_and_the_next_run_resizes(tmp_path: Pa
 
 
 def test_a_missing_tool_is_named(tmp_path: Path) -> None:
-    path = make_disk(tmp_path / "disk.img", 100 * MiB)
+    path = make_grow_disk(tmp_path / "disk.img", 100 * MiB)
     with pytest.raises(GrowToolFailed, match="losetup not installed") as exc:
         grow_root(path, run=FakeRunner(path, missing="losetup"))
     assert exc.value.returncode is None and exc.value.argv[0] == "losetup"

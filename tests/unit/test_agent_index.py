@@ -16,8 +16,8 @@ from provision.agent import IndexInvalid, read_index
 from provision.agent.index import canonical_json
 from provision.images import ImageStore
 from provision.images.index import FORMAT_VERSION
-from tests.unit.test_agent_support import CHUNK, build_image, random_disk
-from tests.unit.test_image_support import MiB, make_disk
+from tests.support.agent import CHUNK, build_image, random_disk
+from tests.support.images import MiB, make_disk
 
 
 def test_reads_a_store_index_with_its_digest(tmp_path: Path) -> None:

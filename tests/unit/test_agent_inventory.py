@@ -13,8 +13,8 @@ import pytest
 
 from provision.agent.inventory import collect_probe, read_kernel_args
 from provision.facts import Firmware, load_probe
+from tests.support.paths import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 LSBLK = (SAMPLES / "lsblk-pc.json").read_bytes()
 LSPCI = (SAMPLES / "lspci-vvnn-vm.txt").read_bytes()
 DMI = b"""# dmidecode 3.4

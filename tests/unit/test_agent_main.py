@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Mapping
@@ -33,19 +32,11 @@ from provision.agent.main import (
 )
 from provision.agent.report import WriteReport
 from provision.wire.api import Report, RunAnswer
-from tests.unit.test_agent_support import (
-    FAST,
-    INDEX_PATH,
-    SERVER,
-    FakeSession,
-    build_image,
-    file_sha,
-    random_disk,
-    sparse_file,
-)
+from tests.support.agent import FAST, INDEX_PATH, SERVER, FakeSession, build_image, random_disk, sha
+from tests.support.files import sha256_file, sparse_file
+from tests.support.paths import SAMPLE_PROBE
 
 MAC = "52:54:00:12:34:56"
-PROBE = Path(__file__).resolve().parent.parent / "samples" / "probes" / "debian-vm"
 
 
 class FakeApi(ServerApi):
@@ -77,7 +68,7 @@ def plan(**over: Any) -> dict[str, Any]:
 
 
 def config(tmp_path: Path, **over: Any) -> AgentConfig:
-    base: dict[str, Any] = {"server": SERVER, "mac": MAC, "token": "t" * 32, "probe_dir": PROBE,
+    base: dict[str, Any] = {"server": SERVER, "mac": MAC, "token": "t" * 32, "probe_dir": SAMPLE_PROBE,
                             "disks_from": tmp_path / "disks", "retry": FAST, "once": True}  # fmt: skip
     return AgentConfig(**{**base, **over})
 
@@ -115,7 +106,7 @@ def test_a_plan_is_written_verified_grown_and_reported(tmp_path: Path, image_ses
     outcome = agent.run_once()
     assert (outcome.code, outcome.state, outcome.run) == (EXIT_DONE, "done", "r1")
     assert grown == [tmp_path / "disks" / "vda"] and slept == [5.0]
-    assert file_sha(tmp_path / "disks" / "vda", len(image_session.image.raw)) == file_sha_bytes(image_session)
+    assert sha256_file(tmp_path / "disks" / "vda", len(image_session.image.raw)) == sha(image_session.image.raw)
     [hello, hello2] = api.bodies("/hello")
     assert hello["mac"] == MAC and "lsblk.json" in hello["probe"] and hello == hello2
     [report] = api.bodies("/report")
@@ -124,10 +115,6 @@ def test_a_plan_is_written_verified_grown_and_reported(tmp_path: Path, image_ses
     assert (body["chunks"], body["verified"], body["holes"]) == (5, 5, 19)
     assert body["holes_verified"] == 19 and body["digest"] == digest and body["read_back_ok"] is True
     assert report["writer"]["fetched"] == 5 and report["writer"]["skipped"] == 0
-
-
-def file_sha_bytes(session: FakeSession) -> str:
-    return hashlib.sha256(session.image.raw).hexdigest()
 
 
 def test_a_write_failure_is_reported_with_its_facts(tmp_path: Path, image_session: FakeSession) -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from provision.agent import read_index
 from provision.agent.ranges import compact, hole_ranges, is_zero, merge, split, total
-from tests.unit.test_agent_support import CHUNK, build_image, random_disk
+from tests.support.agent import CHUNK, build_image, random_disk
 
 
 def test_merge() -> None:

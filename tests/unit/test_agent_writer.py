@@ -26,7 +26,7 @@ from provision.agent import (
     read_index,
     write_image,
 )
-from tests.unit.test_agent_support import (
+from tests.support.agent import (
     CHUNK,
     FAST,
     INDEX_PATH,
@@ -36,11 +36,10 @@ from tests.unit.test_agent_support import (
     MiB,
     RecordingTarget,
     build_image,
-    file_sha,
     random_disk,
     sha,
-    sparse_file,
 )
+from tests.support.files import sha256_file, sparse_file
 
 
 def write(session: FakeSession, target: Path | DiskTarget, **kw: object) -> WriteReport:
@@ -49,7 +48,7 @@ def write(session: FakeSession, target: Path | DiskTarget, **kw: object) -> Writ
 
 
 def assert_image_on(path: Path, image: FakeImage) -> None:
-    assert file_sha(path, len(image.raw)) == sha(image.raw)
+    assert sha256_file(path, len(image.raw)) == sha(image.raw)
 
 
 def test_random_holes_unaligned_size_short_last_chunk(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,8 @@ from provision.boot import BootAction, Booter, TemplateError, kernel_arg, kernel
 from provision.config import ServerConfig, UnknownPolicy, load_config
 from provision.states import MachineState
 from provision.store import Store
+from tests.support.paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 MAC = "52:54:00:12:34:56"
 
 

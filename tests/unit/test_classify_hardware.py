@@ -13,9 +13,7 @@ import pytest
 from provision.facts import load_probe
 from provision.facts.derive import derive
 from provision.recipes import Action, load_dir, select
-
-REPO = Path(__file__).resolve().parents[2]
-HARDWARE = REPO.parent / "shared" / "hardware"
+from tests.support.paths import HARDWARE, REPO
 
 pytestmark = pytest.mark.skipif(not HARDWARE.is_dir(), reason="../shared/hardware is absent")
 

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 
 from provision.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-HARDWARE = REPO.parent / "shared" / "hardware"
-SAMPLE = REPO / "tests" / "samples" / "probes" / "debian-vm"
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        code = main(list(argv), out=out, err=err)
-    except SystemExit as exc:  # argparse exits for --help and usage errors
-        code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+from tests.support.cli import run
+from tests.support.paths import HARDWARE, REPO, SAMPLE_PROBE
 
 
 @pytest.mark.parametrize(
@@ -102,20 +90,20 @@ def test_explain_real_machine_text_and_json():
 
 
 def test_explain_own_capture():
-    if not SAMPLE.is_dir():
+    if not SAMPLE_PROBE.is_dir():
         pytest.skip("no sample probe")
-    code, out, err = run("recipes", "explain", "--json", str(SAMPLE))
+    code, out, err = run("recipes", "explain", "--json", str(SAMPLE_PROBE))
     assert code == 0, err
     assert json.loads(out)["facts"]["mac"] is not None
 
 
 def test_explain_facts_json_round_trip(tmp_path):
-    if not SAMPLE.is_dir():
+    if not SAMPLE_PROBE.is_dir():
         pytest.skip("no sample probe")
-    _, out, _ = run("facts", "--json", str(SAMPLE))
+    _, out, _ = run("facts", "--json", str(SAMPLE_PROBE))
     (tmp_path / "facts.json").write_text(json.dumps(json.loads(out)["probe"]))
     code, again, err = run("recipes", "explain", "--json", str(tmp_path / "facts.json"))
     assert code == 0, err
-    code, direct, _ = run("recipes", "explain", "--json", str(SAMPLE))
+    code, direct, _ = run("recipes", "explain", "--json", str(SAMPLE_PROBE))
     strip = lambda text: {k: v for k, v in json.loads(text).items() if k != "source"}  # noqa: E731
     assert strip(again) == strip(direct)

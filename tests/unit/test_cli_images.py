@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import zstandard
 
-from provision.cli import main
-from tests.unit.test_image_support import MiB, make_disk, sha256_file
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.support.cli import run
+from tests.support.files import sha256_file
+from tests.support.images import MiB, make_disk
 
 
 def test_import_list_verify_export(tmp_path: Path) -> None:

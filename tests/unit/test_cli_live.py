@@ -13,14 +13,9 @@ import provision.live
 from provision.cli import main
 from provision.live import LiveResult
 from provision.sshkeys import ensure_server_key
-from tests.unit.test_live_pack import manifest
-from tests.unit.test_sshkeys import _line
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.support.cli import run
+from tests.support.live import live_manifest
+from tests.support.sshkeys import authorized_key_line
 
 
 @pytest.fixture
@@ -32,7 +27,7 @@ def builds(monkeypatch, tmp_path) -> list[dict[str, Any]]:
         options["progress"]("step one")
         files = tmp_path / "files"
         files.mkdir(exist_ok=True)
-        return LiveResult(out, manifest(files), reused=False)
+        return LiveResult(out, live_manifest(files), reused=False)
 
     monkeypatch.setattr(provision.live, "build_live", fake_build)
     return calls
@@ -56,7 +51,7 @@ def test_defaults_come_from_the_configuration(tmp_path, builds):
 
 def test_explicit_key_out_and_json(tmp_path, builds):
     key_file = tmp_path / "k.pub"
-    key_file.write_text(_line(comment="admin") + "\n")
+    key_file.write_text(authorized_key_line(comment="admin") + "\n")
     code, out, err = run(
         "live",
         "build",
@@ -72,7 +67,11 @@ def test_explicit_key_out_and_json(tmp_path, builds):
         "--json",
     )
     assert code == 0, err
-    assert builds[0]["key"] == _line(comment="admin") and builds[0]["force"] is True and builds[0]["level"] == 3
+    assert (
+        builds[0]["key"] == authorized_key_line(comment="admin")
+        and builds[0]["force"] is True
+        and builds[0]["level"] == 3
+    )
     data = json.loads(out)
     assert data["out"] == str(tmp_path / "o") and data["reused"] is False and data["modules"]["count"] == 2
     assert not (tmp_path / "st" / "ssh").exists()  # an explicit key: no server key made
@@ -80,7 +79,7 @@ def test_explicit_key_out_and_json(tmp_path, builds):
 
 def test_a_bad_key_file_is_an_error(tmp_path, builds):
     key_file = tmp_path / "k.pub"
-    key_file.write_text(_line() + "\n" + _line() + "\n")
+    key_file.write_text(authorized_key_line() + "\n" + authorized_key_line() + "\n")
     code, _, err = run("live", "build", "--authorized-key", str(key_file), "--state-dir", str(tmp_path))
     assert code == 1 and "expected exactly one public key line, found 2" in err
     assert builds == []
@@ -88,5 +87,5 @@ def test_a_bad_key_file_is_an_error(tmp_path, builds):
 
 def test_subcommand_is_required():
     with pytest.raises(SystemExit) as exited:
-        run("live")
+        main(["live"], out=io.StringIO(), err=io.StringIO())
     assert exited.value.code == 2

@@ -13,6 +13,7 @@ from provision.dhcp.leases import LeasePool
 from provision.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType, Opt, client_request
 from provision.dhcp.policy import PXE_VENDOR_OPTIONS, DhcpSettingsError, PxeSettings
 from provision.dhcp.server import DhcpServer
+from tests.support.clock import Clock
 
 MAC = "52:54:00:12:34:56"
 OTHER = "52:54:00:65:43:21"
@@ -29,14 +30,6 @@ POOL = LeasePool(
     dns=(IPv4Address("198.18.0.53"), IPv4Address("198.18.0.54")),
     lease_time=600,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def pxe_options(arch: int = 0, **extra: bytes) -> dict[int, bytes]:

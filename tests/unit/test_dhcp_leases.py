@@ -9,14 +9,7 @@ import pytest
 
 from provision.dhcp.leases import OFFER_HOLD, LeasePool, LeaseStoreError, LeaseTable
 from provision.dhcp.policy import DhcpSettingsError
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def ip(last: int) -> IPv4Address:

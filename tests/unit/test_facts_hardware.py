@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from provision.facts import Facts, PciDevice, load_probe, parse_dmidecode, parse_lspci
-
-HARDWARE = Path(__file__).resolve().parents[2].parent / "shared" / "hardware"
-
+from tests.support.paths import HARDWARE
 
 # DMI identity, per README table. Folder names without their hwid suffix; "-" = None (placeholder/blank).
 # vendor is the DMI Manufacturer as the firmware wrote it (the README's "vendor" column is the brand);

@@ -28,9 +28,8 @@ from provision.facts import (
     parse_lspci,
 )
 from provision.facts.probe import MAX_FILE_BYTES
+from tests.support.paths import HARDWARE, SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-HARDWARE = Path(__file__).resolve().parents[2].parent / "shared" / "hardware"
 OPTIPLEX_7010 = HARDWARE / "dell-optiplex-7010-0e1bf9ac9d32"
 HOSTILE = "$(rm -rf /); `x`"
 

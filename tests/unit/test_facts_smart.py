@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from provision.facts import SmartReport, SmartVerdict, parse_smartctl_json, parse_smartctl_text
+from tests.support.paths import HARDWARE
 
-SMART = Path(__file__).resolve().parents[2].parent / "shared" / "hardware" / "smart"
+SMART = HARDWARE / "smart"
 
 # --- inline edge cases ---------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from provision.builder.disk import DiskLayout
 from provision.builder.firstboot import UNIT_NAME
 from provision.builder.resolve import ArchiveEntry
 from provision.images.store import ImageStore
-from tests.support.builder import RELEASE, FakeCache, FakeStore, MiB, cache, write_tree
+from tests.support.builder import RELEASE, FakeCache, FakeStore, MiB, cache
+from tests.support.files import write_tree
 
 __all__ = ["cache"]  # the fixture, from tests/support/builder.py
 

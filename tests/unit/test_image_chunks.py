@@ -16,7 +16,8 @@ from provision.images.chunks import ChunkStore, compress, decompress, is_zero, z
 from provision.images.errors import CorruptImage
 from provision.images.files import atomic_write
 from provision.images.importer import chunk_file
-from tests.unit.test_image_support import CHUNK, MiB, make_disk, sha256_file
+from tests.support.files import sha256_file
+from tests.support.images import CHUNK, MiB, make_disk
 
 
 def chunk(path: Path, store: ChunkStore, chunk_size: int = CHUNK, workers: int = 2):

@@ -15,8 +15,7 @@ from provision.builder.definition import (
     parse_size,
 )
 from provision.errors import ConfigError
-
-IMAGES = Path(__file__).resolve().parents[2] / "images"
+from tests.support.paths import IMAGES
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from provision.images import ImageNotFound, ImageStore, ImageVersion
 from provision.images.bmap import BmapBuilder, human_size
 from provision.images.chunks import zero_frame
-from tests.unit.test_image_support import CHUNK, MiB, make_disk
+from tests.support.images import CHUNK, MiB, check_bmap, make_disk, unzstd
 
 # 4 MiB + 1536: neither the chunk size nor the 4 KiB bmap block divides it
 SIZE = 4 * MiB + 3 * 512
@@ -27,37 +23,11 @@ def imported(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ImageStore
     return store, store.import_raw(raw, "educ", chunk_size=CHUNK), raw.read_bytes()
 
 
-def decompress_stream(data: bytes) -> bytes:
-    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
-        return reader.read()
-
-
-def check_bmap(text: str, raw: bytes) -> ET.Element:
-    """bmaptool 3.x's checks: the file checksum (its field zeroed) and each range's sha256."""
-    root = ET.fromstring(text)
-    assert root.tag == "bmap" and root.attrib["version"] == "2.0"
-    field = lambda tag: root.findtext(tag, "").strip()  # noqa: E731
-    assert int(field("ImageSize")) == len(raw)
-    assert int(field("BlockSize")) == 4096
-    assert int(field("BlocksCount")) == -(-len(raw) // 4096)
-    assert field("ChecksumType") == "sha256"
-    checksum = field("BmapFileChecksum")
-    assert hashlib.sha256(text.replace(checksum, "0" * 64, 1).encode()).hexdigest() == checksum
-    mapped = 0
-    for rng in root.findall("BlockMap/Range"):
-        first, _, last = rng.text.strip().partition("-") if rng.text else ("", "", "")
-        a, b = int(first), int(last or first)
-        mapped += b - a + 1
-        assert hashlib.sha256(raw[a * 4096 : (b + 1) * 4096]).hexdigest() == rng.attrib["chksum"]
-    assert int(field("MappedBlocksCount")) == mapped
-    return root
-
-
 def test_export_round_trip(imported: tuple[ImageStore, ImageVersion, bytes], tmp_path: Path) -> None:
     store, version, raw = imported
     zst, bmap = store.export("educ", tmp_path / "out")
     assert (zst.name, bmap.name) == ("disk.img.zst", "disk.bmap")
-    assert decompress_stream(zst.read_bytes()) == raw
+    assert unzstd(zst.read_bytes()) == raw
     root = check_bmap(bmap.read_text(), raw)
     # mapped = the non-hole chunks: every non-zero byte of the raw disk is inside a range
     ranges = root.findall("BlockMap/Range")
@@ -75,7 +45,7 @@ def test_iter_zst_parts(imported: tuple[ImageStore, ImageVersion, bytes]) -> Non
         else:
             assert part == store.chunks.path(ref.sha256)
     stream = b"".join(p if isinstance(p, bytes) else p.read_bytes() for p in parts)
-    assert decompress_stream(stream) == raw
+    assert unzstd(stream) == raw
     listed, total = store.zst_parts(version)
     assert total == len(stream) and len(listed) == len(parts)
 

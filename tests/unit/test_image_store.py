@@ -15,7 +15,8 @@ import pytest
 from provision import __version__
 from provision.images import ImageError, ImageNotFound, ImageStore, ImageVersion, StoreBusy
 from provision.images.errors import CorruptImage
-from tests.unit.test_image_support import CHUNK, MiB, make_disk, sha256_file
+from tests.support.files import sha256_file
+from tests.support.images import CHUNK, MiB, make_disk
 
 T0 = datetime(2025, 11, 27, 3, 0, tzinfo=UTC)
 SIZE = 4 * MiB

@@ -9,7 +9,7 @@ import pytest
 
 from provision.images import ImageStore, ImageVersion
 from provision.images.chunks import compress
-from tests.unit.test_image_support import CHUNK, MiB, make_disk
+from tests.support.images import CHUNK, MiB, make_disk
 
 
 @pytest.fixture

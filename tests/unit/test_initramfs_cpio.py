@@ -9,15 +9,7 @@ import pytest
 
 from provision.errors import FatalError
 from provision.initramfs import CpioError, CpioStream, CpioWriter, InitrdError, ModuleError, header, read_newc
-from tests.support.initramfs import parse_newc
-
-
-def entries(data: bytes) -> dict[str, tuple[int, int, int, bytes, tuple[int, int]]]:
-    found: dict[str, tuple[int, int, int, bytes, tuple[int, int]]] = {}
-    for name, mode, ino, nlink, body, rdev in read_newc(data):
-        assert name not in found, name
-        found[name] = (mode, ino, nlink, body, rdev)
-    return found
+from tests.support.initramfs import newc_entries, parse_newc
 
 
 def test_header_layout():
@@ -39,7 +31,7 @@ def test_stream_entries_parents_devices_links_and_trailer():
     cpio.close()  # once only
     data = sink.getvalue()
     assert cpio.size == len(data) and data.endswith(b"TRAILER!!!\0\0\0\0")
-    found = entries(data)
+    found = newc_entries(data)
     assert list(found) == ["etc", "etc/deep", "etc/deep/file.txt", "bin", "dev", "dev/console", "root"]
     assert found["etc/deep/file.txt"][0] == stat.S_IFREG | 0o600 and found["etc/deep/file.txt"][3] == b"hello"
     assert found["etc"][0] == stat.S_IFDIR | 0o755

@@ -16,7 +16,7 @@ from provision.lab import netboot_missing
 from provision.lab.demo import DEFAULT_PCS, RECIPES, DemoPC, Rack, demo_missing, parse_pcs
 from provision.lab.server import LabServer
 from provision.recipes import load_dir
-from tests.unit.test_lab_follow import BIOS_MAC, BIOS_NETBOOT, BIOS_OWN_DISK, DIGEST, LIVE, UEFI_MAC, FakePC, api_run
+from tests.support.lab import BIOS_MAC, BIOS_NETBOOT, BIOS_OWN_DISK, DIGEST, LIVE, UEFI_MAC, FakePC, api_run
 
 
 # ------------------------------------------------------------------------------------------------ --pcs

@@ -7,14 +7,14 @@ tests/e2e/test_live_boot.py (a QEMU PC boots them); here only their text is chec
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from provision.live import initscript
 from provision.live.initscript import FUNCTIONS, INIT, UDHCPC, render_init, scripts
+from tests.support.paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "live-init.sh"
+GOLDEN_INIT = GOLDEN / "live-init.sh"
 RELEASE = "6.1.0-99-amd64"
 LABEL = "tree-0123456789ab"
 ALL = {"init": INIT, "functions": FUNCTIONS, "udhcpc": UDHCPC}
@@ -211,7 +211,7 @@ def test_ssh_trusts_keys_only():
 def test_render_init_golden():
     rendered = render_init(RELEASE, LABEL)
     assert f"kernel {RELEASE}, built {LABEL}" in rendered
-    assert rendered == GOLDEN.read_text(), "update tests/golden/live-init.sh if the change is intended"
+    assert rendered == GOLDEN_INIT.read_text(), "update tests/golden/live-init.sh if the change is intended"
 
 
 @pytest.mark.parametrize("bad", ["6.1; reboot", "", "a\nb", "x" * 200, "-rf"])

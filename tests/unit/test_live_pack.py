@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from provision.initramfs import read_newc
 from provision.live.manifest import (
     LIVE_JSON,
     SIZE_GOAL,
@@ -22,14 +21,8 @@ from provision.live.manifest import (
     write_manifest,
 )
 from provision.live.pack import Item, pack_initrd, write_atomic
-
-
-def entries(data: bytes) -> dict[str, tuple[int, int, int, bytes, tuple[int, int]]]:
-    found: dict[str, tuple[int, int, int, bytes, tuple[int, int]]] = {}
-    for name, mode, ino, nlink, body, rdev in read_newc(data):
-        assert name not in found, name
-        found[name] = (mode, ino, nlink, body, rdev)
-    return found
+from tests.support.initramfs import newc_entries
+from tests.support.live import live_manifest
 
 
 def _tree(root: Path) -> None:
@@ -65,7 +58,7 @@ def test_pack_tree_with_items_hardlinks_modes_and_exclusions(tmp_path):
     out = tmp_path / "out" / "initrd.img"
     stats = pack_initrd(out, root, items, exclude=lambda rel: rel.startswith("usr/lib/firmware/"), level=3)
     data = zstandard.ZstdDecompressor().decompressobj().decompress(out.read_bytes())
-    found = entries(data)
+    found = newc_entries(data)
     assert stats.uncompressed == len(data) and stats.compressed == out.stat().st_size
     assert stats.added == 6 and stats.entries == len(found)
     names = list(found)
@@ -105,33 +98,8 @@ def test_write_atomic_bytes_and_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- live.json
-def manifest(tmp_path: Path) -> LiveManifest:
-    (tmp_path / "vmlinuz").write_bytes(b"k" * 100)
-    (tmp_path / "initrd.img").write_bytes(b"i" * 300)
-    return LiveManifest(
-        inputs="ab" * 32,
-        kernel_release="6.1.0-99-amd64",
-        kernel_package="linux-image-6.1.0-99-amd64",
-        kernel_version="6.1.200-1",
-        vmlinuz=FileInfo.of(tmp_path / "vmlinuz"),
-        initrd=FileInfo.of(tmp_path / "initrd.img"),
-        initrd_uncompressed=1000,
-        compression="zstd-19",
-        packages={"python3": "3.11.2-1+b1", "busybox": "1:1.35.0-4+b3"},
-        modules=["r8169", "ahci"],
-        firmware=["rtl_nic/rtl8168g-2.fw"],
-        agent_sha256="cd" * 32,
-        agent_files=["provision/__init__.py"],
-        authorized_key="SHA256:abc",
-        tree_key="ef" * 32,
-        tree_cached=True,
-        build_seconds=12.34,
-        steps={"pack": 10.0},
-    )
-
-
 def test_manifest_round_trip_and_fields(tmp_path):
-    m = manifest(tmp_path)
+    m = live_manifest(tmp_path)
     path = write_manifest(tmp_path, m)
     assert path == tmp_path / LIVE_JSON
     data = json.loads(path.read_text())
@@ -158,7 +126,7 @@ def test_read_manifest_absent_broken_or_other_format(tmp_path):
 
 
 def test_output_intact_notices_a_changed_file(tmp_path):
-    m = manifest(tmp_path)
+    m = live_manifest(tmp_path)
     assert output_intact(tmp_path, m)
     (tmp_path / "initrd.img").write_bytes(b"j" * 300)  # same size, other content
     assert not output_intact(tmp_path, m)
@@ -167,7 +135,7 @@ def test_output_intact_notices_a_changed_file(tmp_path):
 
 
 def test_size_goal(tmp_path):
-    m = manifest(tmp_path)
+    m = live_manifest(tmp_path)
     big = LiveManifest(**{**m.__dict__, "initrd": FileInfo(SIZE_GOAL, "00" * 32)})
     assert not big.within_goal and big.total_size == SIZE_GOAL + 100
 
@@ -178,7 +146,7 @@ def test_reuse_the_output_or_a_kept_build(tmp_path):
 
     built = tmp_path / "built"
     built.mkdir()
-    m = manifest(built)
+    m = live_manifest(built)
     write_manifest(built, m)
     cache = tmp_path / "cache"
     said: list[str] = []
@@ -202,7 +170,7 @@ def test_only_the_newest_kept_builds_stay(tmp_path):
 
     built = tmp_path / "built"
     built.mkdir()
-    base = manifest(built)
+    base = live_manifest(built)
     for number in range(KEEP_BUILDS + 2):
         m = LiveManifest(**{**base.__dict__, "inputs": f"{number:02d}" * 32})
         _keep_build(built, m, tmp_path / "cache")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from provision.builder.resolve import ArchiveEntry
 from provision.live import packages, payload
 from provision.live.errors import LiveBuildError
 from provision.live.packages import TreeSpec, all_packages, live_archive, mmdebstrap_argv
+from tests.support.files import write_tree
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 ARCHIVE = (
@@ -114,16 +113,8 @@ def test_agent_files_are_the_agent_its_package_and_the_bottom_layer():
     assert files == dict(sorted(files.items()))
 
 
-def _package(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 def test_agent_files_follow_provision_imports_including_relative_ones(tmp_path):
-    pkg = _package(
+    pkg = write_tree(
         tmp_path / "provision",
         {
             "__init__.py": "",
@@ -150,7 +141,7 @@ def test_agent_files_follow_provision_imports_including_relative_ones(tmp_path):
 
 
 def test_an_import_the_live_environment_lacks_stops_the_build(tmp_path):
-    pkg = _package(
+    pkg = write_tree(
         tmp_path / "provision",
         {"__init__.py": "", "agent/__init__.py": "", "agent/bad.py": "def f():\n    import pydantic\n"},
     )
@@ -160,7 +151,7 @@ def test_an_import_the_live_environment_lacks_stops_the_build(tmp_path):
 
 
 def test_files_digest_changes_with_content_and_names(tmp_path):
-    pkg = _package(tmp_path / "provision", {"__init__.py": "", "agent/__init__.py": "x = 1\n"})
+    pkg = write_tree(tmp_path / "provision", {"__init__.py": "", "agent/__init__.py": "x = 1\n"})
     first = payload.files_digest(payload.agent_files(pkg))
     assert first == payload.files_digest(payload.agent_files(pkg))
     (pkg / "agent" / "__init__.py").write_text("x = 2\n")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from provision.live import payload
 from provision.live.strip import matches, remove_orphan_pyc, strip_tree, stripped
+from tests.support.files import write_tree
 
 PY = "usr/lib/python3.11"
 
@@ -149,18 +149,11 @@ def test_the_modules_the_brief_names_stay(module):
         assert not stripped(candidate), candidate
 
 
-def _tree(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def test_strip_tree_removes_files_and_emptied_folders_only(tmp_path):
     root = tmp_path / "tree"
     outside = tmp_path / "outside"
-    _tree(outside, {"keep.txt": "outside the tree"})
-    _tree(
+    write_tree(outside, {"keep.txt": "outside the tree"})
+    write_tree(
         root,
         {
             "usr/share/doc/bash/README": "readme",

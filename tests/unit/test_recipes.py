@@ -11,8 +11,7 @@ from provision.errors import ConfigError
 from provision.facts.derive import FACT_NAMES, FactValue
 from provision.recipes import Action, check_dir, load_dir, select
 from provision.recipes.conditions import ConditionError, compile_condition
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def write(directory: Path, name: str, text: str) -> Path:

@@ -5,19 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
-import struct
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provision.sshkeys import SshKeyError, ensure_server_key, fingerprint, parse_public_key
-
-
-def _line(kind: str = "ssh-ed25519", blob_kind: str | None = None, comment: str = "") -> str:
-    name = (blob_kind or kind).encode()
-    blob = struct.pack(">I", len(name)) + name + struct.pack(">I", 32) + bytes(range(32))
-    return f"{kind} {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
+from tests.support.sshkeys import authorized_key_line
 
 
 def mode(path) -> int:
@@ -46,7 +40,7 @@ def test_public_file_is_derived_from_the_private_key(tmp_path):
     key.public_path.unlink()
     restored = ensure_server_key(tmp_path, comment="b")
     assert restored.public_line.split()[:2] == key.public_line.split()[:2]
-    key.public_path.write_text(_line(comment="someone-else") + "\n")  # not this key's public half
+    key.public_path.write_text(authorized_key_line(comment="someone-else") + "\n")  # not this key's public half
     fixed = ensure_server_key(tmp_path, comment="c")
     assert fixed.public_line.split()[:2] == key.public_line.split()[:2] and fixed.public_line.endswith(" c")
 
@@ -67,17 +61,17 @@ def test_unusable_private_key_is_an_error(tmp_path):
 
 
 def test_fingerprint_is_ssh_keygens():
-    line = _line()
+    line = authorized_key_line()
     blob = base64.b64decode(line.split()[1])
     expected = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     assert fingerprint(line) == expected
 
 
 def test_parse_public_key_normalises():
-    line = _line(comment="root@host")
+    line = authorized_key_line(comment="root@host")
     assert parse_public_key(f"# the server\n\n  {line}  \n") == line
-    assert parse_public_key(_line()) == _line()
-    rsa = _line("ssh-rsa")
+    assert parse_public_key(authorized_key_line()) == authorized_key_line()
+    rsa = authorized_key_line("ssh-rsa")
     assert parse_public_key(rsa) == rsa
 
 
@@ -85,16 +79,16 @@ def test_parse_public_key_normalises():
     ("text", "message"),
     [
         ("", "exactly one public key line, found 0"),
-        (_line() + "\n" + _line(), "exactly one public key line, found 2"),
-        ('command="reboot" ' + _line(), "not an OpenSSH public key"),
+        (authorized_key_line() + "\n" + authorized_key_line(), "exactly one public key line, found 2"),
+        ('command="reboot" ' + authorized_key_line(), "not an OpenSSH public key"),
         ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "not an OpenSSH public key"),
         ("ssh-ed25519", "not an OpenSSH public key"),
         ("ssh-ed25519 not*base64", "not base64"),
         ("ssh-ed25519 AAAA=AAA", "not base64"),
         ("ssh-ed25519 AAAAB3NzaC1yc2E=", "not a ssh-ed25519 key"),
         ("ssh-ed25519 AA==", "truncated"),
-        (_line("ssh-ed25519", blob_kind="ssh-rsa"), "not a ssh-ed25519 key"),
-        (_line(comment="evil\x1b[2J"), "control or non-ASCII"),
+        (authorized_key_line("ssh-ed25519", blob_kind="ssh-rsa"), "not a ssh-ed25519 key"),
+        (authorized_key_line(comment="evil\x1b[2J"), "control or non-ASCII"),
     ],
 )
 def test_parse_public_key_refuses(text, message):

@@ -1,5 +1,10 @@
 """Hosts for interop tests: extra network namespaces wired by veth pairs into a lab's server namespace.
 
+- ``Host``: one namespace with one interface ``eth0`` on the lab bridge or on its own LAN; runs and tracks
+  processes inside it (``HostError`` when ``ip`` fails); ``cleanup_stale_hosts()`` removes those of dead runs.
+- ``Capture`` / ``Frame`` / ``parse_frame(raw, outgoing)``: the DHCP frames seen on an interface, both ways.
+- ``ip(*args)``: ``ip`` with a timeout; ``stop_process(proc)``: SIGTERM, then SIGKILL, a tracked process.
+
 A `Host` is one namespace (``pvhost-<pid>-<n>``) with one interface ``eth0`` whose peer lives in the server
 namespace, either enslaved to the lab bridge (a PC on the imaging LAN) or standing alone with an address (a
 second LAN of the server). Everything is created with ``ip`` and argument lists, and undone by `Host.close`:
@@ -34,6 +39,7 @@ from provision.lab.host import kill_pid, pid_alive
 PREFIX = "pvhost"
 NAME_RE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)$")
 HERE = Path(__file__).resolve()
+SCRIPT = [sys.executable, "-P", str(HERE)]  # -P: the modules beside this file must not shadow top-level ones
 IP_TIMEOUT = 30.0
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -197,7 +203,7 @@ class Host:
     ) -> list[tuple[str, int, bytes]]:
         """Send ``payload`` from a UDP socket bound to ``bind``; the replies received within ``timeout`` (or
         0.3 s after the first): (source address, source port, data)."""
-        argv = [sys.executable, str(HERE), "exchange", bind[0], str(bind[1]), dest[0], str(dest[1])]
+        argv = [*SCRIPT, "exchange", bind[0], str(bind[1]), dest[0], str(dest[1])]
         done = self.run([*argv, payload.hex(), str(timeout)], timeout=timeout + 20, check=True)
         replies = []
         for line in done.stdout.splitlines():
@@ -252,7 +258,7 @@ class Capture:
     def __enter__(self) -> Capture:
         self.out.unlink(missing_ok=True)
         log = self.out.with_suffix(".log")
-        argv = ["ip", "netns", "exec", self.namespace, sys.executable, str(HERE), "capture", self.iface, str(self.out)]
+        argv = ["ip", "netns", "exec", self.namespace, *SCRIPT, "capture", self.iface, str(self.out)]
         with log.open("wb") as sink:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10.0

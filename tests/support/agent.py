@@ -1,7 +1,12 @@
-"""Helpers shared by the agent writer tests (unit and functional); no tests here.
+"""Fakes for the agent's writer and fetcher (unit and functional tests).
 
-- ``build_image``: an index dict (format 1, as the store writes it) and the zstd frames of a raw disk in memory.
-- ``FakeSession``: serves that image like provision's HTTP routes, with faults scripted per chunk, and counts
+- ``KiB``, ``MiB``, ``CHUNK`` (64 KiB), ``SERVER`` (the fake server's URL), ``INDEX_PATH``, ``FAST`` (a quick
+  RetryPolicy).
+- ``sha(data)``: the sha256 hex digest of bytes; ``frame(plain)``: one zstd frame of them.
+- ``FakeImage`` / ``build_image(raw)``: an index dict (format 1, as the store writes it) and the zstd frames of a
+  raw disk, in memory.
+- ``random_disk(size, data)``: a raw disk of random chunks (listed, or a fraction) and zeros.
+- ``FakeSession``: serves a FakeImage like provision's HTTP routes, with faults scripted per chunk, and counts
   every GET. It is a plain object with ``get()``, as the agent's ``HttpSession`` protocol asks.
 - ``RecordingTarget``: a real ``DiskTarget`` that records the sha256 of every write (and can lie).
 """
@@ -85,15 +90,6 @@ def random_disk(size: int, data: list[int] | float, *, chunk_size: int = CHUNK, 
         end = min(size, start + chunk_size)
         raw[start:end] = rng.randbytes(end - start)
     return bytes(raw)
-
-
-def sparse_file(path: Path, size: int, fill: bytes | None = None) -> Path:
-    """A sparse file of ``size`` bytes (``os.truncate``), optionally starting with ``fill``."""
-    with path.open("wb") as f:
-        if fill:
-            f.write(fill)
-        f.truncate(size)
-    return path
 
 
 class FakeResponse:
@@ -199,8 +195,3 @@ class RecordingTarget(DiskTarget):
             bad[0] ^= 1
             data = bytes(bad)
         super().write(data, offset, buf)
-
-
-def file_sha(path: Path, length: int | None = None) -> str:
-    with path.open("rb") as f:
-        return sha(f.read() if length is None else f.read(length))

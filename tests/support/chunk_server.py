@@ -1,0 +1,87 @@
+"""An image store with one image, and ``provision serve`` over it as a process the tests kill and restart
+(the agent writer's and the imaging runs' functional tests).
+
+- ``SIZE``: the raw disk's size (129 chunks of 64 KiB; the last one, 1536 bytes, holds the end of the backup GPT).
+- ``build_store(tmp)``: the raw disk (``make_disk``, seeded) imported as image ``educ``: (store, version, raw).
+- ``free_port()``: a TCP port free on 127.0.0.1 now (the server must keep its port across restarts).
+- ``Server``: ``python -m provision serve`` on that port with ``tmp/store`` as its image store: ``start()``
+  (waits for its ready file), ``kill()`` (SIGKILL), ``url``.
+- ``target_sha(path)``: the sha256 of a target's first SIZE bytes, to compare with the raw disk's.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provision.images import ImageStore, ImageVersion
+from tests.support.files import sha256_file
+from tests.support.images import CHUNK, MiB, make_disk
+from tests.support.wait import wait_for
+
+SIZE = 8 * MiB + 1536  # 129 chunks of 64 KiB; the last one, 1536 bytes, holds the end of the backup GPT
+EXTENTS = [(1 * MiB, 20 * CHUNK), (3 * MiB + 4096, 9 * CHUNK), (5 * MiB, 300_000), (7 * MiB, 10 * CHUNK)]
+START_TIMEOUT = 30.0
+
+
+def build_store(tmp: Path) -> tuple[ImageStore, ImageVersion, Path]:
+    """``tmp/master.img`` imported as image ``educ`` into ``tmp/store``: (store, version, raw disk)."""
+    raw = make_disk(tmp / "master.img", SIZE, EXTENTS, seed=42)
+    store = ImageStore(tmp / "store")
+    version = store.import_raw(raw, "educ", chunk_size=CHUNK, created=datetime(2026, 11, 27, tzinfo=UTC))
+    return store, version, raw
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """``provision serve`` (no DHCP) on ``port`` with the image store ``tmp/store`` and, if given, recipes."""
+
+    tmp: Path
+    port: int
+    recipes: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        (self.tmp / "boot").mkdir(exist_ok=True)
+        config = self.tmp / "provision.yaml"
+        config.write_text(
+            f"image_store: {self.tmp / 'store'}\n" + (f"recipes_dir: {self.recipes}\n" if self.recipes else "")
+        )
+        ready = self.tmp / "ready.json"
+        ready.unlink(missing_ok=True)
+        argv = [
+            sys.executable, "-m", "provision", "serve", "--config", str(config), "--address", "127.0.0.1",
+            "--dhcp", "off", "--tftp-port", "0", "--http-port", str(self.port), "--state-dir",
+            str(self.tmp / "state"), "--boot-root", str(self.tmp / "boot"), "--ready-file", str(ready),
+        ]  # fmt: skip
+        proc = self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: ready.exists() or proc.poll() is not None, START_TIMEOUT, interval=0.05)
+        if not ready.exists():
+            assert proc.poll() is None, f"provision serve exited with {proc.returncode}"
+            raise AssertionError("provision serve did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def target_sha(path: Path) -> str:
+    """The sha256 of the target's first SIZE bytes (where the image goes)."""
+    return sha256_file(path, SIZE)

@@ -6,7 +6,7 @@
   ``lab.popen`` (tracked and killed by PID), awaited through its ready file; API calls from inside the
   namespace (the lab address is not reachable from the host); SIGTERM stop with its exit code.
 
-Used by the e2e tests (tests/e2e/conftest.py) and ``provision lab demo`` (demo.py). See docs/lab.md.
+Used by the e2e tests (tests/support/e2e.py) and ``provision lab demo`` (demo.py). See docs/lab.md.
 """
 
 from __future__ import annotations

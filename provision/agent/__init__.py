@@ -2,7 +2,8 @@
 
 ``write_image`` writes an image version from the server's chunk store onto a disk, and returns a
 ``WriteReport`` only when every chunk read back right; ``grow_root`` then grows the root partition and its
-file system to the end of the disk. See ``docs/agent.md``.
+file system to the end of the disk, and ``write_firstboot_secret`` writes the run's first-boot credential into
+it. See ``docs/agent.md``.
 """
 
 from provision.agent.disk_io import DiskTarget
@@ -56,9 +57,10 @@ from provision.agent.disks import (
     live_medium_devices,
     parse_lsblk_disks,
 )
-from provision.agent.errors import GptInvalid, GrowError, GrowToolFailed
+from provision.agent.errors import GptInvalid, GrowError, GrowToolFailed, SeedError, SeedToolFailed
 from provision.agent.grow import GrowResult, grow_root
 from provision.agent.inventory import collect_probe, read_kernel_args
+from provision.agent.seed import SeedResult, write_firstboot_secret
 
 __all__ += [
     "AmbiguousTarget",
@@ -68,6 +70,9 @@ __all__ += [
     "GrowResult",
     "GrowToolFailed",
     "NoTargetDisk",
+    "SeedError",
+    "SeedResult",
+    "SeedToolFailed",
     "TargetRuleInvalid",
     "choose_target",
     "collect_probe",
@@ -75,4 +80,5 @@ __all__ += [
     "live_medium_devices",
     "parse_lsblk_disks",
     "read_kernel_args",
+    "write_firstboot_secret",
 ]

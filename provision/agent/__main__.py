@@ -32,6 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds an API call may keep failing")
     parser.add_argument("--fetch-deadline", type=float, default=300.0, help="seconds a chunk GET may keep failing")
     parser.add_argument("--no-grow", action="store_true", help="never grow the root file system")
+    parser.add_argument(
+        "--no-firstboot-secret", action="store_true", help="never write the plan's first-boot credential"
+    )
     parser.add_argument("--buffered", action="store_true", help="no O_DIRECT on block devices")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -63,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         disks_from=args.disks_from, workers=args.workers, once=args.once, hello_deadline=args.deadline,
         retry=RetryPolicy(deadline=args.fetch_deadline), direct=False if args.buffered else None,
     )  # fmt: skip
-    outcome = run_agent(cfg, grow=grow)
+    seed = None
+    if not args.no_firstboot_secret:
+        from provision.agent.seed import write_firstboot_secret
+
+        seed = write_firstboot_secret
+    outcome = run_agent(cfg, grow=grow, seed=seed)
     reason = " ".join((outcome.reason or "-").split())
     print(f"{RESULT_MARKER} {outcome.state} {outcome.run or '-'} {reason}", flush=True)
     return outcome.code

@@ -1,4 +1,5 @@
-"""Errors of the agent writer: each carries its facts (chunk, offset, URL, hashes, target) as attributes.
+"""Errors of the agent: each carries its facts (chunk, offset, URL, hashes, target; for grow and the first-boot
+credential the device, the tool's argv, exit code and stderr tail) as attributes.
 
 Fatal ones (``WriteError`` and its variants) will not go away by retrying: a bad index, a target too small,
 a chunk the server refuses (4xx), a disk that does not read back what was written. Retryable ones may: the
@@ -130,15 +131,42 @@ class GptInvalid(GrowError):
         self.problem = problem
 
 
+def _tool_message(argv: Sequence[str], returncode: int | None, stderr: str, meaning: str) -> str:
+    code = "no exit status" if returncode is None else f"exit status {returncode}"
+    tail = f": {stderr.strip().splitlines()[-1]}" if stderr.strip() else ""
+    return f"{' '.join(argv)}: {code} ({meaning}){tail}"
+
+
 class GrowToolFailed(GrowError):
     """A file-system tool (losetup, e2fsck, resize2fs) failed, timed out or is missing."""
 
     def __init__(self, device: str, argv: Sequence[str], returncode: int | None, stderr: str, meaning: str,
                  **facts: object) -> None:  # fmt: skip
-        code = "no exit status" if returncode is None else f"exit status {returncode}"
-        tail = f": {stderr.strip().splitlines()[-1]}" if stderr.strip() else ""
         super().__init__(
-            device, f"{' '.join(argv)}: {code} ({meaning}){tail}",
+            device, _tool_message(argv, returncode, stderr, meaning),
+            argv=list(argv), returncode=returncode, stderr=stderr, meaning=meaning, **facts,
+        )  # fmt: skip
+        self.argv, self.returncode, self.stderr, self.meaning = list(argv), returncode, stderr, meaning
+
+
+class SeedError(WriteError):
+    """Writing the first-boot credential into the installed system's root file system failed, or what was
+    written did not read back right. ``facts`` hold the device and what is known (the partition, the device
+    debugfs ran on, the problem); never the credential itself."""
+
+    def __init__(self, device: str, message: str, **facts: object) -> None:
+        super().__init__(f"{device}: {message}", device=device, **facts)
+        self.device = device
+
+
+class SeedToolFailed(SeedError):
+    """A tool of the seed step (losetup, debugfs) failed, timed out or is missing: the argv, the exit code,
+    the stderr tail and what it means are facts."""
+
+    def __init__(self, device: str, argv: Sequence[str], returncode: int | None, stderr: str, meaning: str,
+                 **facts: object) -> None:  # fmt: skip
+        super().__init__(
+            device, _tool_message(argv, returncode, stderr, meaning),
             argv=list(argv), returncode=returncode, stderr=stderr, meaning=meaning, **facts,
         )  # fmt: skip
         self.argv, self.returncode, self.stderr, self.meaning = list(argv), returncode, stderr, meaning

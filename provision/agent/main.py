@@ -1,5 +1,6 @@
 """The agent's run in the live environment: probe -> hello -> plan -> target disk -> write + verify -> grow ->
-report. ``run_agent`` returns an ``Outcome`` whose ``code`` tells the live environment's /init what to do:
+first-boot credential -> report. ``run_agent`` returns an ``Outcome`` whose ``code`` tells the live
+environment's /init what to do:
 
     0  done: the run is recorded done (verified), reboot     3  power off (the recipe says: local disk)
     1  failed: recorded failed with the reason, stay up       4  repair: the server's reasons, stay up
@@ -34,6 +35,7 @@ from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
 from provision.agent.progress import Progress
 from provision.agent.report import WriteReport
+from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire.api import (
@@ -182,6 +184,7 @@ class Agent:
         run: Runner = subprocess.run,
         sleep: Callable[[float], None] = time.sleep,
         grow: Callable[[Path], Any] | None = None,  # grow_root, or None: never grow
+        seed: Callable[[Path, str], SeedResult] | None = None,  # write_firstboot_secret, or None: never write it
         chunk_session: Callable[[int], HttpSession] | None = None,  # workers -> the session for index and chunks
     ) -> None:
         self.cfg = cfg
@@ -189,6 +192,7 @@ class Agent:
         self.run = run
         self.sleep = sleep
         self.grow = grow
+        self.seed = seed
         self.chunk_session = chunk_session or new_session
 
     def probe(self) -> tuple[dict[str, str], list[str]]:
@@ -283,6 +287,17 @@ class Agent:
         answer = self.api.report(run_id, body)
         return Outcome(EXIT_FAILED, answer.state or "failed", reason, run_id)
 
+    def _seed(self, run_id: str, path: Path, secret: str) -> dict[str, Any]:
+        """Write the plan's first-boot credential into the root file system: the report's ``firstboot_secret``
+        (``written`` or ``skipped: <why>``) and ``firstboot_seed`` (what was done). Never the secret itself."""
+        if self.seed is None:
+            summary, detail = "skipped: this agent was started without the seed step", None
+        else:
+            result = self.seed(path, secret)
+            summary, detail = result.summary(), result.to_dict()
+        log.info("%s: run %s: first-boot credential %s", self.cfg.mac, run_id, summary)
+        return {"firstboot_secret": summary, "firstboot_seed": detail}
+
     def run_once(self) -> Outcome:
         asked = self.ask()
         if isinstance(asked, Outcome):
@@ -298,7 +313,13 @@ class Agent:
                 grown = self.grow(path).to_dict()
             except Exception as exc:
                 return self._failed(run_id, exc, report, "growing the root file system failed: ")
-        body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer_summary(report))
+        writer = writer_summary(report)
+        if plan.firstboot_secret:
+            try:
+                writer.update(self._seed(run_id, path, plan.firstboot_secret))
+            except Exception as exc:
+                return self._failed(run_id, exc, report, "writing the first-boot credential failed: ")
+        body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer)
         answer = self.api.report(run_id, body)
         if answer.state == "done":
             return Outcome(EXIT_DONE, "done", None, run_id)

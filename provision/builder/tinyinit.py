@@ -6,13 +6,19 @@
   ``/var/lib/provision/firstboot-done``) give the machine a new machine-id and print
   ``PROVISION-TINY-FIRSTBOOT <label>`` on ttyS0 and tty0 (later boots print ``PROVISION-TINY-BOOT``); then
   DHCP and POST ``{"event", "mac", "image", "label", "firmware", "secure_boot", "machine_id"}`` as JSON to
-  the URL of ``provision.callback=`` on the kernel command line; then power off.
+  the URL of ``provision.callback=`` on the kernel command line, with ``"secret"`` when the imaging agent
+  wrote the run's first-boot credential to ``FIRSTBOOT_SECRET_PATH`` (hex only; a file that is missing,
+  empty or not hex sends none); then power off.
+- ``CALLBACK_BODY``: the part of ``ROOT_INIT`` that builds that JSON (``$body``) from shell variables, tested
+  on its own with busybox.
 
 Markers: ``PROVISION-TINY-CALLBACK-OK``, ``PROVISION-TINY-CALLBACK-FAILED <why>``,
 ``PROVISION-TINY-FAILED <why>`` (the initramfs could not mount the root), ``PROVISION-TINY-POWEROFF``.
 """
 
 from __future__ import annotations
+
+from provision.wire.api import FIRSTBOOT_SECRET_PATH
 
 FIRSTBOOT_MARKER = "PROVISION-TINY-FIRSTBOOT"
 BOOT_MARKER = "PROVISION-TINY-BOOT"
@@ -64,7 +70,18 @@ umount /sys /proc
 exec switch_root /newroot /sbin/init
 """
 
-ROOT_INIT = r"""#!/bin/sh
+# The callback's JSON, from $event $mac $PROVISION_IMAGE $PROVISION_LABEL $firmware $secure_boot $machine_id,
+# and the first-boot secret in the file $secret_file when it holds hex digits only.
+CALLBACK_BODY = r"""secret=""
+[ -r "$secret_file" ] && secret=$(cat "$secret_file" 2>/dev/null)
+case "$secret" in *[!0-9a-f]*) secret="";; esac
+body="{\"event\": \"$event\", \"mac\": \"$mac\", \"image\": \"$PROVISION_IMAGE\", \"label\": \"$PROVISION_LABEL\", "
+body="$body\"firmware\": \"$firmware\", \"secure_boot\": $secure_boot, \"machine_id\": \"$machine_id\""
+[ -z "$secret" ] || body="$body, \"secret\": \"$secret\""
+body="$body}"
+"""
+
+_ROOT_INIT = r"""#!/bin/sh
 # provision tiny image, /sbin/init: first-boot marker, new machine-id, callback, power off.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc 2>/dev/null
@@ -130,8 +147,9 @@ firmware=bios
 [ -d /sys/firmware/efi ] && firmware=uefi
 secure_boot=false
 dmesg | grep -q "Secure boot enabled" && secure_boot=true
-body="{\"event\": \"$event\", \"mac\": \"$mac\", \"image\": \"$PROVISION_IMAGE\", \"label\": \"$PROVISION_LABEL\", "
-body="$body\"firmware\": \"$firmware\", \"secure_boot\": $secure_boot, \"machine_id\": \"$(cat /etc/machine-id)\"}"
+machine_id=$(cat /etc/machine-id)
+secret_file=@SECRET_PATH@
+@CALLBACK_BODY@
 n=0
 while [ "$n" -lt 3 ]; do
     # (busybox 1.35's wget -T crashes: bound it with timeout instead)
@@ -146,3 +164,4 @@ done
 say "PROVISION-TINY-CALLBACK-FAILED POST $callback"
 finish
 """
+ROOT_INIT = _ROOT_INIT.replace("@SECRET_PATH@", FIRSTBOOT_SECRET_PATH).replace("@CALLBACK_BODY@\n", CALLBACK_BODY)

@@ -13,17 +13,14 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from provision.agent import GrowResult, grow_root
-from provision.agent.grow import ROOT_X86_64
-from provision.builder.layout import BIOS_BOOT, ESP, NewPartition, write_gpt
 from provision.images.partitions import PartitionTable, read_partition_table
-from tests.support.files import write_tree
+from tests.support.agent import loop, make_ext4_disk
+from tests.support.agent import run_tool as run
 
 MiB = 1 << 20
 TOOLS = ("losetup", "mke2fs", "e2fsck", "resize2fs", "dumpe2fs", "debugfs")
@@ -32,39 +29,6 @@ FILES = {"x": b"hello from the image\n", "etc/hostname": b"poste-eleve\n", "big"
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS), reason=f"needs root and {', '.join(TOOLS)}"
 )
-
-
-def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"})
-    assert not check or done.returncode == 0, f"{argv}: {done.returncode} {done.stderr}"
-    return done
-
-
-@contextmanager
-def loop(backing: Path | str, *extra: str) -> Iterator[str]:
-    attach = run(["losetup", "--find", "--show", *extra, str(backing)], check=False)
-    if attach.returncode != 0:
-        pytest.skip(f"no loop device: {attach.stderr.strip()}")
-    device = attach.stdout.strip()
-    try:
-        yield device
-    finally:
-        run(["losetup", "-d", device], check=False)
-
-
-def make_ext4_disk(tmp_path: Path, ss: int = 512) -> tuple[Path, PartitionTable]:
-    """A 64 MiB GPT disk (bios, esp, a 53 MiB root) whose root is a real ext4 holding FILES, then made 200 MiB."""
-    tree = write_tree(tmp_path / "tree", FILES)
-    path = tmp_path / "disk.img"
-    parts = [NewPartition(MiB, BIOS_BOOT, "bios"), NewPartition(8 * MiB, ESP, "esp")]
-    parts.append(NewPartition(53 * MiB, ROOT_X86_64, "root"))
-    with path.open("w+b") as f:
-        table = write_gpt(f, 64 * MiB, parts, sector_size=ss, seed=3)
-    root = table.partitions[2]
-    argv = ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "root", "-E", f"offset={root.start * ss}"]
-    run([*argv, "-d", str(tree), str(path), f"{root.size * ss // 1024}k"])
-    os.truncate(path, 200 * MiB)
-    return path, table
 
 
 def check_disk(path: Path, table: PartitionTable, result: GrowResult) -> None:
@@ -104,7 +68,7 @@ def check_result(result: GrowResult) -> None:
 
 
 def test_a_file_grows(tmp_path: Path) -> None:
-    path, table = make_ext4_disk(tmp_path)
+    path, table = make_ext4_disk(tmp_path, FILES)
     result = grow_root(path)
     check_result(result)
     assert result.kernel == "regular file: nothing to tell" and "loop at offset 10485760" in str(result.fs_device)
@@ -116,7 +80,7 @@ def test_a_file_grows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ss", [512, 4096])
 def test_a_loop_device_without_partition_nodes(tmp_path: Path, ss: int) -> None:
-    path, table = make_ext4_disk(tmp_path, ss)
+    path, table = make_ext4_disk(tmp_path, FILES, ss)
     with loop(path, "--sector-size", str(ss)) as disk:
         result = grow_root(disk, node_timeout=1.0)
         check_result(result)
@@ -132,7 +96,7 @@ def test_a_loop_device_with_partition_nodes_and_a_busy_table(tmp_path: Path) -> 
     """An open partition makes BLKRRPART fail with EBUSY: partx -u resizes partition 3, whose node is used."""
     if shutil.which("partx") is None:
         pytest.skip("needs partx")
-    path, table = make_ext4_disk(tmp_path)
+    path, table = make_ext4_disk(tmp_path, FILES)
     with loop(path, "--partscan") as disk:
         if not Path(f"{disk}p3").exists():
             run(["partx", "-a", disk], check=False)  # a kernel without the EFI partition parser (this VM's)

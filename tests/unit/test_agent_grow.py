@@ -18,36 +18,12 @@ import pytest
 from provision.agent import GptInvalid, GrowToolFailed, TargetError, grow_root
 from provision.agent import grow as grow_mod
 from provision.agent.grow import LINUX_FS, ROOT_X86_64, find_partition_node, read_fs
-from provision.builder.layout import BIOS_BOOT, ESP, LINUX_SWAP, NewPartition, write_gpt
+from provision.builder.layout import BIOS_BOOT, ESP, LINUX_SWAP, NewPartition
 from provision.images.partitions import PartitionTable, read_partition_table
+from tests.support.agent import GROW_LAYOUT as LAYOUT
+from tests.support.agent import fake_ext4, make_grow_disk
 
 MiB = 1 << 20
-LAYOUT = [NewPartition(MiB, BIOS_BOOT, "bios"), NewPartition(8 * MiB, ESP, "esp"), NewPartition(0, ROOT_X86_64, "root")]
-
-
-def fake_ext4(path: Path, offset: int, size: int, *, wide: bool = False) -> None:
-    """An ext4 superblock (4 KiB blocks) saying ``size`` bytes; ``wide``: the 64bit feature."""
-    sb = bytearray(1024)
-    blocks = size // 4096
-    struct.pack_into("<I", sb, 4, blocks & 0xFFFFFFFF)
-    struct.pack_into("<I", sb, 24, 2)
-    struct.pack_into("<H", sb, 56, 0xEF53)
-    struct.pack_into("<II", sb, 0x5C, 0x4, 0x40 | (0x80 if wide else 0))
-    struct.pack_into("<I", sb, 0x150, blocks >> 32 if wide else 0)
-    with path.open("r+b") as f:
-        f.seek(offset + 1024)
-        f.write(sb)
-
-
-def make_grow_disk(path: Path, grow_to: int | None, parts: list[NewPartition] = LAYOUT, ss: int = 512) -> Path:
-    """A 64 MiB GPT disk with an ext4 superblock in its last partition, then made ``grow_to`` bytes."""
-    with path.open("w+b") as f:
-        table = write_gpt(f, 64 * MiB, parts, sector_size=ss, seed=7)
-    last = table.partitions[-1]
-    fake_ext4(path, last.start * ss, last.size * ss)
-    if grow_to is not None:
-        os.truncate(path, grow_to)
-    return path
 
 
 class FakeRunner:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import requests
 
 from provision.agent.client import ApiRefused, ProgressPoster, ServerApi
-from provision.agent.errors import ServerUnreachable, TargetError
+from provision.agent.errors import SeedToolFailed, ServerUnreachable, TargetError
 from provision.agent.index import canonical_json, read_index
 from provision.agent.main import (
     EXIT_DONE,
@@ -31,8 +33,9 @@ from provision.agent.main import (
     verification,
 )
 from provision.agent.report import WriteReport
+from provision.agent.seed import SeedResult, write_firstboot_secret
 from provision.wire.api import Report, RunAnswer
-from tests.support.agent import FAST, INDEX_PATH, SERVER, FakeSession, build_image, random_disk, sha
+from tests.support.agent import FAST, INDEX_PATH, SERVER, FakeDebugfs, FakeSession, build_image, random_disk, sha
 from tests.support.files import sha256_file, sparse_file
 from tests.support.paths import SAMPLE_PROBE
 
@@ -291,3 +294,102 @@ def test_progress_poster_posts_the_latest_and_survives_failures() -> None:
     down.submit("writing", 1, 2, 0.0)
     down.close()
     assert down.failed == 1 and down.posted == 0
+
+
+# ------------------------------------------------------------------------------ the first-boot credential
+SECRET = "c0ffee" * 10 + "beef"  # 64 hex digits
+
+
+def seeded(path: Path, **over: Any) -> SeedResult:
+    base: dict[str, Any] = {"device": str(path), "written": True, "reason": None, "partition": 3,
+                            "fs_type": "ext4", "fs_device": "/dev/loop9", "created": ("/var",)}  # fmt: skip
+    return SeedResult(**{**base, **over})
+
+
+def test_a_plan_with_a_secret_has_it_written_after_grow_and_the_report_says_so(
+    tmp_path: Path, image_session: FakeSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    disks(tmp_path, 32 * 65536)
+    api = FakeApi([plan(digest=read_index(canonical_json(image_session.image.index)).digest, firstboot_secret=SECRET)])
+    steps: list[tuple[str, Path]] = []
+
+    class Grown:
+        def to_dict(self) -> dict[str, Any]:
+            return {"grown": True}
+
+    def grow(path: Path) -> Grown:
+        steps.append(("grow", path))
+        return Grown()
+
+    def seed(path: Path, secret: str) -> SeedResult:
+        assert secret == SECRET
+        steps.append(("seed", path))
+        return seeded(path)
+
+    agent = Agent(config(tmp_path), api=api, grow=grow, seed=seed, chunk_session=lambda n: image_session)
+    outcome = agent.run_once()
+    assert (outcome.code, outcome.state) == (EXIT_DONE, "done")
+    vda = tmp_path / "disks" / "vda"
+    assert steps == [("grow", vda), ("seed", vda)]
+    [report] = api.bodies("/report")
+    assert report["ok"] is True and report["grow"] == {"grown": True}
+    assert report["writer"]["firstboot_secret"] == "written"
+    assert report["writer"]["firstboot_seed"] == seeded(vda).to_dict() and report["writer"]["fetched"] == 5
+    assert SECRET not in json.dumps(api.calls) and SECRET not in caplog.text
+    assert "first-boot credential written" in caplog.text
+
+
+def test_a_skipped_seed_is_said_and_the_run_is_done(tmp_path: Path, image_session: FakeSession) -> None:
+    """The real seed step on this image (random chunks, no GPT) skips; an agent without the step says so too."""
+    disks(tmp_path, 32 * 65536)
+    digest = read_index(canonical_json(image_session.image.index)).digest
+    run = FakeDebugfs()
+    seed = functools.partial(write_firstboot_secret, run=run)
+    api = FakeApi([plan(digest=digest, firstboot_secret=SECRET, grow_root=False)])
+    assert Agent(config(tmp_path), api=api, seed=seed, chunk_session=lambda n: image_session).run_once().code == 0
+    writer = api.bodies("/report")[0]["writer"]
+    assert (
+        writer["firstboot_secret"].startswith("skipped: no usable GPT: no GPT signature at LBA 1") and run.calls == []
+    )
+    assert writer["firstboot_seed"]["written"] is False and writer["firstboot_seed"]["partition"] is None
+
+    api = FakeApi([plan(digest=digest, firstboot_secret=SECRET)])
+    assert Agent(config(tmp_path), api=api, chunk_session=lambda n: image_session).run_once().code == EXIT_DONE
+    writer = api.bodies("/report")[0]["writer"]
+    assert writer["firstboot_secret"] == "skipped: this agent was started without the seed step"
+    assert writer["firstboot_seed"] is None
+
+    called: list[Path] = []
+
+    def never(path: Path, secret: str) -> SeedResult:
+        called.append(path)
+        return seeded(path)
+
+    api = FakeApi([plan(digest=digest)])  # no secret in the plan: no seed step, nothing said
+    agent = Agent(config(tmp_path), api=api, seed=never, chunk_session=lambda n: image_session)
+    assert agent.run_once().code == EXIT_DONE and called == []
+    assert "firstboot_secret" not in api.bodies("/report")[0]["writer"]
+
+
+def test_a_failed_seed_fails_the_run_with_the_facts(
+    tmp_path: Path, image_session: FakeSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    disks(tmp_path, 32 * 65536)
+    api = FakeApi([plan(digest=read_index(canonical_json(image_session.image.index)).digest, firstboot_secret=SECRET)])
+    argv = ["debugfs", "-w", "-f", "/tmp/provision-seed-x/write", "/dev/loop9"]
+
+    def seed(path: Path, secret: str) -> SeedResult:
+        raise SeedToolFailed(str(path), argv, 0, "write: Could not allocate block\n", "debugfs reported an error",
+                             partition=3, fs_device="/dev/loop9")  # fmt: skip
+
+    outcome = Agent(config(tmp_path), api=api, seed=seed, chunk_session=lambda n: image_session).run_once()
+    assert outcome.code == EXIT_FAILED and outcome.reason is not None
+    assert outcome.reason.startswith("writing the first-boot credential failed: SeedToolFailed: ")
+    [report] = api.bodies("/report")
+    assert report["ok"] is False and report["report"]["verified"] == 5 and report["reason"] == outcome.reason
+    facts = report["error"]["facts"]
+    assert report["error"]["type"] == "SeedToolFailed" and facts["returncode"] == 0 and facts["partition"] == 3
+    assert facts["argv"] == str(argv) and "Could not allocate" in facts["stderr"]
+    assert facts["device"] == str(tmp_path / "disks" / "vda")
+    assert SECRET not in json.dumps(api.calls) and SECRET not in caplog.text

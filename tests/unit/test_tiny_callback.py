@@ -1,0 +1,70 @@
+"""The tiny image's callback JSON, built by busybox sh from ``CALLBACK_BODY`` as ``/sbin/init`` builds it: with
+the first-boot secret when the imaging agent wrote one (hex only), without it otherwise; ``ROOT_INIT`` holds
+that code, reads the secret from ``FIRSTBOOT_SECRET_PATH`` and keeps its markers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.builder.tinyinit import (
+    BOOT_MARKER,
+    CALLBACK_BODY,
+    CALLBACK_FAILED,
+    CALLBACK_OK,
+    FIRSTBOOT_MARKER,
+    POWEROFF,
+    ROOT_INIT,
+)
+from provision.wire.api import FIRSTBOOT_SECRET_PATH, FirstBoot
+
+BUSYBOX = shutil.which("busybox")
+SECRET = "0123456789abcdef" * 4
+pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="needs busybox")
+
+
+def body(secret_file: Path) -> dict[str, Any]:
+    """Run CALLBACK_BODY under busybox sh with a first boot's variables; the JSON it builds."""
+    setup = (
+        "event=firstboot; mac=52:54:00:18:02:01; PROVISION_IMAGE=tiny; PROVISION_LABEL=tiny-0123456789ab; "
+        f"firmware=uefi; secure_boot=true; machine_id={'a' * 32}; secret_file='{secret_file}'\n"
+    )
+    script = setup + CALLBACK_BODY + 'printf "%s" "$body"\n'
+    done = subprocess.run([str(BUSYBOX), "sh", "-c", script], capture_output=True, text=True, check=True, timeout=30)
+    data: dict[str, Any] = json.loads(done.stdout)
+    FirstBoot.from_dict(data)  # what the server's API reads
+    return data
+
+
+@pytest.mark.parametrize(("content", "sent"), [(SECRET, SECRET), (SECRET + "\n", SECRET), ("ab" * 64, "ab" * 64)])
+def test_the_secret_is_sent_when_the_file_holds_hex(tmp_path: Path, content: str, sent: str) -> None:
+    secret_file = tmp_path / "firstboot-secret"
+    secret_file.write_text(content)
+    assert body(secret_file) == {
+        "event": "firstboot", "mac": "52:54:00:18:02:01", "image": "tiny", "label": "tiny-0123456789ab",
+        "firmware": "uefi", "secure_boot": True, "machine_id": "a" * 32, "secret": sent,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("content", [None, "", "\n", 'ab", "event": "x', "DEADBEEF" * 4, "ab cd", "ab\ncd"])
+def test_no_secret_is_sent_without_a_hex_file(tmp_path: Path, content: str | None) -> None:
+    secret_file = tmp_path / "firstboot-secret"
+    if content is not None:
+        secret_file.write_text(content)
+    data = body(secret_file)
+    assert "secret" not in data and data["event"] == "firstboot" and data["machine_id"] == "a" * 32
+
+
+def test_root_init_reads_the_secret_file_and_keeps_its_markers() -> None:
+    assert f"secret_file={FIRSTBOOT_SECRET_PATH}\n" + CALLBACK_BODY in ROOT_INIT
+    assert "@SECRET_PATH@" not in ROOT_INIT and "@CALLBACK_BODY@" not in ROOT_INIT
+    assert "machine_id=$(cat /etc/machine-id)\n" in ROOT_INIT
+    for marker in (FIRSTBOOT_MARKER, BOOT_MARKER, f"{CALLBACK_OK} $mac", CALLBACK_FAILED, POWEROFF):
+        assert marker in ROOT_INIT
+    checked = subprocess.run([str(BUSYBOX), "sh", "-n", "-c", ROOT_INIT], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr

@@ -20,6 +20,7 @@ import jinja2
 from provision.config import ServerConfig, UnknownPolicy
 from provision.errors import FatalError
 from provision.macaddr import BadMac, normalize_mac
+from provision.neighbors import Lookup, mac_of
 from provision.states import boots_local_disk, never_netbooted
 from provision.store import Store
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CHAIN_WINDOW = 300.0
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9._:/=,@%+~-]+$")
+_UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 .,:;()/_-]")
+NETBOOT_NOTE_EVERY = 30.0  # seconds: at most one `netboot` event per machine in this window
 
 
 class BootAction(enum.StrEnum):
@@ -64,10 +67,25 @@ def kernel_args(text: str) -> str:
     return " ".join(kernel_arg(tok) for tok in text.split())
 
 
+def script_text(value: object) -> str:
+    """Text for an `echo` in a boot script: one line of plain characters (no quote, `$`, `;` or newline)."""
+    return _UNSAFE_TEXT.sub("?", str(value))[:200]
+
+
 class Booter:
-    def __init__(self, config: ServerConfig, store: Store) -> None:
+    """The boot decision and scripts per MAC, and who may get a per-boot token.
+
+    A token (the live environment's credential for the agent API) goes only to the PC that network-booted:
+    with ``config.tokens_bound``, the address fetching the script must be the MAC's in the kernel's neighbour
+    table (``neighbours``); and while the MAC has a run in flight, only a fresh network boot of it (DHCP or
+    TFTP seen from it after the run started: a ``netboot`` event) earns a new token. Otherwise the script
+    says why, on the PC's screen, and carries no token."""
+
+    def __init__(self, config: ServerConfig, store: Store, neighbours: Lookup = mac_of) -> None:
         self.config = config
         self.store = store
+        self.neighbours = neighbours
+        self._noted: dict[str, float] = {}  # mac -> when a netboot event was last recorded
         # What machines are told to fetch from; the server sets the bound port when the config says 0.
         self.http_url = config.http_url
         self._chained: dict[str, tuple[int | None, float]] = {}  # mac -> (ROM's xid or None: vendor ROM, when)
@@ -81,6 +99,7 @@ class Booter:
         )
         self._env.filters["kernel_arg"] = kernel_arg
         self._env.filters["kernel_args"] = kernel_args
+        self._env.filters["script_text"] = script_text
 
     # -------------------------------------------------------------------------------------- decision
     def decision(self, mac: str) -> BootDecision:
@@ -99,8 +118,46 @@ class Booter:
         return BootDecision(mac, BootAction.LIVE, f"machine state {machine.state.value}")
 
     def should_answer(self, mac: str) -> bool:
-        """DHCP's question: network-boot this MAC at all?"""
-        return self.decision(mac).action is not BootAction.NONE
+        """DHCP's question: network-boot this MAC at all? (Asked for each PXE request: a network boot.)"""
+        answer = self.decision(mac).action is not BootAction.NONE
+        if answer:
+            self.note_netboot(mac, "dhcp")
+        return answer
+
+    # ---------------------------------------------------------------------------------------- tokens
+    def note_netboot(self, mac: str, via: str) -> None:
+        """A PXE request (DHCP) or a TFTP read from ``mac``: kept as a `netboot` event while it has a run in
+        flight, the evidence that a new boot script may carry a new token."""
+        now = time.monotonic()
+        last = self._noted.get(mac)
+        if last is not None and now - last < NETBOOT_NOTE_EVERY:
+            return
+        run = self.store.open_run(mac)
+        if run is not None:
+            self._noted[mac] = now
+            self.store.event(mac, "netboot", {"via": via, "run": run.id})
+
+    def address_is(self, mac: str, remote: str | None) -> str | None:
+        """Why ``remote`` may not speak for ``mac`` (None: it may, or binding is off)."""
+        if not self.config.tokens_bound:
+            return None
+        found = None if remote is None else self.neighbours(remote)
+        if found == mac:
+            return None
+        return f"address {remote} is {found or 'not in the neighbour table'}, not {mac}"
+
+    def refusal(self, mac: str, remote: str | None) -> str | None:
+        """Why a boot script for ``mac`` fetched from ``remote`` may not carry a token (None: it may)."""
+        wrong = self.address_is(mac, remote)
+        if wrong is not None:
+            return f"{wrong}: a boot token goes only to the PC that network-booted"
+        run = self.store.open_run(mac)
+        if run is None or time.time() - run.started > self.config.boot.token_ttl_seconds:
+            return None
+        netboot = self.store.last_event_at(mac, "netboot")
+        if netboot is not None and netboot >= run.started:
+            return None
+        return f"run {run.id[:8]} is under way; power the PC off and on to network-boot it again"
 
     def chain_ipxe(self, mac: str, xid: int, ipxe: bool, now: float | None = None) -> bool:
         """DHCP's question under `boot.chain_ipxe_roms`, asked for every PXE client about to be answered.
@@ -133,9 +190,9 @@ class Booter:
         except (jinja2.TemplateError, ValueError) as exc:
             raise TemplateError(f"boot template {name}: {exc}", template=name) from None
 
-    def _live_values(self, mac: str, via: str) -> dict[str, object]:
+    def _live_values(self, mac: str, via: str, remote: str | None) -> dict[str, object]:
         cfg = self.config
-        token = self.store.issue_token(mac, via=via, ttl=cfg.boot.token_ttl_seconds)
+        token = self.store.issue_token(mac, via=via, ttl=cfg.boot.token_ttl_seconds, remote=remote)
         return {
             "mac": mac,
             "token": token,
@@ -146,11 +203,16 @@ class Booter:
             "cmdline": cfg.boot.cmdline,
         }
 
-    def ipxe_script(self, mac: str) -> str:
+    def ipxe_script(self, mac: str, remote: str | None = None) -> str:
+        """The iPXE script for ``mac`` fetched from ``remote``: live (with a token), refused, or local disk."""
         decision = self.decision(mac)
         log.info("%s: iPXE script: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
-            values = self._live_values(mac, via="ipxe")
+            refused = self.refusal(mac, remote)
+            if refused is not None:
+                log.warning("%s: no token for %s: %s", mac, remote, refused)
+                return self._render("boot.ipxe.j2", action="refused", mac=mac, reason=refused)
+            values = self._live_values(mac, "ipxe", remote)
             return self._render("boot.ipxe.j2", action="live", **values)
         self.store.local_boot(mac, via="ipxe")
         return self._render("boot.ipxe.j2", action="local", mac=mac, server_url=self.http_url)
@@ -158,17 +220,27 @@ class Booter:
     def grub_main(self) -> str:
         return self._render("grub.cfg.j2", server_ip=str(self.config.address))
 
-    def grub_host(self, mac: str) -> str:
+    def grub_host(self, mac: str, remote: str | None = None) -> str:
+        """GRUB's per-host config for ``mac`` fetched from ``remote``: live (with a token), refused, or local."""
         decision = self.decision(mac)
         log.info("%s: GRUB config: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
-            values = self._live_values(mac, via="grub")
+            refused = self.refusal(mac, remote)
+            if refused is not None:
+                log.warning("%s: no token for %s: %s", mac, remote, refused)
+                return self._render("grub-host.cfg.j2", action="refused", mac=mac, reason=refused)
+            values = self._live_values(mac, "grub", remote)
             return self._render("grub-host.cfg.j2", action="live", **values)
         self.store.local_boot(mac, via="grub")
         return self._render("grub-host.cfg.j2", action="local", mac=mac)
 
-    def tftp_file(self, path: str) -> bytes | None:
-        """Dynamic TFTP files: grub/grub.cfg and grub/hosts/<mac>.cfg; None for the file tree."""
+    def tftp_file(self, path: str, client_ip: str | None = None) -> bytes | None:
+        """Dynamic TFTP files: grub/grub.cfg and grub/hosts/<mac>.cfg; None for the file tree. Every read is
+        a sign of a network boot of the client (its MAC from the neighbour table)."""
+        if client_ip is not None and self.config.tokens_bound:
+            mac = self.neighbours(client_ip)
+            if mac is not None:
+                self.note_netboot(mac, "tftp")
         clean = path.lstrip("/")
         if clean == "grub/grub.cfg":
             return self.grub_main().encode()
@@ -179,7 +251,7 @@ class Booter:
             except BadMac:
                 log.warning("TFTP: GRUB host config for a non-MAC name %r refused", clean[:80])
                 return None
-            return self.grub_host(mac).encode()
+            return self.grub_host(mac, client_ip).encode()
         return None
 
 

@@ -35,6 +35,12 @@ class UefiLoader(enum.StrEnum):
     IPXE = "ipxe"  # snponly.efi: unsigned, only for sites that switch Secure Boot off
 
 
+class TokenBinding(enum.StrEnum):
+    AUTO = "auto"  # "neighbour" when serving an interface (a workshop), "off" without one (tests on loopback)
+    NEIGHBOUR = "neighbour"  # who asks must be, in the kernel's neighbour table, the MAC asked for
+    OFF = "off"  # for sites whose PCs reach the server through a router (a DHCP relay): no binding
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,6 +82,9 @@ class BootConfig(_Model):
     # TFTP, the chained iPXE then gets its script. For QEMU labs (whose NIC ROMs are iPXE) and PCs with iPXE
     # flashed, to exercise the same chain as real PCs.
     chain_ipxe_roms: bool = False
+    # A per-boot token goes only to the PC that network-booted: the address fetching a boot script, and
+    # every agent call after, must be the machine's MAC on the LAN (provision/neighbors.py).
+    bind_tokens: TokenBinding = TokenBinding.AUTO
 
 
 class ServerConfig(_Model):
@@ -91,6 +100,12 @@ class ServerConfig(_Model):
     templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one
     recipes_dir: Path = Field(default_factory=lambda: data_dir("recipes"))  # the sample recipes
     image_store: Path | None = None  # default: state_dir/images
+
+    @property
+    def tokens_bound(self) -> bool:
+        """Whether boot tokens and agent calls are bound to the machine's MAC (boot.bind_tokens)."""
+        binding = self.boot.bind_tokens
+        return binding is TokenBinding.NEIGHBOUR or (binding is TokenBinding.AUTO and self.interface is not None)
 
     @property
     def images_dir(self) -> Path:

@@ -9,12 +9,16 @@ The messages are ``provision.wire.api``; the records and the rules are ``provisi
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, TokenRefused
+from provision.credentials import firstboot_secret, same_secret
+from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
 from provision.images import ImageError, ImageStore
@@ -23,6 +27,7 @@ from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
 from provision.wire import paths
 from provision.wire.api import (
+    FirstBoot,
     Hello,
     HelloAnswer,
     ImageAnswer,
@@ -40,6 +45,7 @@ from provision.wire.api import (
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 2.0  # seconds: at most one stored progress event per run in this window
+AddressCheck = Callable[[str, "str | None"], "str | None"]  # (mac, remote) -> why remote is not that PC, or None
 NO_FACTS = "the hello carried no probe and no facts: nothing to choose a recipe by"
 
 
@@ -81,12 +87,21 @@ class Runs:
     """The run lifecycle over a store, an image store and a recipe folder (reloaded when it changes)."""
 
     def __init__(
-        self, store: Store, images: ImageStore | None, recipes_dir: Path, probes_dir: Path | None = None
+        self,
+        store: Store,
+        images: ImageStore | None,
+        recipes_dir: Path,
+        probes_dir: Path | None = None,
+        *,
+        key: bytes | None = None,
+        address_check: AddressCheck | None = None,
     ) -> None:
         self.store = store
         self.images = images
         self.recipes_dir = recipes_dir
         self.probes_dir = probes_dir
+        self.key = key or secrets.token_bytes(32)  # the server's key: first-boot secrets derive from it
+        self.address_check = address_check or _any_address
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
 
@@ -100,11 +115,14 @@ class Runs:
 
     # ------------------------------------------------------------------------------------------- hello
     def hello(self, msg: Hello, remote: str | None = None) -> HelloAnswer:
-        """The live environment's first call: the token checked and used, the hello recorded, the probe kept,
-        then a plan (and a new run), repair, local or wait."""
-        if not self.store.check_token(msg.mac, msg.token):
-            log.warning("%s: hello refused: wrong or expired boot token (from %s)", msg.mac, remote)
-            raise TokenRefused("wrong or expired boot token", mac=msg.mac)
+        """The live environment's first call: the token checked (the MAC's newest, from the PC that
+        network-booted), the hello recorded, the probe kept, then a plan (and a new run), repair, local or
+        wait. A token starts one run: the same hello again gets that run's plan again (its answer may have
+        been lost), never a second run; once that run ended, the PC must network-boot again."""
+        self._check_caller(msg.mac, msg.token, remote)
+        started = self.store.run_started_by(msg.token)
+        if started is not None:
+            return self._replayed(started)
         self.store.mark_token_used(msg.token)
         detail: dict[str, Any] = {"boot": msg.boot.to_dict(), "remote": remote}
         if msg.warnings:
@@ -123,9 +141,29 @@ class Runs:
             derived = derive(facts if isinstance(facts, Facts) else facts_from_dict(facts))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProbeUnreadable(f"facts do not read: {str(exc)[:300]}", mac=msg.mac) from None
-        answer = self.plan_for(msg.mac, derived)
+        answer = self.plan_for(msg.mac, derived, msg.token)
         log.info("%s: hello with facts: %s", msg.mac, answer.action)
         return answer
+
+    def _check_caller(self, mac: str, token: str, remote: str | None, run: str | None = None) -> None:
+        """TokenRefused unless ``token`` is the MAC's newest unexpired one and ``remote`` is that MAC."""
+        wrong = self.address_check(mac, remote)
+        if wrong is not None or not self.store.check_token(mac, token):
+            why = wrong or "wrong or expired boot token"
+            log.warning("%s: %s refused: %s (from %s)", mac, f"run {run} call" if run else "hello", why, remote)
+            raise TokenRefused(
+                "wrong or expired boot token" if wrong is None else f"refused: {wrong}", mac=mac, run=run
+            )
+
+    def _replayed(self, run: Run) -> HelloAnswer:
+        """The answer a token's first hello got, for the same hello again (the run still open)."""
+        check_run_open(run.id, run.state)
+        plan = self.store.run_plan(run.id)
+        if plan is None:
+            raise RunConflict(f"run {run.id} has no plan to give again", run=run.id, state=run.state.value)
+        log.info("%s: hello again with the token of run %s: the same plan", run.mac, run.id)
+        secret = firstboot_secret(self.key, run.id)
+        return ImageAnswer(run=run.id, recipe=run.recipe, plan=Plan.from_dict({**plan, "firstboot_secret": secret}))
 
     def save_probe(self, mac: str, files: dict[str, str]) -> Facts:
         """Keep the raw probe of ``mac`` (the files the live environment collected) under
@@ -162,7 +200,7 @@ class Runs:
         self.store.set_state(mac, MachineState.WAITING, reason, **machine)
         return WaitAnswer(reason)
 
-    def plan_for(self, mac: str, derived: dict[str, Any]) -> HelloAnswer:
+    def plan_for(self, mac: str, derived: dict[str, Any], token: str | None = None) -> HelloAnswer:
         """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait."""
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
         try:
@@ -191,35 +229,56 @@ class Runs:
             self.store.event(mac, "image-missing", {"image": plan.image, "recipe": recipe, "reason": str(exc)})
             return self._wait(mac, reason, recipe=recipe, **ident)
         self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
-        run = self.store.create_run(mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest)
+        given = Plan(
+            image=version.name,
+            version=version.label,
+            digest=version.digest,
+            index_url=paths.image_index(version.name, version.digest),
+            wipe=plan.wipe,
+            target_disk=plan.target_disk,
+            grow_root=plan.grow_root,
+            hostname=plan.hostname,
+            hooks=plan.hooks,
+        )
+        run = self.store.create_run(
+            mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
+            plan=given.to_dict(),
+        )  # fmt: skip
         return ImageAnswer(
-            run=run.id,
-            recipe=recipe,
-            plan=Plan(
-                image=version.name,
-                version=version.label,
-                digest=version.digest,
-                index_url=paths.image_index(version.name, version.digest),
-                wipe=plan.wipe,
-                target_disk=plan.target_disk,
-                grow_root=plan.grow_root,
-                hostname=plan.hostname,
-                hooks=plan.hooks,
-            ),
+            run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
         )
 
     # -------------------------------------------------------------------------------------------- runs
     def open_run(self, run_id: str, token: str, remote: str | None = None) -> Run:
-        """The run a call names, bound to its machine's current boot token, and still open.
-        NotFound (404), TokenRefused (403), RunConflict (409)."""
+        """The run a call names, still open, called with the token that started it (its MAC's newest) from
+        the PC itself. NotFound (404), TokenRefused (403), RunConflict (409)."""
         run = self.store.run(run_id)
         if run is None:
             raise NotFound("no such run")
-        if not self.store.check_token(run.mac, token):
-            log.warning("%s: run %s call refused: wrong or expired boot token (from %s)", run.mac, run.id, remote)
-            raise TokenRefused("wrong or expired boot token", run=run.id)
+        self._check_caller(run.mac, token, remote, run.id)
+        if not self.store.run_token_matches(run.id, token):
+            log.warning("%s: run %s call refused: not the token that started it (from %s)", run.mac, run.id, remote)
+            raise TokenRefused("this boot token did not start this run", run=run.id)
         check_run_open(run.id, run.state)
         return run
+
+    def firstboot(self, msg: FirstBoot, remote: str | None = None) -> None:
+        """An installed system's first (or later) boot, proven by its run's first-boot secret: recorded as an
+        event of the machine. Unknown machines are not created; nothing changes a machine's state or plan."""
+        if self.store.machine(msg.mac) is None:
+            raise NotFound("unknown machine", mac=msg.mac)
+        proven = [
+            r
+            for r in self.store.runs(msg.mac)
+            if msg.secret and same_secret(firstboot_secret(self.key, r.id), msg.secret)
+        ]
+        if not proven:
+            log.warning("%s: %s callback refused: first-boot credential %s (from %s)", msg.mac, msg.event,
+                        "wrong" if msg.secret else "missing", remote)  # fmt: skip
+            raise TokenRefused("first-boot credential missing or wrong", mac=msg.mac)
+        detail = {k: v for k, v in msg.to_dict().items() if k not in ("mac", "event", "secret")}
+        self.store.event(msg.mac, msg.event, {**detail, "run": proven[0].id, "remote": remote})
+        log.info("%s: %s of %s (%s, secure boot %s)", msg.mac, msg.event, msg.label, msg.firmware, msg.secure_boot)
 
     def progress(self, run_id: str, msg: Progress, remote: str | None = None) -> ProgressAnswer:
         """Record the stage; a progress event at most every PROGRESS_EVERY seconds per run."""
@@ -288,3 +347,7 @@ class Runs:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)[:200]
+
+
+def _any_address(mac: str, remote: str | None) -> str | None:
+    return None

@@ -173,7 +173,7 @@ class Server:
                 root=cfg.boot_root,
                 host=host,
                 port=cfg.ports.tftp,
-                dynamic=lambda path, _client: booter.tftp_file(path),
+                dynamic=booter.tftp_file,
                 interface=cfg.interface,
                 on_failure=lambda exc: self.report_failure("tftp", str(exc)),
             ),

@@ -22,6 +22,7 @@ from typing import Any
 from provision.errors import RunError
 from provision.states import MachineState, RunState, check_run_move, check_run_open, is_final, machine_state_for
 from provision.store.records import (
+    BootToken,
     Event,
     Machine,
     Run,
@@ -30,6 +31,8 @@ from provision.store.records import (
     event_json,
     machine_from_row,
     run_from_row,
+    secret_hash,
+    token_from_row,
     verification_from_row,
 )
 from provision.store.schema import MIGRATIONS
@@ -120,8 +123,9 @@ class Store:
             self._event(db, mac, "state", {"state": state.value, "reason": reason})
 
     # ---------------------------------------------------------------------------------------- tokens
-    def issue_token(self, mac: str, via: str, ttl: float) -> str:
-        """A fresh per-boot token for the machine (the boot script puts it on the kernel command line)."""
+    def issue_token(self, mac: str, via: str, ttl: float, remote: str | None = None) -> str:
+        """A fresh per-boot token for the machine (the boot script puts it on the kernel command line), bound
+        to ``remote``, the address that fetched the boot script."""
         token = secrets.token_hex(16)
         now = time.time()
         with self._tx() as db:
@@ -132,8 +136,8 @@ class Store:
             )
             db.execute("UPDATE machines SET boots = boots + 1 WHERE mac = ?", (mac,))
             db.execute(
-                "INSERT INTO boot_tokens (token, mac, issued_at, expires_at, via) VALUES (?, ?, ?, ?, ?)",
-                (token, mac, now, now + ttl, via),
+                "INSERT INTO boot_tokens (token, mac, issued_at, expires_at, via, remote) VALUES (?, ?, ?, ?, ?, ?)",
+                (token, mac, now, now + ttl, via, remote),
             )
             self._event(db, mac, "boot", {"via": via})
         return token
@@ -147,16 +151,19 @@ class Store:
             if found:
                 self._event(db, mac, "boot", {"via": via, "action": "local"})
 
-    def check_token(self, mac: str, token: str) -> bool:
-        """True when `token` was issued to `mac`, is the newest one for it, and has not expired."""
+    def current_token(self, mac: str, token: str) -> BootToken | None:
+        """The token record when ``token`` was issued to ``mac``, is the newest one for it and has not expired."""
         with self._lock:
             row = self._db.execute(
-                "SELECT token, expires_at FROM boot_tokens WHERE mac = ? ORDER BY issued_at DESC, rowid DESC LIMIT 1",
-                (mac,),
+                "SELECT * FROM boot_tokens WHERE mac = ? ORDER BY issued_at DESC, rowid DESC LIMIT 1", (mac,)
             ).fetchone()
         if row is None or row["expires_at"] < time.time():
-            return False
-        return secrets.compare_digest(str(row["token"]), token)
+            return None
+        return token_from_row(row) if secrets.compare_digest(str(row["token"]), token) else None
+
+    def check_token(self, mac: str, token: str) -> bool:
+        """True when `token` was issued to `mac`, is the newest one for it, and has not expired."""
+        return self.current_token(mac, token) is not None
 
     def mark_token_used(self, token: str) -> None:
         with self._tx() as db:
@@ -174,6 +181,14 @@ class Store:
             (mac, time.time(), kind, event_json(detail)),
         )
 
+    def last_event_at(self, mac: str, kind: str) -> float | None:
+        """When the newest event of ``kind`` of ``mac`` was recorded (None: never)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT at FROM events WHERE mac = ? AND kind = ? ORDER BY id DESC LIMIT 1", (mac, kind)
+            ).fetchone()
+        return None if row is None else float(row["at"])
+
     def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]:
         query = "SELECT * FROM events WHERE (? IS NULL OR mac = ?) AND (? IS NULL OR kind = ?) ORDER BY id LIMIT ?"
         with self._lock:
@@ -190,8 +205,12 @@ class Store:
         label: str,
         digest: str,
         state: RunState = RunState.INVENTORIED,
+        token: str | None = None,
+        plan: dict[str, Any] | None = None,
     ) -> Run:
-        """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails."""
+        """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
+        the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
+        what the agent was told (JSON)."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -204,10 +223,13 @@ class Store:
                 )
                 self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
             db.execute(
-                "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, mac, recipe, image, label, digest, state.value, now),
-            )
+                "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, mac, recipe, image, label, digest, state.value, now,
+                    None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
+                ),
+            )  # fmt: skip
             db.execute(
                 "UPDATE machines SET state = ?, reason = NULL, recipe = ? WHERE mac = ?",
                 (machine_state_for(state).value, recipe, mac),
@@ -221,6 +243,36 @@ class Store:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return run_from_row(row) if row else None
+
+    def run_started_by(self, token: str) -> Run | None:
+        """The run the boot token ``token`` started, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE token_hash = ?", (secret_hash(token),)).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_token_matches(self, run_id: str, token: str) -> bool:
+        """True when ``token`` is the boot token that started the run."""
+        with self._lock:
+            row = self._db.execute("SELECT token_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+        found = None if row is None else row["token_hash"]
+        return found is not None and secrets.compare_digest(str(found), secret_hash(token))
+
+    def open_run(self, mac: str) -> Run | None:
+        """The machine's run that has not ended, if any (there is at most one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE mac = ? AND finished IS NULL ORDER BY started DESC LIMIT 1", (mac,)
+            ).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_plan(self, run_id: str) -> dict[str, Any] | None:
+        """The plan the run's agent was given (None: the run was made without one)."""
+        with self._lock:
+            row = self._db.execute("SELECT plan FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["plan"] is None:
+            return None
+        plan: dict[str, Any] = json.loads(row["plan"])
+        return plan
 
     def runs(self, mac: str | None = None) -> list[Run]:
         query = "SELECT * FROM runs WHERE (? IS NULL OR mac = ?) ORDER BY started, rowid"

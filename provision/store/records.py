@@ -5,6 +5,7 @@ Read from SQLite rows by ``provision.store``; shown by the API and the CLI throu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -72,6 +73,18 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class BootToken:
+    """A per-boot token: issued with a boot script to the address that fetched it (``remote``)."""
+
+    mac: str
+    issued_at: float
+    expires_at: float
+    via: str  # ipxe | grub
+    used_at: float | None
+    remote: str | None
+
+
+@dataclass(frozen=True)
 class Event:
     id: int
     mac: str
@@ -98,8 +111,23 @@ def machine_from_row(row: sqlite3.Row) -> Machine:
     )
 
 
+_RUN_FIELDS = (
+    "id",
+    "mac",
+    "recipe",
+    "image",
+    "label",
+    "digest",
+    "reason",
+    "started",
+    "finished",
+    "bytes_written",
+    "mean_rate",
+)  # fmt: skip  (the row's token_hash and plan are not part of the record)
+
+
 def run_from_row(row: sqlite3.Row) -> Run:
-    return Run(**{k: row[k] for k in row.keys() if k != "state"}, state=RunState(row["state"]))  # noqa: SIM118
+    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]))
 
 
 def verification_from_row(row: sqlite3.Row) -> Verification:
@@ -113,6 +141,15 @@ def verification_from_row(row: sqlite3.Row) -> Verification:
         wipe_ranges=json.loads(row["wipe_ranges"]),
         recorded_at=row["recorded_at"],
     )
+
+
+def token_from_row(row: sqlite3.Row) -> BootToken:
+    return BootToken(row["mac"], row["issued_at"], row["expires_at"], row["via"], row["used_at"], row["remote"])
+
+
+def secret_hash(secret: str) -> str:
+    """What the store keeps of the token that started a run: its sha256, never the token."""
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
 
 
 def event_from_row(row: sqlite3.Row) -> Event:

@@ -55,4 +55,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX verifications_run ON verifications(run, id);
     """,
+    """
+    -- issue 12: a token is bound to the address that fetched the boot script; a run to the token that
+    -- started it (only a hash is kept) and to the plan it was given (JSON, without the first-boot secret,
+    -- which is derived from the run id and the server's key).
+    ALTER TABLE boot_tokens ADD COLUMN remote TEXT;
+    ALTER TABLE runs ADD COLUMN token_hash TEXT;
+    ALTER TABLE runs ADD COLUMN plan TEXT;
+    CREATE INDEX runs_token ON runs(token_hash);
+    """,
 )

@@ -36,14 +36,9 @@ async def hello(request: web.Request) -> web.Response:
 
 
 async def firstboot(request: web.Request) -> web.Response:
-    """Recorded as an event of the machine. No boot token exists on an installed system: this call can
-    only add an event, never change a machine's state or plan."""
+    """An installed system's boot, proven by its run's first-boot secret: an event of the machine only."""
     msg = await _message(request, FirstBoot)
-    store = request.app[STORE]
-    store.seen(msg.mac)
-    detail = {k: v for k, v in msg.to_dict().items() if k not in ("mac", "event")}
-    store.event(msg.mac, msg.event, {**detail, "remote": request.remote})
-    log.info("%s: %s of %s (%s, secure boot %s)", msg.mac, msg.event, msg.label, msg.firmware, msg.secure_boot)
+    request.app[RUNS].firstboot(msg, request.remote)
     return web.json_response({"ok": True})
 
 

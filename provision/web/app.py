@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from provision.boot import Booter
+from provision.credentials import load_or_create_key
 from provision.images import ImageStore
 from provision.runs import Runs
 from provision.web import api, boot
@@ -26,7 +27,11 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app = web.Application(middlewares=[provision_errors, boot.grub_abortive_close], client_max_size=MAX_BODY)
     app[boot.BOOTER] = booter
     app[api.STORE] = booter.store
-    app[api.RUNS] = Runs(booter.store, images, booter.config.recipes_dir, booter.config.state_dir / "probes")
+    state = booter.config.state_dir
+    key = load_or_create_key(state / "secrets" / "server.key")
+    app[api.RUNS] = Runs(
+        booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is
+    )
     app.router.add_get(paths.HEALTHZ, boot.healthz)
     app.router.add_get(paths.BOOT_IPXE, boot.ipxe_script)
     app.router.add_get(paths.BOOT_GRUB_MAIN, boot.grub_main)

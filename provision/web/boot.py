@@ -35,7 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def ipxe_script(request: web.Request) -> web.Response:
-    text = request.app[BOOTER].ipxe_script(normalize_mac(request.match_info["mac"]))
+    text = request.app[BOOTER].ipxe_script(normalize_mac(request.match_info["mac"]), request.remote)
     return web.Response(text=text, content_type="text/plain")
 
 
@@ -44,5 +44,5 @@ async def grub_main(request: web.Request) -> web.Response:
 
 
 async def grub_host(request: web.Request) -> web.Response:
-    text = request.app[BOOTER].grub_host(normalize_mac(request.match_info["mac"]))
+    text = request.app[BOOTER].grub_host(normalize_mac(request.match_info["mac"]), request.remote)
     return web.Response(text=text, content_type="text/plain")

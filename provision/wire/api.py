@@ -24,6 +24,8 @@ MAX_BODY = 4 << 20  # bytes of one API call
 MAX_WIPE_RANGES = 100_000
 RETRY_AFTER = 30  # seconds a waiting agent waits before it asks again
 DIGEST = r"[0-9a-f]{64}"
+HEX_SECRET = r"[0-9a-f]{32,128}"  # noqa: S105 - the pattern a first-boot secret matches, not a secret
+FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # noqa: S105 - a path in the installed system (0600)
 
 Firmware = Literal["uefi", "bios", "unknown"]
 Stage = Literal["writing", "verifying"]
@@ -79,6 +81,9 @@ class Plan(Message):
     grow_root: bool = False
     hostname: str | None = None
     hooks: list[dict[str, Any]] = field(default_factory=list)
+    # what the installed system proves at its first boot (POST firstboot ``secret``); the agent writes it to
+    # FIRSTBOOT_SECRET_PATH in the root file system after the verified write
+    firstboot_secret: str | None = field(default=None, metadata=rule(pattern=HEX_SECRET))
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,8 @@ class RunAnswer(Message):
 
 @dataclass(frozen=True)
 class FirstBoot(Message):
-    """An imaged machine's installed system reporting its first (or a later) boot from its own disk."""
+    """An imaged machine's installed system reporting its first (or a later) boot from its own disk, with the
+    run's first-boot ``secret`` (read from FIRSTBOOT_SECRET_PATH) as its credential."""
 
     event: Literal["firstboot", "boot"]
     mac: str = field(metadata=rule(check=normalize_mac))
@@ -208,3 +214,4 @@ class FirstBoot(Message):
     firmware: Firmware = "unknown"
     secure_boot: bool | None = None
     machine_id: str | None = field(default=None, metadata=rule(max_length=64))
+    secret: str | None = field(default=None, metadata=rule(max_length=128))

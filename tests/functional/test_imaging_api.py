@@ -20,7 +20,7 @@ from provision.facts.derive import derive
 from provision.images import ImageStore
 from tests.support.images import CHUNK, MiB, make_disk
 from tests.support.paths import SAMPLE_PROBE
-from tests.support.serve import Running, start, stop
+from tests.support.serve import Running, netboot, start, stop
 
 MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:ab:cd:ef"
@@ -156,6 +156,7 @@ def test_missing_image_means_wait_with_reason(imaging: tuple[Running, str, Path]
     recipe.write_text(RECIPE.format(image="nothere"))
     stat = recipe.stat()
     os.utime(recipe, (stat.st_atime + 10, stat.st_mtime + 10))  # the recipe cache sees the change
+    netboot(served, OTHER_MAC)  # the PC boots again, its run still open: only a network boot earns a new token
     token = boot(url, OTHER_MAC)
     answer = hello(url, token, OTHER_MAC)
     assert answer["action"] == "wait" and "nothere" in answer["reason"], answer
@@ -219,6 +220,7 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
     assert replaced.status_code == 200, replaced.text
     events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()
     assert [e["detail"].get("probe_warnings") for e in events if e["kind"] == "hello"][-1] == ["?"]
+    netboot(served, MAC)
     token = boot(url)
     odd = raw_hello(b"\\ud800", b"ok")
     assert odd.status_code == 200, odd.text

@@ -4,6 +4,8 @@
 - ``start(tmp_path, *extra, wait)``: a boot root with a fake undionly.kpxe and kernel under ``tmp_path``, then
   ``python -m provision serve`` with ``extra`` arguments, waited for (its ready file) unless ``wait=False``.
 - ``stop(run)``: SIGTERM; (exit code, stdout, stderr).
+- ``netboot(run, mac)``: what a PC's PXE ROM does first: a PXE DHCPDISCOVER from ``mac`` to the server's DHCP
+  port, answered (the server then knows the PC network-booted: a run in flight may get a new token).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision.dhcp import MessageType, client_request
 from tests.support.wait import wait_for
 
 START_TIMEOUT = 20.0
@@ -63,3 +67,16 @@ def stop(run: Running) -> tuple[int, str, str]:
     run.proc.send_signal(signal.SIGTERM)
     out, err = run.proc.communicate(timeout=15)
     return run.proc.returncode, out, err
+
+
+PXE_OPTIONS = {60: b"PXEClient:Arch:00000:UNDI:002001", 93: b"\x00\x00"}
+
+
+def netboot(run: Running, mac: str, timeout: float = 5.0) -> None:
+    """A PXE DHCPDISCOVER from ``mac`` to the server (proxy or full DHCP on 127.0.0.1), and its answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(timeout)
+        packet = client_request(MessageType.DISCOVER, mac, xid=0x5E7B007, options=PXE_OPTIONS)
+        sock.sendto(packet.encode(), ("127.0.0.1", run.ports["dhcp"]))
+        sock.recvfrom(4096)

@@ -36,7 +36,7 @@ def verify(store: Store, run: Run, digest: str = DIGEST, chunks: int = 10, verif
 
 def test_migration_2_adds_runs(tmp_path: Path) -> None:
     with Store(tmp_path / "x.db") as s:
-        assert s.schema_version == len(MIGRATIONS) == 2
+        assert s.schema_version == len(MIGRATIONS) >= 2
         names = {r[0] for r in s._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"runs", "verifications", "machines"} <= names
 

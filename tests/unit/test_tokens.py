@@ -1,0 +1,110 @@
+"""Who gets a per-boot token and who may use it (issue 12, defects 1 and 2): the kernel's neighbour table binds
+a boot script and every agent call to the PC that network-booted; a MAC with a run in flight gets a new token
+only after it network-booted again."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provision.boot import Booter, script_text
+from provision.config import ServerConfig
+from provision.errors import TokenRefused
+from provision.neighbors import mac_of, parse_arp_table
+from provision.runs import Runs
+from provision.store import Store
+from provision.wire.api import Hello
+
+MAC = "52:54:00:12:34:56"
+PC = "198.18.0.50"
+OTHER = "198.18.0.66"
+ARP = """IP address       HW type     Flags       HW address            Mask     Device
+198.18.0.50      0x1         0x2         52:54:00:12:34:56     *        br0
+198.18.0.66      0x1         0x2         52:54:00:66:66:66     *        br0
+198.18.0.77      0x1         0x0         00:00:00:00:00:00     *        br0
+garbage line
+198.18.0.88      0x1         0x2         not-a-mac             *        br0
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "db.sqlite") as s:
+        yield s
+
+
+def bound_booter(store: Store, binding: str = "neighbour") -> Booter:
+    config = ServerConfig.model_validate({"address": "198.18.0.1", "boot": {"bind_tokens": binding}})
+    table = parse_arp_table(ARP)
+    return Booter(config, store, neighbours=table.get)
+
+
+def token_in(script: str) -> str | None:
+    found = re.search(r"provision\.token=([0-9a-f]+)", script)
+    return found.group(1) if found else None
+
+
+def test_arp_table_keeps_complete_entries_only(tmp_path: Path) -> None:
+    assert parse_arp_table(ARP) == {PC: MAC, OTHER: "52:54:00:66:66:66"}
+    table = tmp_path / "arp"
+    table.write_text(ARP)
+    assert mac_of(PC, table) == MAC and mac_of("198.18.0.77", table) is None
+    assert mac_of(PC, tmp_path / "absent") is None
+
+
+def test_defect1_a_token_only_for_the_pc_that_netbooted(store: Store) -> None:
+    booter = bound_booter(store)
+    refused = booter.ipxe_script(MAC, OTHER)
+    assert token_in(refused) is None and "52:54:00:66:66:66, not 52:54:00:12:34:56" in refused
+    assert token_in(booter.grub_host(MAC, OTHER)) is None
+    assert token_in(booter.ipxe_script(MAC, "198.18.0.99")) is None  # not in the table at all
+    assert token_in(booter.ipxe_script(MAC, PC)) is not None
+    assert token_in(booter.grub_host(MAC, PC)) is not None
+
+
+def test_binding_off_and_auto(store: Store) -> None:
+    assert token_in(bound_booter(store, "off").ipxe_script(MAC, OTHER)) is not None
+    auto = ServerConfig.model_validate({"address": "198.18.0.1"})
+    assert not auto.tokens_bound  # no interface: tests on loopback
+    assert ServerConfig.model_validate({"address": "198.18.0.1", "interface": "br0"}).tokens_bound
+
+
+def test_defect1_no_new_token_while_a_run_is_in_flight_unless_the_pc_netbooted(store: Store) -> None:
+    booter = bound_booter(store)
+    token = token_in(booter.ipxe_script(MAC, PC))
+    assert token is not None
+    run = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token)
+    script = booter.ipxe_script(MAC, PC)
+    assert token_in(script) is None and f"run {run.id[:8]} is under way" in script
+    booter.should_answer(MAC)  # the PC's PXE ROM asks DHCP: it network-booted again
+    assert [e.detail["via"] for e in store.events(MAC, "netboot")] == ["dhcp"]
+    assert token_in(booter.ipxe_script(MAC, PC)) is not None
+
+
+def test_a_tftp_read_from_the_pc_is_a_network_boot(store: Store) -> None:
+    booter = bound_booter(store)
+    token = token_in(booter.ipxe_script(MAC, PC))
+    store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token)
+    assert booter.tftp_file("undionly.kpxe", OTHER) is None  # another PC's read: not this MAC's boot
+    assert store.events(MAC, "netboot") == []
+    booter.tftp_file("undionly.kpxe", PC)
+    assert [e.detail["via"] for e in store.events(MAC, "netboot")] == ["tftp"]
+
+
+def test_defect1_agent_calls_come_from_the_pc(store: Store, tmp_path: Path) -> None:
+    booter = bound_booter(store)
+    token = token_in(booter.ipxe_script(MAC, PC))
+    assert token is not None
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    runs = Runs(store, None, recipes, tmp_path / "probes", address_check=booter.address_is)
+    with pytest.raises(TokenRefused, match="not 52:54:00:12:34:56"):
+        runs.hello(Hello(MAC, token), OTHER)
+    assert runs.hello(Hello(MAC, token), PC).action == "wait"  # no facts: waits, but the call was accepted
+
+
+def test_script_text_is_one_plain_line() -> None:
+    assert script_text('run "x"; reboot\n$(id) `x`') == "run ?x?; reboot??(id) ?x?"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from provision.images.chunks import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL
 from provision.images.errors import CorruptImage, ImageError, ImageNotFound, StoreBusy
+from provision.images.export import StoredPart
 from provision.images.index import ChunkRef, ImageIndex, ImageVersion
 from provision.images.partitions import Partition, PartitionTable, read_partition_table
 from provision.images.retention import GcReport, RetentionReport
@@ -31,6 +32,7 @@ __all__ = [
     "PartitionTable",
     "RetentionReport",
     "StoreBusy",
+    "StoredPart",
     "VerifyReport",
     "read_partition_table",
 ]

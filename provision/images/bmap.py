@@ -8,15 +8,21 @@ the sha256 of its bytes; the last block's bytes stop at ImageSize, as bmaptool r
 
 Mapped ranges are the non-hole chunks, adjacent ones merged. Their checksums need the plain bytes, so the
 builder is fed chunk by chunk in disk order (at import, or from the chunk store when regenerating).
+
+``bmap_problem`` checks a cached file the way bmaptool first does (its BmapFileChecksum) plus its ImageSize:
+random bytes, a truncation or a flipped byte all fail it, and the store then rebuilds the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 BLOCK_SIZE = 4096
 ZERO_CHECKSUM = "0" * 64
+_CHECKSUM_RE = re.compile(r"<BmapFileChecksum> ([0-9a-f]{64}) </BmapFileChecksum>")
+_SIZE_RE = re.compile(r"<ImageSize> ([0-9]{1,20}) </ImageSize>")
 
 
 def human_size(size: int) -> str:
@@ -116,3 +122,18 @@ def render(image_size: int, ranges: Sequence[tuple[int, int, str]]) -> str:
     text = "\n".join(lines)
     checksum = hashlib.sha256(text.encode()).hexdigest()
     return text.replace(f"<BmapFileChecksum> {ZERO_CHECKSUM} <", f"<BmapFileChecksum> {checksum} <", 1)
+
+
+def bmap_problem(text: str, image_size: int) -> str | None:
+    """None if ``text`` is a bmap whose own checksum holds and whose ImageSize is ``image_size``; else what
+    is wrong with it (the range checksums need the chunks: ``image verify`` recomputes them)."""
+    found = _CHECKSUM_RE.search(text)
+    if found is None:
+        return "no BmapFileChecksum in it"
+    checksum = found.group(1)
+    if hashlib.sha256(text.replace(checksum, ZERO_CHECKSUM, 1).encode()).hexdigest() != checksum:
+        return "its BmapFileChecksum does not match its text"
+    size = _SIZE_RE.search(text)
+    if size is None or int(size.group(1)) != image_size:
+        return f"its ImageSize is not {image_size}"
+    return None

@@ -1,17 +1,26 @@
-"""Filesystem primitives of the store: atomic writes (temp file + fsync + rename) and the store lock.
+"""Filesystem primitives of the store: atomic writes (temp file + fsync + rename), reads that never leave
+the store (``open_inside``), and the store lock.
 
 Temp files live beside their target (same directory, so the rename is atomic) and start with ``.tmp-``;
 one left behind by a crash is removed by the next garbage collection, which runs under the exclusive lock
 and so never races a writer.
+
+``open_inside(root, "chunks", "ab", "ab...zst")`` walks down from the store root one directory at a time
+with ``openat(O_NOFOLLOW)``: a symlink anywhere below the root (a chunk file, its ``ab`` folder, ``chunks``
+itself) is refused instead of followed, and so is anything that is not a regular file (a FIFO is opened
+with O_NONBLOCK, so it is refused, not waited on). The root itself is the operator's configured path and
+is opened as given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,6 +39,65 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class UnsafeFile(OSError):
+    """A path below the store root that is a symlink, or not a directory / regular file where one is needed.
+    ``filename`` is the whole path, ``strerror`` says what it is."""
+
+
+def _describe(dir_fd: int, name: str) -> str:
+    try:
+        mode = os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError as exc:
+        return exc.strerror or "unreadable"
+    if stat.S_ISLNK(mode):
+        return "a symlink (refused: only regular files inside the store are read)"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a regular file"
+    return "not a regular file" if not stat.S_ISREG(mode) else "not a directory"
+
+
+def open_inside(root: Path, *parts: str) -> int:
+    """A read-only descriptor of the regular file ``root/parts...``, opened without following any symlink
+    below ``root``. FileNotFoundError if a part is missing, UnsafeFile if one is a symlink, a directory
+    part is not a directory, or the file is not a regular file. The caller closes the descriptor."""
+    if not parts or any(not p or p in (".", "..") or "/" in p for p in parts):
+        raise ValueError(f"not a relative path of plain names: {parts!r}")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = root.joinpath(*parts[: i + 1])
+                raise UnsafeFile(exc.errno, _describe(fd, part), str(where)) from None
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFile(errno.EINVAL, "not a regular file", str(root.joinpath(*parts)))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_inside(root: Path, *parts: str, limit: int) -> bytes:
+    """The bytes of the regular file ``root/parts...`` (see ``open_inside``); UnsafeFile past ``limit``."""
+    fd = open_inside(root, *parts)
+    data = bytearray()
+    try:
+        while len(data) <= limit and (block := os.read(fd, min(1 << 20, limit + 1 - len(data)))):
+            data += block
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UnsafeFile(errno.EFBIG, f"larger than the {limit} bytes allowed", str(root.joinpath(*parts)))
+    return bytes(data)
 
 
 def temp_path(target: Path) -> Path:

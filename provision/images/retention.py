@@ -88,7 +88,7 @@ def collect(store: Versions) -> GcReport:
     marked: set[str] = set()
     for path in _index_files(store):
         try:
-            index = ImageIndex.from_bytes(path.read_bytes(), what=str(path))
+            index = ImageIndex.from_bytes(store.read_file(path), what=str(path))
         except CorruptImage as exc:
             raise CorruptImage(f"garbage collection refused: {exc}; fix or remove that file", path=str(path)) from None
         marked.update(index.unique_chunks())

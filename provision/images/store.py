@@ -2,7 +2,7 @@
 whole: verify, export for bmaptool, retention and garbage collection, each in its own module.
 
 The dependencies go one way: this module imports versions, verify, export and retention; those import
-versions only, never this module.
+versions (export also verify's ``ChunkProblem``, the one way to name a bad chunk), never this module.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from pathlib import Path
 from provision.images import export as _export
 from provision.images import retention as _retention
 from provision.images import verify as _verify
+from provision.images.export import StoredPart
 from provision.images.importer import Progress, default_workers
 from provision.images.index import ImageVersion
+from provision.images.verified import Frame
 from provision.images.versions import ImageInfo, Versions
 
-__all__ = ["ImageInfo", "ImageStore"]
+__all__ = ["ImageInfo", "ImageStore", "StoredPart"]
 
 
 class ImageStore(Versions):
@@ -41,10 +43,18 @@ class ImageStore(Versions):
         """``disk.img.zst`` as parts in disk order: a stored frame's path (for sendfile) or a hole's frame."""
         return _export.iter_zst(self, version)
 
-    def zst_parts(self, version: ImageVersion) -> tuple[list[bytes | tuple[Path, int]], int]:
-        """The parts of ``disk.img.zst`` with each file's size, and the total size (for Content-Length)."""
+    def zst_parts(self, version: ImageVersion) -> tuple[list[bytes | StoredPart], int]:
+        """The parts of ``disk.img.zst`` (hole frames, checked stored frames with their sizes) and the total
+        size (for Content-Length). MissingChunk / CorruptImage naming the first bad chunk: nothing to send."""
         return _export.zst_parts(self, version)
 
+    def open_part(self, version: ImageVersion, part: StoredPart, *, check: bool = True) -> Frame:
+        """The checked frame of one stored part, open for sending (close it after). CorruptImage naming the
+        position if its file went missing, bad or changed size since ``zst_parts``. ``check=False``: see
+        ``export.open_part``."""
+        return _export.open_part(self, version, part, check=check)
+
     def export(self, ref: str, outdir: Path) -> tuple[Path, Path]:
-        """Write ``OUTDIR/disk.img.zst`` and ``OUTDIR/disk.bmap`` for ``bmaptool copy``."""
+        """Write ``OUTDIR/disk.img.zst`` and ``OUTDIR/disk.bmap`` for ``bmaptool copy``: every chunk checked
+        first; MissingChunk / CorruptImage naming the first bad one, and no file written, otherwise."""
         return _export.export(self, self.resolve(ref), outdir)

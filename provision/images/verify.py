@@ -37,6 +37,14 @@ class ChunkProblem:
             f"chunk {self.index} at offset {self.offset} ({self.length} bytes): expected {self.expected}, {self.found}"
         )
 
+    @classmethod
+    def of(cls, index: int, offset: int, length: int, expected: str, exc: ImageError) -> ChunkProblem:
+        """The problem an ImageError of ``ChunkStore`` (missing, unreadable, bad frame, wrong sha256) names."""
+        if isinstance(exc, ImageNotFound):
+            return cls(index, offset, length, expected, "missing")
+        text = str(exc)
+        return cls(index, offset, length, expected, text.split(": ", 1)[1] if ": " in text else text)
+
 
 @dataclass(frozen=True)
 class VerifyReport:
@@ -84,19 +92,18 @@ class VerifyReport:
         }
 
 
-def _found(exc: ImageError) -> str:
-    if isinstance(exc, ImageNotFound):
-        return "missing"
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text else text
-
-
 def verify(store: Versions, ref: str, *, workers: int, progress: Progress | None) -> VerifyReport:
     started = time.monotonic()
     name, selector = parse_ref(ref)
     digest = store.find_digest(name, selector)
     path = store.index_path(name, digest)
-    data = path.read_bytes()
+    try:
+        data = store.read_file(path)
+    except FileNotFoundError:
+        raise ImageNotFound(f"image {name} has no version {digest}", name=name, digest=digest) from None
+    except CorruptImage as exc:
+        log.error("image %s: verify %s: %s", name, digest[:12], exc)
+        return VerifyReport(name, digest, None, str(exc), 0, 0, 0, 0, (), None, time.monotonic() - started)
     problems: list[str] = []
     found = hashlib.sha256(data).hexdigest()
     if found != digest:
@@ -139,7 +146,7 @@ def _check_chunks(
     for i, (ref, result) in enumerate(zip(ix.chunks, store.chunks.read_many(items, workers=workers), strict=True)):
         offset = ix.offset(i)
         if isinstance(result, ImageError):
-            bad.append(ChunkProblem(i, offset, ref.length, str(ref.sha256), _found(result)))
+            bad.append(ChunkProblem.of(i, offset, ref.length, str(ref.sha256), result))
         elif not bad:
             builder.add(offset, ref.length, result)
         if ref.sha256 is not None:
@@ -154,11 +161,14 @@ def _check_chunks(
 def _check_bmap(store: Versions, version: ImageVersion, computed: str) -> str | None:
     path = store.bmap_path(version.name, version.digest)
     try:
-        cached = path.read_text()
+        cached: bytes | None = store.read_file(path)
     except FileNotFoundError:
         atomic_write(path, computed.encode())
         return None
-    if cached == computed:
+    except CorruptImage as exc:
+        log.warning("image %s: verify %s: %s", version.name, version.label, exc)
+        cached = None
+    if cached == computed.encode():
         return None
     atomic_write(path, computed.encode())
     return f"cached {path} did not match the chunks; rewritten from them"

@@ -11,6 +11,8 @@ Layout under ROOT::
     images/NAME/current              "<digest>\\n", replaced atomically by publish
 
 Readers (HTTP, verify, export) take no lock: every file they read is immutable or replaced atomically.
+They read index, bmap and chunk files without following a symlink below ROOT (``files.open_inside``), and
+send a chunk only once checked (``provision.images.verified``). A damaged bmap cache is rebuilt.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from provision import __version__
-from provision.images.bmap import BmapBuilder
+from provision.images.bmap import BmapBuilder, bmap_problem
 from provision.images.chunks import DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL, ChunkStore, check_chunk_size
-from provision.images.errors import CorruptImage, ImageError, ImageNotFound
-from provision.images.files import StoreLock, atomic_write, fsync_dir
+from provision.images.errors import CorruptImage, ImageError, ImageNotFound, MissingChunk
+from provision.images.files import StoreLock, atomic_write, fsync_dir, read_inside
 from provision.images.importer import Progress, chunk_file, default_workers, disk_size
 from provision.images.index import (
     CURRENT,
@@ -42,11 +44,13 @@ from provision.images.index import (
     parse_ref,
 )
 from provision.images.partitions import read_partition_table
+from provision.images.verified import Frame, VerifiedFrames
 from provision.wire.index import is_sha256
 
 log = logging.getLogger(__name__)
 
 INDEX_CACHE = 64
+MAX_FILE = 256 << 20  # an index or bmap file larger than this is damaged (a 2 TiB disk's index is ~50 MB)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Versions:
         self.root = root
         self.images_root = root / "images"
         self.chunks = ChunkStore(root / "chunks")
+        self.frames = VerifiedFrames(self.chunks)
         self.images_root.mkdir(parents=True, exist_ok=True)
         self.chunks.root.mkdir(exist_ok=True)
         self.lock = StoreLock(root / "lock", lock_timeout)
@@ -93,6 +98,29 @@ class Versions:
 
     def current_path(self, name: str) -> Path:
         return self.images_root / check_name(name) / "current"
+
+    def read_file(self, path: Path) -> bytes:
+        """An index or bmap file, read without following a symlink below ROOT. FileNotFoundError if it is
+        absent; CorruptImage if it is a symlink, not a regular file, too large or unreadable."""
+        try:
+            return read_inside(self.root, *path.relative_to(self.root).parts, limit=MAX_FILE)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            where = exc.filename or path
+            raise CorruptImage(f"{where}: unreadable: {exc.strerror}", path=str(where)) from None
+
+    def index_bytes(self, name: str, digest: str) -> bytes:
+        """The index file of a version as stored, checked against its digest. ImageNotFound if absent."""
+        path = self.index_path(name, digest)
+        try:
+            data = self.read_file(path)
+        except FileNotFoundError:
+            raise ImageNotFound(f"image {name} has no version {digest}", name=name, digest=digest) from None
+        found = hashlib.sha256(data).hexdigest()
+        if found != digest:
+            raise CorruptImage(f"index {path} hashes to {found}, not {digest}: corrupted", path=str(path))
+        return data
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -124,13 +152,7 @@ class Versions:
                 self._cache.move_to_end(key)
                 return ImageVersion(name, digest, cached)
         path = self.index_path(name, digest)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageNotFound(f"image {name} has no version {digest}", name=name, digest=digest) from None
-        found = hashlib.sha256(data).hexdigest()
-        if found != digest:
-            raise CorruptImage(f"index {path} hashes to {found}, not {digest}: corrupted", path=str(path))
+        data = self.index_bytes(name, digest)
         index = ImageIndex.from_bytes(data, what=str(path))
         if index.name != name:
             raise CorruptImage(f"index {path} is for image {index.name!r}, not {name!r}", path=str(path))
@@ -180,15 +202,17 @@ class Versions:
         name, selector = parse_ref(ref)
         return self.load(name, self.find_digest(name, selector))
 
-    def chunk_file(self, sha256: str) -> Path:
-        """The stored frame of chunk ``sha256`` (what ``/chunks/<sha256>`` serves). ImageError for an id that
-        is not 64 lower-case hex digits, ImageNotFound when the store does not hold it."""
+    def open_chunk(self, sha256: str) -> Frame:
+        """The stored frame of chunk ``sha256``, open (what ``/chunks/<sha256>`` sends): ImageError for an id
+        that is not 64 lower-case hex digits, ImageNotFound when the store does not hold it, CorruptImage if
+        it is a symlink or not a regular file, or recorded bad. ``frames.check`` it before sending unless
+        ``checked``; close it after."""
         if not is_sha256(sha256):
             raise ImageError("a chunk id is 64 lower-case hex digits (its sha256)")
-        path = self.chunks.path(sha256)
-        if not path.is_file():
-            raise ImageNotFound(f"no chunk {sha256}", chunk=sha256)
-        return path
+        try:
+            return self.frames.open(sha256)
+        except MissingChunk:
+            raise ImageNotFound(f"no chunk {sha256}", chunk=sha256) from None
 
     def stored_bytes(self, version: ImageVersion) -> int:
         """Compressed bytes of the distinct chunks of a version (what it costs alone in the store)."""
@@ -296,18 +320,30 @@ class Versions:
     # -- serving -------------------------------------------------------------------------------------------
 
     def bmap_text(self, version: ImageVersion) -> str:
-        """The bmap of a version: from its cache file, else rebuilt from the chunks and cached."""
+        """The bmap of a version: from its cache file, else rebuilt from the chunks and cached. A cache that
+        is damaged (not UTF-8, truncated, its own checksum wrong, a symlink) is rebuilt too, with a warning;
+        CorruptImage if the chunks cannot give it."""
         path = self.bmap_path(version.name, version.digest)
         try:
-            return path.read_text()
+            text = self.read_file(path).decode()
+            problem = bmap_problem(text, version.index.disk_size)
         except FileNotFoundError:
-            pass
+            problem = None
+        except (CorruptImage, UnicodeDecodeError) as exc:
+            problem = str(exc)
+        else:
+            if problem is None:
+                return text
+        if problem is not None:
+            log.warning("image %s: cached bmap %s is damaged (%s): rebuilding it from the chunks", version.ref,
+                        path, problem)  # fmt: skip
         text = self.rebuild_bmap(version)
         atomic_write(path, text.encode())
         return text
 
     def rebuild_bmap(self, version: ImageVersion, *, workers: int | None = None) -> str:
-        """Compute the bmap of a version from its stored chunks (reads every chunk)."""
+        """Compute the bmap of a version from its stored chunks (reads and checks every chunk). CorruptImage
+        naming the first bad chunk (index, offset, sha256) if one is missing or bad."""
         ix = version.index
         builder = BmapBuilder(ix.disk_size)
         items = [(c.sha256, c.length) for c in ix.chunks]
@@ -315,7 +351,11 @@ class Versions:
             zip(ix.chunks, self.chunks.read_many(items, workers=workers or 4), strict=True)
         ):
             if isinstance(data, ImageError):
-                raise data
+                raise CorruptImage(
+                    f"{version.ref}: the bmap cannot be rebuilt: chunk {i} at offset {ix.offset(i)}: {data}",
+                    name=version.name, digest=version.digest, index=i, offset=ix.offset(i), chunk=ref.sha256,
+                    path=data.facts.get("path"),
+                )  # fmt: skip
             builder.add(ix.offset(i), ref.length, data)
         return builder.text()
 

@@ -5,7 +5,13 @@
 - ``GET /images/{name}/{version}/disk.bmap``: bmap 2.0 for bmaptool;
 - ``GET /images/{name}/{version}/disk.img.zst``: the stored frames in disk order, each sent with
   ``loop.sendfile`` (zero copy) and hole frames written from memory, under one Content-Length;
-- ``GET /chunks/{sha256}``: one stored frame (``web.FileResponse``, sendfile too).
+- ``GET /chunks/{sha256}``: one stored frame (``loop.sendfile`` too).
+
+A stored frame is sent only from a descriptor opened without following a symlink and only once checked
+(decoded, sha256 equal to its name), first time by a worker thread, then from the per-process record
+(``provision.images.verified``). ``disk.img.zst`` checks every chunk of the version before its headers: a
+bad one is a 500 before any byte. A chunk file that changes after the headers and is then found bad (or
+another size) cuts the connection, so the client sees a short body and never a wrong one.
 
 ``version`` is ``current``, a label or a digest prefix of 8+ hex. Names, versions and chunk ids are checked
 against strict patterns before any path is built, so ``..`` or an encoded slash is refused (400). Errors are
@@ -23,7 +29,8 @@ from collections.abc import Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from provision.images import ImageStore, ImageVersion
+from provision.images import ImageError, ImageStore, ImageVersion
+from provision.images.verified import Frame
 from provision.web.errors import provision_errors
 from provision.wire import paths
 
@@ -50,12 +57,17 @@ async def list_images(request: web.Request) -> web.Response:
     return web.json_response([i.to_dict() for i in infos])
 
 
-async def index_json(request: web.Request) -> web.FileResponse:
+async def index_json(request: web.Request) -> web.Response:
     version = await _version(request)
-    path = request.app[IMAGE_STORE].index_path(version.name, version.digest)
-    headers = _cache_headers(request, version)
-    del headers["ETag"]  # FileResponse sets its own (mtime and size)
-    return web.FileResponse(path, headers={"Content-Type": "application/json", **headers})
+    data = await asyncio.to_thread(request.app[IMAGE_STORE].index_bytes, version.name, version.digest)
+    return web.Response(body=data, content_type="application/json", headers=_cache_headers(request, version))
+
+
+async def _sendfile(request: web.Request, frame: Frame, size: int) -> None:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
+    await asyncio.get_running_loop().sendfile(transport, frame.file(), 0, size)
 
 
 async def disk_bmap(request: web.Request) -> web.Response:
@@ -75,17 +87,23 @@ async def disk_zst(request: web.Request) -> web.StreamResponse:
         return response
     started = time.monotonic()
     log.info("image %s: sending %s disk.img.zst (%d bytes) to %s", version.name, version.label, total, request.remote)
-    loop = asyncio.get_running_loop()
+    store = request.app[IMAGE_STORE]
     for part in parts:
         if isinstance(part, bytes):
             await response.write(part)
             continue
-        path, size = part
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client went away")
-        with path.open("rb") as f:
-            await loop.sendfile(transport, f, 0, size)
+        try:  # the record knows the frame, unless its file changed since zst_parts: then check it again
+            frame = store.open_part(version, part, check=False)
+            with frame:
+                if not frame.checked:
+                    await asyncio.to_thread(store.frames.check, frame)
+                await _sendfile(request, frame, part.size)
+        except ImageError as exc:
+            log.error("image %s: disk.img.zst to %s cut at chunk %d (offset %d, %s): %s", version.name,
+                      request.remote, part.index, part.offset, part.sha256, exc)  # fmt: skip
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError(str(exc)) from None
     await response.write_eof()
     log.info(
         "image %s: sent %s disk.img.zst to %s in %.1f s", version.name, version.label, request.remote,
@@ -94,9 +112,20 @@ async def disk_zst(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def chunk(request: web.Request) -> web.FileResponse:
-    path = request.app[IMAGE_STORE].chunk_file(request.match_info["sha256"])
-    return web.FileResponse(path, headers={"Content-Type": ZSTD, "Cache-Control": IMMUTABLE})
+async def chunk(request: web.Request) -> web.StreamResponse:
+    store = request.app[IMAGE_STORE]
+    sha256 = request.match_info["sha256"]
+    with store.open_chunk(sha256) as frame:  # 400, 404, or 500 for a symlink or a frame recorded bad
+        if not frame.checked:
+            await asyncio.to_thread(store.frames.check, frame)  # 500 if bad: never sent
+        headers = {"Content-Type": ZSTD, "Cache-Control": IMMUTABLE, "ETag": f'"{sha256}"'}
+        response = web.StreamResponse(headers=headers)
+        response.content_length = frame.size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            await _sendfile(request, frame, frame.size)
+        await response.write_eof()
+    return response
 
 
 def image_app(store: ImageStore, middlewares: Sequence[Middleware] = ()) -> web.Application:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.images import ImageStore, ImageVersion
+from provision.images import CorruptImage, ImageStore, ImageVersion
 from provision.images.chunks import compress
 from provision.web.images import image_app
 from tests.support.files import sha256_file
@@ -62,12 +62,27 @@ def test_copy_from_http(tmp_path: Path) -> None:
 
 
 def test_bmaptool_catches_a_swapped_chunk(tmp_path: Path) -> None:
-    """A stored frame replaced by a valid frame of other bytes: only the range checksum can tell."""
+    """A frame of disk.img.zst replaced by a valid frame of other bytes: only the range checksum can tell.
+    The store refuses to export such a chunk (issue 12, defect 4), so the swap is made in the exported file."""
     store, version, _ = build(tmp_path, 64 * MiB, 4 * MiB)
-    ref = next(c for i, c in enumerate(version.index.chunks) if c.sha256 and i > 0)
+    index, ref = next((i, c) for i, c in enumerate(version.index.chunks) if c.sha256 and i > 0)
     assert ref.sha256 is not None
-    store.chunks.path(ref.sha256).write_bytes(compress(b"\x5a" * ref.length))
-    zst, bmap = store.export(version.ref, tmp_path / "out")
-    result = bmaptool_copy(str(bmap), str(zst), tmp_path / "target.img")
+    parts, _ = store.zst_parts(version)
+    swapped = tmp_path / "swapped" / "disk.img.zst"
+    swapped.parent.mkdir()
+    with swapped.open("wb") as out:
+        for part in parts:
+            if isinstance(part, bytes):
+                out.write(part)
+            elif part.index == index:
+                out.write(compress(b"\x5a" * ref.length))
+            else:
+                out.write(store.chunks.path(part.sha256).read_bytes())
+    _, bmap = store.export(version.ref, tmp_path / "out")
+    result = bmaptool_copy(str(bmap), str(swapped), tmp_path / "target.img")
     assert result.returncode != 0
     assert "checksum mismatch" in result.stderr
+    store.chunks.path(ref.sha256).write_bytes(compress(b"\x5a" * ref.length))  # the same swap in the store
+    with pytest.raises(CorruptImage, match=f"chunk {index} at offset {index * 4 * MiB}"):
+        store.export(version.ref, tmp_path / "again")
+    assert not (tmp_path / "again").exists()

@@ -8,6 +8,12 @@
 - ``unzstd(data)``: concatenated zstd frames (disk.img.zst) decompressed; ``unzstd_file(zst, out)``: the same
   from file to a sparse file (all-zero blocks are skipped, not written).
 - ``check_bmap(text, raw)``: bmaptool 3.x's checks of a bmap 2.0 file against the raw disk; its XML root.
+- ``damage(store, sha256, kind, outside)``: one stored chunk file damaged as the probe of issue 12 (defect 4)
+  did it, for each of ``DAMAGES``: ``flip`` (one byte in place: same size, same inode), ``truncated`` (half
+  the frame), ``emptied``, ``swapped`` (another stored chunk's frame, a valid frame of other bytes, under
+  this name), ``symlink`` (a symlink to an exact copy of the frame outside the store: only not following the
+  link refuses it). The file's mtime is also set an hour back, so that the change shows in the file's key
+  even within one tick of a coarse file system clock (the real key also holds ctime, which moves anyway).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import io
 import os
 import random
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,10 +34,12 @@ import zstandard
 from aiohttp import web
 
 from provision.builder.layout import ESP, NewPartition, write_gpt, write_mbr
+from provision.images import ImageStore
 
 KiB = 1024
 MiB = 1024 * KiB
 CHUNK = 64 * KiB  # small chunks keep test disks small
+DAMAGES = ("flip", "truncated", "emptied", "swapped", "symlink")
 
 
 def make_disk(
@@ -114,3 +123,33 @@ def check_bmap(text: str, raw: bytes) -> ET.Element:
         assert hashlib.sha256(raw[a * 4096 : (b + 1) * 4096]).hexdigest() == rng.attrib["chksum"]
     assert int(field("MappedBlocksCount")) == mapped
     return root
+
+
+def damage(store: ImageStore, sha256: str, kind: str, outside: Path) -> None:
+    """Damage the stored frame of ``sha256`` (one of ``DAMAGES``, see the module docstring); ``outside`` is a
+    folder out of the store for the symlink's target."""
+    path = store.chunks.path(sha256)
+    frame = path.read_bytes()
+    if kind == "flip":
+        flipped = bytearray(frame)
+        flipped[len(flipped) // 2] ^= 0x20
+        with path.open("r+b") as f:  # in place: same inode
+            f.write(flipped)
+    elif kind == "truncated":
+        os.truncate(path, len(frame) // 2)
+    elif kind == "emptied":
+        os.truncate(path, 0)
+    elif kind == "swapped":
+        other = next(p for _, p in store.chunks.iter_stored() if p != path)
+        path.write_bytes(other.read_bytes())
+    elif kind == "symlink":
+        outside.mkdir(parents=True, exist_ok=True)
+        copy = outside / path.name
+        copy.write_bytes(frame)
+        path.unlink()
+        path.symlink_to(copy)
+        return
+    else:
+        raise ValueError(kind)
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))

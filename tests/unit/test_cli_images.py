@@ -1,15 +1,19 @@
-"""`provision image ...` end to end in-process: import, list, verify (and a corrupted chunk), export."""
+"""`provision image ...` end to end in-process: import, list, verify (and a corrupted chunk), export (and a
+damaged chunk, which it refuses)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 import zstandard
 
+from provision.images import ImageStore
 from tests.support.cli import run
 from tests.support.files import sha256_file
-from tests.support.images import MiB, make_disk
+from tests.support.images import CHUNK, DAMAGES, MiB, damage, make_disk
 
 
 def test_import_list_verify_export(tmp_path: Path) -> None:
@@ -50,3 +54,30 @@ def test_import_of_a_non_disk_fails_clearly(tmp_path: Path) -> None:
     assert err.startswith("provision: error: ") and "notes.txt" in err
     code, out, _ = run("image", "list", "--store", str(tmp_path / "s"))
     assert out == "no images\n"
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_defect4_export_of_a_damaged_chunk_fails_and_writes_nothing(tmp_path: Path, kind: str) -> None:
+    """Issue 12, defect 4: `image export` exited 0 writing a corrupted disk.img.zst."""
+    root = tmp_path / "store"
+    raw = make_disk(tmp_path / "disk.raw", 4 * MiB, [(20 * CHUNK, 4 * CHUNK)], seed=5)
+    version = ImageStore(root).import_raw(raw, "educ", chunk_size=CHUNK)
+    ref = version.index.chunks[22]
+    assert ref.sha256 is not None
+    damage(ImageStore(root), ref.sha256, kind, tmp_path / "outside")
+    code, out, err = run("image", "export", "educ", str(tmp_path / "out"), "--store", str(root))
+    assert code == 1 and out == "", kind
+    assert err.startswith("provision: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"chunk 22 at offset {22 * CHUNK}" in err and ref.sha256 in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_defect4_verify_with_random_bytes_in_the_bmap(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    raw = make_disk(tmp_path / "disk.raw", 4 * MiB, [(20 * CHUNK, 4 * CHUNK)], seed=5)
+    version = ImageStore(root).import_raw(raw, "educ", chunk_size=CHUNK)
+    ImageStore(root).bmap_path("educ", version.digest).write_bytes(os.urandom(3000))
+    code, out, err = run("image", "verify", "educ", "--store", str(root))
+    assert code == 1 and "bmap: cached" in out and "rewritten" in out and "Traceback" not in err
+    code, out, _ = run("image", "verify", "educ", "--store", str(root))
+    assert code == 0 and ": OK:" in out

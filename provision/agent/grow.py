@@ -10,8 +10,6 @@ MBR (fsync). The kernel is told with ``BLKRRPART`` (``partx -u`` when busy); ``e
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import struct
@@ -25,6 +23,7 @@ from typing import Any
 from provision.agent.errors import GrowToolFailed
 from provision.agent.inventory import Runner
 from provision.agent.rootpart import (
+    BLKRRPART,
     LINUX_FS,
     NODE_TIMEOUT,
     ROOT_X86_64,
@@ -40,8 +39,10 @@ from provision.agent.rootpart import (
     find_root,
     gpt_crc,
     read_fs,
-    text_tail,
+    tell_kernel,
 )
+
+_tell_kernel = tell_kernel  # its name before rootpart.py
 
 __all__ = [
     "BLKRRPART", "LINUX_FS", "NODE_TIMEOUT", "ROOT_X86_64", "TOOL_TIMEOUT", "FsInfo", "GrowResult",
@@ -49,8 +50,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-BLKRRPART = 0x125F  # _IO(0x12, 95): re-read the partition table
 
 
 @dataclass(frozen=True)
@@ -119,26 +118,6 @@ class _GrowGpt(Gpt):
             os.fsync(disk.fd)
 
 
-def _tell_kernel(fd: int, disk: str, number: int, run: Runner) -> tuple[str, bool]:
-    """Have the kernel learn the new size: BLKRRPART, or ``partx -u`` for the one partition when busy.
-    Returns what was done and whether partition nodes may show it."""
-    try:
-        fcntl.ioctl(fd, BLKRRPART)
-        return "BLKRRPART", True
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return "not told: the device does not scan partitions (BLKRRPART: EINVAL)", False
-        if exc.errno != errno.EBUSY:
-            return f"not told: BLKRRPART: {exc.strerror}", False
-    argv = ["partx", "-u", "--nr", str(number), disk]
-    try:
-        done = run(argv, capture_output=True, timeout=60, check=False, env={**os.environ, "LC_ALL": "C"})
-        err = f"exit status {done.returncode} {text_tail(done.stderr).strip()}" if done.returncode else ""
-    except (OSError, subprocess.SubprocessError) as exc:
-        err = str(exc)
-    return (f"not told: BLKRRPART busy, {' '.join(argv)}: {err}", False) if err else ("partx -u (BLKRRPART busy)", True)
-
-
 def grow_root(
     target: Path | str, *, run: Runner = subprocess.run, sector_size: int | None = None,
     node_timeout: float = NODE_TIMEOUT, tool_timeout: float = TOOL_TIMEOUT, sys_root: Path = Path("/sys"),
@@ -163,7 +142,7 @@ def grow_root(
             gpt.write(disk, root, new_end)
         kernel, scans = ("unchanged", True) if disk.block else ("regular file: nothing to tell", False)
         if disk.block and root is not None and new_end is not None:
-            kernel, scans = _tell_kernel(disk.fd, disk.name, root.number, run)
+            kernel, scans = tell_kernel(disk.fd, disk.name, root.number, run)
     finally:
         os.close(disk.fd)
     ss = disk.ss
@@ -191,7 +170,7 @@ def grow_root(
         if disk.block:
             wait = node_timeout if scans else 0.0
             node = find_partition_node(path, root.number, part_bytes, timeout=wait, sys_root=sys_root,
-                                       dev_root=dev_root)  # fmt: skip
+                                       dev_root=dev_root, start=offset)  # fmt: skip
             if node is None:
                 notes.append(f"no partition node {root.number} of {part_bytes} bytes after {wait:g} s: offset loop")
             else:

@@ -7,7 +7,8 @@ first-boot credential (``seed.py``) find it the same way.
   filesystem named ``root``; the one ending last).
 - ``read_fs`` names the file system at an offset (ext2/3/4 with its size from the superblock, xfs, ntfs,
   vfat, or ``unknown``).
-- ``find_partition_node`` finds ``/dev/<disk><N>`` through sysfs; ``Tools`` runs the file-system tools
+- ``tell_kernel`` has the kernel re-read the partition table (``BLKRRPART``, ``partx -u`` when busy);
+  ``find_partition_node`` finds ``/dev/<disk><N>`` through sysfs; ``Tools`` runs the file-system tools
   (argument lists, ``LC_ALL=C``, a timeout) and gives an offset loop device (``losetup --offset
   --sizelimit``) when there is no partition node, always detached afterwards.
 """
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ROOT_X86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # discoverable partitions: root (x86-64)
 LINUX_FS = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"  # a root when named "root"
+BLKRRPART = 0x125F  # _IO(0x12, 95): re-read the partition table
 MiB = 1 << 20
 NODE_TIMEOUT = 5.0  # seconds to wait for the partition node (udev / devtmpfs)
 TOOL_TIMEOUT = 3600.0  # seconds for one e2fsck or resize2fs
@@ -192,12 +194,33 @@ def text_tail(data: object, limit: int = 2000) -> str:
     return (data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data or ""))[-limit:]
 
 
+def tell_kernel(fd: int, disk: str, number: int, run: Runner) -> tuple[str, bool]:
+    """Have the kernel learn the new size: BLKRRPART, or ``partx -u`` for the one partition when busy.
+    Returns what was done and whether partition nodes may show it."""
+    try:
+        fcntl.ioctl(fd, BLKRRPART)
+        return "BLKRRPART", True
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return "not told: the device does not scan partitions (BLKRRPART: EINVAL)", False
+        if exc.errno != errno.EBUSY:
+            return f"not told: BLKRRPART: {exc.strerror}", False
+    argv = ["partx", "-u", "--nr", str(number), disk]
+    try:
+        done = run(argv, capture_output=True, timeout=60, check=False, env={**os.environ, "LC_ALL": "C"})
+        err = f"exit status {done.returncode} {text_tail(done.stderr).strip()}" if done.returncode else ""
+    except (OSError, subprocess.SubprocessError) as exc:
+        err = str(exc)
+    return (f"not told: BLKRRPART busy, {' '.join(argv)}: {err}", False) if err else ("partx -u (BLKRRPART busy)", True)
+
+
 def find_partition_node(
     disk: Path, number: int, size: int, *, timeout: float = NODE_TIMEOUT, sys_root: Path = Path("/sys"),
-    dev_root: Path = Path("/dev"),
+    dev_root: Path = Path("/dev"), start: int | None = None,
 ) -> Path | None:  # fmt: skip
-    """``/dev/<disk><N>`` or ``/dev/<disk>p<N>`` once sysfs shows it with ``size`` bytes and the node exists
-    with its device number (polled until ``timeout``); ``None`` if it does not."""
+    """``/dev/<disk><N>`` or ``/dev/<disk>p<N>`` once sysfs shows it with ``size`` bytes (starting at byte
+    ``start`` when given: not a partition of the disk's old table) and the node exists with its device number
+    (polled until ``timeout``); ``None`` if it does not."""
     name = disk.resolve().name
     deadline = time.monotonic() + timeout
     while True:
@@ -207,7 +230,13 @@ def find_partition_node(
                 shown = int((entry / "partition").read_text()), int((entry / "size").read_text()) * 512
                 major, minor = (int(x) for x in (entry / "dev").read_text().split(":"))
                 st = (dev_root / part).stat()
-                if shown == (number, size) and stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(major, minor):
+                at = int((entry / "start").read_text()) * 512 if start is not None else None
+                if (
+                    shown == (number, size)
+                    and at == start
+                    and stat.S_ISBLK(st.st_mode)
+                    and st.st_rdev == os.makedev(major, minor)
+                ):
                     return dev_root / part
         if time.monotonic() >= deadline:
             return None
@@ -237,6 +266,7 @@ class Tools:
     ) -> None:
         self.run, self.timeout, self.device, self.facts, self.notes = run, timeout, device, facts, notes
         self.error = error
+        self.loop_control = Path("/dev/loop-control")
 
     def completed(
         self, argv: list[str], ok: Sequence[int] = (0,), meaning: str = "failed"
@@ -260,8 +290,17 @@ class Tools:
 
     @contextlib.contextmanager
     def offset_loop(self, backing: str, offset: int, size: int) -> Iterator[str]:
-        """A loop device over ``size`` bytes at ``offset`` of ``backing``, always detached afterwards."""
+        """A loop device over ``size`` bytes at ``offset`` of ``backing``, always detached afterwards. Without
+        ``/dev/loop-control`` (the loop module not loaded: the live environment loads only the modules its
+        hardware asks for) ``modprobe loop`` runs first."""
         argv = ["losetup", "--find", "--show", "--offset", str(offset), "--sizelimit", str(size), backing]
+        if not self.loop_control.exists():
+            try:
+                self(["modprobe", "loop"], meaning="no loop module")
+                self.notes.append("loop module loaded (modprobe loop)")
+            except WriteError as exc:  # losetup will say what is missing
+                log.warning("%s", exc)
+                self.notes.append(str(exc))
         loop = self(argv, meaning="no loop device")
         if not loop.startswith("/dev/"):
             raise self.error(self.device, argv, 0, loop, "no loop device named", **self.facts)

@@ -49,6 +49,7 @@ from provision.agent.rootpart import (
     find_partition_node,
     find_root,
     read_fs,
+    tell_kernel,
     text_tail,
 )
 from provision.wire.api import FIRSTBOOT_SECRET_PATH, HEX_SECRET
@@ -236,27 +237,34 @@ def write_firstboot_secret(
         raise SeedError(str(path), f"the plan's first-boot secret is not {HEX_SECRET} ({len(secret)} characters)")
     disk = RawDisk(path, sector_size, writable=False)
     try:
-        gpt = Gpt(disk)
-        root, _ = find_root(gpt.parts)
-    except GptInvalid as exc:
-        return _done(SeedResult(disk.name, False, f"no usable GPT: {exc.problem}"), started, notes)
+        try:
+            root, _ = find_root(Gpt(disk).parts)
+        except GptInvalid as exc:
+            return _done(SeedResult(disk.name, False, f"no usable GPT: {exc.problem}"), started, notes)
+        if root is None:
+            return _done(SeedResult(disk.name, False, "no root partition"), started, notes)
+        offset, size = root.first * disk.ss, (root.last - root.first + 1) * disk.ss
+        fs = read_fs(path, offset)
+        result = SeedResult(disk.name, False, None, partition=root.number, fs_type=fs.type)
+        if fs.type not in EXT_TYPES:
+            reason = f"root file system is {fs.type}, not ext2/3/4: debugfs cannot write it"
+            return _done(result, started, notes, reason=reason)
+        node, wait = None, 0.0
+        if disk.block:  # the partition node, if the kernel knows the partition as the GPT says it
+            node = find_partition_node(path, root.number, size, timeout=0, sys_root=sys_root, dev_root=dev_root,
+                                       start=offset)  # fmt: skip
+            if node is None:  # the kernel's table is older than the write (no grow changed it): re-read it
+                kernel, scans = tell_kernel(disk.fd, disk.name, root.number, run)
+                notes.append(f"partition table re-read: {kernel}")
+                wait = node_timeout if scans else 0.0
     finally:
         os.close(disk.fd)
-    if root is None:
-        return _done(SeedResult(disk.name, False, "no root partition"), started, notes)
-    offset, size = root.first * disk.ss, (root.last - root.first + 1) * disk.ss
-    fs = read_fs(path, offset)
-    result = SeedResult(disk.name, False, None, partition=root.number, fs_type=fs.type)
-    if fs.type not in EXT_TYPES:
-        reason = f"root file system is {fs.type}, not ext2/3/4: debugfs cannot write it"
-        return _done(result, started, notes, reason=reason)
     facts: dict[str, Any] = {"partition": root.number, "fs_type": fs.type, "path": FIRSTBOOT_SECRET_PATH}
     tools = Tools(run, tool_timeout, disk.name, facts, notes, SeedToolFailed)
     with contextlib.ExitStack() as stack:
-        node = None
-        if disk.block:
-            wait = node_timeout if _scans(path, sys_root) else 0.0
-            node = find_partition_node(path, root.number, size, timeout=wait, sys_root=sys_root, dev_root=dev_root)
+        if disk.block and node is None:
+            node = find_partition_node(path, root.number, size, timeout=wait, sys_root=sys_root, dev_root=dev_root,
+                                       start=offset)  # fmt: skip
             if node is None:
                 notes.append(f"no partition node {root.number} of {size} bytes after {wait:g} s: offset loop")
         device = str(node) if node else stack.enter_context(tools.offset_loop(disk.name, offset, size))
@@ -288,12 +296,6 @@ def write_firstboot_secret(
         drop_cache(path)  # the whole disk's cached pages of the file system are stale now
     return _done(result, started, notes, written=True, fs_device=fs_device, created=tuple(todo.created),
                  replaced=todo.replaced)  # fmt: skip
-
-
-def _scans(disk: Path, sys_root: Path) -> bool:
-    """Whether the kernel shows partitions of this disk (else its partition node will not come)."""
-    name = disk.resolve().name
-    return any((sys_root / "class" / "block" / name).glob(f"{name}*/partition"))
 
 
 def _secret_file(workdir: Path, secret: str, device: str, facts: dict[str, Any]) -> str:

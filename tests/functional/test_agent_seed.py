@@ -97,7 +97,9 @@ def test_written_through_a_loop_device_without_partition_nodes(tmp_path: Path, s
         assert grow_root(disk, node_timeout=0.5).grown
         result = write_firstboot_secret(disk, SECRET, node_timeout=0.5)
         check_result(result)
-        assert f"of {disk})" in str(result.fs_device) and "offset loop" in result.notes[0]
+        assert f"of {disk})" in str(result.fs_device) and "offset loop" in result.notes[-1]
+        assert result.notes[0] == "partition table re-read: not told: the device does not scan partitions " \
+            "(BLKRRPART: EINVAL)"  # fmt: skip
         assert run(["losetup", "-j", disk]).stdout == ""  # the offset loop over the device was detached
     check_root(path, table, SECRET)
 
@@ -132,3 +134,23 @@ def test_a_vfat_root_is_skipped(tmp_path: Path) -> None:
     result = write_firstboot_secret(path, SECRET)
     assert not result.written and result.fs_type == "vfat" and result.summary().startswith("skipped: root file sys")
     assert sha256_file(path) == before
+
+
+def test_the_kernel_rereads_a_table_older_than_the_write(tmp_path: Path) -> None:
+    """The image written through a --partscan loop device that had no partitions, and no grow: the kernel's
+    table is stale, so the partition table is re-read (BLKRRPART) before looking for the node again."""
+    path, table = make_ext4_disk(tmp_path, FILES)
+    blank = tmp_path / "blank.img"
+    blank.touch()
+    os.truncate(blank, path.stat().st_size)
+    with loop(blank, "--partscan") as disk:
+        assert not Path(f"{disk}p3").exists()
+        run(["dd", f"if={path}", f"of={disk}", "bs=1M", "conv=sparse,fsync", "status=none"])
+        result = write_firstboot_secret(disk, SECRET, node_timeout=2.0)
+        check_result(result)
+        assert result.notes[0] == "partition table re-read: BLKRRPART"
+        if Path(f"{disk}p3").is_block_device():  # a kernel with the EFI partition parser
+            assert result.fs_device == f"{disk}p3" and len(result.notes) == 1
+        else:  # this VM's kernel: still no nodes, the offset loop over the device
+            assert f"of {disk})" in str(result.fs_device) and "after 2 s: offset loop" in result.notes[1]
+    check_root(blank, table, SECRET)

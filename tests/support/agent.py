@@ -297,7 +297,8 @@ _TYPE_BITS = {0o040000: "directory", 0o100000: "regular", 0o120000: "symlink"}
 
 
 class FakeDebugfs:
-    """``losetup`` and ``debugfs`` (1.47's output) over an in-memory file system, as a ``run`` for the seed step.
+    """``losetup``, ``modprobe`` and ``debugfs`` (1.47's output) over an in-memory file system, as a ``run`` for
+    the seed step.
 
     Records every argv in ``calls`` and each command file's lines in ``scripts`` (read when run: the agent
     removes them afterwards). ``stat``, ``cat``, ``mkdir``, ``sif`` (mode, uid, gid), ``rm``, ``cd`` and
@@ -328,6 +329,8 @@ class FakeDebugfs:
             raise FileNotFoundError(argv[0])
         if argv[0] == "losetup":
             return subprocess.CompletedProcess(argv, 0, b"/dev/loop9\n" if "--find" in argv else b"", b"")
+        if argv[0] == "modprobe":
+            return subprocess.CompletedProcess(argv, 0, b"", b"")
         assert argv[0] == "debugfs", argv
         out: list[str | bytes] = []
         err = ["debugfs 1.47.0 (5-Feb-2023)"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provision.agent.errors import SeedError, SeedToolFailed, TargetError
-from provision.agent.rootpart import LINUX_FS, MiB
+from provision.agent.rootpart import LINUX_FS, MiB, Tools
 from provision.agent.seed import (
     SeedResult,
     debugfs_errors,
@@ -274,3 +274,19 @@ def test_the_result_is_json_and_says_what_was_done(disk: Path, tmp_path: Path) -
     assert data["written"] is True and data["created"] == DIRS and data["seconds"] >= 0
     assert set(data) == {"device", "written", "reason", "path", "partition", "fs_type", "fs_device", "created",
                          "replaced", "seconds", "notes"}  # fmt: skip
+
+
+def test_the_loop_module_is_loaded_when_there_is_no_loop_control(tmp_path: Path) -> None:
+    """The live environment loads only the modules its hardware asks for: no /dev/loop-control, no loop."""
+    for missing, note in (("", "loop module loaded (modprobe loop)"), ("modprobe", "modprobe not installed")):
+        run, notes = FakeDebugfs(missing=missing), list[str]()
+        tools = Tools(run, 10.0, "/dev/vda", {"partition": 3}, notes, SeedToolFailed)
+        tools.loop_control = tmp_path / "loop-control"
+        with tools.offset_loop("/dev/vda", 4096, 8192) as device:
+            assert device == "/dev/loop9"
+        assert [c[0] for c in run.calls] == ["modprobe", "losetup", "losetup"] and note in notes[0]
+    (tmp_path / "loop-control").touch()
+    run = FakeDebugfs()
+    with Tools(run, 10.0, "/dev/vda", {}, [], SeedToolFailed).offset_loop("/dev/vda", 0, 512):
+        pass
+    assert [c[0] for c in run.calls] == ["losetup", "losetup"]  # (this machine's /dev/loop-control)

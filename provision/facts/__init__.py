@@ -26,6 +26,7 @@ from provision.facts.model import (
 )
 from provision.facts.probe import facts_from_dict, load_facts_json, load_probe
 from provision.facts.procfs import parse_cpuinfo, parse_meminfo
+from provision.facts.shape import FactsInvalid
 from provision.facts.smart import parse_smartctl_json, parse_smartctl_text
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Disk",
     "DmiFacts",
     "Facts",
+    "FactsInvalid",
     "Firmware",
     "MemInfo",
     "MemoryDevice",

@@ -13,6 +13,18 @@ Only a few structure types are read (0 BIOS, 1 system, 2 board, 3 chassis, 4 pro
 everything else is ignored. Firmware placeholders ("Not Specified", "To Be Filled By O.E.M.", the ``--`` of
 masked serial numbers ...) become ``None``. Anything that does not look like dmidecode output gives empty
 facts, never an exception.
+
+A value holding a newline could add lines that look like dmidecode's own (real dmidecode prints none: it
+replaces control characters in SMBIOS strings with dots). Such lines must not win over the real ones, so
+what the text states twice is unknown, a rule no real dump trips (31 real dumps: the only keys repeated in
+a block are those of type 10, On Board Devices, which is not read):
+
+- a key stated twice with different values in one structure is unknown (neither the first nor the last);
+- a second BIOS (type 0) or system (type 1) structure, of which SMBIOS allows one, makes that one unknown;
+- more structures than the header declares (``89 structures occupying 3466 bytes.``: exact in every real
+  dump that prints it) means structures were added: the whole table is unknown.
+
+Boards (2) and chassis (3) may be several: the first counts, as before.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from provision.facts.model import BiosInfo, BoardInfo, DmiFacts, MemoryDevice, SystemInfo
+from provision.facts.model import BiosInfo, BoardInfo, DmiFacts, MemoryDevice, SystemInfo, fact_int
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +69,10 @@ PLACEHOLDERS: frozenset[str] = frozenset(
 #: Memory devices smaller than this are not RAM (the HP Compaq 8000 lists a 4 MB flash "Chip").
 MIN_RAM_DEVICE_MB = 256
 
-_HANDLE_RE = re.compile(r"^Handle\s+0x[0-9A-Fa-f]+,\s*DMI type\s+(\d+)\b")
+_HANDLE_RE = re.compile(r"^Handle\s+0x[0-9A-Fa-f]+,\s*DMI type\s+(\d{1,3})\b")
+_COUNT_RE = re.compile(r"^(\d{1,6}) structures occupying \d+ bytes\.")
 _SMBIOS_RE = re.compile(r"^SMBIOS\s+(\d+(?:\.\d+){1,2})\s+present\b")
-_SIZE_RE = re.compile(r"^(\d+)\s*(bytes|kB|KB|MB|GB|TB)$")
+_SIZE_RE = re.compile(r"^(\d{1,15})\s*(bytes|kB|KB|MB|GB|TB)$")
 _SIZE_FACTOR_MB: dict[str, float] = {
     "bytes": 1 / (1024 * 1024),
     "kB": 1 / 1024,
@@ -83,20 +96,40 @@ def clean_value(value: str | None) -> str | None:
 
 @dataclass
 class _Block:
-    """One SMBIOS structure: its type, title, ``Key: Value`` pairs (first wins) and list values."""
+    """One SMBIOS structure: its type, title, ``Key: Value`` pairs and list values; a key stated twice
+    differently is ``ambiguous`` (unknown)."""
 
     dmi_type: int
     title: str = ""
     values: dict[str, str] = field(default_factory=dict)
     lists: dict[str, list[str]] = field(default_factory=dict)
+    ambiguous: set[str] = field(default_factory=set)
+
+    def raw(self, key: str) -> str | None:
+        return None if key in self.ambiguous else self.values.get(key)
 
     def get(self, key: str) -> str | None:
-        return clean_value(self.values.get(key))
+        return clean_value(self.raw(key))
+
+    def items(self, key: str) -> list[str]:
+        return [] if key in self.ambiguous else self.lists.get(key, [])
+
+    def add(self, key: str, value: str) -> None:
+        if key in self.values and (self.values[key].strip() != value.strip() or key in self.lists):
+            self.ambiguous.add(key)
+        self.values.setdefault(key, value)
 
 
-def _split_blocks(text: str) -> tuple[str | None, list[_Block]]:
+@dataclass
+class _Table:
     smbios: str | None = None
-    blocks: list[_Block] = []
+    declared: int | None = None  # "N structures occupying M bytes."
+    blocks: list[_Block] = field(default_factory=list)
+
+
+def _split_blocks(text: str) -> _Table:
+    table = _Table()
+    blocks = table.blocks
     current: _Block | None = None
     title_pending = False
     key_indent: int | None = None  # indentation of the block's "Key: Value" lines
@@ -114,8 +147,11 @@ def _split_blocks(text: str) -> tuple[str | None, list[_Block]]:
                 blocks.append(current)
                 title_pending, key_indent, list_key = True, None, None
                 continue
-            if smbios is None and (version := _SMBIOS_RE.match(stripped)):
-                smbios = version.group(1)
+            if table.smbios is None and (version := _SMBIOS_RE.match(stripped)):
+                table.smbios = version.group(1)
+                continue
+            if not blocks and table.declared is None and (count := _COUNT_RE.match(stripped)):
+                table.declared = int(count.group(1))
                 continue
             if current is not None and title_pending:
                 current.title = stripped
@@ -137,35 +173,39 @@ def _split_blocks(text: str) -> tuple[str | None, list[_Block]]:
             list_key = None  # e.g. an OEM string line without a key
             continue
         key = key.strip()
+        current.add(key, value)
         if value.strip():
-            current.values.setdefault(key, value)
             list_key = None
         else:
-            current.values.setdefault(key, "")
             list_key = key
             current.lists.setdefault(key, [])
-    return smbios, blocks
+    return table
 
 
 def _first(blocks: list[_Block], dmi_type: int) -> _Block | None:
     return next((b for b in blocks if b.dmi_type == dmi_type), None)
 
 
+def _only(blocks: list[_Block], dmi_type: int) -> _Block | None:
+    """The structure of a type SMBIOS allows once; a second one makes it unknown."""
+    found = [b for b in blocks if b.dmi_type == dmi_type]
+    if len(found) > 1:
+        log.warning("dmidecode: %d structures of type %d, which SMBIOS allows once: unknown", len(found), dmi_type)
+        return None
+    return found[0] if found else None
+
+
 def _positive_int(value: str | None) -> int | None:
     if value is None:
         return None
-    value = value.strip()
-    if not value.isdecimal():
-        return None
-    number = int(value)
-    return number if number > 0 else None
+    return fact_int(value) or None
 
 
 def _bios(block: _Block | None) -> BiosInfo:
     if block is None:
         return BiosInfo()
     uefi: bool | None = None
-    characteristics = [c.strip().casefold() for c in block.lists.get("Characteristics", [])]
+    characteristics = [c.strip().casefold() for c in block.items("Characteristics")]
     if characteristics and characteristics != ["bios characteristics not supported"]:
         uefi = "uefi is supported" in characteristics
     return BiosInfo(
@@ -205,10 +245,10 @@ def _populated_cpus(blocks: list[_Block]) -> list[_Block]:
     for block in blocks:
         if block.dmi_type != 4:
             continue
-        status = (block.values.get("Status") or "").strip().casefold()
+        status = (block.raw("Status") or "").strip().casefold()
         if status.startswith("unpopulated"):
             continue
-        if (block.values.get("Type") or "").strip().casefold() in _NOT_CPU_TYPES:
+        if (block.raw("Type") or "").strip().casefold() in _NOT_CPU_TYPES:
             continue
         cpus.append(block)
     return cpus
@@ -216,10 +256,10 @@ def _populated_cpus(blocks: list[_Block]) -> list[_Block]:
 
 def _sum_counts(cpus: list[_Block], key: str) -> int | None:
     """Sum of a count over all populated sockets; unknown if any socket does not report it."""
-    counts = [_positive_int(cpu.values.get(key)) for cpu in cpus]
+    counts = [_positive_int(cpu.raw(key)) for cpu in cpus]
     if not counts or any(c is None for c in counts):
         return None
-    return sum(c for c in counts if c is not None)
+    return fact_int(sum(c for c in counts if c is not None))
 
 
 def memory_size_mb(value: str | None) -> int | None:
@@ -229,8 +269,7 @@ def memory_size_mb(value: str | None) -> int | None:
     match = _SIZE_RE.match(value.strip())
     if not match:
         return None
-    size = int(int(match.group(1)) * _SIZE_FACTOR_MB[match.group(2)])
-    return size if size > 0 else None
+    return fact_int(int(int(match.group(1)) * _SIZE_FACTOR_MB[match.group(2)])) or None
 
 
 def _memory(blocks: list[_Block]) -> tuple[MemoryDevice, ...]:
@@ -238,11 +277,11 @@ def _memory(blocks: list[_Block]) -> tuple[MemoryDevice, ...]:
     for block in blocks:
         if block.dmi_type != 17:
             continue
-        size = memory_size_mb(block.values.get("Size"))
+        size = memory_size_mb(block.raw("Size"))
         if size is None:
             continue
         if size < MIN_RAM_DEVICE_MB:
-            log.debug("memory device %r of %d MB is not RAM: skipped", block.values.get("Locator"), size)
+            log.debug("memory device %r of %d MB is not RAM: skipped", block.raw("Locator"), size)
             continue
         devices.append(
             MemoryDevice(
@@ -257,16 +296,20 @@ def _memory(blocks: list[_Block]) -> tuple[MemoryDevice, ...]:
 
 def parse_dmidecode(text: str) -> DmiFacts:
     """Typed facts from the full text output of ``dmidecode``; unknown or missing parts are ``None``."""
-    smbios, blocks = _split_blocks(text)
+    table = _split_blocks(text)
+    blocks = table.blocks
     if not blocks:
         log.debug("no DMI structure found in %d characters of dmidecode output", len(text))
+    if table.declared is not None and len(blocks) > table.declared:
+        log.warning("dmidecode: %d structures where the table declares %d: unknown", len(blocks), table.declared)
+        return DmiFacts(smbios_version=table.smbios)
     chassis = _first(blocks, 3)
     cpus = _populated_cpus(blocks)
     return DmiFacts(
-        smbios_version=smbios,
-        system=_system(_first(blocks, 1)),
+        smbios_version=table.smbios,
+        system=_system(_only(blocks, 1)),
         board=_board(_first(blocks, 2)),
-        bios=_bios(_first(blocks, 0)),
+        bios=_bios(_only(blocks, 0)),
         chassis_type=chassis.get("Type") if chassis else None,
         cpu_version=next((v for c in cpus if (v := c.get("Version"))), None),
         cpu_family=next((f for c in cpus if (f := c.get("Family"))), None),

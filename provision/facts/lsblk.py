@@ -1,16 +1,42 @@
 """``lsblk --json -b -O`` as facts: the wire's one reader (``provision.wire.probe``, shared with the agent),
 tolerant of output that is not lsblk JSON.
+
+The facts side adds what a probe sent by anyone needs: a number the wire reader cannot convert (a string of
+5,000 digits) makes the output unreadable (LsblkFormatError) instead of raising ValueError, and numbers
+outside the facts' range (provision.facts.model.MAX_FACT_INT) are unknown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from provision.wire.probe import Disk, LsblkFormatError, parse_lsblk_strict
+from provision.facts.model import fact_int
+from provision.wire.probe import Disk, LsblkFormatError
+from provision.wire.probe import parse_lsblk_strict as _wire_parse_lsblk_strict
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LsblkFormatError", "parse_lsblk", "parse_lsblk_strict"]
+
+
+def parse_lsblk_strict(text: str) -> tuple[Disk, ...]:
+    """Whole disks of ``lsblk --json -b -O`` output; LsblkFormatError when the text is not lsblk JSON."""
+    try:
+        disks = _wire_parse_lsblk_strict(text)
+    except ValueError as exc:  # the wire reader's int() of a number too long to convert
+        if isinstance(exc, LsblkFormatError):
+            raise
+        raise LsblkFormatError(f"a number cannot be read: {str(exc)[:120]}") from None
+    return tuple(
+        dataclasses.replace(
+            disk,
+            size_bytes=fact_int(disk.size_bytes),
+            logical_sector=fact_int(disk.logical_sector),
+            physical_sector=fact_int(disk.physical_sector),
+        )
+        for disk in disks
+    )
 
 
 def parse_lsblk(text: str) -> tuple[Disk, ...]:

@@ -15,6 +15,24 @@ from provision.wire.probe import Disk as Disk  # the one lsblk reader's type
 
 UNKNOWN = "unknown"
 
+#: The largest number a fact holds: what a probe can honestly report and SQLite can store. A parser reads a
+#: larger (or negative) number as unknown; provision.facts.shape refuses one.
+MAX_FACT_INT = (1 << 63) - 1
+
+
+def fact_int(value: object) -> int | None:
+    """A whole number 0..MAX_FACT_INT from an int or a string of digits; anything else is ``None``.
+
+    Never raises: a 5,000-digit string (which ``int()`` refuses) is unknown too."""
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdecimal() or len(value) > len(str(MAX_FACT_INT)):
+            return None
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_FACT_INT else None
+
 
 class Firmware(enum.StrEnum):
     """How the machine booted the live environment (``/sys/firmware/efi`` present or not)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 
-from provision.facts.model import CpuInfo, MemInfo
+from provision.facts.model import CpuInfo, MemInfo, fact_int
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def parse_meminfo(text: str) -> MemInfo:
     for line in text.splitlines():
         match = _MEMTOTAL_RE.match(line.strip())
         if match:
-            return MemInfo(total_kb=int(match.group(1)))
+            return MemInfo(total_kb=fact_int(match.group(1)))
     log.debug("no MemTotal line in meminfo")
     return MemInfo()
 
@@ -63,9 +63,7 @@ def _entries(text: str) -> list[dict[str, str]]:
 
 
 def _int(value: str | None) -> int | None:
-    if value is None or not value.isdecimal():
-        return None
-    return int(value)
+    return fact_int(value)
 
 
 def _model(entries: list[dict[str, str]]) -> str | None:
@@ -86,7 +84,7 @@ def _cores_and_sockets(entries: list[dict[str, str]]) -> tuple[int | None, int |
         # Virtual machines (and some architectures) give no topology: count every logical CPU as a core.
         return (len(entries) or None), (1 if entries else None)
     counts = list(cores_by_socket.values())
-    cores = None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+    cores = None if any(c is None for c in counts) else fact_int(sum(c for c in counts if c is not None))
     return cores or None, len(cores_by_socket)
 
 

@@ -13,7 +13,7 @@ import logging
 import re
 from typing import Any
 
-from provision.facts.model import SmartReport, SmartVerdict
+from provision.facts.model import SmartReport, SmartVerdict, fact_int
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ class SmartFormatError(ValueError):
 
 
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if value >= 0 else None
+    return fact_int(value) if isinstance(value, int) else None
 
 
 def _as_text(value: Any) -> str | None:
@@ -150,14 +148,14 @@ def parse_smartctl_json(text: str) -> SmartReport:
 
 def _leading_int(value: str) -> int | None:
     match = _LEADING_INT_RE.match(value.strip())
-    return int(match.group(1)) if match else None
+    return fact_int(match.group(1)) if match else None
 
 
 def _grouped_int(value: str) -> int | None:
     match = _GROUPED_INT_RE.match(value.strip())
     if not match:
         return None
-    return int(re.sub(r"\D", "", match.group(1)))
+    return fact_int(re.sub(r"\D", "", match.group(1)))
 
 
 def _verdict(value: str) -> SmartVerdict:
@@ -183,8 +181,9 @@ def _text_attributes(lines: list[str]) -> dict[int, int | None]:
             columns = 0  # blank line or legend: end of the table
             continue
         tokens = line.split()
-        if len(tokens) >= columns:
-            found.setdefault(int(tokens[0]), _leading_int(" ".join(tokens[columns - 1 :])))
+        attribute_id = fact_int(tokens[0])
+        if len(tokens) >= columns and attribute_id is not None:
+            found.setdefault(attribute_id, _leading_int(" ".join(tokens[columns - 1 :])))
     return found
 
 

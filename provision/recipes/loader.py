@@ -16,7 +16,7 @@ from provision.recipes.schema import Recipe
 
 log = logging.getLogger(__name__)
 
-MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_BYTES = 256 * 1024  # a recipe is a page; yamlsrc.MAX_CHARS bounds the reading too
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,12 @@ def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | No
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(name, None, "", f"cannot read: {exc}")]
+    return load_text(text, name)
+
+
+def load_text(text: str, name: str) -> tuple[LoadedRecipe | None, list[Problem]]:
+    """One recipe from its YAML text (``name``: the file shown in problems). Never raises: YAML and templates
+    are read with bounded work (provision.yamlsrc, provision.recipes.sandbox)."""
     doc = yamlsrc.load(text, name)
     problems = list(doc.problems)
     if doc.data is None and not problems:
@@ -91,9 +97,10 @@ def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | No
     except ValidationError as exc:
         return None, problems + yamlsrc.validation_problems(doc.file, doc, exc)
 
+    budget = templates.Budget()  # the trial renders of one file share one render's time
     for where, source in _template_fields(recipe):
         try:
-            templates.check(source)
+            templates.check(source, budget)
         except templates.TemplateProblem as exc:
             problems.append(Problem(name, doc.line_of(where), yamlsrc.dotted(where), str(exc)))
     if not recipe.default and not recipe.match:

@@ -120,12 +120,14 @@ def health_failures(health: Health, facts: dict[str, FactValue]) -> tuple[list[s
 
 
 def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
-    """Render the recipe's templates; raises TemplateProblem naming the key on any failure."""
+    """Render the recipe's templates, all within one budget of work (provision.recipes.sandbox); raises
+    TemplateProblem naming the key on any failure."""
     r = recipe.recipe
-    image = templates.render(r.image, facts) if r.image else None
+    budget = templates.Budget()
+    image = templates.render(r.image, facts, budget) if r.image else None
     if image is not None and not _IMAGE.match(image):
         raise templates.TemplateProblem(f"image: rendered to {image!r}, which is not NAME[@VERSION]")
-    hostname = templates.render(r.hostname, facts) if r.hostname else None
+    hostname = templates.render(r.hostname, facts, budget) if r.hostname else None
     if hostname is not None and not _HOSTNAME.match(hostname):
         raise templates.TemplateProblem(
             f"hostname: rendered to {hostname[:80]!r}, which is not a hostname (a-z, 0-9, '-', at most 63)"
@@ -133,7 +135,7 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
     hooks = []
     for i, hook in enumerate(r.hooks):
         try:
-            params = templates.render_tree(hook.params, facts)
+            params = templates.render_tree(hook.params, facts, budget)
         except templates.TemplateProblem as exc:
             raise templates.TemplateProblem(f"hooks[{i}].params: {exc}") from None
         hooks.append({"name": hook.name, "params": params, "timeout": hook.timeout, "on_failure": hook.on_failure})

@@ -90,7 +90,10 @@ def _compiled(source: str) -> jinja2.Template:
 
 def check(source: str, budget: Budget | None = None) -> None:
     """Compile a template, check that it only names known facts and that it stays within the bounds for the
-    trial machines (charged to ``budget``: one per recipe file). Raises TemplateProblem."""
+    trial machines (charged to ``budget``: one per recipe file). Raises TemplateProblem. A string without
+    ``{{``, ``{%`` or ``{#`` is data, as render() takes it."""
+    if not is_template(source):
+        return
     ast = _parse(source)
     try:
         names = meta.find_undeclared_variables(ast)  # compiles the template: unknown filters fail here

@@ -182,6 +182,12 @@ def test_defect6_templates_that_gave_tracebacks_are_located_problems(
     assert (problem.line, problem.key) == (7, "hooks[0].params.p") and problem.message.startswith(message)
 
 
+def test_a_long_plain_string_is_data_not_a_template() -> None:
+    loaded, problems = load_text(recipe_with_param("x" * (T.MAX_TEMPLATE + 10)), "a.yaml")
+    assert problems == [] and loaded is not None
+    assert T.render("x" * (T.MAX_TEMPLATE + 10), machine()) == "x" * (T.MAX_TEMPLATE + 10)
+
+
 def test_the_sandbox_still_holds() -> None:
     for escape in ("{{ ''.__class__ }}", "{% set l = [] %}{{ l.append(1) }}", "{{ cycler.__init__.__globals__ }}"):
         with pytest.raises(T.TemplateProblem):

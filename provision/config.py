@@ -53,6 +53,10 @@ class DhcpConfig(_Model):
     router: IPv4Address | None = None
     dns: list[IPv4Address] = Field(default_factory=list)
     lease_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # How long an unconfirmed offer holds its address (a PXE ROM REQUESTs within a few seconds), and how long
+    # an address a client DECLINEd (found in use) is kept out of offers: never more than one lease.
+    offer_seconds: int = Field(default=10, ge=1, le=300)
+    decline_seconds: int = Field(default=600, ge=10, le=86400)
 
     @model_validator(mode="after")
     def _range(self) -> DhcpConfig:

@@ -108,7 +108,8 @@ class DhcpResponder:
         self.mode = mode
         self.leases = leases
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        self._throttle = _Throttle(limit=10, window=60.0)
+        self._throttle = _Throttle(limit=10, window=60.0)  # malformed packets
+        self._flood = _Throttle(limit=10, window=60.0)  # exhaustion, DECLINEs that are not believed
 
     def count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -259,7 +260,8 @@ class DhcpResponder:
             ip = leases.offer(mac, packet.requested_ip)
             if ip is None:
                 self.count("exhausted")
-                log.warning("%s: no free address in %s..%s: no offer", mac, leases.pool.start, leases.pool.end)
+                level = logging.WARNING if self._flood.allow() else logging.DEBUG
+                log.log(level, "%s: no free address in %s..%s: no offer", mac, leases.pool.start, leases.pool.end)
                 return []
             boot = self._boot(packet)
             self.count("offers")
@@ -275,12 +277,7 @@ class DhcpResponder:
             return []
         if mtype is MessageType.DECLINE:
             self.count("declines")
-            ip = packet.requested_ip
-            if ip is not None and leases.decline(mac, ip):
-                log.warning("%s: declined %s (in use by another host?): not offered for one lease time", mac, ip)
-            else:
-                log.info("%s: decline of %s ignored (not in the range)", mac, ip)
-            return []
+            return self._decline(packet, leases)
         if mtype is MessageType.INFORM:
             boot = self._boot(packet)
             self.count("acks")
@@ -289,6 +286,28 @@ class DhcpResponder:
             return [(self._reply(packet, MessageType.ACK, boot=boot, ciaddr=packet.ciaddr, extra=extra), dest)]
         return self._ignore(packet, "not a client message")
 
+    def _decline(self, packet: DhcpPacket, leases: LeaseTable) -> _Out:
+        """RFC 2131: a DECLINE names our server (54) and the address (50). It is believed only from the MAC
+        that address was offered or just leased to: anyone else could keep the pool from everybody."""
+        mac, ip = packet.mac, packet.requested_ip
+        why = None
+        if packet.server_id is None:
+            why = "names no server"
+        elif ip is None:
+            why = "names no address"
+        elif not leases.may_decline(mac, ip):
+            why = "that address was not offered or just leased to this MAC"
+        if why is not None:
+            return self._ignore(
+                packet, f"DECLINE of {ip} {why}", logging.WARNING if self._flood.allow() else logging.DEBUG
+            )
+        assert ip is not None
+        leases.decline(mac, ip)
+        log.warning(
+            "%s: declined %s (in use by another host?): not offered for %d s", mac, ip, round(leases.decline_hold)
+        )
+        return []
+
     def _full_request(self, packet: DhcpPacket, leases: LeaseTable, dest: tuple[str, int]) -> _Out:
         # SELECTING and INIT-REBOOT name the address in option 50; RENEWING/REBINDING in ciaddr.
         ip = packet.requested_ip or (packet.ciaddr if packet.ciaddr != ZERO else None)
@@ -296,7 +315,7 @@ class DhcpResponder:
             return self._ignore(packet, "REQUEST names no address", logging.INFO)
         if ip not in leases.pool:
             return self._nak(packet, dest, f"{ip} is outside the range {leases.pool.start}..{leases.pool.end}")
-        lease = leases.commit(packet.mac, ip)
+        lease = leases.commit(packet.mac, ip, selecting=packet.server_id is not None)  # a foreign one: not here
         if lease is None:
             return self._nak(packet, dest, f"{ip} is not available")
         boot = self._boot(packet)

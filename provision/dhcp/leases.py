@@ -2,8 +2,12 @@
 
 - A MAC keeps its address across leases, releases and server restarts while nobody else needed it: a
   new client first gets an address never bound, then the one whose binding expired longest ago.
-- An offered address is held for `OFFER_HOLD` seconds so two clients are not offered the same one.
-- A declined address (the client found it in use, RFC 2131 DECLINE) is not offered for one lease time.
+- An offered address is held for a few seconds (`OFFER_HOLD`) so two clients are not offered the same one;
+  in a burst of DISCOVERs that finds the pool short, the oldest unconfirmed offers are offered again and the
+  first REQUEST wins (`provision.dhcp.holds.Offers`): a flood of made-up MACs cannot hold the pool.
+- A declined address (the client found it in use, RFC 2131 DECLINE) is not offered for `DECLINE_HOLD`
+  seconds (at most one lease time), and at most a quarter of the pool at once (`holds.Quarantine`).
+  `may_decline` says whether a DECLINE can come from that client at all: its offer, or its fresh lease.
 - The file is rewritten whole (temporary file, fsync, os.replace) on every change, or at most every
   `SAVE_INTERVAL` in write-behind mode (the server's): a crash leaves the old or the new file, never half.
   It is read at start; an unreadable file stops the server with the
@@ -25,12 +29,25 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from provision.dhcp.holds import DECLINE_HOLD, DECLINE_SHARE, OFFER_HOLD, OFFER_RECORDS, Offers, Quarantine
 from provision.dhcp.policy import DhcpSettingsError
 from provision.errors import FatalError
 
+__all__ = [
+    "DECLINE_HOLD",
+    "DECLINE_WINDOW",
+    "MAX_POOL",
+    "OFFER_HOLD",
+    "SAVE_INTERVAL",
+    "Lease",
+    "LeasePool",
+    "LeaseStoreError",
+    "LeaseTable",
+]
+
 log = logging.getLogger(__name__)
 
-OFFER_HOLD = 60.0
+DECLINE_WINDOW = 60.0  # seconds after its ACK a client may still DECLINE (it probes the address right away)
 MAX_POOL = 65536
 FILE_VERSION = 1
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -96,13 +113,16 @@ SAVE_INTERVAL = 0.5  # seconds, write-behind mode
 
 
 class LeaseTable:
-    """Bindings MAC -> address for one pool. Thread-safe.
+    """Bindings MAC -> address for one pool, with the offers and quarantines that hold addresses. Thread-safe.
 
     By default every change is saved before it is answered. With `write_behind` (the server's choice) a
     change marks the table dirty and `flush()` saves it at most every `SAVE_INTERVAL` seconds and at stop:
     a burst of 150 PXE clients otherwise spends most of the DHCP thread in fsync and the socket overflows
     (bench/boot_burst.py). A crash loses at most that interval of leases; a client that renews then simply
     gets its sticky address again if it is still free.
+
+    `offer_hold` is how long an unconfirmed offer keeps its address; `decline_hold` how long a declined
+    address is kept out of offers (never more than one lease time).
     """
 
     def __init__(
@@ -113,6 +133,8 @@ class LeaseTable:
         reserved: Iterable[IPv4Address] = (),
         clock: Callable[[], float] = time.time,
         write_behind: bool = False,
+        offer_hold: float = OFFER_HOLD,
+        decline_hold: float = DECLINE_HOLD,
     ) -> None:
         self.pool = pool
         self.path = path
@@ -124,8 +146,11 @@ class LeaseTable:
         self._lock = threading.RLock()
         self._by_mac: dict[str, Lease] = {}
         self._by_ip: dict[IPv4Address, str] = {}
-        self._offers: dict[str, tuple[IPv4Address, float]] = {}
-        self._declined: dict[IPv4Address, float] = {}
+        self._committed: dict[str, float] = {}  # MAC -> when its lease was last ACKed (in memory only)
+        size = int(pool.end) - int(pool.start) + 1
+        self._offers = Offers(offer_hold, size + OFFER_RECORDS)
+        self._declined = Quarantine(min(decline_hold, pool.lease_time), size // DECLINE_SHARE)
+        self._burst_noted = float("-inf")
         if path is not None and path.exists():
             self._load(path)
 
@@ -138,67 +163,110 @@ class LeaseTable:
         with self._lock:
             return sorted(self._by_mac.values(), key=lambda lease: int(lease.ip))
 
-    def _offered(self, now: float) -> dict[IPv4Address, str]:
-        return {ip: mac for mac, (ip, until) in self._offers.items() if until > now}
-
-    def _free_for(self, ip: IPv4Address, mac: str, now: float, offered: dict[IPv4Address, str]) -> bool:
-        if ip not in self.pool or ip in self._reserved or self._declined.get(ip, 0.0) > now:
+    def _obtainable(self, ip: IPv4Address, mac: str, now: float) -> bool:
+        """In the range, not reserved or declined, not another MAC's active lease (offers aside)."""
+        if ip not in self.pool or ip in self._reserved or self._declined.blocked(ip, now):
             return False
         holder = self._by_ip.get(ip)
-        if holder is not None and holder != mac and self._by_mac[holder].active(now):
-            return False
-        return offered.get(ip, mac) == mac
+        return holder is None or holder == mac or not self._by_mac[holder].active(now)
+
+    def _free_for(self, ip: IPv4Address, mac: str, now: float) -> bool:
+        return self._obtainable(ip, mac, now) and self._offers.holder(ip, now) in (None, mac)
 
     def available(self, ip: IPv4Address, mac: str) -> bool:
         """Could `mac` have `ip` now? (in the range, not reserved or declined, not held by another MAC's
         active lease or pending offer)"""
         with self._lock:
+            return self._free_for(ip, mac, self._clock())
+
+    def may_decline(self, mac: str, ip: IPv4Address) -> bool:
+        """Can a DECLINE of `ip` come from `mac`? Only if `ip` was offered to it (its live offer) or leased to
+        it in the last `DECLINE_WINDOW` seconds: a client probes its address right after the ACK."""
+        with self._lock:
             now = self._clock()
-            return self._free_for(ip, mac, now, self._offered(now))
+            offer = self._offers.of(mac, now)
+            if offer is not None and offer.ip == ip:
+                return True
+            lease = self._by_mac.get(mac)
+            acked = self._committed.get(mac)
+            return lease is not None and lease.ip == ip and acked is not None and now - acked < DECLINE_WINDOW
 
     # ---------------------------------------------------------------------------------- changes
     def offer(self, mac: str, requested: IPv4Address | None = None) -> IPv4Address | None:
         """Choose an address for `mac` and hold it; None when the range is exhausted."""
         with self._lock:
-            ip = self._choose(mac, requested)
+            now = self._clock()
+            ip = self._choose(mac, requested, now)
             if ip is not None:
-                self._offers[mac] = (ip, self._clock() + OFFER_HOLD)
+                self._offers.add(mac, ip, now)
             return ip
 
-    def _choose(self, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
-        now = self._clock()
-        offered = self._offered(now)
+    def _choose(self, mac: str, requested: IPv4Address | None, now: float) -> IPv4Address | None:
         binding = self._by_mac.get(mac)
-        pending = self._offers.get(mac)
-        for candidate in (binding.ip if binding else None, pending[0] if pending else None, requested):
-            if candidate is not None and self._free_for(candidate, mac, now, offered):
+        own = (binding.ip if binding else None, self._offers.last(mac))
+        for candidate in (*own, requested):
+            if candidate is not None and self._free_for(candidate, mac, now):
                 return candidate
+        if self._offers.bursting(now):  # a flood: no scan of the pool per DISCOVER, offers are reused
+            self._offers.short(now)
+            return self._reuse(mac, own, now) or self._scan(mac, now)
+        found = self._scan(mac, now)
+        if found is None and self._offers.short(now):
+            return self._reuse(mac, own, now)
+        return found
+
+    def _scan(self, mac: str, now: float) -> IPv4Address | None:
         for ip in self.pool.addresses():  # never bound first, so other MACs keep their sticky addresses
-            if ip not in self._by_ip and self._free_for(ip, mac, now, offered):
+            if ip not in self._by_ip and self._free_for(ip, mac, now):
                 return ip
         expired = sorted((b for b in self._by_mac.values() if not b.active(now)), key=lambda b: b.expires)
         for lease in expired:
-            if self._free_for(lease.ip, mac, now, offered):
+            if self._free_for(lease.ip, mac, now):
                 return lease.ip
         return None
 
+    def _reuse(self, mac: str, own: tuple[IPv4Address | None, ...], now: float) -> IPv4Address | None:
+        """In a burst that finds the pool short, offers are not exclusive: the MAC's own address first, then
+        the oldest unconfirmed offer's; the first REQUEST gets it (`commit`)."""
+        if now - self._burst_noted > self._offers.hold:
+            self._burst_noted = now
+            log.warning(
+                "%s: pool %s..%s short in a burst of DISCOVERs (%d unconfirmed offers): reusing the oldest offers",
+                mac,
+                self.pool.start,
+                self.pool.end,
+                len(self._offers),
+            )
+        for candidate in own:
+            if candidate is not None and self._obtainable(candidate, mac, now):
+                return candidate
+        return self._offers.oldest(now, lambda ip: self._obtainable(ip, mac, now))
+
     def forget_offer(self, mac: str) -> None:
         with self._lock:
-            self._offers.pop(mac, None)
+            self._offers.drop(mac)
 
-    def commit(self, mac: str, ip: IPv4Address) -> Lease | None:
-        """Bind `ip` to `mac` for one lease time (a REQUEST being ACKed); None when it cannot be had."""
+    def commit(self, mac: str, ip: IPv4Address, *, selecting: bool = False) -> Lease | None:
+        """Bind `ip` to `mac` for one lease time (a REQUEST being ACKed); None when it cannot be had.
+
+        `selecting`: the REQUEST names this server, i.e. answers an offer. Then an address under another MAC's
+        unconfirmed offer is still `mac`'s to take (in a burst, the offer made to `mac` was made again to
+        others): the first REQUEST wins, the others get a NAK and start over."""
         with self._lock:
-            if not self.available(ip, mac):
+            now = self._clock()
+            offer = self._offers.of(mac, now)
+            claimed = (selecting or (offer is not None and offer.ip == ip)) and self._obtainable(ip, mac, now)
+            if not (claimed or self._free_for(ip, mac, now)):
                 return None
             self._unbind(mac)
             previous = self._by_ip.get(ip)
             if previous is not None:  # an expired binding of another MAC: that MAC loses its sticky address
                 self._unbind(previous)
-            lease = Lease(mac, ip, self._clock() + self.pool.lease_time)
+            lease = Lease(mac, ip, now + self.pool.lease_time)
             self._by_mac[mac] = lease
             self._by_ip[ip] = mac
-            self._offers.pop(mac, None)
+            self._committed[mac] = now
+            self._offers.drop(mac)
             self._save()
             return lease
 
@@ -213,19 +281,25 @@ class LeaseTable:
             return True
 
     def decline(self, mac: str, ip: IPv4Address) -> bool:
-        """The client found `ip` in use (DECLINE): nobody gets it for one lease time."""
+        """`ip` is in use by another host (DECLINE): nobody gets it for the decline hold (`may_decline`
+        says whether to believe the client)."""
         with self._lock:
             if ip not in self.pool:
                 return False
-            self._declined[ip] = self._clock() + self.pool.lease_time
+            self._declined.add(ip, self._clock())
             lease = self._by_mac.get(mac)
             if lease is not None and lease.ip == ip:
                 self._unbind(mac)
-            self._offers.pop(mac, None)
+            self._offers.drop(mac)
             self._save()
             return True
 
+    @property
+    def decline_hold(self) -> float:
+        return self._declined.hold
+
     def _unbind(self, mac: str) -> None:
+        self._committed.pop(mac, None)
         lease = self._by_mac.pop(mac, None)
         if lease is not None and self._by_ip.get(lease.ip) == mac:
             del self._by_ip[lease.ip]
@@ -236,9 +310,7 @@ class LeaseTable:
         return {
             "version": FILE_VERSION,
             "leases": [{"mac": lease.mac, "ip": str(lease.ip), "expires": lease.expires} for lease in self.leases()],
-            "declined": [
-                {"ip": str(ip), "until": until} for ip, until in sorted(self._declined.items()) if until > now
-            ],
+            "declined": [{"ip": str(ip), "until": until} for ip, until in self._declined.items(now)],
         }
 
     @property
@@ -301,8 +373,12 @@ class LeaseTable:
                     continue
                 self._by_mac[mac] = Lease(mac, ip, expires)
                 self._by_ip[ip] = mac
-            for item in doc.get("declined", []):
-                self._declined[IPv4Address(item["ip"])] = float(item["until"])
+            declined = [(float(item["until"]), IPv4Address(item["ip"])) for item in doc.get("declined", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise LeaseStoreError(path, f"bad lease entry: {exc!r}") from None
+        # An older server kept declines for a lease time and from anyone: at most one hold from now, the newest.
+        now = self._clock()
+        for until, ip in sorted(declined):
+            if ip in self.pool:
+                self._declined.add(ip, now, until)
         log.info("dhcp: %d leases loaded from %s", len(self._by_mac), path)

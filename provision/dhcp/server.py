@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from provision.dhcp.answers import Channel, DhcpMode, DhcpResponder, Reply
+from provision.dhcp.holds import DECLINE_HOLD, OFFER_HOLD
 from provision.dhcp.leases import SAVE_INTERVAL, LeasePool, LeaseTable
 from provision.dhcp.policy import DhcpSettingsError, PxeSettings
 from provision.errors import FatalError
@@ -72,7 +73,8 @@ class DhcpServer:
 
     `port`/`proxy_port` are the bound ports once started (0 asks the kernel for free ones, for tests).
     `interface` confines both sockets to one NIC with SO_BINDTODEVICE (root); without it, full mode would
-    answer on every interface, which is logged as a warning.
+    answer on every interface, which is logged as a warning. `offer_hold` and `decline_hold` (seconds, full
+    mode) are how long an unconfirmed offer and a declined address keep an address from others.
     """
 
     def __init__(
@@ -88,6 +90,8 @@ class DhcpServer:
         lease_file: Path | None = None,
         clock: Callable[[], float] = time.time,
         on_failure: Callable[[str], None] | None = None,
+        offer_hold: float = OFFER_HOLD,
+        decline_hold: float = DECLINE_HOLD,
     ) -> None:
         try:
             dhcp_mode = DhcpMode(str(mode))
@@ -105,7 +109,15 @@ class DhcpServer:
             if pool is None:
                 raise DhcpSettingsError("range", "full DHCP mode needs an address range (a LeasePool)")
             reserved = [settings.server_ip] + ([pool.router] if pool.router else [])
-            leases = LeaseTable(pool, lease_file, reserved=reserved, clock=clock, write_behind=True)
+            leases = LeaseTable(
+                pool,
+                lease_file,
+                reserved=reserved,
+                clock=clock,
+                write_behind=True,
+                offer_hold=offer_hold,
+                decline_hold=decline_hold,
+            )
             if settings.server_ip not in pool.network:
                 log.warning("dhcp: server address %s is outside the lease network %s", settings.server_ip, pool.network)
         self.responder = DhcpResponder(settings, dhcp_mode, leases)

@@ -1,11 +1,13 @@
 """A real DhcpServer on 127.0.0.1 (ephemeral ports) and a test client socket: proxyDHCP, the PXE port,
-full DHCP with leases across a restart, bad packets, start/stop and bind errors."""
+full DHCP with leases across a restart, bad packets, start/stop and bind errors, a DISCOVER flood."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
@@ -55,6 +57,21 @@ class Client:
 
     def send(self, port: int, packet: DhcpPacket | bytes) -> None:
         self.sock.sendto(packet if isinstance(packet, bytes) else packet.encode(), (LOCAL, port))
+
+    def receive(self, wait: float, xid: int) -> DhcpPacket | None:
+        """The next reply in transaction `xid` within `wait` seconds, else None."""
+        deadline = time.monotonic() + wait
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                reply = parse(self.sock.recvfrom(65535)[0])
+                if reply.xid == xid:
+                    return reply
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(3.0)
+        return None
 
     def silent(self, wait: float = 0.3) -> bool:
         self.sock.settimeout(wait)
@@ -239,3 +256,76 @@ def test_a_dying_loop_is_reported(client):
         assert reasons and "loop died" in reasons[0]
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------- issue 12, defect 7
+FLOOD_RATE = 2000  # DISCOVERs per second: 400 times what a 50-address pool with 10 s offers can hold
+
+
+def flood(port: int, stop: threading.Event, sent: list[int], seed: int = 12) -> None:
+    """DISCOVERs from made-up MACs at FLOOD_RATE until `stop`; never a REQUEST. (Faster than the server's one
+    thread can answer is another matter: any server then drops packets, real ones too.)"""
+    rng = random.Random(seed)
+    packets = [
+        client_request(MessageType.DISCOVER, "02:" + rng.randbytes(5).hex(":"), xid=n, options=PXE).encode()
+        for n in range(4000)
+    ]
+    batch = FLOOD_RATE // 100
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))  # replies come back here, unread: the kernel drops them
+        started = time.monotonic()
+        while not stop.is_set():
+            for _ in range(batch):
+                sock.sendto(packets[sent[0] % len(packets)], (LOCAL, port))
+                sent[0] += 1
+            time.sleep(max(0.0, started + sent[0] / FLOOD_RATE - time.monotonic()))
+
+
+def lease_with_retries(
+    client: Client, port: int, mac: str, deadline: float, think: float = 0.0
+) -> tuple[DhcpPacket, int]:
+    """DISCOVER, REQUEST `think` seconds after the OFFER, as a PXE ROM does (again after 1 s without an
+    answer); the ACK and the tries."""
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        xid = 0xD700 + tries
+        client.send(port, client_request(MessageType.DISCOVER, mac, xid=xid, options=PXE))
+        offer = client.receive(1.0, xid)
+        if offer is None or offer.message_type is not MessageType.OFFER:
+            continue
+        time.sleep(think)
+        options = {**PXE, 50: offer.yiaddr.packed, 54: SERVER.packed}
+        client.send(port, client_request(MessageType.REQUEST, mac, xid=xid, options=options))
+        ack = client.receive(1.0, xid)
+        if ack is not None and ack.message_type is MessageType.ACK:
+            return ack, tries
+    raise AssertionError(f"{mac}: no lease within the deadline ({tries} tries)")
+
+
+def test_defect7_real_client_gets_a_lease_during_a_discover_flood(tmp_path, client):
+    """2,000 DISCOVERs a second from made-up MACs (never a REQUEST) against a 50-address pool. A real PC that
+    DISCOVERs after a second of it gets an address at once, although it REQUESTs only 1 s after the OFFER
+    (the flood was offered that address again meanwhile); a second PC too. The flood holds no lease."""
+    stop, sent = threading.Event(), [0]
+    with serve(DhcpMode.FULL, pool=POOL, lease_file=tmp_path / "leases.json") as server:
+        flooder = threading.Thread(target=flood, args=(server.port, stop, sent), daemon=True)
+        flooder.start()
+        try:
+            assert wait_for(lambda: server.stats["offers"] > FLOOD_RATE, 10, interval=0.01)
+            started = time.monotonic()
+            ack, tries = lease_with_retries(client, server.port, MAC, started + 10, think=1.0)
+            first = time.monotonic() - started
+            other, _ = lease_with_retries(client, server.port, OTHER, time.monotonic() + 10)
+            offers, received = server.stats["offers"], server.stats["received"]
+        finally:
+            stop.set()
+            flooder.join(10)
+        assert ack.yiaddr in POOL and other.yiaddr in POOL and ack.yiaddr != other.yiaddr
+        leases = server.leases
+        assert leases is not None and {lease.mac for lease in leases.leases()} == {MAC, OTHER}
+        print(
+            f"\ndefect 7: {sent[0]} DISCOVERs sent, {received} received, {offers} offers; the real PC leased in "
+            f"{first:.3f} s (1 s of it its own wait before the REQUEST), {tries} DISCOVER"
+        )
+        assert tries == 1 and first < 2.0

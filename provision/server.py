@@ -70,7 +70,26 @@ def _bind_message(exc: OSError, what: str) -> str:
         return f"{what}: permission denied (ports below 1024 need root)"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"{what}: the address is not on this machine"
+    if exc.errno == errno.EPERM:
+        return f"{what}: operation not permitted (binding to an interface needs root or CAP_NET_RAW)"
     return f"{what}: {exc.strerror or exc}"
+
+
+def http_socket(host: str, port: int, interface: str | None) -> socket.socket:
+    """The HTTP listening socket, bound to `interface` (SO_BINDTODEVICE) when given, as DHCP's and TFTP's are:
+    a request reaching this machine through another interface, even for the serve address, is refused by the
+    kernel (issue 12, defect 8). Connections from this machine itself still arrive (the lab's API calls)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if interface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def pxe_settings(cfg: ServerConfig, http_port: int, booter: Booter | None = None) -> PxeSettings:
@@ -109,6 +128,8 @@ def make_dhcp_server(cfg: ServerConfig, settings: PxeSettings, on_failure: Calla
         pool=pool,
         lease_file=cfg.state_dir / "leases.json",
         on_failure=on_failure,
+        offer_hold=cfg.dhcp.offer_seconds,
+        decline_hold=cfg.dhcp.decline_seconds,
     )
 
 
@@ -142,16 +163,20 @@ class Server:
         images = ImageStore(cfg.images_dir)
         self._runner = web.AppRunner(make_app(booter, images), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.http_host, cfg.ports.http, reuse_address=True)
+        where = f"{cfg.http_host}:{cfg.ports.http}" + (f" on {cfg.interface}" if cfg.interface else "")
         try:
-            await site.start()
+            sock = http_socket(cfg.http_host, cfg.ports.http, cfg.interface)
         except OSError as exc:
-            raise ServiceFailed("http", _bind_message(exc, f"{cfg.http_host}:{cfg.ports.http}")) from None
-        server = site._server  # aiohttp exposes no public accessor for the bound port
-        if isinstance(server, asyncio.base_events.Server) and server.sockets:
-            self.bound.http = server.sockets[0].getsockname()[1]
+            raise ServiceFailed("http", _bind_message(exc, where)) from None
+        self.bound.http = sock.getsockname()[1]
+        try:
+            await web.SockSite(self._runner, sock).start()  # the listening server owns the socket from here
+        except OSError as exc:
+            sock.close()
+            raise ServiceFailed("http", _bind_message(exc, where)) from None
         booter.http_url = f"http://{cfg.address}:{self.bound.http}"
-        log.info("http: listening on %s:%d", cfg.http_host, self.bound.http)
+        only = f" (interface {cfg.interface} only)" if cfg.interface else ""
+        log.info("http: listening on %s:%d%s", cfg.http_host, self.bound.http, only)
 
     def _start_thread_service(self, name: str, make: Callable[[], Service]) -> Service:
         try:

@@ -6,9 +6,11 @@ Built on tftpy 0.8.7's per-transfer pieces with its own event loop (docs/tftp.md
   `RequestRefused`, the blksize limits.
 - `paths`: `normalize_path`, `resolve_path` (containment in the root, symlinks), `open_regular`.
 - `transfers`: answering requests and driving downloads (the base of `TftpService`), `DynamicFiles`.
+- `limits`: how many transfers run (per client, waiting for a first ACK) and how long a first ACK may take.
 - `server`: `TftpService` (start, stop, the event loop thread), `ServiceError`, `quiet_tftpy_logging`.
 """
 
+from provision.tftp.limits import MAX_TRANSFERS
 from provision.tftp.paths import normalize_path, open_regular, resolve_path
 from provision.tftp.protocol import (
     DEFAULT_BLKSIZE,
@@ -24,7 +26,7 @@ from provision.tftp.protocol import (
     parse_request,
 )
 from provision.tftp.server import DEFAULT_RETRIES, DEFAULT_TIMEOUT, ServiceError, TftpService, quiet_tftpy_logging
-from provision.tftp.transfers import MAX_TRANSFERS, DynamicFiles
+from provision.tftp.transfers import DynamicFiles
 
 __all__ = [
     "DEFAULT_BLKSIZE",

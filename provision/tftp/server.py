@@ -36,6 +36,7 @@ from typing import Self
 from tftpy.TftpPacketFactory import TftpPacketFactory
 
 from provision.errors import FatalError
+from provision.tftp.limits import Throttle, Waiting
 from provision.tftp.protocol import DEFAULT_MAX_BLKSIZE, MIN_BLKSIZE, RFC_MAX_BLKSIZE, TftpErrorCode
 from provision.tftp.transfers import _IP_PKTINFO, _SO_BINDTODEVICE, DynamicFiles, _Handlers, _Transfer
 
@@ -101,6 +102,22 @@ def quiet_tftpy_logging() -> None:
 
 # --- the service ----------------------------------------------------------------------------------------
 
+RECEIVE_BUFFER = 4 << 20  # bytes: a burst of RRQs (a rack powering on, or a flood) waits here, not dropped
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """The default ~208 KiB holds ~250 requests: a burst of 600 unanswerable RRQs overflowed it, and a real
+    client's RRQ in the middle was lost (it repeats it only after its own timeout). SO_RCVBUFFORCE passes
+    net.core.rmem_max as root; else ask for what we may."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            return
+        except OSError:
+            continue
+
 
 class TftpService(_Handlers):
     """A read-only TFTP server on `host:port` serving `root`, in a background thread.
@@ -145,6 +162,10 @@ class TftpService(_Handlers):
         self._wake_reader: socket.socket | None = None
         self._transfers: dict[tuple[str, int], _Transfer] = {}
         self._factory = TftpPacketFactory()
+        self._flood_log = Throttle()
+        self._waiting = Waiting()
+        self._to_resume = set()
+        self._resuming = False
 
     @property
     def port(self) -> int:
@@ -186,6 +207,7 @@ class TftpService(_Handlers):
         self._selector.register(sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
         self._transfers = {}
+        self._waiting = Waiting()
         self._stopping.clear()
         quiet_tftpy_logging()
         self._thread = threading.Thread(target=self._run, name=f"tftp-{self._port}", daemon=True)
@@ -217,6 +239,7 @@ class TftpService(_Handlers):
             if self.interface:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, self.interface.encode() + b"\0")
             sock.bind((self.host, self._port))
+            _grow_receive_buffer(sock)
             if self._wildcard and _IP_PKTINFO is not None:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             sock.setblocking(False)
@@ -260,6 +283,7 @@ class TftpService(_Handlers):
                 failure = ServiceError(f"TFTP server stopped: {exc!r}", address=self.host, port=self._port)
                 self.on_failure(failure)
         finally:
+            self._waiting = Waiting()  # nothing starts any more
             for transfer in list(self._transfers.values()):
                 self._send(transfer.ctx.sock, transfer.client, TftpErrorCode.NOT_DEFINED, "server shutting down")
                 self._finish(transfer, "server stopping", logging.INFO)

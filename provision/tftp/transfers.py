@@ -2,6 +2,7 @@
 
 A request on the server port is parsed, checked and answered (ERROR from a new port, or the first DATA/OACK of a
 transfer); each running transfer has its own socket, moved on by tftpy's `TftpStateExpectACK` and resent here.
+How many transfers run, per client and waiting for a first ACK, and how long that wait is: `limits.py`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException, TftpTimeoutExpectACK
 from tftpy.TftpStates import TftpStateExpectACK
 
+from provision.tftp.limits import FIRST_ACK_RETRIES, MAX_TRANSFERS, Throttle, Waiting, admit, first_ack_wait
 from provision.tftp.paths import normalize_path, open_regular, resolve_path
-from provision.tftp.protocol import _WRQ, RequestRefused, TftpErrorCode, error_packet, negotiate, parse_request
+from provision.tftp.protocol import (
+    _WRQ,
+    Request,
+    RequestRefused,
+    TftpErrorCode,
+    error_packet,
+    negotiate,
+    parse_request,
+)
 
 log = logging.getLogger("provision.tftp")  # the package name, as before the split: one logger for the service
 
 DynamicFiles = Callable[[str, str], bytes | None]
 """`dynamic(path, client_ip)`: the bytes to serve for `path` (relative, '/'-separated), or None."""
-
-MAX_TRANSFERS = 512  # concurrent transfers; each holds a socket and an open file
 
 # What a refused client is told: the reason (symlink, '..') is for the log, not for whoever probes the server.
 _PUBLIC_TEXT = {1: "File not found", 2: "Access violation"}
@@ -51,6 +59,7 @@ class _Transfer:
     started: float
     deadline: float
     retries: int = 0
+    acked: bool = False  # the client ACKed something: it is there (a flood of RRQs never does)
 
     @property
     def who(self) -> str:
@@ -74,8 +83,12 @@ class _Handlers:
     _real_root: str
     _sock: socket.socket | None
     _selector: selectors.BaseSelector | None
-    _transfers: dict[tuple[str, int], _Transfer]
+    _transfers: dict[tuple[str, int], _Transfer]  # oldest first
     _factory: TftpPacketFactory
+    _flood_log: Throttle  # WARNINGs about requests dropped or transfers never acknowledged
+    _waiting: Waiting[tuple[Request, str | None]]  # requests over their address's share: (request, local)
+    _to_resume: set[str]  # addresses whose waiting requests may start
+    _resuming: bool
 
     def _next_wait(self) -> float | None:
         if not self._transfers:
@@ -123,7 +136,19 @@ class _Handlers:
                         request.mode)  # fmt: skip
             self._reply(client, local, TftpErrorCode.ILLEGAL_OPERATION, "only octet (binary) mode is supported")
             return
-        if len(self._transfers) >= MAX_TRANSFERS:
+        self._serve(request, client, local)
+
+    def _serve(self, request: Request, client: tuple[str, int], local: str | None) -> None:
+        """Start the transfer of a checked read request, when its address has room; else it waits, or goes."""
+        who = f"{client[0]}:{client[1]}"
+        room = admit(self._transfers.values(), client[0])
+        if room.drop is not None:
+            if self._waiting.add(client, (request, local), time.monotonic()):
+                log.debug("client %s: %r waits: %s", who, request.filename, room.drop)
+            else:
+                log.log(self._flood_level(), "client %s: %r dropped unanswered: %s", who, request.filename, room.drop)
+            return
+        if room.busy:
             log.warning("client %s: %r refused: %d transfers running", who, request.filename, MAX_TRANSFERS)
             self._reply(client, local, TftpErrorCode.NOT_DEFINED, "server busy, try again")
             return
@@ -134,7 +159,31 @@ class _Handlers:
             log.log(level, "client %s: %r refused: %s", who, request.filename, exc.reason)
             self._reply(client, local, exc.code, _PUBLIC_TEXT.get(exc.code, exc.reason))
             return
+        if room.evict is not None:
+            self._finish(room.evict, f"no first ACK, ended to make room for {who}", self._flood_level())
         self._begin(client, local, request.filename, path, fileobj, size, request.options)
+
+    def _flood_level(self) -> int:
+        return logging.WARNING if self._flood_log.allow() else logging.DEBUG
+
+    def _resume(self, ip: str) -> None:
+        """Start the waiting requests of `ip` it now has room for (one of its transfers was ACKed or ended)."""
+        self._to_resume.add(ip)
+        if self._resuming:  # called from inside the loop below (a transfer ended while starting another)
+            return
+        self._resuming = True
+        try:
+            while self._to_resume:
+                address = self._to_resume.pop()
+                while admit(self._transfers.values(), address).free:
+                    waiting = self._waiting.pop(address, time.monotonic())
+                    if waiting is None:
+                        break
+                    client, (request, local) = waiting
+                    if client not in self._transfers:
+                        self._serve(request, client, local)
+        finally:
+            self._resuming = False
 
     def _open(self, requested: str, client_ip: str) -> tuple[str, IO[bytes], int]:
         path = normalize_path(requested)
@@ -172,9 +221,8 @@ class _Handlers:
             self._reply(client, local, TftpErrorCode.NOT_DEFINED, "server busy, try again")
             return
         now = time.monotonic()
-        transfer = _Transfer(
-            ctx, client, requested, path, size, agreed.blksize, agreed.timeout, now, now + agreed.timeout
-        )
+        deadline = now + first_ack_wait(agreed.timeout)
+        transfer = _Transfer(ctx, client, requested, path, size, agreed.blksize, agreed.timeout, now, deadline)
         ctx.fileobj = fileobj
         ctx.file_to_transfer = path
         ctx.tidport = client[1]
@@ -219,7 +267,9 @@ class _Handlers:
             packet = self._factory.parse(data)
             ctx.last_update = time.time()
             ctx.state = ctx.state.handle(packet, address[0], address[1])
+            self._acked(transfer)
         except TftpTimeoutExpectACK:  # a duplicate ACK after the resend time: resend now
+            self._acked(transfer)
             self._resend(transfer, time.monotonic())
             return
         except TftpException as exc:
@@ -235,6 +285,11 @@ class _Handlers:
         elif ctx.last_pkt is not last:  # a new DATA went out
             transfer.retries = 0
             transfer.deadline = time.monotonic() + transfer.timeout
+
+    def _acked(self, transfer: _Transfer) -> None:
+        if not transfer.acked:
+            transfer.acked = True
+            self._resume(transfer.client[0])
 
     def _client_error(self, transfer: _Transfer, data: bytes) -> None:
         code = int.from_bytes(data[2:4], "big") if len(data) >= 4 else -1
@@ -257,20 +312,25 @@ class _Handlers:
 
     def _resend(self, transfer: _Transfer, now: float) -> None:
         transfer.retries += 1
-        if transfer.retries > self.retries:
-            self._finish(transfer, f"no answer after {self.retries} resends", logging.WARNING)
+        retries, wait = self.retries, transfer.timeout
+        if not transfer.acked:  # a real client ACKs at once; a flood never does: give up quickly
+            retries, wait = min(retries, FIRST_ACK_RETRIES), first_ack_wait(wait)
+        if transfer.retries > retries:
+            level = logging.WARNING if transfer.acked else self._flood_level()
+            self._finish(transfer, f"no answer after {retries} resends", level)
             return
         try:
             transfer.ctx.state.resendLast()
         except (OSError, TftpException) as exc:
             self._finish(transfer, f"resend failed: {exc}", logging.WARNING)
             return
-        transfer.deadline = now + transfer.timeout
-        log.debug("client %s: no answer within %.1f s, resent (%d/%d)", transfer.who, transfer.timeout,
-                  transfer.retries, self.retries)  # fmt: skip
+        transfer.deadline = now + wait
+        log.debug("client %s: no answer within %.1f s, resent (%d/%d)", transfer.who, wait, transfer.retries,
+                  retries)  # fmt: skip
 
     def _finish(self, transfer: _Transfer, problem: str | None, level: int = logging.INFO) -> None:
-        if self._transfers.get(transfer.client) is transfer:
+        ended = self._transfers.get(transfer.client) is transfer
+        if ended:
             del self._transfers[transfer.client]
         if self._selector is not None:
             with contextlib.suppress(KeyError, ValueError):
@@ -287,6 +347,8 @@ class _Handlers:
         else:
             log.log(level, "client %s: %s stopped after %d of %d bytes in %.3f s: %s", transfer.who, transfer.path,
                     sent, transfer.size, seconds, problem)  # fmt: skip
+        if ended:
+            self._resume(transfer.client[0])  # its address may have requests waiting
 
     # -- sockets
 

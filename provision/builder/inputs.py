@@ -16,12 +16,24 @@ from provision.builder.bootloader import BootPackages
 from provision.builder.debian import packages_to_install
 from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition
 from provision.builder.errors import PackageNotFound
+from provision.builder.firstboot import SCRIPT as FIRSTBOOT_SCRIPT
+from provision.builder.firstboot import UNIT as FIRSTBOOT_UNIT
 from provision.builder.overlay import tree_digest
 from provision.builder.resolve import ArchiveEntry, ImageApt, machine_archive
 from provision.builder.tiny import TinyInputs, fetch_tiny
+from provision.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
 from provision.images.index import canonical_json
 
-BUILDER_VERSION = 1  # bump when the same inputs would give a different image (layout, boot chain, init)
+BUILDER_VERSION = 1  # bump when the same inputs would give a different image (layout, boot chain)
+
+
+def scripts_digest() -> str:
+    """sha256 of the scripts the builder puts into images (the tiny image's inits, the first-boot service): a
+    change to one of them is a new input, so the next rebuild makes a new version without a version bump."""
+    texts = (INITRAMFS_INIT, ROOT_INIT, FIRSTBOOT_SCRIPT, FIRSTBOOT_UNIT)
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()
+
+
 BOOT_PACKAGES = ("shim-signed", "grub-efi-amd64-signed", "grub-pc-bin")
 
 
@@ -40,6 +52,7 @@ class Inputs:
     def summary(self) -> dict[str, Any]:
         return {
             "builder_version": BUILDER_VERSION,
+            "builder_scripts_sha256": scripts_digest(),
             "builder": self.definition.spec.builder,
             "definition_sha256": self.definition.sha256,
             "overlays_sha256": self.overlays,

@@ -86,6 +86,7 @@ def what_changed(previous: ImageVersion | None, inputs: Inputs) -> list[str]:
         "overlays_sha256": "overlays",
         "boot": "boot loaders",
         "builder_version": "builder",
+        "builder_scripts_sha256": "builder scripts",
         "suite": "suite",
         "archive": "archive",
     }

@@ -75,6 +75,7 @@ REQUIRED_PROGRAMS = (
     "usr/sbin/losetup",
     "usr/sbin/e2fsck",
     "usr/sbin/resize2fs",
+    "usr/sbin/debugfs",  # writes the first-boot secret into the installed root (agent/seed.py)
     "usr/sbin/mke2fs",
     "usr/sbin/sgdisk",
     "usr/sbin/smartctl",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -34,9 +35,11 @@ import pytest
 from provision.bootfiles import BootRoot, DebCache
 from provision.builder import build_image
 from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
+from provision.credentials import firstboot_secret, load_or_create_key
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab
+from provision.wire.api import FIRSTBOOT_SECRET_PATH
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, machines_json, provision_config, require_lab
 from tests.support.images import unzstd_file
 from tests.support.live import LiveEnv
@@ -148,6 +151,22 @@ def run_of(site: Site, mac: str) -> dict[str, object]:
     return dict(runs[0])
 
 
+def secret_in_root(disk: Path, offset: int) -> tuple[str, str]:
+    """(content, octal permission bits) of the first-boot secret file in the ext4 root at ``offset`` of ``disk``
+    (the loop device runs to the disk's end: a grown root is larger than the image's partition)."""
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", "--read-only", "--offset", str(offset), str(disk)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        cat = subprocess.run(["debugfs", "-R", f"cat {FIRSTBOOT_SECRET_PATH}", loop], capture_output=True, text=True)
+        stat = subprocess.run(["debugfs", "-R", f"stat {FIRSTBOOT_SECRET_PATH}", loop], capture_output=True, text=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    mode = re.search(r"Mode:\s+0?(\d{4})", stat.stdout)
+    return cat.stdout, mode.group(1) if mode else stat.stdout + stat.stderr
+
+
 @pytest.mark.parametrize("mac", [MAC_BIOS, MAC_SB], ids=["seabios", "ovmf-secureboot"])
 def test_imaged_and_verified(site: Site, mac: str, timing: Timing) -> None:
     pc = site.pcs[mac]
@@ -165,16 +184,21 @@ def test_imaged_and_verified(site: Site, mac: str, timing: Timing) -> None:
 
     disk, size = pc.disk_path, site.version.index.disk_size
     bad = chunk_mismatches(disk, site.export_raw, site.version)
-    if mac == MAC_SB:  # no grow: the disk is the export, and the blank rest stays zeros
-        assert bad == [] and zeros_after(disk, size)
-        return
-    [grow] = [e["detail"] for e in site.server.events(mac) if e["kind"] == "grow"]
-    assert grow["grown"] is True, grow
     root = max(site.version.index.layout.partitions, key=lambda p: p.start)
     sector = site.version.index.sector_size
     start, old_end = root.start * sector, (root.start + root.size) * sector
     chunk = site.version.index.chunk_size
-    allowed = {0} | set(range(start // chunk, -(-old_end // chunk)))
+    in_root = set(range(start // chunk, -(-old_end // chunk)))
+    # the run's first-boot secret is written into the root file system (issue 12, defect 3): the only change
+    # besides growing it, and the file holds exactly the secret the server derives for the run, mode 0600
+    secret = firstboot_secret(load_or_create_key(site.server.state_dir / "secrets" / "server.key"), str(run["id"]))
+    assert secret_in_root(disk, start) == (secret, "0600")
+    if mac == MAC_SB:  # no grow: the disk is the export but for the secret, and the blank rest stays zeros
+        assert set(bad) <= in_root and zeros_after(disk, size), bad
+        return
+    [grow] = [e["detail"] for e in site.server.events(mac) if e["kind"] == "grow"]
+    assert grow["grown"] is True, grow
+    allowed = {0} | in_root
     assert set(bad) <= allowed, (bad, allowed)
     table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, check=True).stdout)
     last = max(table["partitiontable"]["partitions"], key=lambda p: p["start"])

@@ -197,6 +197,18 @@ def test_what_changed():
     assert what_changed(version(prov), fake_inputs("B", new_def, {"hello": "1"})) == ["definition"]
     assert what_changed(version(prov), fake_inputs("B", summary, {"hello": "2"})) == ["packages"]
     assert what_changed(version({"source": {}}), fake_inputs("B", summary, {})) == ["not built by the image builder"]
+    scripts = {**summary, "builder_scripts_sha256": "s2"}
+    assert what_changed(version(prov), fake_inputs("B", scripts, {"hello": "1"})) == ["builder scripts"]
+
+
+def test_a_changed_image_script_is_a_new_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny image's init changed (it now sends the first-boot secret): the next rebuild must not reuse the
+    stored version, so the scripts the builder embeds are part of the inputs."""
+    from provision.builder import inputs
+
+    before = inputs.scripts_digest()
+    monkeypatch.setattr(inputs, "ROOT_INIT", inputs.ROOT_INIT + "# changed\n")
+    assert inputs.scripts_digest() != before
 
 
 def test_rebuild_result_is_json():

@@ -1,10 +1,14 @@
 """The agent API, version 1 (docs/api.md): each handler reads the body into its wire message
 (``provision.wire.api``), calls one method of ``Runs`` or the store, and answers the message it returns.
 Errors carry their HTTP status (``provision.errors``) and are answered by ``provision.web.errors``.
+
+``Runs`` works in a worker thread (``asyncio.to_thread``): recipe selection renders templates and reads
+probes, the store writes to SQLite; none of it may hold the event loop that serves every other PC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -32,13 +36,14 @@ async def _message(request: web.Request, kind: type[M]) -> M:
 async def hello(request: web.Request) -> web.Response:
     """The live environment's first call: who it is (MAC + per-boot token), how it booted, its probe."""
     msg = await _message(request, Hello)
-    return web.json_response(request.app[RUNS].hello(msg, request.remote).to_dict())
+    answer = await asyncio.to_thread(request.app[RUNS].hello, msg, request.remote)
+    return web.json_response(answer.to_dict())
 
 
 async def firstboot(request: web.Request) -> web.Response:
     """An installed system's boot, proven by its run's first-boot secret: an event of the machine only."""
     msg = await _message(request, FirstBoot)
-    request.app[RUNS].firstboot(msg, request.remote)
+    await asyncio.to_thread(request.app[RUNS].firstboot, msg, request.remote)
     return web.json_response({"ok": True})
 
 
@@ -53,13 +58,13 @@ async def machine_events(request: web.Request) -> web.Response:
 
 async def run_progress(request: web.Request) -> web.Response:
     msg = await _message(request, Progress)
-    answer = request.app[RUNS].progress(request.match_info["run"], msg, request.remote)
+    answer = await asyncio.to_thread(request.app[RUNS].progress, request.match_info["run"], msg, request.remote)
     return web.json_response(answer.to_dict())
 
 
 async def run_report(request: web.Request) -> web.Response:
     msg = await _message(request, Report)
-    answer = request.app[RUNS].report(request.match_info["run"], msg, request.remote)
+    answer = await asyncio.to_thread(request.app[RUNS].report, request.match_info["run"], msg, request.remote)
     return web.json_response(answer.to_dict())
 
 

@@ -13,7 +13,7 @@ from provision.credentials import load_or_create_key
 from provision.images import ImageStore
 from provision.runs import Runs
 from provision.web import api, boot
-from provision.web.errors import provision_errors
+from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
 from provision.wire import paths
 from provision.wire.api import MAX_BODY
@@ -24,6 +24,7 @@ BOOTER = boot.BOOTER
 
 
 def make_app(booter: Booter, images: ImageStore | None = None) -> web.Application:
+    quiet_malformed_http()
     app = web.Application(middlewares=[provision_errors, boot.grub_abortive_close], client_max_size=MAX_BODY)
     app[boot.BOOTER] = booter
     app[api.STORE] = booter.store

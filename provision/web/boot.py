@@ -1,10 +1,12 @@
 """Boot script routes: what iPXE and GRUB fetch per MAC (``Booter`` decides and renders), and the health check.
 
-GRUB's connections are closed abortively (see ``grub_abortive_close``).
+GRUB's connections are closed abortively (see ``grub_abortive_close``). Decisions and rendering run in a worker
+thread (they read and write the store).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 
@@ -35,7 +37,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def ipxe_script(request: web.Request) -> web.Response:
-    text = request.app[BOOTER].ipxe_script(normalize_mac(request.match_info["mac"]), request.remote)
+    mac = normalize_mac(request.match_info["mac"])
+    text = await asyncio.to_thread(request.app[BOOTER].ipxe_script, mac, request.remote)
     return web.Response(text=text, content_type="text/plain")
 
 
@@ -44,5 +47,6 @@ async def grub_main(request: web.Request) -> web.Response:
 
 
 async def grub_host(request: web.Request) -> web.Response:
-    text = request.app[BOOTER].grub_host(normalize_mac(request.match_info["mac"]), request.remote)
+    mac = normalize_mac(request.match_info["mac"])
+    text = await asyncio.to_thread(request.app[BOOTER].grub_host, mac, request.remote)
     return web.Response(text=text, content_type="text/plain")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from provision.errors import PayloadTooLarge, ProvisionError, RequestError
 from provision.wire import paths
@@ -42,6 +43,30 @@ async def provision_errors(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ProvisionError as exc:
         return error_response(request, exc)
+
+
+class MalformedHttp(logging.Filter):
+    """aiohttp answers a malformed HTTP request (a bad request line, header or chunk size, a line too long)
+    with 400 itself and logs it as an ERROR with a traceback: one WARNING line naming the client instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code is not None and 400 <= exc.code < 500:
+            reason = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = (
+                "%s: malformed HTTP request answered %d: %s",
+                (record.getMessage(), exc.code, reason),
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_http() -> None:
+    """Install MalformedHttp on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttp) for f in logger.filters):
+        logger.addFilter(MalformedHttp())
 
 
 async def json_body(request: web.Request, limit: int) -> object:

@@ -159,3 +159,23 @@ def test_firstboot_callback_of_an_unknown_machine_is_refused(served: Running) ->
     assert requests.get(f"{served.url}/api/v1/machines", timeout=5).json() == []
     bad = requests.post(f"{served.url}/api/v1/firstboot", json={**body, "event": "reimage-me"}, timeout=5)
     assert bad.status_code == 422
+
+
+def test_defect5_malformed_http_is_a_400_and_a_warning_line_not_a_traceback(tmp_path: Path) -> None:
+    """aiohttp answers malformed HTTP 400 itself; it used to log each as an ERROR with a traceback."""
+    run = start(tmp_path)
+    malformed = [
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/v1/hello HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ]
+    try:
+        for data in malformed:
+            with socket.create_connection(("127.0.0.1", run.ports["http"]), timeout=5) as sock:
+                sock.sendall(data)
+                assert sock.recv(64).startswith(b"HTTP/1.0 400"), data[:40]
+        assert requests.get(f"{run.url}/healthz", timeout=5).status_code == 200
+    finally:
+        code, _, err = stop(run)
+    assert code == 0 and "Traceback" not in err and " ERROR " not in err, err[-2000:]
+    assert err.count("malformed HTTP request answered 400") == len(malformed), err[-2000:]

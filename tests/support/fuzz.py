@@ -24,19 +24,6 @@ Environment (docs/reliability.md, "Fuzzing"):
   failing it, and the summary says so (a long run that does what fits in the time).
 - ``PROVISION_FUZZ_SEED``: hypothesis' seed (an integer). Unset, hypothesis runs derandomized: the same cases on
   every run, so a CI failure reproduces.
-
-The loader and parser fuzz tests (tests/unit/test_recipes_fuzz.py, test_facts_fuzz.py) use the pieces at the
-end of this module:
-
-- ``examples(default)``: how many cases a fuzz target runs: ``default`` in CI (a few seconds each), or
-  ``$PROVISION_FUZZ_EXAMPLES`` for a long run (``PROVISION_FUZZ_EXAMPLES=100000``, see docs/recipes.md).
-- ``budget(cases)``: the seconds a fuzz target may take before its bounded child is killed (a hang).
-- ``fuzz_settings(cases)``: hypothesis settings for one target: derandomized (CI sees the same cases every
-  run, as the seeded DHCP fuzz does), no example database, no deadline (time is checked per case instead).
-- ``mutate(rng, text, tokens)``: one to five edits of a real input: insert a token of the format, delete,
-  duplicate or swap a slice, change a character, re-indent a line.
-- ``Tally``: counts cases and outcomes and the slowest case, and says so in one line (printed in the terminal
-  summary too).
 """
 
 from __future__ import annotations
@@ -47,21 +34,20 @@ import functools
 import json
 import math
 import os
-import random
 import signal
 import threading
 import time
 import types
 import typing
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.errors import UnsatisfiedAssumption
 
@@ -209,9 +195,8 @@ def target(name: str, *, examples: int, budget: float, deadline: float = 5.0, ha
 
 
 def summary() -> list[str]:
-    """One line per target that ran (and per ``Tally``), for the terminal summary."""
-    lines = [t.line() for t in TARGETS.values() if t.cases or t.skipped]
-    return lines + [t.line() for t in TALLIES if t.cases]
+    """One line per target that ran, for the terminal summary."""
+    return [t.line() for t in TARGETS.values() if t.cases or t.skipped]
 
 
 @contextlib.contextmanager
@@ -275,6 +260,7 @@ ODD_TEXT = [
 ]  # fmt: skip
 
 
+@functools.cache
 def odd_text() -> st.SearchStrategy[str]:
     """Strings that break things: odd code points (lone surrogates included), fixed nasties, long ones."""
     any_char = st.characters(exclude_categories=())  # surrogates too
@@ -285,10 +271,12 @@ def odd_text() -> st.SearchStrategy[str]:
     )
 
 
+@functools.cache
 def hostile_scalars() -> st.SearchStrategy[Any]:
     return st.one_of(st.sampled_from(HOSTILE_NUMBERS), odd_text(), st.none(), st.booleans())
 
 
+@functools.cache
 def deep() -> st.SearchStrategy[Raw]:
     """Nesting past any parser's comfort, closed or not."""
 
@@ -304,6 +292,7 @@ def deep() -> st.SearchStrategy[Raw]:
     return st.builds(make, st.integers(0, 3), st.sampled_from(NESTING))
 
 
+@functools.cache
 def json_values(leaves: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[Any]:
     """Any JSON tree (small), its leaves hostile (one in six deeply nested) unless given."""
     keys = st.one_of(st.sampled_from(["a", "", "token", "mac", "__proto__", "0"]), odd_text())
@@ -314,6 +303,7 @@ def json_values(leaves: st.SearchStrategy[Any] | None = None) -> st.SearchStrate
     )
 
 
+@functools.cache
 def raw_bodies() -> st.SearchStrategy[bytes]:
     """Bodies that are not (quite) JSON: random bytes, truncated objects, duplicate keys, comments, BOMs."""
     fixed = [b"", b" ", b"{", b"}", b"[]", b"null", b"0", b'"x"', b"{}", b'{"a":1,"a":2}', b"{'a': 1}", b"{a:1}",
@@ -327,6 +317,7 @@ def raw_bodies() -> st.SearchStrategy[bytes]:
 Checks = Mapping[Callable[..., Any], st.SearchStrategy[Any]]  # what a ``rule(check=...)`` accepts, by check
 
 
+@functools.cache
 def macs() -> st.SearchStrategy[str]:
     """MAC addresses in every form ``normalize_mac`` accepts."""
     octets = st.lists(st.integers(0, 255), min_size=6, max_size=6)
@@ -414,7 +405,17 @@ def message(
     """A JSON object shaped by the message class ``cls``: its dataclass fields, their annotations and ``rule``
     limits. Required fields always, optional ones sometimes; with ``hostile``, any field may be an edge
     (``edges``), a hostile scalar or any JSON instead."""
-    known = CHECKS if checks is None else checks
+    if checks is not None:
+        return _build_message(cls, hostile, checks)
+    if (cls, hostile) not in _MESSAGES:  # built once: building strategies costs more than drawing from them
+        _MESSAGES[cls, hostile] = _build_message(cls, hostile, CHECKS)
+    return _MESSAGES[cls, hostile]
+
+
+_MESSAGES: dict[tuple[type[Message], bool], st.SearchStrategy[dict[str, Any]]] = {}
+
+
+def _build_message(cls: type[Message], hostile: bool, known: Checks) -> st.SearchStrategy[dict[str, Any]]:
     hints = typing.get_type_hints(cls)
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
@@ -489,6 +490,7 @@ def bodies(cls: type[Message], *, checks: Checks | None = None) -> st.SearchStra
     return st.integers(0, 9).flatmap(lambda n: raw_bodies() if n == 0 else encoded)
 
 
+@functools.cache
 def probes() -> st.SearchStrategy[dict[str, str]]:
     """Probe folders as the agent sends them: known file names with sample contents or junk, other names."""
     names = st.one_of(
@@ -506,84 +508,3 @@ CHECKS: dict[Callable[..., Any], st.SearchStrategy[Any]] = {
     api._probe_files: probes(),  # what the hello's probe check accepts: names of PROBE_NAME, at most 64 files
 }
 """What each ``rule(check=...)`` of the wire accepts (a check is code, so what it accepts is said here)."""
-
-
-# --- the loader and parser fuzz pieces (tests/unit/test_recipes_fuzz.py, test_facts_fuzz.py) --------------------
-
-ENV = ENV_EXAMPLES
-
-
-def examples(default: int) -> int:
-    return int(os.environ.get(ENV, default))
-
-
-def budget(cases: int) -> float:
-    """Seconds for ``cases`` cases: generous (CI machines vary), but a hang fails in minutes, not hours."""
-    return 60 + cases * 0.02
-
-
-def fuzz_settings(cases: int) -> settings:
-    return settings(
-        max_examples=cases,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-def mutate(rng: random.Random, text: str, tokens: Sequence[str]) -> str:
-    buf = text
-    for _ in range(rng.choice([1, 1, 2, 3, 5])):
-        kind = rng.randrange(7)
-        pos = rng.randint(0, len(buf))
-        end = min(len(buf), pos + rng.choice([1, 2, 5, 20, 200]))
-        if kind in (0, 1):  # a token of the format, twice as likely as the rest
-            buf = buf[:pos] + rng.choice(tokens) + buf[pos:]
-        elif kind == 2:
-            buf = buf[:pos] + buf[end:]
-        elif kind == 3:
-            buf = buf[:end] + buf[pos:end] * rng.choice([1, 2, 9]) + buf[end:]
-        elif kind == 4 and buf:
-            buf = buf[:pos] + chr(rng.choice([0, 9, 10, 13, 32, 35, 38, 42, 45, 58, 123, 0xFFFD, rng.randrange(0x250)]))
-            buf += text[pos + 1 : pos + 1] + buf[pos + 1 :] if False else ""
-        elif kind == 5:
-            lines = buf.split("\n")
-            i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
-            lines[i], lines[j] = lines[j], lines[i]
-            buf = "\n".join(lines)
-        else:
-            lines = buf.split("\n")
-            i = rng.randrange(len(lines))
-            lines[i] = rng.choice(["", " ", "  ", "\t", "    "]) + lines[i].lstrip()
-            buf = "\n".join(lines)
-    return buf
-
-
-TALLIES: list[Tally] = []  # every Tally made, for the terminal summary
-
-
-@dataclass
-class Tally:
-    """Cases and outcomes of one fuzz target, and its slowest case."""
-
-    name: str
-    cases: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    slowest: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        TALLIES.append(self)
-
-    def case(self, outcome: str, seconds: float) -> None:
-        self.cases += 1
-        self.outcomes[outcome] += 1
-        self.slowest = max(self.slowest, seconds)
-
-    def line(self) -> str:
-        shown = ", ".join(f"{n} {what}" for what, n in sorted(self.outcomes.items()))
-        took = time.monotonic() - self.started
-        return (
-            f"fuzz {self.name}: {self.cases} cases ({shown}) in {took:.1f} s, slowest {self.slowest:.3f} s, 0 failures"
-        )

@@ -15,6 +15,7 @@ The session only needs ``get(url, timeout=..., stream=...)`` returning a respons
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -34,6 +35,7 @@ from provision.wire import paths
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+REASON_BYTES = 2048  # of an error answer's body read for the server's reason
 _TRANSIENT_STATUS = {408, 429}
 _TRANSIENT_EXC = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, OSError)
 
@@ -143,7 +145,7 @@ class Fetcher:
         try:
             status = response.status_code
             if status >= 500 or status in _TRANSIENT_STATUS:
-                raise _Transient(f"HTTP {status}")
+                raise _Transient(f"HTTP {status}{_stated_reason(response)}")
             if status != 200:
                 raise HttpRefused(url, status, chunk=chunk.index if chunk else None,
                                   offset=chunk.offset if chunk else None)  # fmt: skip
@@ -193,6 +195,23 @@ class Fetcher:
 
     def _incident(self, incident: Incident) -> None:
         self._on_incident(incident)
+
+
+def _stated_reason(response: HttpResponse) -> str:
+    """``": <the server's reason>"`` from a JSON error body (``{"error": ...}``, the first 2 KiB read), so a
+    failure says why the server could not answer (e.g. "image store problem: ..."); empty otherwise."""
+    try:
+        head = b""
+        for piece in response.iter_content(REASON_BYTES):
+            head += piece
+            if len(head) >= REASON_BYTES:
+                break
+        reason = json.loads(head[:REASON_BYTES]).get("error")
+    except (ValueError, AttributeError, RecursionError, *_TRANSIENT_EXC):
+        return ""
+    if not isinstance(reason, str) or not reason:
+        return ""
+    return ": " + "".join(c if c.isprintable() else "?" for c in reason)[:300]
 
 
 def _decode_into(dctx: zstandard.ZstdDecompressor, frame: bytes, into: memoryview, length: int) -> int:

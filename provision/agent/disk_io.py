@@ -24,6 +24,7 @@ import mmap
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, Self
 
@@ -174,16 +175,30 @@ class DiskTarget:
             return self._direct_fd
         return None
 
+    @contextlib.contextmanager
+    def _io(self, what: str, offset: int | None = None, length: int | None = None) -> Iterator[None]:
+        """An OSError of the target's I/O (a full, failing or read-only disk) as a TargetError that names the
+        disk, what failed and where (facts ``target``, ``offset``, ``length``, ``errno``)."""
+        try:
+            yield
+        except OSError as exc:
+            where = "" if offset is None else f" {length} bytes at offset {offset}"
+            raise TargetError(
+                f"{self.path}: {what}{where} failed: {exc.strerror or exc}",
+                target=str(self.path), offset=offset, length=length, errno=exc.errno,
+            ) from None  # fmt: skip
+
     def read_into(self, buf: AlignedBuffer, offset: int, length: int) -> memoryview:
         """Read ``length`` bytes at ``offset`` into ``buf``; the view is shorter only at the end of the target."""
         direct_fd = self._direct_for(offset, length)
         fd = self._fd if direct_fd is None else direct_fd
         got = 0
-        while got < length:
-            n = os.preadv(fd, [buf.view[got:length]], offset + got)
-            if n == 0:
-                break
-            got += n
+        with self._io("reading", offset, length):
+            while got < length:
+                n = os.preadv(fd, [buf.view[got:length]], offset + got)
+                if n == 0:
+                    break
+                got += n
         return buf.view[:got]
 
     def write(self, data: bytes | memoryview, offset: int, buf: AlignedBuffer) -> None:
@@ -195,9 +210,11 @@ class DiskTarget:
         if direct_fd is not None:
             if not buf.holds(data):
                 buf.view[:length] = data
-            self._write_all(direct_fd, buf.view[:length], offset)
+            with self._io("writing", offset, length):
+                self._write_all(direct_fd, buf.view[:length], offset)
             return
-        self._write_all(self._fd, memoryview(data), offset)
+        with self._io("writing", offset, length):
+            self._write_all(self._fd, memoryview(data), offset)
         if self._early_writeback:
             try:
                 _libc_call("sync_file_range", self._fd, offset, length, SYNC_FILE_RANGE_WRITE)
@@ -215,6 +232,10 @@ class DiskTarget:
 
         A block-device range not in whole logical blocks (an image whose size is not a multiple of a 4Kn
         disk's block) is written with zeros: BLKZEROOUT would refuse it."""
+        with self._io("zeroing", offset, length):
+            return self._zero(offset, length)
+
+    def _zero(self, offset: int, length: int) -> str:
         aligned = offset % self.block_size == 0 and length % self.block_size == 0
         if not self._zero_fallback and (aligned or self.kind != "block"):
             try:
@@ -249,6 +270,10 @@ class DiskTarget:
         """
         if self._discard_unsupported:
             return "unsupported"
+        with self._io("discarding", offset, length):
+            return self._discard(offset, length)
+
+    def _discard(self, offset: int, length: int) -> str:
         try:
             if self.kind == "block":  # only whole logical blocks: the partial ones at the ends are left
                 start, end = round_up(offset, self.block_size), (offset + length) // self.block_size * self.block_size
@@ -277,9 +302,10 @@ class DiskTarget:
         return data >= offset + length
 
     def fsync(self) -> None:
-        os.fsync(self._fd)
-        if self._direct_fd is not None:
-            os.fsync(self._direct_fd)
+        with self._io("fsync"):
+            os.fsync(self._fd)
+            if self._direct_fd is not None:
+                os.fsync(self._direct_fd)
 
     def drop_cache(self, offset: int, length: int) -> None:
         """Drop clean cached pages of the range (after fsync), so the read-back comes from the medium."""

@@ -1,9 +1,8 @@
 """``lsblk --json -b -O`` as facts: the wire's one reader (``provision.wire.probe``, shared with the agent),
 tolerant of output that is not lsblk JSON.
 
-The facts side adds what a probe sent by anyone needs: a number the wire reader cannot convert (a string of
-5,000 digits) makes the output unreadable (LsblkFormatError) instead of raising ValueError, and numbers
-outside the facts' range (provision.facts.model.MAX_FACT_INT) are unknown.
+The wire reader takes a number of more than 19 digits or outside 64 bits as unknown; the facts side also
+makes numbers outside the facts' range (provision.facts.model.MAX_FACT_INT) unknown.
 """
 
 from __future__ import annotations
@@ -22,12 +21,7 @@ __all__ = ["LsblkFormatError", "parse_lsblk", "parse_lsblk_strict"]
 
 def parse_lsblk_strict(text: str) -> tuple[Disk, ...]:
     """Whole disks of ``lsblk --json -b -O`` output; LsblkFormatError when the text is not lsblk JSON."""
-    try:
-        disks = _wire_parse_lsblk_strict(text)
-    except ValueError as exc:  # the wire reader's int() of a number too long to convert
-        if isinstance(exc, LsblkFormatError):
-            raise
-        raise LsblkFormatError(f"a number cannot be read: {str(exc)[:120]}") from None
+    disks = _wire_parse_lsblk_strict(text)
     return tuple(
         dataclasses.replace(
             disk,

@@ -23,6 +23,7 @@ FIRMWARE = "firmware"  # "uefi" or "bios": how the live environment booted
 MAC = "mac"  # the MAC the PC booted with
 SMARTCTL_PREFIX = "smartctl"  # smartctl-<disk>.json (smartctl --json -a) or .txt, one per disk
 
+MAX_DIGITS = 19  # a non-negative number lsblk can print fits in 19 decimal digits (64 bits)
 MAX_DEPTH = 16  # how deep partitions / holders are followed below a disk when collecting mount points
 
 
@@ -63,9 +64,10 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdecimal():
-        return int(value.strip())
+        return value if 0 <= value < 1 << 63 else None
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isdecimal() and len(text) <= MAX_DIGITS:  # a longer "number" is not a size: unknown, not an error
+        return int(text)
     return None
 
 

@@ -216,3 +216,10 @@ def test_mounts_feed_choose_target() -> None:
 def test_sample_json_has_the_disks_we_expect() -> None:
     data = json.loads((SAMPLES / "lsblk-pc.json").read_text())
     assert [d["name"] for d in data["blockdevices"]] == ["loop0", "sda", "sdb", "sr0", "nvme0n1"]
+
+
+def test_huge_numbers_from_lsblk_are_unknown_not_errors() -> None:
+    """The agent reads lsblk with the wire's reader too: a size of 5,000 digits or past 64 bits is unknown."""
+    devices = [{"name": "sda", "type": "disk", "size": "9" * 5000}, {"name": "sdb", "type": "disk", "size": 1 << 70}]
+    text = json.dumps({"blockdevices": devices})
+    assert [(d.name, d.size_bytes) for d in parse_lsblk_disks(text)] == [("sda", None), ("sdb", None)]

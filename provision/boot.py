@@ -89,7 +89,7 @@ class Booter:
         # What machines are told to fetch from; the server sets the bound port when the config says 0.
         self.http_url = config.http_url
         self._chained: dict[str, tuple[int | None, float]] = {}  # mac -> (ROM's xid or None: vendor ROM, when)
-        self._env = jinja2.Environment(
+        self._env = jinja2.Environment(  # nosec B701  # boot scripts, not HTML: autoescape off below
             loader=jinja2.FileSystemLoader(str(config.templates_dir)),
             undefined=jinja2.StrictUndefined,
             autoescape=False,  # noqa: S701 - boot scripts, not HTML; values pass kernel_arg instead

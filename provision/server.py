@@ -121,7 +121,7 @@ def make_dhcp_server(cfg: ServerConfig, settings: PxeSettings, on_failure: Calla
     return DhcpServer(
         settings,
         cfg.dhcp.mode.value,
-        bind="0.0.0.0" if cfg.interface else str(cfg.address),  # noqa: S104 - confined by SO_BINDTODEVICE
+        bind="0.0.0.0" if cfg.interface else str(cfg.address),  # nosec B104  # noqa: S104 - confined by SO_BINDTODEVICE
         interface=cfg.interface,
         port=cfg.ports.dhcp,
         pxe_port=cfg.ports.proxy,
@@ -191,7 +191,7 @@ class Server:
 
     def _start_tftp(self, booter: Booter) -> None:
         cfg = self.config
-        host = "0.0.0.0" if cfg.interface else str(cfg.address)  # noqa: S104 - confined by SO_BINDTODEVICE
+        host = "0.0.0.0" if cfg.interface else str(cfg.address)  # nosec B104  # noqa: S104 - confined by SO_BINDTODEVICE
         service = self._start_thread_service(
             "tftp",
             lambda: TftpService(

@@ -76,7 +76,7 @@ class ServerApi:
         self.timeout = timeout
         self._sleep = sleep
         self._clock = clock
-        self._rng = random.Random()  # noqa: S311 (backoff jitter)
+        self._rng = random.Random()  # nosec B311  # noqa: S311 (backoff jitter)
 
     def post(self, path: str, body: Mapping[str, Any], *, retry: bool = True) -> dict[str, Any]:
         """POST JSON and return the JSON answer. Transient failures are retried until the deadline, then

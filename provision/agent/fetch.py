@@ -98,7 +98,7 @@ class Fetcher:
         self.cancel = cancel or threading.Event()
         self._on_incident = on_incident or (lambda incident: None)
         self._clock = clock
-        self._rng = rng or random.Random()  # noqa: S311 (backoff jitter, not cryptography)
+        self._rng = rng or random.Random()  # nosec B311  # noqa: S311 (backoff jitter, not cryptography)
         self._rng_lock = threading.Lock()
         self._log = log
 

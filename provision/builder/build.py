@@ -58,10 +58,11 @@ from provision.builder.runner import TOOL_PACKAGES, BuildLog, Runner
 from provision.builder.tiny import StagedRoot, stage_tiny
 from provision.errors import ProvisionError
 from provision.images.store import ImageStore
+from provision.workdirs import private_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKDIR = Path("/var/tmp/provision-build")  # noqa: S108 - root-owned, one lock file per image
+DEFAULT_WORKDIR = Path("/var/tmp/provision-build")  # nosec B108  # noqa: S108 - private_dir(): 0700, ours, no symlink
 DEFAULT_LOG_DIR = Path("/var/log/provision/image-builds")
 DISK_TOOLS = ("sfdisk", "mkfs.fat", "mke2fs", "e2fsck", "mmd", "mcopy", "grub-mkimage")
 DEBIAN_TOOLS = ("mmdebstrap", "chroot", "systemctl", "dpkg-query")
@@ -70,7 +71,7 @@ DEBIAN_TOOLS = ("mmdebstrap", "chroot", "systemctl", "dpkg-query")
 @contextlib.contextmanager
 def build_lock(workdir: Path, name: str) -> Iterator[None]:
     """One build of an image at a time on this machine (a nightly run and a manual one do not clash)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     with (workdir / f"{name}.lock").open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

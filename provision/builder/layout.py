@@ -83,7 +83,7 @@ def write_gpt(
 ) -> PartitionTable:
     """Write a GPT for a disk of ``disk_size`` bytes into ``f`` (resized to ``disk_size``, sparse).
     GUIDs are random, or derived from ``seed`` for reproducible images. Returns the table as written."""
-    rng = random.Random(seed) if seed is not None else random.SystemRandom()  # noqa: S311 - GUIDs, not secrets
+    rng = random.Random(seed) if seed is not None else random.SystemRandom()  # nosec B311  # noqa: S311 - GUIDs, not secrets
 
     def new_guid() -> uuid.UUID:
         return uuid.UUID(int=rng.getrandbits(128), version=4)

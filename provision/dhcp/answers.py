@@ -75,7 +75,7 @@ def reply_destination(request: DhcpPacket, source: tuple[str, int]) -> tuple[str
     """See the module docstring: relay, else the source address, else broadcast."""
     if request.giaddr != ZERO:
         return (str(request.giaddr), RELAY_PORT)
-    if source[0] not in ("0.0.0.0", ""):  # noqa: S104 - an address a packet came from, not a bind
+    if source[0] not in ("0.0.0.0", ""):  # nosec B104  # noqa: S104 - an address a packet came from, not a bind
         return source
     return (BROADCAST, CLIENT_PORT)
 

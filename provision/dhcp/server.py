@@ -82,7 +82,7 @@ class DhcpServer:
         settings: PxeSettings,
         mode: DhcpMode | str = DhcpMode.PROXY,
         *,
-        bind: IPv4Address | str = "0.0.0.0",  # noqa: S104 - confined by `interface` in production
+        bind: IPv4Address | str = "0.0.0.0",  # nosec B104  # noqa: S104 - confined by `interface` in production
         interface: str | None = None,
         port: int = 67,
         pxe_port: int = 4011,

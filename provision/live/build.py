@@ -52,6 +52,7 @@ from provision.live.manifest import (
 from provision.live.pack import DEFAULT_LEVEL, Item, pack_initrd, write_atomic
 from provision.live.strip import KEEP, STRIP
 from provision.sshkeys import ensure_server_key, fingerprint, parse_public_key
+from provision.workdirs import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ DEFAULT_LOG_DIR = Path("/var/log/provision/live-builds")
 DEFAULT_STATE = Path("/var/lib/provision")  # the server's default state_dir (its SSH key: ssh/id_ed25519)
 BUILDS = "builds"  # <cache>/builds/<inputs[:20]>/: copies of recent outputs, for ensure_live
 KEEP_BUILDS = 3
-DEFAULT_WORKDIR = Path("/var/tmp/provision-live")  # noqa: S108 - root-owned; mkdtemp inside
+DEFAULT_WORKDIR = Path("/var/tmp/provision-live")  # nosec B108  # noqa: S108 - private_dir(): 0700, ours, no symlink
 Progress = Callable[[str], None]
 
 
@@ -284,7 +285,7 @@ def _build(
     if missing:
         raise LiveBuildError(f"live: the tree lacks {', '.join(missing)}", step="tree", missing=missing)
     release = kernel_release(kernel)
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     work = Path(tempfile.mkdtemp(prefix="provision-live-", dir=workdir))
     try:
         with _timed(steps, "modules"):

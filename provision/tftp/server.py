@@ -132,7 +132,7 @@ class TftpService(_Handlers):
     def __init__(
         self,
         root: Path,
-        host: str = "0.0.0.0",  # noqa: S104 - a PXE server answers on the boot network
+        host: str = "0.0.0.0",  # nosec B104  # noqa: S104 - a PXE server answers on the boot network
         port: int = 69,
         dynamic: DynamicFiles | None = None,
         interface: str | None = None,

@@ -354,7 +354,7 @@ class _Handlers:
 
     @property
     def _wildcard(self) -> bool:
-        return self.host in ("", "0.0.0.0")  # noqa: S104
+        return self.host in ("", "0.0.0.0")  # nosec B104  # noqa: S104 - a test of an address, not a bind
 
     def _prepare(self, sock: socket.socket, local: str | None) -> None:
         """Give a reply socket the server's interface and address (the one the request came to)."""
@@ -389,5 +389,5 @@ def _local_address(ancdata: list[tuple[int, int, bytes]]) -> str | None:
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
             address = socket.inet_ntoa(data[4:8])
-            return None if address == "0.0.0.0" else address  # noqa: S104
+            return None if address == "0.0.0.0" else address  # nosec B104  # noqa: S104
     return None

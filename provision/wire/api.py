@@ -24,8 +24,8 @@ MAX_BODY = 4 << 20  # bytes of one API call
 MAX_WIPE_RANGES = 100_000
 RETRY_AFTER = 30  # seconds a waiting agent waits before it asks again
 DIGEST = r"[0-9a-f]{64}"
-HEX_SECRET = r"[0-9a-f]{32,128}"  # noqa: S105 - the pattern a first-boot secret matches, not a secret
-FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # noqa: S105 - a path in the installed system (0600)
+HEX_SECRET = r"[0-9a-f]{32,128}"  # nosec B105  # noqa: S105 - the pattern a secret matches, not a secret
+FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # nosec B105  # noqa: S105 - a path (0600)
 
 Firmware = Literal["uefi", "bios", "unknown"]
 Stage = Literal["writing", "verifying"]

@@ -10,6 +10,7 @@ The tree (other packages add leaves; each names its status where it differs from
     ProvisionError                          500  base: message, facts, retryable, status_code
     ├── RetryableError                      503  the same call may succeed later
     │   ├── images.StoreBusy                     another writer holds the image store lock
+    │   ├── store.StoreUnavailable               the state store (SQLite) locked past its timeout, full or failing
     │   ├── bootfiles.AptFailed                  apt could not fetch boot files
     │   └── agent: FetchFailed, ChunkCorrupt, ServerUnreachable
     └── FatalError                          500  retrying will not fix it

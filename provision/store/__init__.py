@@ -4,8 +4,8 @@ The rules the records follow (machine and run states, allowed moves, ``done`` on
 ``provision.states``; the store enforces them in its transactions.
 """
 
-from provision.store.db import Store
+from provision.store.db import Store, StoreUnavailable
 from provision.store.records import Event, Machine, Run, Verification
 from provision.store.schema import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "Event", "Machine", "Run", "Store", "Verification"]
+__all__ = ["MIGRATIONS", "Event", "Machine", "Run", "Store", "StoreUnavailable", "Verification"]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from provision.errors import RunError
+from provision.errors import RetryableError, RunError
 from provision.states import MachineState, RunState, check_run_move, check_run_open, is_final, machine_state_for
 from provision.store.records import (
     BootToken,
@@ -40,13 +40,28 @@ from provision.wire.api import VerificationReport
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock before "database is locked"
+
+
+class StoreUnavailable(RetryableError):
+    """The state store cannot be used now: another process holds its lock past ``BUSY_TIMEOUT``, or its file
+    system is full, read-only or failing. HTTP 503: the same call may succeed later (the agent retries)."""
+
+
+def unavailable(exc: sqlite3.OperationalError, doing: str) -> StoreUnavailable:
+    """SQLite's OperationalError as a StoreUnavailable that says which of the two it is, in plain words."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreUnavailable(f"state store busy (another process holds its lock): {exc}", error=name)
+    return StoreUnavailable(f"state store not {doing}: {exc}", error=name or None)
+
 
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -65,14 +80,39 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it or nothing. StoreUnavailable (503) when the store is locked by
+        another process past BUSY_TIMEOUT, full or failing: nothing of the transaction is kept."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise unavailable(exc, "writable") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise unavailable(exc, "writable") from None
                 raise
-            self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """Undo the open transaction (SQLite may have done it already: a failed COMMIT on a full disk)."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the connection stays in the transaction: the next BEGIN says so
+            log.error("store %s: rollback failed: %s", self.path, exc)
+
+    @contextmanager
+    def _read(self) -> Iterator[None]:
+        """A read: StoreUnavailable (503) when SQLite cannot answer it (locked, failing)."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                raise unavailable(exc, "readable") from None
 
     def _migrate(self) -> None:
         with self._lock:
@@ -87,12 +127,12 @@ class Store:
 
     # -------------------------------------------------------------------------------------- machines
     def machine(self, mac: str) -> Machine | None:
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
         return machine_from_row(row) if row else None
 
     def machines(self) -> list[Machine]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute("SELECT * FROM machines ORDER BY first_seen, mac").fetchall()
         return [machine_from_row(r) for r in rows]
 
@@ -153,7 +193,7 @@ class Store:
 
     def current_token(self, mac: str, token: str) -> BootToken | None:
         """The token record when ``token`` was issued to ``mac``, is the newest one for it and has not expired."""
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT * FROM boot_tokens WHERE mac = ? ORDER BY issued_at DESC, rowid DESC LIMIT 1", (mac,)
             ).fetchone()
@@ -183,7 +223,7 @@ class Store:
 
     def last_event_at(self, mac: str, kind: str) -> float | None:
         """When the newest event of ``kind`` of ``mac`` was recorded (None: never)."""
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT at FROM events WHERE mac = ? AND kind = ? ORDER BY id DESC LIMIT 1", (mac, kind)
             ).fetchone()
@@ -191,7 +231,7 @@ class Store:
 
     def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]:
         query = "SELECT * FROM events WHERE (? IS NULL OR mac = ?) AND (? IS NULL OR kind = ?) ORDER BY id LIMIT ?"
-        with self._lock:
+        with self._read():
             rows = self._db.execute(query, (mac, mac, kind, kind, limit)).fetchall()
         return [event_from_row(r) for r in rows]
 
@@ -240,26 +280,26 @@ class Store:
         return found
 
     def run(self, run_id: str) -> Run | None:
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return run_from_row(row) if row else None
 
     def run_started_by(self, token: str) -> Run | None:
         """The run the boot token ``token`` started, if any."""
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT * FROM runs WHERE token_hash = ?", (secret_hash(token),)).fetchone()
         return run_from_row(row) if row else None
 
     def run_token_matches(self, run_id: str, token: str) -> bool:
         """True when ``token`` is the boot token that started the run."""
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT token_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
         found = None if row is None else row["token_hash"]
         return found is not None and secrets.compare_digest(str(found), secret_hash(token))
 
     def open_run(self, mac: str) -> Run | None:
         """The machine's run that has not ended, if any (there is at most one)."""
-        with self._lock:
+        with self._read():
             row = self._db.execute(
                 "SELECT * FROM runs WHERE mac = ? AND finished IS NULL ORDER BY started DESC LIMIT 1", (mac,)
             ).fetchone()
@@ -267,7 +307,7 @@ class Store:
 
     def run_plan(self, run_id: str) -> dict[str, Any] | None:
         """The plan the run's agent was given (None: the run was made without one)."""
-        with self._lock:
+        with self._read():
             row = self._db.execute("SELECT plan FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None or row["plan"] is None:
             return None
@@ -276,12 +316,12 @@ class Store:
 
     def runs(self, mac: str | None = None) -> list[Run]:
         query = "SELECT * FROM runs WHERE (? IS NULL OR mac = ?) ORDER BY started, rowid"
-        with self._lock:
+        with self._read():
             rows = self._db.execute(query, (mac, mac)).fetchall()
         return [run_from_row(r) for r in rows]
 
     def verifications(self, run_id: str) -> list[Verification]:
-        with self._lock:
+        with self._read():
             rows = self._db.execute("SELECT * FROM verifications WHERE run = ? ORDER BY id", (run_id,)).fetchall()
         return [verification_from_row(r) for r in rows]
 

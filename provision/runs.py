@@ -307,7 +307,13 @@ class Runs:
 
     def report(self, run_id: str, msg: Report, remote: str | None = None) -> RunAnswer:
         """The end of a run: the writer's and grow's figures kept as events, then a failure recorded with its
-        reason, or the verification recorded and the run ended done only when it is consistent."""
+        reason, or the verification recorded and the run ended done only when it is consistent. All of it is
+        one store transaction: a report the store refuses part-way (503) keeps nothing, and its retry records
+        each thing once."""
+        with self.store.atomic():
+            return self._report(run_id, msg, remote)
+
+    def _report(self, run_id: str, msg: Report, remote: str | None) -> RunAnswer:
         run = self.open_run(run_id, msg.token, remote)
         for kind, extra in (("write", msg.writer), ("grow", msg.grow)):
             if extra is not None:

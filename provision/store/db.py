@@ -61,6 +61,7 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on this connection: 1, or more inside atomic()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -83,10 +84,18 @@ class Store:
         """One write transaction: all of it or nothing. StoreUnavailable (503) when the store is locked by
         another process past BUSY_TIMEOUT, full or failing: nothing of the transaction is kept."""
         with self._lock:
+            if self._depth:  # inside atomic(): part of that transaction, which commits or rolls back
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise unavailable(exc, "writable") from None
+            self._depth = 1
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -95,6 +104,15 @@ class Store:
                 if isinstance(exc, sqlite3.OperationalError):
                     raise unavailable(exc, "writable") from None
                 raise
+            finally:
+                self._depth = 0
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Several calls of this store as one transaction: the writes of the calls made inside are all kept, or
+        none (an exception, a StoreUnavailable included, undoes them all). Other threads wait meanwhile."""
+        with self._tx():
+            yield
 
     def _rollback(self) -> None:
         """Undo the open transaction (SQLite may have done it already: a failed COMMIT on a full disk)."""

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from provision.cli.common import EXIT_FAILED, Parser, dump
 
 DEFAULT_STORE = Path("/var/lib/provision/images")
+DEFAULT_STATE = Path("/var/lib/provision")
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -110,9 +111,41 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> set[str]:
+    """Digests of ``name``'s versions that imaging runs not yet ended were planned with, from the server's state
+    store (``--state-dir``, else the config's, else the default): retention must not remove what a PC is being
+    written from. A ``--state-dir`` without a database is an error; no database at the default place (no server
+    ran here) spares nothing, and says so."""
+    from provision.config import load_config
+    from provision.errors import FatalError
+    from provision.store import Store
+
+    if args.state_dir:
+        state = Path(args.state_dir)
+    elif args.config:
+        state = load_config(Path(args.config)).state_dir
+    else:
+        state = DEFAULT_STATE
+    db = state / "provision.db"
+    if not db.is_file():
+        if args.state_dir:
+            raise FatalError(f"no server database at {db}: cannot tell which versions runs in flight use")
+        out.write(f"note: no server database at {db}: no imaging runs in flight to spare\n")
+        return set()
+    with Store(db) as store:
+        return {r.digest for r in store.runs() if r.finished is None and r.image == name}
+
+
 def cmd_retain(args: argparse.Namespace, out: TextIO) -> int:
-    report = _store(args).retain(args.name, keep=args.keep)
-    out.write(f"{report}\n")
+    store = _store(args)
+    in_use = _in_flight(args, args.name, out)
+    spared = [v.label for v in store.versions(args.name) if v.digest in in_use]
+    report = store.retain(args.name, keep=args.keep, in_use=in_use)
+    out.write(f"{args.name}: kept {', '.join(report.kept) or 'none'}; removed {', '.join(report.removed) or 'none'}\n")
+    if spared:
+        out.write(f"  spared for imaging runs in flight: {', '.join(spared)}\n")
+    gc = report.gc
+    out.write(f"  {gc.removed_chunks} chunks removed ({_size(gc.freed_bytes)}), {gc.referenced} still referenced\n")
     return 0
 
 
@@ -187,9 +220,16 @@ def add_commands(sub: Any) -> None:
     p = command("export", "write disk.img.zst + disk.bmap for bmaptool copy", cmd_export)
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("outdir", metavar="OUTDIR")
-    p = command("retain", "keep the newest versions of an image, remove the rest and orphan chunks", cmd_retain)
+    p = command(
+        "retain", "keep the newest versions of an image and those runs in flight use, remove the rest and orphan "
+        "chunks", cmd_retain,
+    )  # fmt: skip
     p.add_argument("name", metavar="NAME")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="versions to keep (default 3)")
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="the server's state (runs in flight keep their versions; default: "
+        f"the config's, else {DEFAULT_STATE})"
+    )  # fmt: skip
     p = command("build", "build an image from a definition (images/*.yaml) and publish it", cmd_build)
     p.add_argument("definition", metavar="DEF.yaml")
     p = command("rebuild", "rebuild every definition whose inputs changed (the nightly job)", cmd_rebuild)

@@ -29,6 +29,12 @@ from provision.web import make_app
 
 log = logging.getLogger(__name__)
 
+# Seconds the HTTP server gives requests in flight when it stops (aiohttp waits this long for handlers, then as
+# long again after cancelling them; its default is 60 s). Once stopping, aiohttp reads nothing more from a
+# connection, so a request whose body had not fully arrived would hold SIGTERM for the whole grace; the agent
+# retries whatever was cut.
+HTTP_STOP_GRACE = 3.0
+
 
 class ServiceFailed(FatalError):
     """A service could not start or died; carries the service name and the cause."""
@@ -161,7 +167,9 @@ class Server:
     async def _start_http(self, booter: Booter) -> None:
         cfg = self.config
         images = ImageStore(cfg.images_dir)
-        self._runner = web.AppRunner(make_app(booter, images), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            make_app(booter, images), access_log=None, handle_signals=False, shutdown_timeout=HTTP_STOP_GRACE
+        )
         await self._runner.setup()
         where = f"{cfg.http_host}:{cfg.ports.http}" + (f" on {cfg.interface}" if cfg.interface else "")
         try:

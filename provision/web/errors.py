@@ -62,11 +62,26 @@ class MalformedHttp(logging.Filter):
         return True
 
 
+class ClientWentAway(logging.Filter):
+    """A client that goes away while it is answered (a PC's read timeout on a stalled link, a cut cable, a
+    power cut) makes aiohttp log an ERROR with a traceback per request: one WARNING line naming the client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ConnectionError):
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            record.msg, record.args = "%s: the client went away: %s", (record.getMessage(), reason)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_malformed_http() -> None:
-    """Install MalformedHttp on aiohttp's server logger (once)."""
+    """Install MalformedHttp and ClientWentAway on aiohttp's server logger (once each)."""
     logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, MalformedHttp) for f in logger.filters):
-        logger.addFilter(MalformedHttp())
+    for kind in (MalformedHttp, ClientWentAway):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 async def json_body(request: web.Request, limit: int) -> object:

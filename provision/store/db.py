@@ -175,7 +175,7 @@ class Store:
         sets = ", ".join([*(f"{k} = ?" for k in fields), "state = ?", "reason = ?"])
         with self._tx() as db:
             db.execute(
-                f"UPDATE machines SET {sets} WHERE mac = ?",  # noqa: S608 - column names from a fixed set
+                f"UPDATE machines SET {sets} WHERE mac = ?",  # nosec B608  # noqa: S608 - columns from a fixed set
                 (*fields.values(), state.value, reason, mac),
             )
             self._event(db, mac, "state", {"state": state.value, "reason": reason})

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from provision.facts import load_probe
 from provision.images import ImageStore
 from provision.wire import api
+from provision.wire.schema import clean_text
 from tests.support import fuzz
 from tests.support.images import CHUNK, MiB, make_disk
 from tests.support.paths import SAMPLE_PROBE
@@ -207,6 +208,8 @@ class Served:
 def known_defect(traceback: str) -> bool:
     """A traceback of a defect known and kept as an xfail test below (remove it here once fixed)."""
     last = traceback.strip().splitlines()[-1]
+    if last.startswith("UnicodeEncodeError") and "in same_secret" in traceback:
+        return True  # test_firstboot_secret_with_a_lone_surrogate_is_a_4xx
     if last.startswith(("ConnectionResetError: client went away", "aiohttp.client_exceptions.ClientConnectionReset")):
         return True  # test_a_client_gone_mid_download_leaves_no_traceback
     return last.startswith(("LookupError: unknown encoding", "OSError: [Errno 36] File name too long"))  # the 500s
@@ -321,6 +324,8 @@ def test_fuzz_firstboot(served: Served) -> None:
             value = {**value, "mac": run.mac}
             if credential == "known-secret" and "secret" in value:
                 value = {**value, "secret": run.secret}
+            elif isinstance(value.get("secret"), str):  # lone surrogates: a known 500 (test_firstboot_secret_...)
+                value = {**value, "secret": clean_text(value["secret"])}
         body = value if isinstance(value, bytes) else fuzz.encode(value, ensure_ascii=ascii_only)
         served.check(served.request("POST", "/api/v1/firstboot", body, headers_for(content_type)), body)
 
@@ -429,3 +434,36 @@ def test_a_client_gone_mid_download_leaves_no_traceback(served: Served) -> None:
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
     wait_for(lambda: len(served.stderr.tracebacks) > before, 2.0)
     assert len(served.stderr.tracebacks) == before, served.stderr.tracebacks[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="500: POST /api/v1/firstboot for a known MAC with a secret holding a lone surrogate (the JSON escape "
+    "\\ud800): provision/credentials.py same_secret calls given.encode(), UnicodeEncodeError (FirstBoot.secret has "
+    "no clean_text or pattern rule in provision/wire/api.py); once fixed, drop clean_text() in test_fuzz_firstboot",
+)
+def test_firstboot_secret_with_a_lone_surrogate_is_a_4xx(served: Served) -> None:
+    run = served.known[-1] if served.known else served.live_run()
+    call = {"event": "firstboot", "mac": run.mac, "image": "tiny", "label": "L", "secret": "\ud800"}
+    answer = served.request("POST", "/api/v1/firstboot", fuzz.encode(call), {"Content-Type": "application/json"})
+    assert 400 <= answer.status < 500, answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NaN and infinities inside a report's writer, grow or error objects (dict[str, Any]: "
+    "provision/wire/schema.py checks nothing under Any) are accepted and stored, then GET "
+    "/api/v1/machines/<mac>/events answers NaN and -Infinity, which is not JSON (docs/api.md: numbers finite); the "
+    "same for Hello.facts",
+)
+def test_report_extras_with_nan_keep_the_events_json(served: Served) -> None:
+    run = served.live_run()
+    body = {"token": run.token, "ok": False, "reason": "x", "writer": {"rate": fuzz.Raw("NaN")},
+            "error": {"e": fuzz.Raw("-Infinity")}}  # fmt: skip
+    answer = served.request("POST", f"/api/v1/runs/{run.run}/report", fuzz.encode(body))
+    served.spend(run)
+    if answer.status == 200:
+        events = served.request("GET", f"/api/v1/machines/{run.mac}/events")
+        served.check(events, "events")  # strict JSON
+    else:
+        assert answer.status == 422, answer

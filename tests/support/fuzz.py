@@ -39,6 +39,7 @@ import threading
 import time
 import types
 import typing
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -133,7 +134,11 @@ class Target:
 
             def run() -> None:
                 try:
-                    test()
+                    with warnings.catch_warnings():  # a huge failing example: keep its failure, not this warning
+                        warnings.filterwarnings(
+                            "ignore", "Generating overly large repr", hypothesis.errors.HypothesisWarning
+                        )
+                        test()
                 except _BudgetSpent:
                     self.skipped = max(self.skipped, self.examples - self.cases)
 

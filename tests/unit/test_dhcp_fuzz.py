@@ -120,8 +120,13 @@ def inputs(rng: random.Random, total: int) -> Iterator[bytes]:
 
 
 @pytest.fixture
-def quiet(caplog):
-    caplog.set_level(logging.CRITICAL, logger="provision.dhcp")
+def quiet() -> Iterator[None]:
+    """The DHCP loggers at CRITICAL (without caplog, so pytest -p no:logging works too)."""
+    logger = logging.getLogger("provision.dhcp")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 def test_fuzz_parse_and_handler(quiet):

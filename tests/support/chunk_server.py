@@ -5,23 +5,28 @@
 - ``build_store(tmp)``: the raw disk (``make_disk``, seeded) imported as image ``educ``: (store, version, raw).
 - ``free_port()``: a TCP port free on 127.0.0.1 now (the server must keep its port across restarts).
 - ``Server``: ``python -m provision serve`` on that port with ``tmp/store`` as its image store: ``start()``
-  (waits for its ready file), ``kill()`` (SIGKILL), ``url``.
+  (waits for its ready file), ``kill()`` (SIGKILL), ``stop()`` (SIGTERM), ``url``; its stderr appended to
+  ``tmp/serve.log`` (``log()``). Options: ``dhcp`` (proxyDHCP on a port of its own, in ``ports["dhcp"]``, so a
+  test can ``tests.support.serve.netboot`` a PC), ``state`` (another state folder), ``busy_timeout`` (the state
+  store's SQLite busy timeout, through ``tests.support.launch``).
 - ``target_sha(path)``: the sha256 of a target's first SIZE bytes, to compare with the raw disk's.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from provision.images import ImageStore, ImageVersion
 from tests.support.files import sha256_file
 from tests.support.images import CHUNK, MiB, make_disk
+from tests.support.paths import REPO
 from tests.support.wait import wait_for
 
 SIZE = 8 * MiB + 1536  # 129 chunks of 64 KiB; the last one, 1536 bytes, holds the end of the backup GPT
@@ -52,6 +57,10 @@ class Server:
     port: int
     recipes: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    dhcp: bool = False
+    state: Path | None = None
+    busy_timeout: float | None = None
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -65,16 +74,37 @@ class Server:
         )
         ready = self.tmp / "ready.json"
         ready.unlink(missing_ok=True)
+        launcher = ["-m", "provision"]
+        if self.busy_timeout is not None:
+            launcher = ["-m", "tests.support.launch", "--busy-timeout", str(self.busy_timeout)]
+        dhcp = ["--dhcp", "proxy", "--dhcp-port", "0", "--proxy-port", "0"] if self.dhcp else ["--dhcp", "off"]
         argv = [
-            sys.executable, "-m", "provision", "serve", "--config", str(config), "--address", "127.0.0.1",
-            "--dhcp", "off", "--tftp-port", "0", "--http-port", str(self.port), "--state-dir",
-            str(self.tmp / "state"), "--boot-root", str(self.tmp / "boot"), "--ready-file", str(ready),
+            sys.executable, *launcher, "serve", "--config", str(config), "--address", "127.0.0.1", *dhcp,
+            "--tftp-port", "0", "--http-port", str(self.port), "--state-dir", str(self.state_dir),
+            "--boot-root", str(self.tmp / "boot"), "--ready-file", str(ready),
         ]  # fmt: skip
-        proc = self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (self.tmp / "serve.log").open("ab") as log:
+            proc = self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
         wait_for(lambda: ready.exists() or proc.poll() is not None, START_TIMEOUT, interval=0.05)
         if not ready.exists():
-            assert proc.poll() is None, f"provision serve exited with {proc.returncode}"
+            assert proc.poll() is None, f"provision serve exited with {proc.returncode}: {self.log()[-2000:]}"
             raise AssertionError("provision serve did not start")
+        self.ports = json.loads(ready.read_text())
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state or self.tmp / "state"
+
+    def log(self) -> str:
+        """What every start of the server wrote on stderr (its log)."""
+        path = self.tmp / "serve.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM, as systemd stops it; waited for."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

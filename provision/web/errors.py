@@ -8,6 +8,7 @@ logged as a warning with the path and the client, a 5xx as an error with the ful
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from provision.errors import PayloadTooLarge, ProvisionError, RequestError
+from provision.errors import NotFound, PayloadTooLarge, ProvisionError, RequestError
 from provision.wire import paths
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ async def provision_errors(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ProvisionError as exc:
         return error_response(request, exc)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # a name over 255 bytes in a /files/ path: no such file
+            raise
+        return error_response(request, NotFound("no such file (name too long)"))
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> object:
+    """json.loads without Python's extensions: NaN, Infinity and -Infinity are refused."""
+    return json.loads(text, parse_constant=_no_constant)
 
 
 class MalformedHttp(logging.Filter):
@@ -89,8 +103,8 @@ async def json_body(request: web.Request, limit: int) -> object:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"payload over {limit} bytes")
     try:
-        data = await request.json()
-    except (ValueError, RecursionError) as exc:
+        data = await request.json(loads=strict_json)
+    except (ValueError, RecursionError, LookupError) as exc:  # LookupError: an unknown charset in Content-Type
         raise RequestError(f"body is not JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise RequestError("body must be a JSON object")

@@ -214,4 +214,4 @@ class FirstBoot(Message):
     firmware: Firmware = "unknown"
     secure_boot: bool | None = None
     machine_id: str | None = field(default=None, metadata=rule(max_length=64))
-    secret: str | None = field(default=None, metadata=rule(max_length=128))
+    secret: str | None = field(default=None, metadata=rule(pattern=HEX_SECRET))

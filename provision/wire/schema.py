@@ -8,7 +8,8 @@ them) and raises ``InvalidPayload`` (HTTP 422); ``to_dict`` gives the JSON objec
 
 Understood annotations: ``str``, ``int``, ``float``, ``bool``, ``None``, ``X | None``, ``Literal[...]``,
 ``list[X]``, ``tuple[X, Y]``, ``dict[str, X]``, ``Any`` and nested messages. Integers are JSON integers (not
-booleans, not strings) within SQLite's 64 bits; floats accept integers and refuse NaN and infinities.
+booleans, not strings) within SQLite's 64 bits; floats accept integers and refuse NaN and infinities; an
+``Any`` value is any JSON under the same number rules, nested at most 64 deep.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Literal, Self, Union
 from provision.errors import InvalidPayload
 
 INT_LIMIT = 1 << 63  # SQLite stores signed 64-bit integers
+MAX_DEPTH = 64  # nesting of a free-form (Any) value
 _MISSING = dataclasses.MISSING
 
 
@@ -70,7 +72,7 @@ def _check(kind: Any, value: Any, where: str, limits: Rule, problems: _Problems)
     """``value`` checked against the annotation ``kind``: the value to keep, or _BAD."""
     origin = typing.get_origin(kind)
     if kind is Any:
-        return value
+        return _json_value(value, where, problems)
     if origin in (Union, types.UnionType):
         options = typing.get_args(kind)
         if value is None and type(None) in options:
@@ -147,6 +149,34 @@ def _check(kind: Any, value: Any, where: str, limits: Rule, problems: _Problems)
         }
         return _BAD if any(v is _BAD for v in checked.values()) else checked
     raise TypeError(f"wire schema: annotation {kind!r} of {where} is not understood")
+
+
+def _json_value(value: Any, where: str, problems: _Problems, depth: int = 0) -> Any:
+    """A free-form value (an ``Any`` field): JSON as the wire carries it, numbers finite and within 64 bits,
+    object keys text, nested at most MAX_DEPTH: what the server can store and answer again as JSON."""
+    if depth > MAX_DEPTH:
+        problems.add(where, f"nested deeper than {MAX_DEPTH}")
+        return _BAD
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if -INT_LIMIT <= value < INT_LIMIT:
+            return value
+        problems.add(where, "Input should be within 64 bits")
+        return _BAD
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        problems.add(where, "Input should be a finite number")
+        return _BAD
+    if isinstance(value, list | tuple):
+        items = [_json_value(v, _join(where, i), problems, depth + 1) for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in items) else items
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        checked = {k: _json_value(v, _join(where, k), problems, depth + 1) for k, v in value.items()}
+        return _BAD if any(v is _BAD for v in checked.values()) else checked
+    problems.add(where, "Input should be JSON (an object with text keys, a list, text, a number, a boolean or null)")
+    return _BAD
 
 
 def _size_ok(value: list[Any] | Mapping[str, Any], where: str, limits: Rule, problems: _Problems) -> bool:

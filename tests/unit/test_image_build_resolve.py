@@ -205,9 +205,10 @@ def test_a_changed_image_script_is_a_new_input(monkeypatch: pytest.MonkeyPatch) 
     """The tiny image's init changed (it now sends the first-boot secret): the next rebuild must not reuse the
     stored version, so the scripts the builder embeds are part of the inputs."""
     from provision.builder import inputs
+    from provision.builder.tinyinit import ROOT_INIT
 
     before = inputs.scripts_digest()
-    monkeypatch.setattr(inputs, "ROOT_INIT", inputs.ROOT_INIT + "# changed\n")
+    monkeypatch.setattr(inputs, "ROOT_INIT", ROOT_INIT + "# changed\n")
     assert inputs.scripts_digest() != before
 
 

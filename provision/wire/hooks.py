@@ -18,7 +18,8 @@ from typing import Literal
 
 from provision.wire.schema import Message, rule
 
-HOOK_COMMAND = "python3 -m provision.agent.hookrun"  # the only command the server runs over SSH
+# the only command the server runs over SSH: a constant (the live environment keeps provision in /opt/provision)
+HOOK_COMMAND = "PYTHONPATH=/opt/provision PYTHONDONTWRITEBYTECODE=1 python3 -m provision.agent.hookrun"
 TARGET_RECORD = "/run/provision/target"  # the agent writes the disk it imaged here (its device path)
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 MAX_SCRIPT = 1 << 20  # bytes of one hook's script

@@ -122,6 +122,9 @@ class Runs:
         self._check_caller(msg.mac, msg.token, remote)
         started = self.store.run_started_by(msg.token)
         if started is not None:
+            pinned = self.store.run_live(started.id)[1]
+            if pinned is not None and msg.host_key != pinned:
+                raise TokenRefused("the live environment's SSH host key changed during this boot", mac=msg.mac)
             return self._replayed(started)
         self.store.mark_token_used(msg.token)
         detail: dict[str, Any] = {"boot": msg.boot.to_dict(), "remote": remote}
@@ -141,7 +144,7 @@ class Runs:
             derived = derive(facts if isinstance(facts, Facts) else facts_from_dict(facts))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProbeUnreadable(f"facts do not read: {str(exc)[:300]}", mac=msg.mac) from None
-        answer = self.plan_for(msg.mac, derived, msg.token)
+        answer = self.plan_for(msg.mac, derived, msg.token, live=(remote, msg.host_key))
         log.info("%s: hello with facts: %s", msg.mac, answer.action)
         return answer
 
@@ -200,7 +203,13 @@ class Runs:
         self.store.set_state(mac, MachineState.WAITING, reason, **machine)
         return WaitAnswer(reason)
 
-    def plan_for(self, mac: str, derived: dict[str, Any], token: str | None = None) -> HelloAnswer:
+    def plan_for(
+        self,
+        mac: str,
+        derived: dict[str, Any],
+        token: str | None = None,
+        live: tuple[str | None, str | None] = (None, None),
+    ) -> HelloAnswer:
         """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait."""
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
         try:
@@ -242,7 +251,7 @@ class Runs:
         )
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
-            plan=given.to_dict(),
+            plan=given.to_dict(), live_address=live[0], host_key=live[1],
         )  # fmt: skip
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))

@@ -111,9 +111,12 @@ class ServerApi:
                 log.warning("%s: POST %s: %s (attempt %d, retrying in %.1f s)", self.mac, path, detail, attempt, delay)
             self._sleep(delay)
 
-    def hello(self, boot: BootInfo, probe: Mapping[str, str], warnings: list[str]) -> HelloAnswer:
-        """The hello with the probe; the server's answer, checked (an unknown action is an AgentError)."""
-        body = Hello(self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]])
+    def hello(
+        self, boot: BootInfo, probe: Mapping[str, str], warnings: list[str], host_key: str | None = None
+    ) -> HelloAnswer:
+        """The hello with the probe (and the SSH host key the server pins); the server's answer, checked (an
+        unknown action is an AgentError)."""
+        body = Hello(self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]], host_key)
         answer = self.post(paths.HELLO, body.to_dict())
         kind = ANSWERS.get(str(answer.get("action")))
         if kind is None:

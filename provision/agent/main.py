@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire.api import (
+    HOST_KEY,
     MAX_WIPE_RANGES,
     PROBE_NAME,
     BootInfo,
@@ -74,6 +76,7 @@ class AgentConfig:
     direct: bool | None = None
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
+    host_key_file: Path | None = Path("/etc/dropbear/dropbear_ed25519_host_key")  # what /init made dropbear use
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,21 @@ def boot_info(sys_root: Path = Path("/sys")) -> BootInfo:
         except OSError:
             secure = None
     return BootInfo("uefi" if uefi else "bios", secure, os.uname().release[:200])
+
+
+def ssh_host_key(key_file: Path | None, run: Runner) -> str | None:
+    """The live environment's SSH host key as one public key line (dropbearkey -y), or None (no key file, no
+    dropbear: the server then cannot run this PC's hooks, and says so)."""
+    if key_file is None or not key_file.is_file():
+        return None
+    try:
+        done = run(["dropbearkey", "-y", "-f", str(key_file)], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("ssh host key not read from %s: %s", key_file, exc)
+        return None
+    out = bytes(done.stdout or b"").decode("utf-8", "replace")
+    lines = [line for line in out.splitlines() if re.fullmatch(HOST_KEY, line)]
+    return lines[0] if lines else None
 
 
 def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
@@ -209,8 +227,9 @@ class Agent:
         for warning in warnings:
             log.warning("%s: probe: %s", self.cfg.mac, warning)
         boot = boot_info(self.cfg.sys_root)
+        host_key = ssh_host_key(self.cfg.host_key_file, self.run)
         while True:
-            answer = self.api.hello(boot, files, warnings)
+            answer = self.api.hello(boot, files, warnings, host_key)
             if isinstance(answer, ImageAnswer):
                 return answer
             if isinstance(answer, RepairAnswer):

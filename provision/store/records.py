@@ -73,6 +73,31 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class HookRecord:
+    """One hook's result in a run: where it ran, what the failure rule was, how it ended, its output."""
+
+    run: str
+    position: int
+    name: str
+    place: str  # target | live | server
+    on_failure: str  # fail | warn
+    exit_code: int | None
+    timed_out: bool
+    seconds: float
+    output: str
+    output_bytes: int
+    error: str | None
+    recorded_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out and self.exit_code == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "ok": self.ok}
+
+
+@dataclass(frozen=True)
 class BootToken:
     """A per-boot token: issued with a boot script to the address that fetched it (``remote``)."""
 
@@ -150,6 +175,13 @@ def token_from_row(row: sqlite3.Row) -> BootToken:
 def secret_hash(secret: str) -> str:
     """What the store keeps of the token that started a run: its sha256, never the token."""
     return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
+def hook_from_row(row: sqlite3.Row) -> HookRecord:
+    return HookRecord(
+        row["run"], row["position"], row["name"], row["place"], row["on_failure"], row["exit_code"],
+        bool(row["timed_out"]), row["seconds"], row["output"], row["output_bytes"], row["error"], row["recorded_at"],
+    )  # fmt: skip
 
 
 def event_from_row(row: sqlite3.Row) -> Event:

@@ -64,4 +64,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN plan TEXT;
     CREATE INDEX runs_token ON runs(token_hash);
     """,
+    """
+    -- issue 13: the live environment a run's hooks run in (its address and the SSH host key its hello
+    -- reported, pinned), and each hook's result.
+    ALTER TABLE runs ADD COLUMN live_address TEXT;
+    ALTER TABLE runs ADD COLUMN host_key TEXT;
+    CREATE TABLE hook_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run TEXT NOT NULL REFERENCES runs(id),
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        place TEXT NOT NULL,
+        on_failure TEXT NOT NULL,
+        exit_code INTEGER,
+        timed_out INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        output TEXT NOT NULL,
+        output_bytes INTEGER NOT NULL,
+        error TEXT,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX hook_results_run ON hook_results(run, position);
+    """,
 )

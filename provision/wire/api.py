@@ -24,6 +24,7 @@ MAX_BODY = 4 << 20  # bytes of one API call
 MAX_WIPE_RANGES = 100_000
 RETRY_AFTER = 30  # seconds a waiting agent waits before it asks again
 DIGEST = r"[0-9a-f]{64}"
+HOST_KEY = r"(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/]{20,1000}={0,2}( [\x20-\x7e]{0,200})?"
 HEX_SECRET = r"[0-9a-f]{32,128}"  # nosec B105  # noqa: S105 - the pattern a secret matches, not a secret
 FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # nosec B105  # noqa: S105 - a path (0600)
 
@@ -65,6 +66,9 @@ class Hello(Message):
     warnings: list[str] = field(
         default_factory=list, metadata=rule(max_length=100, item_max_length=500, clean_text=True)
     )
+    # the live environment's SSH host key (``ssh-ed25519 AAAA...``): the server pins it for this boot and refuses
+    # any other when it runs the hooks
+    host_key: str | None = field(default=None, metadata=rule(pattern=HOST_KEY))
 
 
 @dataclass(frozen=True)

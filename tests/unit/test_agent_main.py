@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -393,3 +394,19 @@ def test_a_failed_seed_fails_the_run_with_the_facts(
     assert facts["argv"] == str(argv) and "Could not allocate" in facts["stderr"]
     assert facts["device"] == str(tmp_path / "disks" / "vda")
     assert SECRET not in json.dumps(api.calls) and SECRET not in caplog.text
+
+
+def test_the_hello_carries_the_live_environments_ssh_host_key(tmp_path: Path) -> None:
+    from provision.agent.main import ssh_host_key
+
+    key = tmp_path / "dropbear_ed25519_host_key"
+    key.write_bytes(b"binary key")
+    line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@live"
+    shown = f"Public key portion is:\n{line}\nFingerprint: SHA256:xyz\n".encode()
+
+    def run(argv: list[str], **kw: Any) -> Any:
+        assert argv == ["dropbearkey", "-y", "-f", str(key)]
+        return subprocess.CompletedProcess(argv, 0, shown, b"")
+
+    assert ssh_host_key(key, run) == line
+    assert ssh_host_key(tmp_path / "absent", run) is None

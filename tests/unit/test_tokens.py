@@ -108,3 +108,31 @@ def test_defect1_agent_calls_come_from_the_pc(store: Store, tmp_path: Path) -> N
 
 def test_script_text_is_one_plain_line() -> None:
     assert script_text('run "x"; reboot\n$(id) `x`') == "run ?x?; reboot??(id) ?x?"
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@live"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0aGlzIGlzIG5vdCB0aGUgc2FtZSBrZXkgYXQgYWxsIQ== root@x"
+
+
+def test_the_hello_pins_the_live_environments_host_key_for_the_run(store: Store, tmp_path: Path) -> None:
+    """Issue 13: the hooks run over SSH only to the host key the authenticated hello reported."""
+    from provision.facts import load_probe
+    from tests.support.paths import SAMPLE_PROBE
+
+    booter = bound_booter(store, "off")
+    token = token_in(booter.ipxe_script(MAC, PC))
+    assert token is not None
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "r.yaml").write_text("name: r\ndefault: true\naction: wait\n")
+    runs = Runs(store, None, recipes, tmp_path / "probes")
+    facts = load_probe(SAMPLE_PROBE).to_dict()
+    runs.hello(Hello(MAC, token, facts=facts, host_key=KEY), PC)  # waits: no run, nothing pinned yet
+    plan = {"image": "tiny", "version": "L", "digest": "a" * 64}
+    run = store.create_run(
+        MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token, plan=plan, live_address=PC, host_key=KEY
+    )
+    assert store.run_live(run.id) == (PC, KEY)
+    assert runs.hello(Hello(MAC, token, facts=facts, host_key=KEY), PC).action == "image"  # the same plan again
+    with pytest.raises(TokenRefused, match="host key changed"):
+        runs.hello(Hello(MAC, token, facts=facts, host_key=OTHER_KEY), PC)

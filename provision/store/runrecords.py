@@ -1,0 +1,207 @@
+"""Runs and what they record: verification records and hook results, every move checked by the rules of
+``provision.states`` (allowed moves, ``done`` only with a complete verification of the run's own digest) in
+the transaction that makes it, the machine moving with its run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from provision.errors import RunError
+from provision.states import RunState, check_run_move, check_run_open, is_final, machine_state_for
+from provision.store.base import Database
+from provision.store.records import (
+    HookRecord,
+    Run,
+    Verification,
+    hook_from_row,
+    run_from_row,
+    secret_hash,
+    verification_from_row,
+)
+from provision.wire.api import VerificationReport
+from provision.wire.hooks import HookResult
+
+
+class RunRecords(Database):
+    """The runs part of the store."""
+
+    # ------------------------------------------------------------------------------------------ runs
+    def create_run(
+        self,
+        mac: str,
+        *,
+        recipe: str | None,
+        image: str,
+        label: str,
+        digest: str,
+        state: RunState = RunState.INVENTORIED,
+        token: str | None = None,
+        plan: dict[str, Any] | None = None,
+        live_address: str | None = None,
+        host_key: str | None = None,
+    ) -> Run:
+        """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
+        the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
+        what the agent was told (JSON); ``live_address`` and ``host_key``: where its live environment answers
+        SSH and the host key its hello reported (pinned: the hooks run there or not at all)."""
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as db:
+            stale = db.execute("SELECT id FROM runs WHERE mac = ? AND finished IS NULL", (mac,)).fetchall()
+            for row in stale:
+                reason = f"superseded by run {run_id}"
+                db.execute(
+                    "UPDATE runs SET state = ?, reason = ?, finished = ? WHERE id = ?",
+                    (RunState.FAILED.value, reason, now, row["id"]),
+                )
+                self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
+            db.execute(
+                "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
+                "live_address, host_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, mac, recipe, image, label, digest, state.value, now,
+                    None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
+                    live_address, host_key,
+                ),
+            )  # fmt: skip
+            db.execute(
+                "UPDATE machines SET state = ?, reason = NULL, recipe = ? WHERE mac = ?",
+                (machine_state_for(state).value, recipe, mac),
+            )
+            self._event(db, mac, "run", {"run": run_id, "state": state.value, "image": image, "digest": digest})
+        found = self.run(run_id)
+        assert found is not None
+        return found
+
+    def run(self, run_id: str) -> Run | None:
+        with self._read():
+            row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_started_by(self, token: str) -> Run | None:
+        """The run the boot token ``token`` started, if any."""
+        with self._read():
+            row = self._db.execute("SELECT * FROM runs WHERE token_hash = ?", (secret_hash(token),)).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_token_matches(self, run_id: str, token: str) -> bool:
+        """True when ``token`` is the boot token that started the run."""
+        with self._read():
+            row = self._db.execute("SELECT token_hash FROM runs WHERE id = ?", (run_id,)).fetchone()
+        found = None if row is None else row["token_hash"]
+        return found is not None and secrets.compare_digest(str(found), secret_hash(token))
+
+    def open_run(self, mac: str) -> Run | None:
+        """The machine's run that has not ended, if any (there is at most one)."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE mac = ? AND finished IS NULL ORDER BY started DESC LIMIT 1", (mac,)
+            ).fetchone()
+        return run_from_row(row) if row else None
+
+    def run_plan(self, run_id: str) -> dict[str, Any] | None:
+        """The plan the run's agent was given (None: the run was made without one)."""
+        with self._read():
+            row = self._db.execute("SELECT plan FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["plan"] is None:
+            return None
+        plan: dict[str, Any] = json.loads(row["plan"])
+        return plan
+
+    def run_live(self, run_id: str) -> tuple[str | None, str | None]:
+        """(address, host key) of the run's live environment, as its hello gave them."""
+        with self._read():
+            row = self._db.execute("SELECT live_address, host_key FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return (None, None) if row is None else (row["live_address"], row["host_key"])
+
+    def record_hook(self, run_id: str, position: int, place: str, on_failure: str, result: HookResult) -> HookRecord:
+        """Keep one hook's result for a run that is still open (RunConflict when it has ended)."""
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            check_run_open(run_id, run.state)
+            db.execute(
+                "INSERT INTO hook_results (run, position, name, place, on_failure, exit_code, timed_out, seconds, "
+                "output, output_bytes, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, position, result.name, place, on_failure, result.exit_code, int(result.timed_out),
+                    result.seconds, result.output, result.output_bytes, result.error, time.time(),
+                ),
+            )  # fmt: skip
+            self._event(db, run.mac, "hook", {"run": run_id, "hook": result.name, "ok": result.ok,
+                                              "exit_code": result.exit_code, "error": result.error})  # fmt: skip
+        return self.hook_results(run_id)[-1]
+
+    def hook_results(self, run_id: str) -> list[HookRecord]:
+        with self._read():
+            rows = self._db.execute(
+                "SELECT * FROM hook_results WHERE run = ? ORDER BY position, id", (run_id,)
+            ).fetchall()
+        return [hook_from_row(r) for r in rows]
+
+    def runs(self, mac: str | None = None) -> list[Run]:
+        query = "SELECT * FROM runs WHERE (? IS NULL OR mac = ?) ORDER BY started, rowid"
+        with self._read():
+            rows = self._db.execute(query, (mac, mac)).fetchall()
+        return [run_from_row(r) for r in rows]
+
+    def verifications(self, run_id: str) -> list[Verification]:
+        with self._read():
+            rows = self._db.execute("SELECT * FROM verifications WHERE run = ? ORDER BY id", (run_id,)).fetchall()
+        return [verification_from_row(r) for r in rows]
+
+    def record_verification(self, run_id: str, report: VerificationReport) -> Verification:
+        """Keep what the agent verified for an unfinished run (RunConflict when the run has ended)."""
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            check_run_open(run_id, run.state)
+            db.execute(
+                "INSERT INTO verifications (run, digest, chunks, verified, read_back, wipe_method, wipe_ranges, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id, report.digest, report.chunks, report.verified, "ok" if report.read_back_ok else "failed",
+                    report.wipe_method, json.dumps(report.wipe_ranges), time.time(),
+                ),
+            )  # fmt: skip
+        return self.verifications(run_id)[-1]
+
+    def set_run_state(
+        self,
+        run_id: str,
+        state: RunState,
+        reason: str | None = None,
+        *,
+        bytes_written: int | None = None,
+        mean_rate: float | None = None,
+    ) -> Run:
+        """Move a run along, and its machine with it (provision.states: the allowed moves, ``done`` only with a
+        complete verification record of the run's own digest). RunConflict / RunError when refused."""
+        now = time.time()
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            rows = db.execute("SELECT * FROM verifications WHERE run = ?", (run_id,)).fetchall()
+            complete = [v.digest for v in map(verification_from_row, rows) if v.complete]
+            check_run_move(run_id, run.state, state, digest=run.digest, complete_digests=complete)
+            db.execute(
+                "UPDATE runs SET state = ?, reason = ?, finished = ?, bytes_written = COALESCE(?, bytes_written), "
+                "mean_rate = COALESCE(?, mean_rate) WHERE id = ?",
+                (state.value, reason, now if is_final(state) else None, bytes_written, mean_rate, run_id),
+            )
+            machine = machine_state_for(state)
+            db.execute("UPDATE machines SET state = ?, reason = ? WHERE mac = ?", (machine.value, reason, run.mac))
+            self._event(db, run.mac, "run", {"run": run_id, "state": state.value, "reason": reason})
+        found = self.run(run_id)
+        assert found is not None
+        return found
+
+    @staticmethod
+    def _locked_run(db: sqlite3.Connection, run_id: str) -> Run:
+        row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunError(f"no run {run_id[:64]!r}", run=run_id[:64])
+        return run_from_row(row)

@@ -1,0 +1,151 @@
+"""Post-install hooks for tests: hook files, tiny root trees to run them in, hostile values.
+
+- ``hook_text(name, header, body)``, ``write_hook(folder, name, header, body, mode)``: a hook file whose header
+  is the YAML ``header`` (a string) in comment lines, after ``#!/bin/sh``.
+- ``HOSTILE``: values a template could render from a machine's facts (shell syntax, quotes, line breaks).
+- ``BUSYBOX``: busybox-static from the .deb cache (tests/support/paths.DEB_CACHE), or None; ``needs_busybox``
+  skips a test without it (or without root, which chroot needs).
+- ``tiny_root(folder, files)``: a root tree with busybox and its applets linked (bin/sh ...), /tmp, and
+  ``files`` (relative path -> text or bytes).
+- ``applets_dir(folder)``: a folder of busybox applet links, to put first on PATH (a `live` hook run here).
+- ``copy_program(root, program)``: a program of this machine and the libraries it links into a root tree.
+- ``run_target(root, hook, env)``: the hook file copied into the root and run in a chroot of it, with ``env``
+  only (and a PATH), as the runner does; ``run_direct(hook, env, stdin, path, shell)``: a hook run here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.support.files import write_tree
+from tests.support.paths import DEB_CACHE
+
+HOSTILE = (
+    "; rm -rf / #",
+    "$(reboot)",
+    "`reboot`",
+    'it\'s "quoted" \\ back',
+    "line one\nline two",
+    "${IFS}$PATH*?[a]",
+    "-rf --no-preserve-root",
+)
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _busybox() -> Path | None:
+    for unpacked in sorted(DEB_CACHE.glob("busybox-static_*/.provision-unpacked")):
+        binary = unpacked.parent / "bin" / "busybox"
+        if binary.is_file():
+            return binary
+    return None
+
+
+BUSYBOX = _busybox()
+needs_busybox = pytest.mark.skipif(
+    BUSYBOX is None or os.geteuid() != 0,
+    reason=f"needs root (chroot) and busybox-static unpacked in {DEB_CACHE} (scripts/setup, or any image build)",
+)
+
+
+def hook_text(name: str, header: str, body: str = "exit 0\n", shebang: str = "#!/bin/sh") -> str:
+    lines = [f"# {line}" if line else "#" for line in header.strip("\n").splitlines()]
+    return "\n".join([shebang, "# --- provision hook", f"# name: {name}", *lines, "# ---", body])
+
+
+def write_hook(folder: Path, name: str, header: str, body: str = "exit 0\n", mode: int = 0o755) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(hook_text(name, header, body))
+    path.chmod(mode)
+    return path
+
+
+def _link_applets(busybox: Path, root: Path, into: str | None = None) -> None:
+    listed = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout
+    for applet in listed.split():
+        link = root / (into or str(Path(applet).parent)) / Path(applet).name
+        if link.exists() or link.is_symlink():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/bin/busybox" if into is None else busybox)
+
+
+def tiny_root(folder: Path, files: Mapping[str, str | bytes] | None = None) -> Path:
+    """A root tree with busybox's applets (no /etc beyond ``files``)."""
+    assert BUSYBOX is not None
+    (folder / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, folder / "bin" / "busybox")
+    _link_applets(BUSYBOX, folder)
+    (folder / "tmp").mkdir(mode=0o1777)
+    (folder / "etc").mkdir()
+    write_tree(folder, dict(files or {}))
+    return folder
+
+
+def applets_dir(folder: Path) -> Path:
+    """``folder`` holding a link to busybox for each applet (wget, sha256sum, realpath ...)."""
+    assert BUSYBOX is not None
+    folder.mkdir(parents=True)
+    _link_applets(BUSYBOX, folder, into=".")
+    return folder
+
+
+def copy_program(root: Path, program: str) -> bool:
+    """``program`` (found on PATH) and the shared libraries ``ldd`` lists, copied into ``root`` at the same
+    paths; False when this machine has no such program."""
+    found = shutil.which(program)
+    if found is None:
+        return False
+    paths = [Path(found)]
+    ldd = subprocess.run(["ldd", found], capture_output=True, text=True, check=False).stdout
+    for line in ldd.splitlines():
+        words = [w for w in line.replace("=>", " ").split() if w.startswith("/")]
+        paths.extend(Path(w) for w in words[:1])
+    for path in paths:
+        target = root / str(path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            shutil.copy2(path.resolve(), target)
+    return True
+
+
+def run_target(root: Path, hook: Path, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The hook run in a chroot of ``root`` (its file copied to /run/provision/hook), with ``env`` and PATH."""
+    inside = root / "run" / "provision" / "hook"
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(hook, inside)
+    return subprocess.run(
+        ["chroot", str(root), "/run/provision/hook"],
+        env={"PATH": PATH, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_direct(
+    hook: Path,
+    env: Mapping[str, str],
+    stdin: str = "",
+    path: str | None = None,
+    shell: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """The hook run on this machine with ``env`` (and PATH: ``path``, else this process's); ``shell``: the
+    interpreter to run it with instead of its #! line (busybox's sh for a `live` hook)."""
+    return subprocess.run(
+        [*shell, str(hook)],
+        env={"PATH": path or os.environ.get("PATH", PATH), **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from provision.cli.common import Parser, dump
+from provision.cli.hooks import folders, site_catalog
 from provision.errors import ConfigError
 from provision.facts import Facts, load_facts_json, load_probe
 from provision.facts.derive import FACT_DOCS, derive
+from provision.hooks import check_folders
 from provision.recipes import Decision, check_dir, load_dir, select
 from provision.recipes.conditions import show
 from provision.resources import data_dir
@@ -54,7 +56,9 @@ def cmd_facts(args: argparse.Namespace, out: TextIO) -> int:
 # -------------------------------------------------------------------------------------------- recipes
 def cmd_recipes_check(args: argparse.Namespace, out: TextIO) -> int:
     directory = Path(args.dir) if args.dir else default_recipes_dir()
-    recipes, problems = check_dir(directory)
+    catalog, problems = check_folders(folders(args.hooks))
+    recipes, found = check_dir(directory, catalog)
+    problems.extend(found)
     if problems:
         raise ConfigError(problems)
     default = recipes.default.name if recipes.default else "none"
@@ -62,9 +66,10 @@ def cmd_recipes_check(args: argparse.Namespace, out: TextIO) -> int:
     for rec in sorted(recipes.recipes, key=lambda r: (r.recipe.default, -r.specificity, -r.recipe.priority, r.name)):
         r = rec.recipe
         what = r.image if r.action.value == "image" else r.action.value
+        hooks = f"  hooks: {', '.join(h.name for h in r.hooks)}" if r.hooks else ""
         out.write(
             f"  {r.name:<28} {what or '':<12} conditions={rec.specificity} priority={r.priority}"
-            f"{'  (default)' if r.default else ''}\n"
+            f"{'  (default)' if r.default else ''}{hooks}\n"
         )
     return 0
 
@@ -95,7 +100,10 @@ def _write_decision(decision: Decision, source: str, out: TextIO) -> None:
         p = decision.plan
         out.write(f"plan:     image {p.image}, wipe {p.wipe}, disk {p.target_disk}, hostname {p.hostname}\n")
         for hook in p.hooks:
-            out.write(f"          hook {hook['name']} {json.dumps(hook['params'], ensure_ascii=False)}\n")
+            out.write(
+                f"          hook {hook['name']} ({hook['where']}, on_failure {hook['on_failure']}, "
+                f"timeout {hook['timeout']} s) {json.dumps(hook['params'], ensure_ascii=False)}\n"
+            )
     if decision.runners_up:
         out.write("runners-up (also match, ranked lower):\n")
         for cand in decision.runners_up:
@@ -110,7 +118,7 @@ def _write_decision(decision: Decision, source: str, out: TextIO) -> None:
 
 
 def cmd_recipes_explain(args: argparse.Namespace, out: TextIO) -> int:
-    recipes = load_dir(Path(args.recipes) if args.recipes else default_recipes_dir())
+    recipes = load_dir(Path(args.recipes) if args.recipes else default_recipes_dir(), site_catalog(args.hooks))
     results = []
     for source in args.probe:
         facts = _load_facts(Path(source))
@@ -153,6 +161,7 @@ def add_commands(sub: Any) -> None:
         description="Validate every recipe; print FILE:LINE: key: message for each problem and exit 1 if any.",
     )
     p.add_argument("dir", nargs="?", metavar="DIR", help="recipe folder (default: recipes/)")
+    p.add_argument("--hooks", metavar="DIR", help="a site's hook folder (besides the built-in hooks)")
     p.set_defaults(func=cmd_recipes_check)
     p = rsub.add_parser(
         "explain",
@@ -162,6 +171,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("probe", nargs="+", metavar="PROBE_DIR|FACTS.json", help="probe folder or facts JSON")
     p.add_argument("--recipes", metavar="DIR", help="recipe folder (default: recipes/)")
+    p.add_argument("--hooks", metavar="DIR", help="a site's hook folder (besides the built-in hooks)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="one line per machine: action, recipe, model")
     p.add_argument(

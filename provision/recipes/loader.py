@@ -1,4 +1,8 @@
-"""Load and check a folder of recipes, reporting every problem at once as FILE:LINE: key: message."""
+"""Load and check a folder of recipes, reporting every problem at once as FILE:LINE: key: message.
+
+Given a hook catalog (provision.hooks), each recipe's ``hooks:`` are checked against the hooks' headers too
+(provision.recipes.hookcheck), once the recipe is otherwise valid, and the loaded recipe carries the headers
+its plan is rendered with. Without one, hook names and parameters are taken as they are."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ from pydantic import ValidationError
 
 from provision import yamlsrc
 from provision.errors import ConfigError, Problem
+from provision.hooks import Catalog, Header
 from provision.recipes import templates
 from provision.recipes.conditions import Condition, ConditionError, compile_condition
+from provision.recipes.hookcheck import check_hooks
 from provision.recipes.schema import Recipe
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,7 @@ class LoadedRecipe:
     file: str
     line: int
     conditions: tuple[Condition, ...]
+    hooks: tuple[Header, ...] = ()  # the header of each of recipe.hooks, when loaded with a catalog
 
     @property
     def name(self) -> str:
@@ -59,7 +66,9 @@ def _template_fields(recipe: Recipe) -> list[tuple[tuple[str | int, ...], str]]:
     return fields
 
 
-def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | None, list[Problem]]:
+def load_file(
+    path: Path, display: str | None = None, catalog: Catalog | None = None
+) -> tuple[LoadedRecipe | None, list[Problem]]:
     name = display or str(path)
     try:
         size = path.stat().st_size
@@ -68,12 +77,13 @@ def load_file(path: Path, display: str | None = None) -> tuple[LoadedRecipe | No
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(name, None, "", f"cannot read: {exc}")]
-    return load_text(text, name)
+    return load_text(text, name, catalog)
 
 
-def load_text(text: str, name: str) -> tuple[LoadedRecipe | None, list[Problem]]:
+def load_text(text: str, name: str, catalog: Catalog | None = None) -> tuple[LoadedRecipe | None, list[Problem]]:
     """One recipe from its YAML text (``name``: the file shown in problems). Never raises: YAML and templates
-    are read with bounded work (provision.yamlsrc, provision.recipes.sandbox)."""
+    are read with bounded work (provision.yamlsrc, provision.recipes.sandbox). With ``catalog``, its hooks
+    are checked against the hooks' headers."""
     doc = yamlsrc.load(text, name)
     problems = list(doc.problems)
     if doc.data is None and not problems:
@@ -109,15 +119,21 @@ def load_text(text: str, name: str) -> tuple[LoadedRecipe | None, list[Problem]]
         )
     if problems:
         return None, problems
-    return LoadedRecipe(recipe, name, doc.line_of(()) or 1, tuple(conditions)), []
+    headers: tuple[Header, ...] = ()
+    if catalog is not None:
+        headers, problems = check_hooks(recipe, doc, catalog)
+        if problems:
+            return None, problems
+    return LoadedRecipe(recipe, name, doc.line_of(()) or 1, tuple(conditions), headers), []
 
 
 def recipe_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def check_dir(directory: Path) -> tuple[RecipeSet, list[Problem]]:
-    """Load every recipe that is valid and collect the problems of the others and of the set."""
+def check_dir(directory: Path, catalog: Catalog | None = None) -> tuple[RecipeSet, list[Problem]]:
+    """Load every recipe that is valid and collect the problems of the others and of the set (with
+    ``catalog``: their hooks checked against it)."""
     if not directory.is_dir():
         return RecipeSet(str(directory), ()), [Problem(str(directory), None, "", "not a directory")]
     loaded: list[LoadedRecipe] = []
@@ -126,7 +142,7 @@ def check_dir(directory: Path) -> tuple[RecipeSet, list[Problem]]:
     if not files:
         problems.append(Problem(str(directory), None, "", "no recipe files (*.yaml) found"))
     for path in files:
-        recipe, found = load_file(path)
+        recipe, found = load_file(path, catalog=catalog)
         problems.extend(found)
         if recipe is not None:
             loaded.append(recipe)
@@ -158,9 +174,9 @@ def check_dir(directory: Path) -> tuple[RecipeSet, list[Problem]]:
     return RecipeSet(str(directory), tuple(loaded)), problems
 
 
-def load_dir(directory: Path) -> RecipeSet:
+def load_dir(directory: Path, catalog: Catalog | None = None) -> RecipeSet:
     """Load a recipe folder; any problem anywhere raises ConfigError carrying all of them."""
-    recipes, problems = check_dir(directory)
+    recipes, problems = check_dir(directory, catalog)
     if problems:
         raise ConfigError(problems)
     return recipes

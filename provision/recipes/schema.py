@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from provision.wire.hooks import MAX_TIMEOUT
+
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[StrictStr, StringConstraints(pattern=_NAME)]
 
@@ -73,10 +75,13 @@ class Health(Strict):
 
 
 class Hook(Strict):
+    """One hook the plan runs (provision.hooks): its parameters (templates), and overrides of its header's
+    timeout and on_failure (None: the header's)."""
+
     name: Name
     params: dict[str, Any] = Field(default_factory=dict)
-    timeout: StrictInt = Field(default=600, ge=1, le=86400)
-    on_failure: StrictStr = Field(default="fail", pattern=r"^(fail|continue)$")
+    timeout: StrictInt | None = Field(default=None, ge=1, le=MAX_TIMEOUT)
+    on_failure: StrictStr | None = Field(default=None, pattern=r"^(fail|warn)$")
 
 
 class Recipe(Strict):

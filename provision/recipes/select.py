@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.facts.derive import FactValue
+from provision.hooks import Header, ParamProblem
 from provision.recipes import templates
 from provision.recipes.conditions import Outcome, show
 from provision.recipes.loader import LoadedRecipe, RecipeSet
-from provision.recipes.schema import Action, Health
+from provision.recipes.schema import Action, Health, Hook
 
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._-]*(@[A-Za-z0-9._-]+)?$")
@@ -119,6 +120,33 @@ def health_failures(health: Health, facts: dict[str, FactValue]) -> tuple[list[s
     return failures, checks
 
 
+def _plan_hook(i: int, hook: Hook, params: dict[str, Any], header: Header | None) -> dict[str, Any]:
+    """One hook of the plan: ``{"name", "where", "params", "timeout", "on_failure"}``. With the hook's header
+    (the recipe was loaded with a hook catalog), the rendered parameters are converted to their types and the
+    defaults filled in (a value of the wrong type raises TemplateProblem: the machine waits), and ``where``,
+    ``timeout`` and ``on_failure`` are the header's unless the recipe overrides them; without, they are the
+    recipe's (None where it says nothing)."""
+    if header is None:
+        return {
+            "name": hook.name,
+            "where": None,
+            "params": params,
+            "timeout": hook.timeout,
+            "on_failure": hook.on_failure,
+        }
+    try:
+        values = header.resolve(params)
+    except ParamProblem as exc:
+        raise templates.TemplateProblem(f"hooks[{i}].params.{exc}") from None
+    return {
+        "name": hook.name,
+        "where": header.where.value,
+        "params": values,
+        "timeout": hook.timeout or header.timeout,
+        "on_failure": hook.on_failure or header.on_failure.value,
+    }
+
+
 def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
     """Render the recipe's templates, all within one budget of work (provision.recipes.sandbox); raises
     TemplateProblem naming the key on any failure."""
@@ -133,12 +161,13 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
             f"hostname: rendered to {hostname[:80]!r}, which is not a hostname (a-z, 0-9, '-', at most 63)"
         )
     hooks = []
+    headers = recipe.hooks if len(recipe.hooks) == len(r.hooks) else ()
     for i, hook in enumerate(r.hooks):
         try:
             params = templates.render_tree(hook.params, facts, budget)
         except templates.TemplateProblem as exc:
             raise templates.TemplateProblem(f"hooks[{i}].params: {exc}") from None
-        hooks.append({"name": hook.name, "params": params, "timeout": hook.timeout, "on_failure": hook.on_failure})
+        hooks.append(_plan_hook(i, hook, params, headers[i] if headers else None))
     return Plan(
         image=image,
         hostname=hostname,

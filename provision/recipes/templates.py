@@ -25,7 +25,16 @@ from provision.facts.derive import FACT_KINDS, FACT_NAMES, FactValue
 from provision.recipes.limits import MAX_SIZE, TemplateLimit, TemplateProblem
 from provision.recipes.sandbox import BoundedSandbox, Budget, bound_ast, charged
 
-__all__ = ["MAX_TEMPLATE", "Budget", "TemplateLimit", "TemplateProblem", "check", "render", "render_tree"]
+__all__ = [
+    "MAX_TEMPLATE",
+    "Budget",
+    "TemplateLimit",
+    "TemplateProblem",
+    "check",
+    "render",
+    "render_tree",
+    "trial_renders",
+]
 
 MAX_TEMPLATE = 64 * 1024  # characters of one template
 MAX_OUTPUT = MAX_SIZE  # characters one template renders to
@@ -177,3 +186,23 @@ def render_tree(value: Any, facts: dict[str, FactValue], budget: Budget | None =
     if isinstance(value, list):
         return [render_tree(item, facts, budget) for item in value]
     return value
+
+
+def has_template(value: Any) -> bool:
+    """Whether any string inside ``value`` (nested dicts and lists) is a template."""
+    return any(is_template(text) for _, text in walk_strings(value))
+
+
+def trial_renders(value: Any, budget: Budget | None = None) -> list[Any]:
+    """``value`` (nested dicts and lists of strings) rendered for each trial machine of :func:`check` that it
+    renders for: a template failing on a trial depends on the machine's facts, and that trial is left out."""
+    budget = budget or Budget()
+    rendered = []
+    for facts in _TRIALS:
+        if budget.spent:
+            break
+        try:
+            rendered.append(render_tree(value, facts, budget))
+        except TemplateProblem:
+            continue
+    return rendered

@@ -75,3 +75,13 @@ def test_any_field_refuses_nan() -> None:
     body = {"token": "0" * 32, "ok": False, "reason": "x", "writer": {"rate": float("nan")}}
     with pytest.raises(InvalidPayload):
         api.Report.from_dict(body)
+
+
+def test_a_free_form_value_nested_past_the_bound_is_refused() -> None:
+    """Found by the 100,000-case run (35,844th case): an object nested ~990 deep under ``writer`` was accepted,
+    and ``to_dict`` then raised RecursionError."""
+    deep: dict[str, Any] = {}
+    for _ in range(990):
+        deep = {"a": deep}
+    with pytest.raises(InvalidPayload):
+        api.Report.from_dict({"token": "0" * 32, "ok": False, "reason": "x", "writer": deep})

@@ -2,21 +2,27 @@
 
 - ``hook_text(name, header, body)``, ``write_hook(folder, name, header, body, mode)``: a hook file whose header
   is the YAML ``header`` (a string) in comment lines, after ``#!/bin/sh``.
-- ``HOSTILE``: values a template could render from a machine's facts (shell syntax, quotes, line breaks).
+- ``HOSTILE``: values a template could render from a machine's facts (shell syntax, quotes, line breaks), for
+  hooks run in a chroot in their own PID, UTS, IPC and mount namespaces (``run_target``), where even
+  ``reboot`` or ``rm -rf /`` could only end the namespace or empty the tiny root; ``MARKERS``: the same kinds
+  for hooks run here, which would only leave a file ``pwned`` in the working folder.
 - ``BUSYBOX``: busybox-static from the .deb cache (tests/support/paths.DEB_CACHE), or None; ``needs_busybox``
   skips a test without it (or without root, which chroot needs).
-- ``tiny_root(folder, files)``: a root tree with busybox and its applets linked (bin/sh ...), /tmp, and
-  ``files`` (relative path -> text or bytes).
+- ``tiny_root(folder, files, shell)``: a root tree with busybox and its applets linked (bin/sh ...), /tmp,
+  /dev/null, zero and urandom, and ``files`` (relative path -> text or bytes); /bin/sh is busybox's, or this
+  machine's dash (``shell="dash"``).
 - ``applets_dir(folder)``: a folder of busybox applet links, to put first on PATH (a `live` hook run here).
 - ``copy_program(root, program)``: a program of this machine and the libraries it links into a root tree.
-- ``run_target(root, hook, env)``: the hook file copied into the root and run in a chroot of it, with ``env``
-  only (and a PATH), as the runner does; ``run_direct(hook, env, stdin, path, shell)``: a hook run here.
+- ``run_target(root, hook, env)``: the hook file copied into the root and run in a chroot of it (in new PID,
+  UTS, IPC and mount namespaces), with ``env`` only (and a PATH), as the runner does.
+- ``run_direct(hook, env, cwd, stdin, path, shell)``: a hook run here.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,11 +36,14 @@ HOSTILE = (
     "; rm -rf / #",
     "$(reboot)",
     "`reboot`",
+    "$(touch /pwned)",
     'it\'s "quoted" \\ back',
     "line one\nline two",
     "${IFS}$PATH*?[a]",
     "-rf --no-preserve-root",
 )
+# For a hook run outside a chroot: were one executed, it would only leave a file "pwned" in the working folder.
+MARKERS = ("; touch pwned #", "$(touch pwned)", "`touch pwned`", "a'b\"c\\d", "one\ntwo", "${IFS}*?[a]", "-x --y")
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -76,15 +85,28 @@ def _link_applets(busybox: Path, root: Path, into: str | None = None) -> None:
         link.symlink_to("/bin/busybox" if into is None else busybox)
 
 
-def tiny_root(folder: Path, files: Mapping[str, str | bytes] | None = None) -> Path:
-    """A root tree with busybox's applets (no /etc beyond ``files``)."""
+def tiny_root(folder: Path, files: Mapping[str, str | bytes] | None = None, shell: str = "busybox") -> Path:
+    """A root tree with busybox's applets (no /etc beyond ``files``); ``shell`` "dash": /bin/sh is this
+    machine's dash (Debian's /bin/sh, what `target` hooks meet on a real system), else busybox's ash."""
     assert BUSYBOX is not None
     (folder / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, folder / "bin" / "busybox")
     _link_applets(BUSYBOX, folder)
-    (folder / "tmp").mkdir(mode=0o1777)
+    (folder / "tmp").mkdir()
+    (folder / "tmp").chmod(0o1777)
     (folder / "etc").mkdir()
+    (folder / "dev").mkdir()
+    for name, minor in (("null", 3), ("zero", 5), ("urandom", 9)):  # the runner binds the live /dev
+        os.mknod(folder / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+        (folder / "dev" / name).chmod(0o666)
     write_tree(folder, dict(files or {}))
+    if shell == "dash":
+        if not copy_program(folder, "dash"):
+            pytest.skip("this machine has no dash to copy into the tiny root")
+        found = shutil.which("dash")
+        assert found is not None
+        (folder / "bin" / "sh").unlink()
+        (folder / "bin" / "sh").symlink_to(found)
     return folder
 
 
@@ -116,12 +138,13 @@ def copy_program(root: Path, program: str) -> bool:
 
 
 def run_target(root: Path, hook: Path, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The hook run in a chroot of ``root`` (its file copied to /run/provision/hook), with ``env`` and PATH."""
+    """The hook run in a chroot of ``root`` (its file copied to /run/provision/hook), with ``env`` and PATH, in
+    namespaces of its own (a `reboot` ends the namespace, a `hostname` names it, not this machine)."""
     inside = root / "run" / "provision" / "hook"
     inside.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(hook, inside)
     return subprocess.run(
-        ["chroot", str(root), "/run/provision/hook"],
+        ["unshare", "--pid", "--fork", "--uts", "--ipc", "--mount", "chroot", str(root), "/run/provision/hook"],
         env={"PATH": PATH, **env},
         capture_output=True,
         text=True,
@@ -133,15 +156,17 @@ def run_target(root: Path, hook: Path, env: Mapping[str, str], timeout: float = 
 def run_direct(
     hook: Path,
     env: Mapping[str, str],
+    cwd: Path,
     stdin: str = "",
     path: str | None = None,
     shell: tuple[str, ...] = (),
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """The hook run on this machine with ``env`` (and PATH: ``path``, else this process's); ``shell``: the
-    interpreter to run it with instead of its #! line (busybox's sh for a `live` hook)."""
+    """The hook run on this machine in ``cwd`` with ``env`` (and PATH: ``path``, else this process's);
+    ``shell``: the interpreter to run it with instead of its #! line (busybox's sh for a `live` hook)."""
     return subprocess.run(
         [*shell, str(hook)],
+        cwd=cwd,
         env={"PATH": path or os.environ.get("PATH", PATH), **env},
         input=stdin,
         capture_output=True,

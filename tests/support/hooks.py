@@ -16,10 +16,14 @@
 - ``run_target(root, hook, env)``: the hook file copied into the root and run in a chroot of it (in new PID,
   UTS, IPC and mount namespaces), with ``env`` only (and a PATH), as the runner does.
 - ``run_direct(hook, env, cwd, stdin, path, shell)``: a hook run here.
+- ``builtin(name)``, ``builtin_env(name, params, **facts)``: a built-in hook and the environment
+  provision.hooks.env makes for it (MAC ``MAC``, run ``run-1``); ``run_builtin(root, name, **params)``: it run
+  with ``run_target``; ``intact(root)``: no ``pwned`` marker, busybox still there.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from provision.facts.derive import FACT_NAMES, FactValue
+from provision.hooks import HookFile, builtin_dir, hook_env, load_catalog
 from tests.support.files import write_tree
 from tests.support.paths import DEB_CACHE
 
@@ -174,3 +180,34 @@ def run_direct(
         timeout=timeout,
         check=False,
     )
+
+
+# ----------------------------------------------------------------------------------- the built-in hooks
+MAC = "52:54:00:12:34:56"
+
+
+@functools.cache
+def _builtins() -> dict[str, HookFile]:
+    return {h.name: h for h in load_catalog([builtin_dir()]).hooks}
+
+
+def builtin(name: str) -> HookFile:
+    return _builtins()[name]
+
+
+def builtin_env(name: str, params: Mapping[str, object], **facts: FactValue) -> dict[str, str]:
+    """The environment provision.hooks.env makes for built-in hook ``name`` (machine MAC, run ``run-1``)."""
+    machine: dict[str, FactValue] = dict.fromkeys(FACT_NAMES)
+    machine.update(facts)
+    return hook_env(builtin(name).header, params, machine, mac=MAC, run="run-1")
+
+
+def run_builtin(root: Path, hook_name: str, /, **params: object) -> tuple[int, str]:
+    """Built-in hook ``hook_name`` run in a chroot of ``root`` (run_target): (exit code, its output)."""
+    done = run_target(root, builtin(hook_name).path, builtin_env(hook_name, params))
+    return done.returncode, done.stdout + done.stderr
+
+
+def intact(root: Path) -> bool:
+    """Nothing ran that a hostile value held: no marker file, busybox still in the tree."""
+    return not (root / "pwned").exists() and (root / "bin" / "busybox").is_file()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from provision.agent.fetch import RetryPolicy
 from provision.agent.main import EXIT_USAGE, AgentConfig, args_from_kernel, missing, run_agent
+from provision.wire.hooks import TARGET_RECORD
 
 RESULT_MARKER = "PROVISION-AGENT-RESULT"
 
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server=values["server"], mac=values["mac"].lower(), token=values["token"], probe_dir=args.probe_dir,
         disks_from=args.disks_from, workers=args.workers, once=args.once, hello_deadline=args.deadline,
         retry=RetryPolicy(deadline=args.fetch_deadline), direct=False if args.buffered else None,
+        target_record=Path(TARGET_RECORD),
     )  # fmt: skip
     seed = None
     if not args.no_firstboot_secret:

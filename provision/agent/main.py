@@ -74,6 +74,7 @@ class AgentConfig:
     write_attempts: int = 3  # whole write passes on a retryable failure (each resumes: right chunks are kept)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     direct: bool | None = None
+    target_record: Path | None = None  # where the imaged disk's path goes for the hook runner
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
     host_key_file: Path | None = Path("/etc/dropbear/dropbear_ed25519_host_key")  # what /init made dropbear use
@@ -180,6 +181,18 @@ def writer_summary(report: WriteReport) -> dict[str, Any]:
     summary = {k: full[k] for k in keep}
     summary["failures"] = full["failures"][:20]
     return summary
+
+
+def record_target(record: Path, disk: Path) -> None:
+    """Write the verified disk's path to ``record`` (``TARGET_RECORD``) for the hook runner, atomically; a
+    failure is logged, not fatal: the server can still name the disk in each hook job."""
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        temporary = record.with_name(f".{record.name}.{os.getpid()}")
+        temporary.write_text(f"{disk.absolute()}\n", encoding="utf-8")
+        temporary.replace(record)
+    except OSError as exc:
+        log.warning("cannot record the imaged disk %s in %s: %s", disk, record, exc)
 
 
 def error_facts(exc: BaseException) -> dict[str, Any]:
@@ -326,6 +339,8 @@ class Agent:
             report, path = self.image(run_id, plan)
         except Exception as exc:  # every failure after the plan is reported: the run must not stay open
             return self._failed(run_id, exc, None)
+        if self.cfg.target_record is not None:
+            record_target(self.cfg.target_record, path)
         grown: dict[str, Any] | None = None
         if self.grow is not None and plan.grow_root:
             try:

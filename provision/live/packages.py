@@ -76,6 +76,9 @@ REQUIRED_PROGRAMS = (
     "usr/sbin/e2fsck",
     "usr/sbin/resize2fs",
     "usr/sbin/debugfs",  # writes the first-boot secret into the installed root (agent/seed.py)
+    "usr/bin/mount",  # the hook runner mounts the installed root and binds /dev, /sys (agent/hookmount.py)
+    "usr/bin/umount",
+    "usr/sbin/chroot",  # and runs target hooks in it (agent/hookrun.py)
     "usr/sbin/mke2fs",
     "usr/sbin/sgdisk",
     "usr/sbin/smartctl",

@@ -12,6 +12,7 @@ rewritten by pytest like those of test modules (tests/__init__.py registers the 
 - ``faults``: faults for the fault matrix: a TCP proxy that cuts, stalls or slows the link, another process
   holding the state store's lock, tmpfs mounts and filling them.
 - ``files``: sparse files, the sha256 of a file, a tree of files.
+- ``hookrun``: the hook runner's fakes (mount tools, the hook's start), a busybox root disk, readers of it.
 - ``images``: partitioned sparse disks, an aiohttp app on a thread, zstd and bmap readers.
 - ``initramfs``: fake kernel modules, module trees and busybox; newc readers.
 - ``launch``: the ``provision`` command line with the state store's busy timeout set first.

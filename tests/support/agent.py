@@ -266,11 +266,11 @@ def loop(backing: Path | str, *extra: str) -> Iterator[str]:
 
 
 def make_ext4_disk(
-    tmp_path: Path, files: Mapping[str, bytes], ss: int = 512, grow_to: int = 200 * MiB
+    tmp_path: Path, files: Mapping[str, bytes], ss: int = 512, grow_to: int = 200 * MiB, *, tree: Path | None = None
 ) -> tuple[Path, PartitionTable]:
     """A 64 MiB GPT disk (bios, esp, a 53 MiB root) whose root is a real ext4 (``mke2fs -E offset= -d``)
-    holding ``files``, then made ``grow_to`` bytes."""
-    tree = write_tree(tmp_path / "tree", files)
+    holding ``files`` (added to the prepared ``tree`` when given: symlinks, modes), then made ``grow_to`` bytes."""
+    tree = write_tree(tree or tmp_path / "tree", files)
     path = tmp_path / "disk.img"
     parts = [NewPartition(MiB, BIOS_BOOT, "bios"), NewPartition(8 * MiB, ESP, "esp")]
     parts.append(NewPartition(53 * MiB, ROOT_X86_64, "root"))

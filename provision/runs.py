@@ -21,7 +21,9 @@ from provision.credentials import firstboot_secret, same_secret
 from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
+from provision.hooks import load_catalog
 from provision.images import ImageError, ImageStore
+from provision.postinstall import PostInstall
 from provision.recipes import Action, RecipeSet, load_dir, select
 from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
@@ -95,6 +97,7 @@ class Runs:
         *,
         key: bytes | None = None,
         address_check: AddressCheck | None = None,
+        postinstall: PostInstall | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -102,6 +105,7 @@ class Runs:
         self.probes_dir = probes_dir
         self.key = key or secrets.token_bytes(32)  # the server's key: first-boot secrets derive from it
         self.address_check = address_check or _any_address
+        self.postinstall = postinstall  # runs the plan's hooks after a verified write (None: none run)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
 
@@ -110,7 +114,7 @@ class Runs:
         files = sorted(self.recipes_dir.glob("*.y*ml"))
         stamp = (self.recipes_dir.stat().st_mtime, *(f.stat().st_mtime for f in files), float(len(files)))
         if self._recipes is None or self._recipes[0] != stamp:
-            self._recipes = (stamp, load_dir(self.recipes_dir))
+            self._recipes = (stamp, load_dir(self.recipes_dir, load_catalog()))
         return self._recipes[1]
 
     # ------------------------------------------------------------------------------------------- hello
@@ -251,7 +255,7 @@ class Runs:
         )
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
-            plan=given.to_dict(), live_address=live[0], host_key=live[1],
+            plan=given.to_dict(), live_address=live[0], host_key=live[1], facts=_json_facts(derived),
         )  # fmt: skip
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
@@ -320,7 +324,13 @@ class Runs:
         one store transaction: a report the store refuses part-way (503) keeps nothing, and its retry records
         each thing once."""
         with self.store.atomic():
-            return self._report(run_id, msg, remote)
+            answer = self._report(run_id, msg, remote)
+        if answer.state == RunState.HOOKS.value and self.postinstall is not None:
+            plan = self.store.run_plan(answer.run) or {}
+            run = self.store.run(answer.run)
+            if run is not None:
+                self.postinstall.start(run, plan.get("hooks") or [], self.store.run_facts(run.id))
+        return answer
 
     def _report(self, run_id: str, msg: Report, remote: str | None) -> RunAnswer:
         run = self.open_run(run_id, msg.token, remote)
@@ -349,8 +359,14 @@ class Runs:
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself
             run = self.store.set_run_state(run.id, RunState.VERIFYING)
         if not problems and run.state in (RunState.VERIFYING, RunState.HOOKS):
+            hooks = (self.store.run_plan(run.id) or {}).get("hooks") or []
+            if hooks and self.postinstall is not None:  # verified: the hooks run now, then the run ends
+                return self.store.set_run_state(
+                    run.id, RunState.HOOKS, bytes_written=body.bytes_written, mean_rate=body.mean_rate
+                )
+            reason = "hooks not run: this server runs no hooks" if hooks else None
             return self.store.set_run_state(
-                run.id, RunState.DONE, bytes_written=body.bytes_written, mean_rate=body.mean_rate
+                run.id, RunState.DONE, reason, bytes_written=body.bytes_written, mean_rate=body.mean_rate
             )
         if not problems:
             problems = [f"report arrived in state {run.state.value}, before verification"]
@@ -362,6 +378,11 @@ class Runs:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)[:200]
+
+
+def _json_facts(derived: dict[str, Any]) -> dict[str, Any]:
+    """The derived facts as JSON values (what a hook's environment is made from)."""
+    return {k: v if isinstance(v, str | int | bool | list | type(None)) else str(v) for k, v in derived.items()}
 
 
 def _any_address(mac: str, remote: str | None) -> str | None:

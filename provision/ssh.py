@@ -22,13 +22,12 @@ from pathlib import Path
 import paramiko
 
 from provision.errors import FatalError, RetryableError
-from provision.wire.hooks import HOOK_COMMAND, MAX_OUTPUT, HookJob, HookResult
+from provision.wire.hooks import HOOK_COMMAND, MAX_ANSWER, MAX_OUTPUT, HookJob, HookResult
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
 MARGIN = 30.0  # seconds past a hook's own timeout before the server gives up on the runner
-MAX_ANSWER = 4 * MAX_OUTPUT  # bytes of the runner's JSON answer
 
 
 class SshError(FatalError):

@@ -41,13 +41,12 @@ from provision.agent.hookproc import DRAIN, KILL_GRACE, Output, Spawn, group_run
 from provision.agent.inventory import Runner
 from provision.agent.rootpart import NODE_TIMEOUT
 from provision.errors import FatalError, InvalidPayload, ProvisionError
-from provision.wire.hooks import MAX_OUTPUT, TARGET_RECORD, HookJob, HookResult
+from provision.wire.hooks import MAX_ANSWER, TARGET_RECORD, HookJob, HookResult
 from provision.wire.schema import clean_text
 
 log = logging.getLogger(__name__)
 
 MAX_JOB = 16 << 20  # bytes of one job on stdin: a 1 MiB script and the environment, JSON-escaped
-MAX_ANSWER = 4 * MAX_OUTPUT  # bytes of the JSON answer: what the server reads (provision/ssh.py)
 MAX_RECORD = 4096  # bytes of TARGET_RECORD
 MAX_ERROR = 4000  # characters of the result's error
 SCRIPT_DIR = "/run/provision-hook"  # inside the target: on the fresh /run tmpfs

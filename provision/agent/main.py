@@ -39,6 +39,7 @@ from provision.agent.report import WriteReport
 from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
+from provision.wire import paths
 from provision.wire.api import (
     HOST_KEY,
     MAX_WIPE_RANGES,
@@ -49,6 +50,7 @@ from provision.wire.api import (
     Plan,
     RepairAnswer,
     Report,
+    RunAnswer,
     VerificationReport,
 )
 
@@ -58,6 +60,7 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING = 0
 MAX_PROBE_FILE = 2 << 20  # bytes of one probe file sent; the API takes 4 MiB per call
 MAX_PROBE_TOTAL = 3 << 20
 MAX_WAIT = 300.0
+HOOKS_POLL = 5.0  # seconds between questions about a run whose hooks run
 SECURE_BOOT_VAR = "efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
@@ -78,6 +81,7 @@ class AgentConfig:
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
     host_key_file: Path | None = Path("/etc/dropbear/dropbear_ed25519_host_key")  # what /init made dropbear use
+    hooks_deadline: float = 4 * 3600.0  # seconds to wait for the server to run the hooks after the report
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,24 @@ class Agent:
                 log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
         raise AssertionError("unreachable")
 
+    def wait_for_hooks(self, run_id: str) -> RunAnswer:
+        """Ask the server about the run until its hooks have run (a final state) or ``hooks_deadline`` passed."""
+        log.info("%s: run %s verified; the server runs its hooks", self.cfg.mac, run_id)
+        waited = 0.0
+        while waited < self.cfg.hooks_deadline:
+            self.sleep(HOOKS_POLL)
+            waited += HOOKS_POLL
+            try:
+                recorded = self.api.get(paths.run(run_id))
+            except ProvisionError as exc:  # the server restarting: ask again
+                log.warning("%s: run %s: %s", self.cfg.mac, run_id, exc)
+                continue
+            state = str(recorded.get("state"))
+            if state in ("done", "failed", "repair"):
+                reason = recorded.get("reason")
+                return RunAnswer(run_id, state, None if reason is None else str(reason))
+        return RunAnswer(run_id, "hooks", f"the hooks did not finish within {self.cfg.hooks_deadline:.0f} s")
+
     def _failed(self, run_id: str, exc: BaseException, report: WriteReport | None, what: str = "") -> Outcome:
         """Report the failure (with the verification when the write got that far) and end the run."""
         reason = f"{what}{type(exc).__name__}: {exc}"[:2000]
@@ -355,6 +377,8 @@ class Agent:
                 return self._failed(run_id, exc, report, "writing the first-boot credential failed: ")
         body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer)
         answer = self.api.report(run_id, body)
+        if answer.state == "hooks":  # verified: the server now runs the hooks over SSH; the PC stays up for them
+            answer = self.wait_for_hooks(run_id)
         if answer.state == "done":
             return Outcome(EXIT_DONE, "done", None, run_id)
         return Outcome(EXIT_FAILED, answer.state, answer.reason or f"server says {answer.state}", run_id)

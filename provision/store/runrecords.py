@@ -45,11 +45,13 @@ class RunRecords(Database):
         plan: dict[str, Any] | None = None,
         live_address: str | None = None,
         host_key: str | None = None,
+        facts: dict[str, Any] | None = None,
     ) -> Run:
         """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
         the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
         what the agent was told (JSON); ``live_address`` and ``host_key``: where its live environment answers
-        SSH and the host key its hello reported (pinned: the hooks run there or not at all)."""
+        SSH and the host key its hello reported (pinned: the hooks run there or not at all); ``facts``: the
+        machine's derived facts, for the hooks that need some."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -63,11 +65,11 @@ class RunRecords(Database):
                 self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
             db.execute(
                 "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
-                "live_address, host_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "live_address, host_key, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, mac, recipe, image, label, digest, state.value, now,
                     None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
-                    live_address, host_key,
+                    live_address, host_key, None if facts is None else json.dumps(facts),
                 ),
             )  # fmt: skip
             db.execute(
@@ -113,6 +115,13 @@ class RunRecords(Database):
             return None
         plan: dict[str, Any] = json.loads(row["plan"])
         return plan
+
+    def run_facts(self, run_id: str) -> dict[str, Any]:
+        """The derived facts the run was planned with ({} when none were kept)."""
+        with self._read():
+            row = self._db.execute("SELECT facts FROM runs WHERE id = ?", (run_id,)).fetchone()
+        facts: dict[str, Any] = {} if row is None or row["facts"] is None else json.loads(row["facts"])
+        return facts
 
     def run_live(self, run_id: str) -> tuple[str | None, str | None]:
         """(address, host key) of the run's live environment, as its hello gave them."""

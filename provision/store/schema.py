@@ -66,9 +66,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     -- issue 13: the live environment a run's hooks run in (its address and the SSH host key its hello
-    -- reported, pinned), and each hook's result.
+    -- reported, pinned), the facts its hooks may need (JSON), and each hook's result.
     ALTER TABLE runs ADD COLUMN live_address TEXT;
     ALTER TABLE runs ADD COLUMN host_key TEXT;
+    ALTER TABLE runs ADD COLUMN facts TEXT;
     CREATE TABLE hook_results (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         run TEXT NOT NULL REFERENCES runs(id),

@@ -69,7 +69,8 @@ async def run_report(request: web.Request) -> web.Response:
 
 
 def _run_dict(store: Store, run: Run) -> dict[str, Any]:
-    return {**run.to_dict(), "verifications": [v.to_dict() for v in store.verifications(run.id)]}
+    verifications = [v.to_dict() for v in store.verifications(run.id)]
+    return {**run.to_dict(), "verifications": verifications, "hooks": [h.to_dict() for h in store.hook_results(run.id)]}
 
 
 async def list_runs(request: web.Request) -> web.Response:

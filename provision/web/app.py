@@ -10,8 +10,11 @@ from aiohttp import web
 
 from provision.boot import Booter
 from provision.credentials import load_or_create_key
+from provision.hooks import load_catalog
 from provision.images import ImageStore
+from provision.postinstall import PostInstall
 from provision.runs import Runs
+from provision.sshkeys import KEY_DIR, KEY_NAME
 from provision.web import api, boot
 from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 BOOTER = boot.BOOTER
 
 
+async def _close(postinstall: PostInstall) -> None:
+    postinstall.close()
+
+
 def make_app(booter: Booter, images: ImageStore | None = None) -> web.Application:
     quiet_malformed_http()
     app = web.Application(middlewares=[provision_errors, boot.grub_abortive_close], client_max_size=MAX_BODY)
@@ -30,9 +37,12 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app[api.STORE] = booter.store
     state = booter.config.state_dir
     key = load_or_create_key(state / "secrets" / "server.key")
+    postinstall = PostInstall(booter.store, load_catalog, state / KEY_DIR / KEY_NAME, state_dir=state)
     app[api.RUNS] = Runs(
-        booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is
-    )
+        booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,
+        postinstall=postinstall,
+    )  # fmt: skip
+    app.on_cleanup.append(lambda _app: _close(postinstall))
     app.router.add_get(paths.HEALTHZ, boot.healthz)
     app.router.add_get(paths.BOOT_IPXE, boot.ipxe_script)
     app.router.add_get(paths.BOOT_GRUB_MAIN, boot.grub_main)

@@ -24,6 +24,7 @@ TARGET_RECORD = "/run/provision/target"  # the agent writes the disk it imaged h
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 MAX_SCRIPT = 1 << 20  # bytes of one hook's script
 MAX_OUTPUT = 64 << 10  # bytes of output kept per hook: the first and last halves when longer
+MAX_ANSWER = 4 * MAX_OUTPUT  # bytes of the runner's JSON answer the server reads
 MAX_TIMEOUT = 6 * 3600
 
 Where = Literal["target", "live"]

@@ -1,0 +1,193 @@
+"""Post-install: after a run's verified write, the server runs the recipe's hooks, in order, then ends the run.
+
+- ``target`` and ``live`` hooks run in the PC's live environment over SSH (provision.ssh: the server's key,
+  the host key the hello reported pinned); ``server`` hooks run here, with the machine's record as JSON on
+  stdin. Every hook's result (exit code, timeout, output, duration) is kept with the run.
+- A hook that fails with ``on_failure: fail`` stops the run: ``failed`` with the hook's name and what it said.
+  One with ``on_failure: warn`` lets it go on; the run ends ``done`` with the warnings as its reason.
+- The live environment unreachable, another host key, a key it refuses, a hook unknown to the catalog or a
+  parameter that no longer fits: the run fails with that reason, in plain words.
+- Runs are worked on in a bounded pool of threads (``workers``); the hooks of one run one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provision.errors import ProvisionError
+from provision.hooks import Catalog, HookEnvError, HookFile, OnFailure, Where, hook_env, hook_job
+from provision.ssh import HostKey, LiveSession, SshError
+from provision.states import RunState
+from provision.store import Run, Store
+from provision.wire.hooks import MAX_OUTPUT, HookResult
+
+log = logging.getLogger(__name__)
+
+WORKERS = 8
+SERVER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+Connect = Callable[[str, HostKey, Path], LiveSession]
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """One hook of a plan: its name and the parameters the recipe rendered for this machine."""
+
+    name: str
+    params: Mapping[str, object]
+    timeout: int | None = None  # the recipe's override of the header's
+    on_failure: OnFailure | None = None  # the recipe's override of the header's
+
+    @classmethod
+    def from_plan(cls, entry: Mapping[str, Any]) -> HookCall:
+        timeout, on_failure = entry.get("timeout"), entry.get("on_failure")
+        return cls(
+            str(entry.get("name", "")), dict(entry.get("params") or {}),
+            timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else None,
+            OnFailure(on_failure) if on_failure in ("fail", "warn") else None,
+        )  # fmt: skip
+
+
+def machine_record(run: Run, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``server`` hook reads on stdin: the machine as the workshop labels it."""
+    keys = ("vendor", "product", "model", "serial", "cpu_model", "cpu_cores", "ram_mb", "disk_gb", "form_factor")
+    return {
+        "mac": run.mac, "run": run.id, "recipe": run.recipe, "image": run.image, "version": run.label,
+        "digest": run.digest, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        **{k: facts.get(k) for k in keys},
+    }  # fmt: skip
+
+
+class PostInstall:
+    """The hooks of runs whose write is verified, in a bounded pool; ``finish`` ends each run."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Callable[[], Catalog],
+        server_key: Path,
+        *,
+        workers: int = WORKERS,
+        connect: Connect | None = None,
+        port: int = 22,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.state_dir = state_dir  # PROVISION_STATE of server hooks (the label hook writes under it)
+        self.catalog = catalog
+        self.server_key = server_key
+        self.connect = connect or (lambda address, key, path: LiveSession(address, key, path, port=port))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hooks")
+
+    def start(self, run: Run, hooks: Sequence[Mapping[str, Any]], facts: Mapping[str, Any]) -> None:
+        """Run ``hooks`` for ``run`` (in state ``hooks``) in the pool; the run ends when they have run."""
+        calls = [HookCall.from_plan(h) for h in hooks]
+        self._pool.submit(self._guarded, run, calls, dict(facts))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------------------------ work
+    def _guarded(self, run: Run, calls: list[HookCall], facts: dict[str, Any]) -> None:
+        try:
+            self.run_hooks(run, calls, facts)
+        except Exception as exc:  # a bug must still end the run, never leave it in `hooks`
+            log.exception("%s: run %s: hooks failed unexpectedly", run.mac, run.id)
+            self._end(run, RunState.FAILED, f"hooks could not run: {type(exc).__name__}: {exc}")
+
+    def run_hooks(self, run: Run, calls: Sequence[HookCall], facts: Mapping[str, Any]) -> Run:
+        """Run every hook of ``calls`` in order; the run's final state."""
+        catalog = self.catalog()
+        warnings: list[str] = []
+        session: LiveSession | None = None
+        try:
+            for position, call in enumerate(calls):
+                hook = catalog.get(call.name)
+                if hook is None:
+                    return self._end(run, RunState.FAILED, f"hook {call.name!r} is not in the server's hooks")
+                try:
+                    env = hook_env(hook.header, call.params, facts, mac=run.mac, run=run.id)
+                    timeout = call.timeout or hook.header.timeout
+                    if hook.header.where is Where.SERVER:
+                        extra = {"PROVISION_STATE": str(self.state_dir)} if self.state_dir else {}
+                        result = run_server_hook(hook, {**env, **extra}, machine_record(run, facts), timeout)
+                    else:
+                        session = session or self._session(run)
+                        result = session.run_hook(hook_job(hook, env, timeout=timeout))
+                except (HookEnvError, SshError) as exc:
+                    return self._end(run, RunState.FAILED, f"hook {call.name}: {exc}")
+                where, on_failure = hook.header.where.value, call.on_failure or hook.header.on_failure
+                self.store.record_hook(run.id, position, where, on_failure.value, result)
+                log.info("%s: run %s: hook %s %s in %.1f s", run.mac, run.id, hook.name,
+                         "ok" if result.ok else _failure(result), result.seconds)  # fmt: skip
+                if not result.ok:
+                    why = f"hook {hook.name} {_failure(result)}{_tail(result.output)}"
+                    if on_failure is OnFailure.FAIL:
+                        return self._end(run, RunState.FAILED, why)
+                    warnings.append(why)
+        finally:
+            if session is not None:
+                session.close()
+        return self._end(run, RunState.DONE, f"done with warnings: {'; '.join(warnings)}" if warnings else None)
+
+    def _session(self, run: Run) -> LiveSession:
+        address, key = self.store.run_live(run.id)
+        if address is None or key is None:
+            raise SshError("the live environment reported no SSH host key in its hello: no hook can run there")
+        if not self.server_key.is_file():
+            raise SshError(f"the server's SSH key {self.server_key} is missing: no hook can run")
+        return self.connect(address, HostKey.parse(key), self.server_key)
+
+    def _end(self, run: Run, state: RunState, reason: str | None) -> Run:
+        try:
+            return self.store.set_run_state(run.id, state, reason[:2000] if reason else None)
+        except ProvisionError as exc:  # superseded meanwhile (the PC booted again)
+            log.warning("%s: run %s not ended %s: %s", run.mac, run.id, state.value, exc)
+            return self.store.run(run.id) or run
+
+
+def _failure(result: HookResult) -> str:
+    if result.error is not None:
+        return f"could not run: {result.error}"
+    if result.timed_out:
+        return "timed out"
+    return f"failed with exit status {result.exit_code}"
+
+
+def _tail(output: str, lines: int = 3) -> str:
+    last = [line for line in output.strip().splitlines() if line.strip()][-lines:]
+    return f": {' / '.join(last)[:300]}" if last else ""
+
+
+def run_server_hook(hook: HookFile, env: Mapping[str, str], record: Mapping[str, Any], timeout: int) -> HookResult:
+    """A ``server`` hook: its file run here (argument list, own process group), the machine's record as JSON
+    on stdin, a clean environment plus ``env``; killed with its group at its timeout."""
+    started = time.monotonic()
+    clean = {"PATH": SERVER_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"), **env}
+    try:
+        proc = subprocess.Popen(
+            [str(hook.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=clean, start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
+        return HookResult(hook.name, None, False, 0.0, error=f"cannot run {hook.path}: {exc.strerror or exc}")
+    try:
+        out, _ = proc.communicate(json.dumps(record).encode(), timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        timed_out = True
+    text = out.decode("utf-8", "replace")
+    kept = text if len(text) <= MAX_OUTPUT else text[: MAX_OUTPUT // 2] + "\n[...]\n" + text[-MAX_OUTPUT // 2 :]
+    seconds = round(time.monotonic() - started, 3)
+    return HookResult(hook.name, None if timed_out else proc.returncode, timed_out, seconds, kept, len(out))

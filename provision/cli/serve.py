@@ -55,10 +55,12 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                 f"{f' {b.dhcp}/{b.proxy}' if b.dhcp else ''}; state {config.state_dir}\n"
             )
             out.flush()
-            if args.ready_file:
-                Path(args.ready_file).write_text(
-                    json.dumps({"http": b.http, "tftp": b.tftp, "dhcp": b.dhcp, "proxy": b.proxy, "pid": os.getpid()})
-                )
+            if args.ready_file:  # written whole, then renamed: a watcher never reads half of it
+                ready = Path(args.ready_file)
+                partial = ready.with_name(f".{ready.name}.partial")
+                ports = {"http": b.http, "tftp": b.tftp, "dhcp": b.dhcp, "proxy": b.proxy, "pid": os.getpid()}
+                partial.write_text(json.dumps(ports))
+                partial.replace(ready)
         await task
 
     asyncio.run(run())

@@ -56,11 +56,11 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             )
             out.flush()
             if args.ready_file:  # written whole, then renamed: a watcher never reads half of it
-                ready = Path(args.ready_file)
-                partial = ready.with_name(f".{ready.name}.partial")
+                ready_file = Path(args.ready_file)
+                partial = ready_file.with_name(f".{ready_file.name}.partial")
                 ports = {"http": b.http, "tftp": b.tftp, "dhcp": b.dhcp, "proxy": b.proxy, "pid": os.getpid()}
                 partial.write_text(json.dumps(ports))
-                partial.replace(ready)
+                partial.replace(ready_file)
         await task
 
     asyncio.run(run())

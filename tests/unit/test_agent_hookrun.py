@@ -24,7 +24,6 @@ from provision.agent.hookrun import (
     EXIT_BAD_JOB,
     EXIT_NO_RESULT,
     EXIT_RESULT,
-    MAX_ANSWER,
     MAX_JOB,
     BadJob,
     Ran,
@@ -35,7 +34,7 @@ from provision.agent.hookrun import (
 )
 from provision.builder.layout import BIOS_BOOT, ESP, LINUX_SWAP, NewPartition
 from provision.images.partitions import read_partition_table
-from provision.wire.hooks import HookJob, HookResult
+from provision.wire.hooks import MAX_ANSWER, HookJob, HookResult
 from tests.support.agent import make_grow_disk
 from tests.support.hookrun import SH, FakeMounts, FakeSpawn, job
 

@@ -91,6 +91,15 @@ class BootConfig(_Model):
     bind_tokens: TokenBinding = TokenBinding.AUTO
 
 
+class HooksConfig(_Model):
+    """Post-install hooks (docs/hooks.md): the site's hook folder, and how the server reaches a PC's live
+    environment over SSH (its dropbear listens on 22; tests point the server at a dropbear of their own)."""
+
+    dir: Path | None = None  # the site's hooks, with the built-in ones (None: the built-in ones only)
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    workers: int = Field(default=8, ge=1, le=256)  # machines whose hooks run at once (each one's in order)
+
+
 class ServerConfig(_Model):
     interface: str | None = None
     address: IPv4Address = IPv4Address("198.18.0.1")
@@ -99,11 +108,13 @@ class ServerConfig(_Model):
     dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
     ports: Ports = Field(default_factory=Ports)
     boot: BootConfig = Field(default_factory=BootConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
     state_dir: Path = Path("/var/lib/provision")
     boot_root: Path = Path("/var/lib/provision/boot")
     templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one
     recipes_dir: Path = Field(default_factory=lambda: data_dir("recipes"))  # the sample recipes
     image_store: Path | None = None  # default: state_dir/images
+    repo_dir: Path | None = None  # the bundles' Debian repository served at /repo/ (default: state_dir/repo)
 
     @property
     def tokens_bound(self) -> bool:
@@ -114,6 +125,11 @@ class ServerConfig(_Model):
     @property
     def images_dir(self) -> Path:
         return self.image_store or self.state_dir / "images"
+
+    @property
+    def repo_path(self) -> Path:
+        """The bundles' repository (provision bundles sync writes it, /repo/ serves it)."""
+        return self.repo_dir or self.state_dir / "repo"
 
     @property
     def http_url(self) -> str:

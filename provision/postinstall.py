@@ -8,6 +8,10 @@
 - The live environment unreachable, another host key, a key it refuses, a hook unknown to the catalog or a
   parameter that no longer fits: the run fails with that reason, in plain words.
 - Runs are worked on in a bounded pool of threads (``workers``); the hooks of one run one after the other.
+- The ``hostname`` hook's name is made unique in the store before it runs (``Store.claim_hostname``: a name
+  another machine has gets ``-2``, ``-3`` ...; kept on the machine with a ``hostname`` event).
+- ``rerun``: one hook run again by hand (``provision hooks run``) in a machine's live environment, the result
+  kept with the run (``rerun``), the run's state left as it is.
 """
 
 from __future__ import annotations
@@ -15,20 +19,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from provision.errors import ProvisionError
-from provision.hooks import Catalog, HookEnvError, HookFile, OnFailure, Where, hook_env, hook_job
+from provision.errors import FatalError, ProvisionError, RunConflict
+from provision.hooks import Catalog, HookEnvError, HookFile, OnFailure, ParamType, Where, hook_env, hook_job
 from provision.ssh import HostKey, LiveSession, SshError
 from provision.states import RunState
 from provision.store import Run, Store
+from provision.store.records import HookRecord
 from provision.wire.hooks import MAX_OUTPUT, HookResult
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,15 @@ log = logging.getLogger(__name__)
 WORKERS = 8
 SERVER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 Connect = Callable[[str, HostKey, Path], LiveSession]
+HOSTNAME_HOOK = "hostname"  # the built-in hook whose parameter ``hostname`` the server makes unique
+HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # an RFC 1123 label, as the hook checks
+WARNINGS = "done with warnings: "  # the reason of a run done although warn hooks failed starts so
+BUSY = (RunState.WRITING, RunState.VERIFYING, RunState.HOOKS)  # a hook run by hand waits for these to end
+
+
+class RerunRefused(FatalError):
+    """A hook cannot be run again by hand now: no live environment known, the disk being written, its hooks
+    running, an unknown hook."""
 
 
 @dataclass(frozen=True)
@@ -108,21 +123,16 @@ class PostInstall:
         """Run every hook of ``calls`` in order; the run's final state."""
         catalog = self.catalog()
         warnings: list[str] = []
-        session: LiveSession | None = None
+        live = _Live(lambda: self._session(run))
         try:
             for position, call in enumerate(calls):
                 hook = catalog.get(call.name)
                 if hook is None:
                     return self._end(run, RunState.FAILED, f"hook {call.name!r} is not in the server's hooks")
                 try:
-                    env = hook_env(hook.header, call.params, facts, mac=run.mac, run=run.id)
-                    timeout = call.timeout or hook.header.timeout
-                    if hook.header.where is Where.SERVER:
-                        extra = {"PROVISION_STATE": str(self.state_dir)} if self.state_dir else {}
-                        result = run_server_hook(hook, {**env, **extra}, machine_record(run, facts), timeout)
-                    else:
-                        session = session or self._session(run)
-                        result = session.run_hook(hook_job(hook, env, timeout=timeout))
+                    if hook.name == HOSTNAME_HOOK:
+                        call = self.unique_hostname(run, call)
+                    result = self._run_one(run, hook, call, facts, live)
                 except (HookEnvError, SshError) as exc:
                     return self._end(run, RunState.FAILED, f"hook {call.name}: {exc}")
                 where, on_failure = hook.header.where.value, call.on_failure or hook.header.on_failure
@@ -135,9 +145,58 @@ class PostInstall:
                         return self._end(run, RunState.FAILED, why)
                     warnings.append(why)
         finally:
-            if session is not None:
-                session.close()
-        return self._end(run, RunState.DONE, f"done with warnings: {'; '.join(warnings)}" if warnings else None)
+            live.close()
+        return self._end(run, RunState.DONE, WARNINGS + "; ".join(warnings) if warnings else None)
+
+    def _run_one(self, run: Run, hook: HookFile, call: HookCall, facts: Mapping[str, Any], live: _Live) -> HookResult:
+        """One hook: on the server, or in the live environment (``live`` connects on first use)."""
+        env = hook_env(hook.header, call.params, facts, mac=run.mac, run=run.id)
+        timeout = call.timeout or hook.header.timeout
+        if hook.header.where is Where.SERVER:
+            extra = {"PROVISION_STATE": str(self.state_dir)} if self.state_dir else {}
+            return run_server_hook(hook, {**env, **extra}, machine_record(run, facts), timeout)
+        return live.session().run_hook(hook_job(hook, env, timeout=timeout))
+
+    def unique_hostname(self, run: Run, call: HookCall) -> HookCall:
+        """The ``hostname`` hook's call with its name made unique in the store (claimed for the run's machine).
+        A value that is not a host name is left as it is: the hook refuses it with its own plain message."""
+        wanted = call.params.get("hostname")
+        if not isinstance(wanted, str) or not HOSTNAME.fullmatch(wanted):
+            return call
+        given = self.store.claim_hostname(run.id, wanted)
+        if given != wanted:
+            log.info("%s: run %s: host name %s is another machine's: %s", run.mac, run.id, wanted, given)
+        return replace(call, params={**call.params, "hostname": given})
+
+    def rerun(self, mac: str, name: str, given: Sequence[tuple[str, str]] = ()) -> tuple[Run, HookRecord]:
+        """Run hook ``name`` again on ``mac``, in the live environment its newest run's hello reported (address,
+        pinned host key), with the parameters that run's plan gave it and ``given`` (``(name, text)`` pairs,
+        converted to the parameter's type; a ``list[str]`` parameter takes one item per pair). The result is
+        kept with that run (``rerun``); the run's state does not change. RerunRefused, HookEnvError, SshError."""
+        run = self.store.live_run(mac)
+        if run is None:
+            raise RerunRefused(f"{mac}: no run of this machine reported a live environment: nothing to run a hook in",
+                               mac=mac)  # fmt: skip
+        if run.state in BUSY:
+            raise RunConflict(f"{mac}: run {run.id} is {run.state.value}: wait until it ends", run=run.id,
+                              state=run.state.value)  # fmt: skip
+        hook = self.catalog().get(name)
+        if hook is None:
+            raise RerunRefused(f"no hook {name!r} in the server's hooks (provision hooks list)", hook=name[:64])
+        planned = [h for h in (self.store.run_plan(run.id) or {}).get("hooks") or [] if h.get("name") == name]
+        call = HookCall.from_plan(planned[0]) if planned else HookCall(name, {})
+        call = replace(call, params={**call.params, **given_params(hook, given)})
+        if hook.name == HOSTNAME_HOOK:
+            call = self.unique_hostname(run, call)
+        live = _Live(lambda: self._session(run))
+        try:
+            result = self._run_one(run, hook, call, self.store.run_facts(run.id), live)
+        finally:
+            live.close()
+        on_failure = call.on_failure or hook.header.on_failure
+        record = self.store.record_hook(run.id, 0, hook.header.where.value, on_failure.value, result, rerun=True)
+        log.info("%s: run %s: hook %s run again: %s", run.mac, run.id, name, "ok" if result.ok else _failure(result))
+        return run, record
 
     def _session(self, run: Run) -> LiveSession:
         address, key = self.store.run_live(run.id)
@@ -155,7 +214,45 @@ class PostInstall:
             return self.store.run(run.id) or run
 
 
-def _failure(result: HookResult) -> str:
+class _Live:
+    """The SSH session of one run's live environment, made when the first hook needs it, closed once."""
+
+    def __init__(self, connect: Callable[[], LiveSession]) -> None:
+        self._connect = connect
+        self._session: LiveSession | None = None
+
+    def session(self) -> LiveSession:
+        if self._session is None:
+            self._session = self._connect()
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def given_params(hook: HookFile, given: Sequence[tuple[str, str]]) -> dict[str, object]:
+    """``(name, text)`` pairs as parameter values: a ``list[str]`` parameter collects one item per pair, any
+    other takes the last text (converted to its type when the hook's environment is made)."""
+    values: dict[str, object] = {}
+    for key, text in given:
+        param = hook.header.params.get(key)
+        if param is not None and param.type is ParamType.LIST:
+            items = values.setdefault(key, [])
+            assert isinstance(items, list)
+            items.append(text)
+        else:
+            values[key] = text
+    return values
+
+
+def describe(result: HookResult | HookRecord) -> str:
+    """How a hook ended, in words: ``ok``, ``failed with exit status 3``, ``timed out``, ``could not run: …``."""
+    return "ok" if result.ok else _failure(result)
+
+
+def _failure(result: HookResult | HookRecord) -> str:
     if result.error is not None:
         return f"could not run: {result.error}"
     if result.timed_out:

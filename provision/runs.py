@@ -21,7 +21,7 @@ from provision.credentials import firstboot_secret, same_secret
 from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
-from provision.hooks import load_catalog
+from provision.hooks import Catalog, load_catalog
 from provision.images import ImageError, ImageStore
 from provision.postinstall import PostInstall
 from provision.recipes import Action, RecipeSet, load_dir, select
@@ -98,6 +98,7 @@ class Runs:
         key: bytes | None = None,
         address_check: AddressCheck | None = None,
         postinstall: PostInstall | None = None,
+        catalog: Callable[[], Catalog] = load_catalog,
     ) -> None:
         self.store = store
         self.images = images
@@ -106,6 +107,7 @@ class Runs:
         self.key = key or secrets.token_bytes(32)  # the server's key: first-boot secrets derive from it
         self.address_check = address_check or _any_address
         self.postinstall = postinstall  # runs the plan's hooks after a verified write (None: none run)
+        self.catalog = catalog  # the hooks recipes are checked against (the built-in ones and the site's)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
 
@@ -114,7 +116,7 @@ class Runs:
         files = sorted(self.recipes_dir.glob("*.y*ml"))
         stamp = (self.recipes_dir.stat().st_mtime, *(f.stat().st_mtime for f in files), float(len(files)))
         if self._recipes is None or self._recipes[0] != stamp:
-            self._recipes = (stamp, load_dir(self.recipes_dir, load_catalog()))
+            self._recipes = (stamp, load_dir(self.recipes_dir, self.catalog()))
         return self._recipes[1]
 
     # ------------------------------------------------------------------------------------------- hello

@@ -1,6 +1,5 @@
-"""`provision hooks check|list`: the post-install hooks a server knows (the built-in ones and a site folder).
-
-(`provision hooks run MAC HOOK` needs the server's SSH side and comes with it.)
+"""`provision hooks check|list|run`: the post-install hooks a server knows (the built-in ones and a site folder),
+and one hook run again by hand on a PC in its live environment.
 """
 
 from __future__ import annotations
@@ -10,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import Parser, dump
-from provision.errors import ConfigError
+from provision.cli.common import EXIT_FAILED, Parser, UsageError, dump
+from provision.cli.machines import DEFAULT_STATE, printable
+from provision.errors import ConfigError, FatalError
 from provision.hooks import Catalog, HookFile, Param, builtin_dir, check_folders, load_catalog
 
 
@@ -75,6 +75,56 @@ def cmd_hooks_list(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _given(pairs: list[str]) -> list[tuple[str, str]]:
+    given = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        given.append((key, value))
+    return given
+
+
+def cmd_hooks_run(args: argparse.Namespace, out: TextIO) -> int:
+    from provision.config import load_config
+    from provision.macaddr import BadMac, normalize_mac
+    from provision.postinstall import PostInstall, describe
+    from provision.sshkeys import KEY_DIR, KEY_NAME
+    from provision.store import Store
+
+    try:
+        mac = normalize_mac(args.mac)
+    except BadMac as exc:
+        raise UsageError(str(exc)) from None
+    given = _given(args.param or [])
+    if args.config:
+        config = load_config(Path(args.config))
+    else:
+        config = load_config(None, {"state_dir": args.state_dir or str(DEFAULT_STATE)})
+    state = config.state_dir
+    db = state / "provision.db"
+    if not db.is_file():
+        raise FatalError(f"no server database at {db} (has provision serve run with this state directory?)")
+    hook_folders = folders(None if config.hooks.dir is None else str(config.hooks.dir))
+    with Store(db) as store:
+        post = PostInstall(store, lambda: load_catalog(hook_folders), state / KEY_DIR / KEY_NAME, workers=1,
+                           port=config.hooks.ssh_port, state_dir=state)  # fmt: skip
+        try:
+            run, record = post.rerun(mac, args.hook, given)
+        finally:
+            post.close()
+    if args.json:
+        dump({"mac": mac, **record.to_dict()}, out)
+    else:
+        exit_code = "-" if record.exit_code is None else record.exit_code
+        out.write(f"hook {record.name} on {mac}: {printable(describe(record))} (exit code {exit_code}, "
+                  f"{record.seconds:.1f} s); kept with run {run.id}\n")  # fmt: skip
+        if record.output:
+            out.write(f"--- output ({record.output_bytes} bytes) ---\n{printable(record.output, lines=True)}")
+            out.write("" if record.output.endswith("\n") else "\n")
+    return 0 if record.ok else EXIT_FAILED
+
+
 def add_commands(sub: Any) -> None:
     hooks = sub.add_parser("hooks", help="check and list the post-install hooks")
     hsub = hooks.add_subparsers(dest="hooks_command", metavar="SUBCOMMAND", parser_class=Parser, required=True)
@@ -94,3 +144,23 @@ def add_commands(sub: Any) -> None:
     p.add_argument("dir", nargs="?", metavar="DIR", help="a site's hook folder")
     p.add_argument("--json", action="store_true", help="the headers as JSON")
     p.set_defaults(func=cmd_hooks_list)
+    p = hsub.add_parser(
+        "run",
+        help="run one hook again on a PC in its live environment",
+        description="Run HOOK again on the PC with MAC, in the live environment its newest run's hello reported "
+        "(its address, its pinned SSH host key), with the parameters that run's plan gave the hook and the "
+        "--param values on top; the result is kept with the run (the run's state does not change) and printed. "
+        "Exit 0 when the hook succeeded, 1 otherwise.",
+    )
+    p.add_argument("mac", metavar="MAC", help="the machine's MAC address")
+    p.add_argument("hook", metavar="HOOK", help="the hook's name (provision hooks list)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a parameter's value (text, converted to its type; a list parameter takes one item per "
+                   "--param); may be repeated")  # fmt: skip
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--state-dir", metavar="DIR", help=f"the server's state directory (default: {DEFAULT_STATE}; "
+                       "then the built-in hooks only and SSH port 22)")  # fmt: skip
+    where.add_argument("--config", metavar="FILE", help="the server's YAML configuration (state_dir, hooks.dir, "
+                       "hooks.ssh_port)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    p.set_defaults(func=cmd_hooks_run)

@@ -39,6 +39,13 @@ def _clean(value: object, width: int = 0) -> str:
     return text[:width] if width else text
 
 
+def printable(text: str, *, lines: bool = False) -> str:
+    """Text from a machine or a hook for the terminal: control characters become ``?`` (line breaks and tabs
+    kept when ``lines``)."""
+    keep = "\n\t" if lines else ""
+    return "".join(c if c.isprintable() or c in keep else "?" for c in text)
+
+
 def _verified_digest(store: Any, run: Any) -> str | None:
     complete = [v for v in store.verifications(run.id) if v.complete and v.digest == run.digest]
     return complete[-1].digest if complete and run.state.value == "done" else None
@@ -85,10 +92,18 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         mac = normalize_mac(args.mac)
     except BadMac as exc:
         raise UsageError(str(exc)) from None
+    from provision.postinstall import WARNINGS, describe
+
     with _open_store(args) as store:
-        rows = [
-            {**r.to_dict(), "verifications": [v.to_dict() for v in store.verifications(r.id)]} for r in store.runs(mac)
-        ]
+        rows = []
+        for r in store.runs(mac):
+            hooks = store.hook_results(r.id)
+            warned = [h for h in hooks if not h.ok and h.on_failure == "warn" and not h.rerun]
+            rows.append({
+                **r.to_dict(), "verifications": [v.to_dict() for v in store.verifications(r.id)],
+                "hooks": [{**h.to_dict(), "result": describe(h)} for h in hooks],
+                "warnings": [f"hook {h.name} {describe(h)}" for h in warned] if r.state.value == "done" else [],
+            })  # fmt: skip
     if args.json:
         dump(rows, out)
         return 0
@@ -109,8 +124,16 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             f"{r['id']:32}  {_clean(r['recipe'], 16):16}  {_clean(image, 36):36}  {r['state']:11}  "
             f"{r['bytes_written']:>14}  {rate}  {verification}\n"
         )
-        if r["reason"]:
-            out.write(f"{'':32}  reason: {_clean(r['reason'])}\n")
+        for h in r["hooks"]:
+            code = "-" if h["exit_code"] is None else h["exit_code"]
+            status = "ok" if h["ok"] else "timed out" if h["timed_out"] else "error" if h["error"] else "failed"
+            notes = [n for n, on in (("on_failure warn", h["on_failure"] == "warn"), ("run again", h["rerun"])) if on]
+            out.write(f"{'':32}  hook {_clean(h['name'], 20):20}  {h['place']:6}  {status:9}  exit {code!s:>4}  "
+                      f"{h['seconds']:7.1f} s{'  (' + ', '.join(notes) + ')' if notes else ''}\n")  # fmt: skip
+        if r["reason"]:  # a done run's reason lists its warnings (failed hooks whose on_failure is warn)
+            warned = r["state"] == "done" and r["warnings"]
+            reason = r["reason"].removeprefix(WARNINGS) if warned else r["reason"]
+            out.write(f"{'':32}  {'warnings' if warned else 'reason'}: {_clean(reason)}\n")
     return 0
 
 

@@ -26,6 +26,7 @@ class Machine:
     serial: str | None
     recipe: str | None
     reason: str | None
+    hostname: str | None = None  # the name its hostname hook got (unique in the store)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -88,6 +89,7 @@ class HookRecord:
     output_bytes: int
     error: str | None
     recorded_at: float
+    rerun: bool = False  # run again by hand (provision hooks run), after the run's own hooks
 
     @property
     def ok(self) -> bool:
@@ -133,6 +135,7 @@ def machine_from_row(row: sqlite3.Row) -> Machine:
         serial=row["serial"],
         recipe=row["recipe"],
         reason=row["reason"],
+        hostname=row["hostname"],
     )
 
 
@@ -181,6 +184,7 @@ def hook_from_row(row: sqlite3.Row) -> HookRecord:
     return HookRecord(
         row["run"], row["position"], row["name"], row["place"], row["on_failure"], row["exit_code"],
         bool(row["timed_out"]), row["seconds"], row["output"], row["output_bytes"], row["error"], row["recorded_at"],
+        bool(row["rerun"]),
     )  # fmt: skip
 
 

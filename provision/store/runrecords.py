@@ -129,22 +129,61 @@ class RunRecords(Database):
             row = self._db.execute("SELECT live_address, host_key FROM runs WHERE id = ?", (run_id,)).fetchone()
         return (None, None) if row is None else (row["live_address"], row["host_key"])
 
-    def record_hook(self, run_id: str, position: int, place: str, on_failure: str, result: HookResult) -> HookRecord:
-        """Keep one hook's result for a run that is still open (RunConflict when it has ended)."""
+    def record_hook(
+        self, run_id: str, position: int, place: str, on_failure: str, result: HookResult, *, rerun: bool = False
+    ) -> HookRecord:
+        """Keep one hook's result for a run that is still open (RunConflict when it has ended). ``rerun``: a
+        hook run again by hand (``provision hooks run``), kept after the run's own hooks whatever its state;
+        ``position`` is then ignored."""
         with self._tx() as db:
             run = self._locked_run(db, run_id)
-            check_run_open(run_id, run.state)
+            if rerun:
+                query = "SELECT COALESCE(MAX(position) + 1, 0) FROM hook_results WHERE run = ?"
+                position = int(db.execute(query, (run_id,)).fetchone()[0])
+            else:
+                check_run_open(run_id, run.state)
             db.execute(
                 "INSERT INTO hook_results (run, position, name, place, on_failure, exit_code, timed_out, seconds, "
-                "output, output_bytes, error, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "output, output_bytes, error, recorded_at, rerun) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, position, result.name, place, on_failure, result.exit_code, int(result.timed_out),
-                    result.seconds, result.output, result.output_bytes, result.error, time.time(),
+                    result.seconds, result.output, result.output_bytes, result.error, time.time(), int(rerun),
                 ),
             )  # fmt: skip
-            self._event(db, run.mac, "hook", {"run": run_id, "hook": result.name, "ok": result.ok,
-                                              "exit_code": result.exit_code, "error": result.error})  # fmt: skip
+            detail = {"run": run_id, "hook": result.name, "ok": result.ok, "exit_code": result.exit_code,
+                      "error": result.error, **({"rerun": True} if rerun else {})}  # fmt: skip
+            self._event(db, run.mac, "hook", detail)
         return self.hook_results(run_id)[-1]
+
+    def claim_hostname(self, run_id: str, wanted: str) -> str:
+        """The host name the run's machine gets: ``wanted`` when no other machine has it (case does not
+        matter), else ``wanted-2``, ``wanted-3`` ... (cut to fit 63 characters); kept on the machine, with a
+        ``hostname`` event saying what was wanted. One transaction: two machines never get the same name."""
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            rows = db.execute(
+                "SELECT hostname FROM machines WHERE mac != ? AND hostname IS NOT NULL", (run.mac,)
+            ).fetchall()
+            given = free_hostname(wanted, {str(r["hostname"]).lower() for r in rows})
+            db.execute("UPDATE machines SET hostname = ? WHERE mac = ?", (given, run.mac))
+            self._event(db, run.mac, "hostname", {"run": run_id, "wanted": wanted, "hostname": given})
+        return given
+
+    def machine_hostname(self, mac: str) -> str | None:
+        """The host name the machine got last (None: never one)."""
+        with self._read():
+            row = self._db.execute("SELECT hostname FROM machines WHERE mac = ?", (mac,)).fetchone()
+        return None if row is None else row["hostname"]
+
+    def live_run(self, mac: str) -> Run | None:
+        """The machine's newest run whose hello reported a live environment (an address and a host key)."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE mac = ? AND live_address IS NOT NULL AND host_key IS NOT NULL "
+                "ORDER BY started DESC, rowid DESC LIMIT 1",
+                (mac,),
+            ).fetchone()
+        return run_from_row(row) if row else None
 
     def hook_results(self, run_id: str) -> list[HookRecord]:
         with self._read():
@@ -214,3 +253,17 @@ class RunRecords(Database):
         if row is None:
             raise RunError(f"no run {run_id[:64]!r}", run=run_id[:64])
         return run_from_row(row)
+
+
+def free_hostname(wanted: str, taken: set[str], limit: int = 63) -> str:
+    """``wanted``, or the first of ``wanted-2``, ``wanted-3`` ... not in ``taken`` (lower case names); the
+    base is cut (and a trailing ``-`` dropped) so the name stays within ``limit`` characters."""
+    if wanted.lower() not in taken:
+        return wanted
+    number = 2
+    while True:
+        suffix = f"-{number}"
+        name = wanted[: limit - len(suffix)].rstrip("-") + suffix
+        if name.lower() not in taken:
+            return name
+        number += 1

@@ -87,4 +87,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hook_results_run ON hook_results(run, position);
     """,
+    """
+    -- issue 13: the host name each machine got (the hostname hook's parameter, made unique in the store by
+    -- the server: -2, -3 ... on a clash), and hook results of a hook run again by hand (provision hooks run).
+    ALTER TABLE machines ADD COLUMN hostname TEXT;
+    CREATE INDEX machines_hostname ON machines(hostname COLLATE NOCASE);
+    ALTER TABLE hook_results ADD COLUMN rerun INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -5,12 +5,13 @@ every request goes through, and where each route's handler lives (boot scripts, 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
 from provision.boot import Booter
 from provision.credentials import load_or_create_key
-from provision.hooks import load_catalog
+from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
 from provision.postinstall import PostInstall
 from provision.runs import Runs
@@ -24,6 +25,7 @@ from provision.wire.api import MAX_BODY
 log = logging.getLogger(__name__)
 
 BOOTER = boot.BOOTER
+REPO = "/repo/"  # the bundles' repository (docs/bundles.md); the bundle hook derives it from provision.server=
 
 
 async def _close(postinstall: PostInstall) -> None:
@@ -37,10 +39,17 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app[api.STORE] = booter.store
     state = booter.config.state_dir
     key = load_or_create_key(state / "secrets" / "server.key")
-    postinstall = PostInstall(booter.store, load_catalog, state / KEY_DIR / KEY_NAME, state_dir=state)
+    hooks = booter.config.hooks
+    folders = default_folders(hooks.dir)
+
+    def catalog() -> Catalog:
+        return load_catalog(folders)
+
+    postinstall = PostInstall(booter.store, catalog, state / KEY_DIR / KEY_NAME, state_dir=state,
+                              port=hooks.ssh_port, workers=hooks.workers)  # fmt: skip
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,
-        postinstall=postinstall,
+        postinstall=postinstall, catalog=catalog,
     )  # fmt: skip
     app.on_cleanup.append(lambda _app: _close(postinstall))
     app.router.add_get(paths.HEALTHZ, boot.healthz)
@@ -63,4 +72,16 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
         app.router.add_static(paths.FILES, root, follow_symlinks=False, show_index=False)
     else:
         log.warning("boot root %s does not exist: /files/ is not served", root)
+    _serve_repo(app, booter.config.repo_path)
     return app
+
+
+def _serve_repo(app: web.Application, repo: Path) -> None:
+    """The bundles' Debian repository (provision bundles sync) at /repo/, as /files/ is: confined to its folder,
+    no symlink followed, no listing. The folder is made when missing, so a sync after start is served."""
+    try:
+        repo.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("bundle repository %s cannot be made (%s): /repo/ is not served", repo, exc.strerror or exc)
+        return
+    app.router.add_static(REPO, repo, follow_symlinks=False, show_index=False)

@@ -8,7 +8,8 @@
   (waits for its ready file), ``kill()`` (SIGKILL), ``stop()`` (SIGTERM), ``url``; its stderr appended to
   ``tmp/serve.log`` (``log()``). Options: ``dhcp`` (proxyDHCP on a port of its own, in ``ports["dhcp"]``, so a
   test can ``tests.support.serve.netboot`` a PC), ``state`` (another state folder), ``busy_timeout`` (the state
-  store's SQLite busy timeout, through ``tests.support.launch``).
+  store's SQLite busy timeout, through ``tests.support.launch``), ``image_store`` (another image store folder),
+  ``config`` (more YAML for its configuration file).
 - ``target_sha(path)``: the sha256 of a target's first SIZE bytes, to compare with the raw disk's.
 """
 
@@ -61,6 +62,8 @@ class Server:
     state: Path | None = None
     busy_timeout: float | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    image_store: Path | None = None
+    config: str = ""  # more YAML for its configuration file (e.g. a hooks: section)
 
     @property
     def url(self) -> str:
@@ -70,7 +73,7 @@ class Server:
         (self.tmp / "boot").mkdir(exist_ok=True)
         config = self.tmp / "provision.yaml"
         config.write_text(
-            f"image_store: {self.tmp / 'store'}\n" + (f"recipes_dir: {self.recipes}\n" if self.recipes else "")
+            f"image_store: {self.store}\n" + (f"recipes_dir: {self.recipes}\n" if self.recipes else "") + self.config
         )
         ready = self.tmp / "ready.json"
         ready.unlink(missing_ok=True)
@@ -90,6 +93,11 @@ class Server:
             assert proc.poll() is None, f"provision serve exited with {proc.returncode}: {self.log()[-2000:]}"
             raise AssertionError("provision serve did not start")
         self.ports = json.loads(ready.read_text())
+
+    @property
+    def store(self) -> Path:
+        """Its image store: ``image_store`` (another folder, shared by several servers), else ``tmp/store``."""
+        return self.image_store or self.tmp / "store"
 
     @property
     def state_dir(self) -> Path:

@@ -4,12 +4,14 @@
   holding only the given authorized key (the host's own /root/.ssh is never touched), a fresh Ed25519 host
   key, password logins off, every session's command forced to ``command`` (the live environment runs
   ``provision.wire.hooks.HOOK_COMMAND`` with its own python3; here it is this venv's). ``host_key_line`` is
-  what a hello would report. Stopped by PID.
+  what a hello would report; ``binds``: (folder, mount point) pairs bound in its namespace only (a test's
+  folder as the live environment's /run/provision). Stopped by PID.
 - ``dropbear_missing()``: why dropbear cannot run here (None: it can).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -17,19 +19,23 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.wait import wait_for
 
 CHILD = r"""
-import os, subprocess, sys
-keys, authorized = sys.argv[1], sys.argv[2]
+import json, os, subprocess, sys
+keys, authorized, binds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 os.makedirs("/root/.ssh", exist_ok=True)
 subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "provision-test", "/root/.ssh"], check=True)
 with open("/root/.ssh/authorized_keys", "w") as f:
     f.write(open(authorized).read())
 os.chmod("/root/.ssh/authorized_keys", 0o600)
-os.execvp("dropbear", ["dropbear", *sys.argv[3:]])
+for source, point in binds:
+    os.makedirs(point, exist_ok=True)
+    subprocess.run(["mount", "--bind", source, point], check=True)
+os.execvp("dropbear", ["dropbear", *sys.argv[4:]])
 """
 
 
@@ -49,7 +55,9 @@ def free_port() -> int:
 
 
 class Dropbear:
-    def __init__(self, workdir: Path, authorized_key: str, command: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, authorized_key: str, command: list[str], binds: Sequence[tuple[Path, str]] = ()
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.host_key = workdir / "host_ed25519"
         subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(self.host_key)], capture_output=True, check=True)
@@ -59,9 +67,10 @@ class Dropbear:
         authorized.write_text(authorized_key.strip() + "\n")
         self.port = free_port()
         self.log = workdir / "dropbear.log"
+        bound = json.dumps([[str(source), point] for source, point in binds])
         argv = [
             "unshare", "--mount", "--propagation", "private", sys.executable, "-c", CHILD, str(workdir),
-            str(authorized), "-F", "-E", "-s", "-e", "-j", "-k", "-p", f"127.0.0.1:{self.port}",
+            str(authorized), bound, "-F", "-E", "-s", "-e", "-j", "-k", "-p", f"127.0.0.1:{self.port}",
             "-r", str(self.host_key), "-P", str(workdir / "dropbear.pid"), "-c", shlex.join(command),
         ]  # fmt: skip
         self._log = self.log.open("w")

@@ -67,10 +67,14 @@ def cmd_recipes_check(args: argparse.Namespace, out: TextIO) -> int:
         r = rec.recipe
         what = r.image if r.action.value == "image" else r.action.value
         hooks = f"  hooks: {', '.join(h.name for h in r.hooks)}" if r.hooks else ""
+        hooks += f"  bundles: {', '.join(r.bundles)}" if r.bundles else ""
         out.write(
             f"  {r.name:<28} {what or '':<12} conditions={rec.specificity} priority={r.priority}"
             f"{'  (default)' if r.default else ''}{hooks}\n"
         )
+    if recipes.bundles.bundles:
+        known = recipes.bundles
+        out.write(f"{known.folder}: {len(known.bundles)} bundles OK (their packages: provision bundles check)\n")
     return 0
 
 
@@ -99,6 +103,8 @@ def _write_decision(decision: Decision, source: str, out: TextIO) -> None:
     if decision.plan:
         p = decision.plan
         out.write(f"plan:     image {p.image}, wipe {p.wipe}, disk {p.target_disk}, hostname {p.hostname}\n")
+        if p.bundles:
+            out.write(f"          bundles {', '.join(p.bundles)} (each a bundle hook, after the recipe's hooks)\n")
         for hook in p.hooks:
             out.write(
                 f"          hook {hook['name']} ({hook['where']}, on_failure {hook['on_failure']}, "

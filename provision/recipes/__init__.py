@@ -4,6 +4,7 @@ from provision.recipes.conditions import Condition, ConditionError, Outcome, com
 from provision.recipes.loader import LoadedRecipe, RecipeSet, check_dir, load_dir, load_file
 from provision.recipes.schema import Action, Health, Hook, Recipe, TargetDisk, Wipe
 from provision.recipes.select import Candidate, Decision, Plan, render_plan, select
+from provision.recipes.uses import bundle_uses
 
 __all__ = [
     "Action",
@@ -20,6 +21,7 @@ __all__ = [
     "RecipeSet",
     "TargetDisk",
     "Wipe",
+    "bundle_uses",
     "check_dir",
     "compile_condition",
     "load_dir",

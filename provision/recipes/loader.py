@@ -2,20 +2,27 @@
 
 Given a hook catalog (provision.hooks), each recipe's ``hooks:`` are checked against the hooks' headers too
 (provision.recipes.hookcheck), once the recipe is otherwise valid, and the loaded recipe carries the headers
-its plan is rendered with. Without one, hook names and parameters are taken as they are."""
+its plan is rendered with. Without one, hook names and parameters are taken as they are.
+
+The folder's ``bundles/`` (provision.bundles) are loaded with it: their own problems are the set's, and each
+recipe's ``bundles:`` must name them (provision.recipes.bundleplan); the loaded recipe carries the plan
+entries its bundles become."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from provision import yamlsrc
+from provision.bundles import FOLDER, BundleFile, BundleSet, check_folder
 from provision.errors import ConfigError, Problem
 from provision.hooks import Catalog, Header
 from provision.recipes import templates
+from provision.recipes.bundleplan import check_bundles
 from provision.recipes.conditions import Condition, ConditionError, compile_condition
 from provision.recipes.hookcheck import check_hooks
 from provision.recipes.schema import Recipe
@@ -32,6 +39,8 @@ class LoadedRecipe:
     line: int
     conditions: tuple[Condition, ...]
     hooks: tuple[Header, ...] = ()  # the header of each of recipe.hooks, when loaded with a catalog
+    bundles: tuple[BundleFile, ...] = ()  # recipe.bundles, loaded
+    bundle_hooks: tuple[dict[str, Any], ...] = ()  # the plan entries of the bundles, after the recipe's hooks
 
     @property
     def name(self) -> str:
@@ -46,6 +55,7 @@ class LoadedRecipe:
 class RecipeSet:
     directory: str
     recipes: tuple[LoadedRecipe, ...]
+    bundles: BundleSet = field(default_factory=lambda: BundleSet(""))
 
     @property
     def default(self) -> LoadedRecipe | None:
@@ -67,7 +77,7 @@ def _template_fields(recipe: Recipe) -> list[tuple[tuple[str | int, ...], str]]:
 
 
 def load_file(
-    path: Path, display: str | None = None, catalog: Catalog | None = None
+    path: Path, display: str | None = None, catalog: Catalog | None = None, bundles: BundleSet | None = None
 ) -> tuple[LoadedRecipe | None, list[Problem]]:
     name = display or str(path)
     try:
@@ -77,13 +87,15 @@ def load_file(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(name, None, "", f"cannot read: {exc}")]
-    return load_text(text, name, catalog)
+    return load_text(text, name, catalog, bundles)
 
 
-def load_text(text: str, name: str, catalog: Catalog | None = None) -> tuple[LoadedRecipe | None, list[Problem]]:
+def load_text(
+    text: str, name: str, catalog: Catalog | None = None, bundles: BundleSet | None = None
+) -> tuple[LoadedRecipe | None, list[Problem]]:
     """One recipe from its YAML text (``name``: the file shown in problems). Never raises: YAML and templates
     are read with bounded work (provision.yamlsrc, provision.recipes.sandbox). With ``catalog``, its hooks
-    are checked against the hooks' headers."""
+    are checked against the hooks' headers; its bundles must be ``bundles``' (none: no bundle is known)."""
     doc = yamlsrc.load(text, name)
     problems = list(doc.problems)
     if doc.data is None and not problems:
@@ -122,9 +134,11 @@ def load_text(text: str, name: str, catalog: Catalog | None = None) -> tuple[Loa
     headers: tuple[Header, ...] = ()
     if catalog is not None:
         headers, problems = check_hooks(recipe, doc, catalog)
-        if problems:
-            return None, problems
-    return LoadedRecipe(recipe, name, doc.line_of(()) or 1, tuple(conditions), headers), []
+    found, entries, bundle_problems = check_bundles(recipe, doc, bundles or BundleSet(""), catalog)
+    problems += bundle_problems
+    if problems:
+        return None, problems
+    return LoadedRecipe(recipe, name, doc.line_of(()) or 1, tuple(conditions), headers, found, entries), []
 
 
 def recipe_files(directory: Path) -> list[Path]:
@@ -133,16 +147,16 @@ def recipe_files(directory: Path) -> list[Path]:
 
 def check_dir(directory: Path, catalog: Catalog | None = None) -> tuple[RecipeSet, list[Problem]]:
     """Load every recipe that is valid and collect the problems of the others and of the set (with
-    ``catalog``: their hooks checked against it)."""
+    ``catalog``: their hooks checked against it), the folder's bundles with them."""
     if not directory.is_dir():
         return RecipeSet(str(directory), ()), [Problem(str(directory), None, "", "not a directory")]
+    bundles, problems = check_folder(directory / FOLDER, catalog)
     loaded: list[LoadedRecipe] = []
-    problems: list[Problem] = []
     files = recipe_files(directory)
     if not files:
         problems.append(Problem(str(directory), None, "", "no recipe files (*.yaml) found"))
     for path in files:
-        recipe, found = load_file(path, catalog=catalog)
+        recipe, found = load_file(path, catalog=catalog, bundles=bundles)
         problems.extend(found)
         if recipe is not None:
             loaded.append(recipe)
@@ -171,7 +185,7 @@ def check_dir(directory: Path, catalog: Catalog | None = None) -> tuple[RecipeSe
             )
         )
     log.debug("loaded %d recipes from %s, %d problems", len(loaded), directory, len(problems))
-    return RecipeSet(str(directory), tuple(loaded)), problems
+    return RecipeSet(str(directory), tuple(loaded), bundles), problems
 
 
 def load_dir(directory: Path, catalog: Catalog | None = None) -> RecipeSet:

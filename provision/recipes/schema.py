@@ -98,6 +98,15 @@ class Recipe(Strict):
     hostname: StrictStr | None = None
     health: Health = Field(default_factory=Health)
     hooks: list[Hook] = Field(default_factory=list)
+    bundles: list[Name] = Field(default_factory=list, max_length=64)  # recipes/bundles/NAME.yaml, after the hooks
+
+    @field_validator("bundles")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"bundle {twice[0]!r} is listed twice")
+        return names
 
     @field_validator("image")
     @classmethod

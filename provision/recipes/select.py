@@ -7,6 +7,7 @@ turn an imaging decision into ``repair``, with every failed limit as a reason.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,8 @@ class Plan:
     target_disk: dict[str, Any]
     wipe: str
     grow_root: bool
-    hooks: list[dict[str, Any]]
+    hooks: list[dict[str, Any]]  # the recipe's hooks, then one ``bundle`` entry per bundle (bundleplan.py)
+    bundles: list[str] = field(default_factory=list)  # the recipe's bundles, in order
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
         except templates.TemplateProblem as exc:
             raise templates.TemplateProblem(f"hooks[{i}].params: {exc}") from None
         hooks.append(_plan_hook(i, hook, params, headers[i] if headers else None))
+    hooks.extend(copy.deepcopy(list(recipe.bundle_hooks)))  # no templates: the same for every machine
     return Plan(
         image=image,
         hostname=hostname,
@@ -175,6 +178,7 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
         wipe=r.wipe.value,
         grow_root=r.grow_root,
         hooks=hooks,
+        bundles=list(r.bundles),
     )
 
 

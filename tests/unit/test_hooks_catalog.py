@@ -16,7 +16,18 @@ from tests.support.cli import run
 from tests.support.hooks import HOSTILE, write_hook
 from tests.support.paths import REPO
 
-BUILTIN = {"account", "firmware", "hostname", "identity", "label", "laptop-power", "locale", "portal", "zram-swap"}
+BUILTIN = {
+    "account",
+    "bundle",
+    "firmware",
+    "hostname",
+    "identity",
+    "label",
+    "laptop-power",
+    "locale",
+    "portal",
+    "zram-swap",
+}
 HEADER = """
 description: a test hook
 where: target

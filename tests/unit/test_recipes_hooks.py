@@ -176,7 +176,7 @@ def test_cli_recipes_check_with_a_site_hook_folder(tmp_path: Path) -> None:
     write_hook(tmp_path / "site", "t", HOOK)
     folder = recipe(tmp_path, "text: x\ncount: x")
     code, _, err = run("recipes", "check", str(folder))
-    known = "account, firmware, hostname, identity, label, laptop-power, locale, portal, zram-swap"
+    known = "account, bundle, firmware, hostname, identity, label, laptop-power, locale, portal, zram-swap"
     assert code == 1 and err.splitlines()[0].endswith(f"hooks[0].name: unknown hook 't' (known: {known})")
     code, _, err = run("recipes", "check", "--hooks", str(tmp_path / "site"), str(folder))
     assert code == 1 and err.splitlines() == [
@@ -192,8 +192,8 @@ def test_cli_recipes_check_reports_a_broken_hook_too(tmp_path: Path) -> None:
     assert code == 1
     assert err.splitlines()[:2] == [
         f"{tmp_path / 'site' / 't'}:6: timeout: Input should be greater than or equal to 1",
-        f"{folder / 'r.yaml'}:5: hooks[0].name: unknown hook 't' (known: account, firmware, hostname, identity, "
-        "label, laptop-power, locale, portal, zram-swap)",
+        f"{folder / 'r.yaml'}:5: hooks[0].name: unknown hook 't' (known: account, bundle, firmware, hostname, "
+        "identity, label, laptop-power, locale, portal, zram-swap)",
     ]
 
 

@@ -292,6 +292,12 @@ class Runs:
                         "wrong" if msg.secret else "missing", remote)  # fmt: skip
             raise TokenRefused("first-boot credential missing or wrong", mac=msg.mac)
         detail = {k: v for k, v in msg.to_dict().items() if k not in ("mac", "event", "secret")}
+        given = self.store.machine_hostname(msg.mac)
+        if msg.hostname is not None and given is not None:
+            detail["hostname_matches"] = msg.hostname.lower() == given.lower()
+            if not detail["hostname_matches"]:
+                log.warning("%s: %s reports host name %r, its hostname hook gave %r", msg.mac, msg.event,
+                            msg.hostname[:64], given)  # fmt: skip
         self.store.event(msg.mac, msg.event, {**detail, "run": proven[0].id, "remote": remote})
         log.info("%s: %s of %s (%s, secure boot %s)", msg.mac, msg.event, msg.label, msg.firmware, msg.secure_boot)
 

@@ -71,13 +71,17 @@ exec switch_root /newroot /sbin/init
 """
 
 # The callback's JSON, from $event $mac $PROVISION_IMAGE $PROVISION_LABEL $firmware $secure_boot $machine_id,
-# and the first-boot secret in the file $secret_file when it holds hex digits only.
+# the first-boot secret in the file $secret_file when it holds hex digits only, and the host name in
+# $hostname_file (/etc/hostname: the hostname hook's) when it is a plain host name.
 CALLBACK_BODY = r"""secret=""
 [ -r "$secret_file" ] && secret=$(cat "$secret_file" 2>/dev/null)
 case "$secret" in *[!0-9a-f]*) secret="";; esac
 body="{\"event\": \"$event\", \"mac\": \"$mac\", \"image\": \"$PROVISION_IMAGE\", \"label\": \"$PROVISION_LABEL\", "
 body="$body\"firmware\": \"$firmware\", \"secure_boot\": $secure_boot, \"machine_id\": \"$machine_id\""
 [ -z "$secret" ] || body="$body, \"secret\": \"$secret\""
+hostname=$(head -n 1 "$hostname_file" 2>/dev/null)
+case "$hostname" in *[!A-Za-z0-9.-]*) hostname="";; esac
+[ -z "$hostname" ] || body="$body, \"hostname\": \"$hostname\""
 body="$body}"
 """
 
@@ -149,6 +153,7 @@ secure_boot=false
 dmesg | grep -q "Secure boot enabled" && secure_boot=true
 machine_id=$(cat /etc/machine-id)
 secret_file=@SECRET_PATH@
+hostname_file=/etc/hostname
 @CALLBACK_BODY@
 n=0
 while [ "$n" -lt 3 ]; do

@@ -26,6 +26,7 @@ RETRY_AFTER = 30  # seconds a waiting agent waits before it asks again
 DIGEST = r"[0-9a-f]{64}"
 HOST_KEY = r"(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/]{20,1000}={0,2}( [\x20-\x7e]{0,200})?"
 HEX_SECRET = r"[0-9a-f]{32,128}"  # nosec B105  # noqa: S105 - the pattern a secret matches, not a secret
+MAX_FIRSTBOOT_PACKAGES = 20000  # an installed system's packages reported at first boot
 FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # nosec B105  # noqa: S105 - a path (0600)
 
 Firmware = Literal["uefi", "bios", "unknown"]
@@ -219,3 +220,9 @@ class FirstBoot(Message):
     secure_boot: bool | None = None
     machine_id: str | None = field(default=None, metadata=rule(max_length=64))
     secret: str | None = field(default=None, metadata=rule(pattern=HEX_SECRET))
+    # what the post-install hooks left (issue 13): the system's host name, and its installed packages as
+    # ``NAME=VERSION`` (Debian images; the busybox test image has none)
+    hostname: str | None = field(default=None, metadata=rule(max_length=253, clean_text=True))
+    packages: list[str] = field(
+        default_factory=list, metadata=rule(max_length=MAX_FIRSTBOOT_PACKAGES, item_max_length=300, clean_text=True)
+    )

@@ -263,3 +263,23 @@ def test_the_hooks_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert {p.key for p in exc.value.problems} == {"hooks.ssh_port", "hooks.colour"}
+
+
+def test_the_first_boot_reports_the_host_name_and_a_different_one_is_flagged(store: Store, tmp_path: Path) -> None:
+    from provision.credentials import firstboot_secret
+    from provision.runs import Runs
+    from provision.wire.api import FirstBoot
+
+    key = b"k" * 32
+    runs = Runs(store, None, tmp_path / "recipes", tmp_path / "probes", key=key)
+    first, second = run_of(store, MAC), run_of(store, OTHER)
+    store.claim_hostname(first.id, "salle-a")
+    store.claim_hostname(second.id, "salle-a")
+    for run, reported in ((first, "salle-a"), (second, "salle-a")):  # the second PC kept the image's name
+        call = FirstBoot("firstboot", run.mac, "tiny", "L", secret=firstboot_secret(key, run.id), hostname=reported,
+                         packages=["hello=2.10-3"])  # fmt: skip
+        runs.firstboot(call)
+    [good] = [e.detail for e in store.events(MAC, "firstboot")]
+    [bad] = [e.detail for e in store.events(OTHER, "firstboot")]
+    assert good["hostname"] == "salle-a" and good["hostname_matches"] is True and good["packages"] == ["hello=2.10-3"]
+    assert bad["hostname"] == "salle-a" and bad["hostname_matches"] is False

@@ -28,11 +28,13 @@ SECRET = "0123456789abcdef" * 4
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="needs busybox")
 
 
-def body(secret_file: Path) -> dict[str, Any]:
+def body(secret_file: Path, hostname_file: Path | None = None) -> dict[str, Any]:
     """Run CALLBACK_BODY under busybox sh with a first boot's variables; the JSON it builds."""
+    hostname_file = hostname_file or secret_file.with_name("no-hostname")
     setup = (
         "event=firstboot; mac=52:54:00:18:02:01; PROVISION_IMAGE=tiny; PROVISION_LABEL=tiny-0123456789ab; "
-        f"firmware=uefi; secure_boot=true; machine_id={'a' * 32}; secret_file='{secret_file}'\n"
+        f"firmware=uefi; secure_boot=true; machine_id={'a' * 32}; secret_file='{secret_file}'; "
+        f"hostname_file='{hostname_file}'\n"
     )
     script = setup + CALLBACK_BODY + 'printf "%s" "$body"\n'
     done = subprocess.run([str(BUSYBOX), "sh", "-c", script], capture_output=True, text=True, check=True, timeout=30)
@@ -60,8 +62,21 @@ def test_no_secret_is_sent_without_a_hex_file(tmp_path: Path, content: str | Non
     assert "secret" not in data and data["event"] == "firstboot" and data["machine_id"] == "a" * 32
 
 
+@pytest.mark.parametrize(
+    ("content", "sent"),
+    [("poste-eleve-3\n", "poste-eleve-3"), ("pc.example\nsecond line\n", "pc.example"), (None, None), ("", None),
+     ('x", "event": "boot', None), ("a b", None), ("$(reboot)", None), ("é", None)],
+)  # fmt: skip
+def test_the_host_name_is_sent_when_it_is_plain(tmp_path: Path, content: str | None, sent: str | None) -> None:
+    hostname_file = tmp_path / "hostname"
+    if content is not None:
+        hostname_file.write_text(content)
+    data = body(tmp_path / "firstboot-secret", hostname_file)
+    assert data.get("hostname") == sent and data["event"] == "firstboot"
+
+
 def test_root_init_reads_the_secret_file_and_keeps_its_markers() -> None:
-    assert f"secret_file={FIRSTBOOT_SECRET_PATH}\n" + CALLBACK_BODY in ROOT_INIT
+    assert f"secret_file={FIRSTBOOT_SECRET_PATH}\nhostname_file=/etc/hostname\n" + CALLBACK_BODY in ROOT_INIT
     assert "@SECRET_PATH@" not in ROOT_INIT and "@CALLBACK_BODY@" not in ROOT_INIT
     assert "machine_id=$(cat /etc/machine-id)\n" in ROOT_INIT
     for marker in (FIRSTBOOT_MARKER, BOOT_MARKER, f"{CALLBACK_OK} $mac", CALLBACK_FAILED, POWEROFF):

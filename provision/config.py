@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from provision import yamlsrc
 from provision.errors import ConfigError, Problem
 from provision.resources import data_dir
+from provision.sshkeys import KEY_DIR, KEY_NAME
 
 
 class DhcpMode(enum.StrEnum):
@@ -97,6 +98,9 @@ class HooksConfig(_Model):
 
     dir: Path | None = None  # the site's hooks, with the built-in ones (None: the built-in ones only)
     ssh_port: int = Field(default=22, ge=1, le=65535)
+    # the private key the server logs in with (the one key the live environment trusts, baked in when it is
+    # built); None: state_dir/ssh/id_ed25519, the key `provision live build` trusts by default
+    ssh_key: Path | None = None
     workers: int = Field(default=8, ge=1, le=256)  # machines whose hooks run at once (each one's in order)
 
 
@@ -125,6 +129,11 @@ class ServerConfig(_Model):
     @property
     def images_dir(self) -> Path:
         return self.image_store or self.state_dir / "images"
+
+    @property
+    def ssh_key_path(self) -> Path:
+        """The server's SSH private key for the live environments (hooks.ssh_key, else the state's)."""
+        return self.hooks.ssh_key or self.state_dir / KEY_DIR / KEY_NAME
 
     @property
     def repo_path(self) -> Path:

@@ -89,7 +89,6 @@ def cmd_hooks_run(args: argparse.Namespace, out: TextIO) -> int:
     from provision.config import load_config
     from provision.macaddr import BadMac, normalize_mac
     from provision.postinstall import PostInstall, describe
-    from provision.sshkeys import KEY_DIR, KEY_NAME
     from provision.store import Store
 
     try:
@@ -107,7 +106,7 @@ def cmd_hooks_run(args: argparse.Namespace, out: TextIO) -> int:
         raise FatalError(f"no server database at {db} (has provision serve run with this state directory?)")
     hook_folders = folders(None if config.hooks.dir is None else str(config.hooks.dir))
     with Store(db) as store:
-        post = PostInstall(store, lambda: load_catalog(hook_folders), state / KEY_DIR / KEY_NAME, workers=1,
+        post = PostInstall(store, lambda: load_catalog(hook_folders), config.ssh_key_path, workers=1,
                            port=config.hooks.ssh_port, state_dir=state)  # fmt: skip
         try:
             run, record = post.rerun(mac, args.hook, given)

@@ -15,7 +15,6 @@ from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
 from provision.postinstall import PostInstall
 from provision.runs import Runs
-from provision.sshkeys import KEY_DIR, KEY_NAME
 from provision.web import api, boot
 from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
@@ -45,7 +44,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     def catalog() -> Catalog:
         return load_catalog(folders)
 
-    postinstall = PostInstall(booter.store, catalog, state / KEY_DIR / KEY_NAME, state_dir=state,
+    postinstall = PostInstall(booter.store, catalog, booter.config.ssh_key_path, state_dir=state,
                               port=hooks.ssh_port, workers=hooks.workers)  # fmt: skip
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,

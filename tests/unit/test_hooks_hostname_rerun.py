@@ -259,6 +259,9 @@ def test_the_hooks_configuration(tmp_path: Path) -> None:
     path.write_text(f"hooks:\n  dir: {tmp_path}\n  ssh_port: 2222\n  workers: 2\n")
     config = load_config(path)
     assert (config.hooks.dir, config.hooks.ssh_port, config.hooks.workers) == (tmp_path, 2222, 2)
+    assert config.ssh_key_path == config.state_dir / "ssh" / "id_ed25519"
+    path.write_text(f"state_dir: {tmp_path}\nhooks:\n  ssh_key: {tmp_path / 'k'}\n")
+    assert load_config(path).ssh_key_path == tmp_path / "k"
     path.write_text("hooks:\n  ssh_port: 0\n  colour: red\n")
     with pytest.raises(ConfigError) as exc:
         load_config(path)

@@ -130,6 +130,9 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             notes = [n for n, on in (("on_failure warn", h["on_failure"] == "warn"), ("run again", h["rerun"])) if on]
             out.write(f"{'':32}  hook {_clean(h['name'], 20):20}  {h['place']:6}  {status:9}  exit {code!s:>4}  "
                       f"{h['seconds']:7.1f} s{'  (' + ', '.join(notes) + ')' if notes else ''}\n")  # fmt: skip
+            if h.get("installed"):
+                packages = ", ".join(f"{name} {version}" for name, version in sorted(h["installed"].items()))
+                out.write(f"{'':32}    installed: {_clean(packages)}\n")
         if r["reason"]:  # a done run's reason lists its warnings (failed hooks whose on_failure is warn)
             warned = r["state"] == "done" and r["warnings"]
             reason = r["reason"].removeprefix(WARNINGS) if warned else r["reason"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provision.states import MachineState, RunState, verification_complete
+from provision.wire.hooks import installed_packages
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,14 @@ class HookRecord:
     def ok(self) -> bool:
         return self.error is None and not self.timed_out and self.exit_code == 0
 
+    @property
+    def installed(self) -> dict[str, str] | None:
+        """What a bundle hook installed (package -> version), from its output; None for other hooks."""
+        return installed_packages(self.output)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "ok": self.ok}
+        installed = self.installed
+        return {**self.__dict__, "ok": self.ok, **({"installed": installed} if installed is not None else {})}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,22 @@ MAX_ANSWER = 4 * MAX_OUTPUT  # bytes of the runner's JSON answer the server read
 MAX_TIMEOUT = 6 * 3600
 
 Where = Literal["target", "live"]
+# the bundle hook's last line: what apt installed or changed, as ``NAME=VERSION`` words after ``bundle=NAME``
+INSTALLED_MARKER = "PROVISION-BUNDLE-INSTALLED"
+
+
+def installed_packages(output: str) -> dict[str, str] | None:
+    """The packages a bundle hook's output says it installed (package -> version), from its last
+    INSTALLED_MARKER line; None when there is none (another hook, or a bundle hook that failed before)."""
+    lines = [line for line in output.splitlines() if line.startswith(INSTALLED_MARKER + " ")]
+    if not lines:
+        return None
+    packages: dict[str, str] = {}
+    for word in lines[-1].split()[1:]:
+        name, sep, version = word.partition("=")
+        if sep and name != "bundle" and name and version:
+            packages[name.split(":", 1)[0]] = version
+    return packages
 
 
 def _env(value: dict[str, str]) -> dict[str, str]:

@@ -3,8 +3,9 @@
 mmdebstrap (rather than debootstrap: one apt solver run for all packages, so a bad name fails in seconds
 and the package set is exactly apt's) installs the variant, the package sets and the kernel. Then, without
 shell strings: locale (``locale-gen`` in a chroot), keyboard and time zone (files, plus debconf), hostname,
-fstab by UUID, users, the first-boot unit, units to enable or disable (``systemctl --root``), overlays,
-and an empty machine identity. Installed versions are read back with ``dpkg-query --admindir``.
+fstab by UUID, users, the first-boot unit and the boot callback (``callback.py``), units to enable or
+disable (``systemctl --root``), overlays, and an empty machine identity. Installed versions are read back
+with ``dpkg-query --admindir``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from provision.builder import callback
 from provision.builder.definition import DebianDefinition
 from provision.builder.disk import DiskLayout
 from provision.builder.errors import ImageBuildError, PackageNotFound, StepFailed
@@ -165,7 +167,8 @@ def configure(runner: Runner, spec: DebianDefinition, root: Path, layout: DiskLa
     (root / "boot" / "efi").mkdir(parents=True, exist_ok=True)
     _add_users(runner, spec, root)
     install_firstboot(root)
-    units = [UNIT_NAME, *spec.enable_units]
+    callback.install_callback(root)
+    units = [UNIT_NAME, callback.UNIT_NAME, *spec.enable_units]
     runner.run("customize", ["systemctl", f"--root={root}", "enable", *units])
     if spec.disable_units:
         runner.run("customize", ["systemctl", f"--root={root}", "disable", *spec.disable_units])

@@ -3,12 +3,15 @@
 The master image ships with an empty ``/etc/machine-id`` and no SSH host keys. On the first boot of a
 written disk systemd makes up a machine-id (transient while / is read-only); ``provision-firstboot.service``
 then commits it (or creates one), points D-Bus at it, generates new SSH host keys before ``ssh.service``
-starts, and leaves ``/var/lib/provision/firstboot-done`` so it never runs again.
+starts, and leaves ``/var/lib/provision/firstboot-done`` so it never runs again (and
+``provision.builder.callback.FIRSTBOOT_RUN`` in /run, so the boot callback says ``firstboot``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from provision.builder.callback import FIRSTBOOT_RUN
 
 UNIT_NAME = "provision-firstboot.service"
 SCRIPT_PATH = "usr/local/sbin/provision-firstboot"
@@ -32,10 +35,11 @@ if command -v ssh-keygen >/dev/null 2>&1; then
     rm -f /etc/ssh/ssh_host_*
     ssh-keygen -A
 fi
-mkdir -p /var/lib/provision
+mkdir -p /var/lib/provision "$(dirname @FIRSTBOOT_RUN@)"
+: > @FIRSTBOOT_RUN@
 date -u +%Y-%m-%dT%H:%M:%SZ > /var/lib/provision/firstboot-done
 echo "provision-firstboot: machine-id $(cat /etc/machine-id), new SSH host keys"
-"""
+""".replace("@FIRSTBOOT_RUN@", FIRSTBOOT_RUN)
 
 UNIT = f"""[Unit]
 Description=First boot of a cloned disk: new machine-id and SSH host keys

@@ -13,6 +13,8 @@ from typing import Any
 
 from provision.bootfiles import DebCache, Package, PackageMissing
 from provision.builder.bootloader import BootPackages
+from provision.builder.callback import SCRIPT as CALLBACK_SCRIPT
+from provision.builder.callback import UNIT as CALLBACK_UNIT
 from provision.builder.debian import packages_to_install
 from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition
 from provision.builder.errors import PackageNotFound
@@ -28,9 +30,10 @@ BUILDER_VERSION = 1  # bump when the same inputs would give a different image (l
 
 
 def scripts_digest() -> str:
-    """sha256 of the scripts the builder puts into images (the tiny image's inits, the first-boot service): a
-    change to one of them is a new input, so the next rebuild makes a new version without a version bump."""
-    texts = (INITRAMFS_INIT, ROOT_INIT, FIRSTBOOT_SCRIPT, FIRSTBOOT_UNIT)
+    """sha256 of the scripts the builder puts into images (the tiny image's inits, the first-boot and callback
+    services): a change to one of them is a new input, so the next rebuild makes a new version without a
+    version bump."""
+    texts = (INITRAMFS_INIT, ROOT_INIT, FIRSTBOOT_SCRIPT, FIRSTBOOT_UNIT, CALLBACK_SCRIPT, CALLBACK_UNIT)
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()
 
 

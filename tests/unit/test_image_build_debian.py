@@ -9,6 +9,7 @@ import pytest
 
 from provision.builder import DEBIAN_STEPS, Inputs, PackageNotFound, RecordingRunner, build_image
 from provision.builder.bootloader import BootPackages
+from provision.builder.callback import UNIT_NAME as CALLBACK_UNIT
 from provision.builder.debian import REQUIRED_PACKAGES
 from provision.builder.definition import load_definition
 from provision.builder.disk import DiskLayout
@@ -103,7 +104,7 @@ def test_debian_command_sequence(tmp_path, cache):
     )
     selections = next(c.input for c in runner.commands if c.argv[-1] == "debconf-set-selections")
     assert "keyboard-configuration/layoutcode string fr" in (selections or "")
-    assert runner.argvs("systemctl")[0][2:] == ("enable", UNIT_NAME, "ssh.service")
+    assert runner.argvs("systemctl")[0][2:] == ("enable", UNIT_NAME, CALLBACK_UNIT, "ssh.service")
     (work,) = [p for p in (tmp_path / "work").iterdir() if p.is_dir()]
     root = work / "root"
     layout = DiskLayout("educ-test", 1 << 30, 64 * MiB)
@@ -116,6 +117,8 @@ def test_debian_command_sequence(tmp_path, cache):
     assert (root / "etc" / "machine-id").read_text() == ""  # identity reset
     assert not list((root / "etc" / "ssh").glob("ssh_host_*"))
     assert (root / "etc" / "systemd" / "system" / UNIT_NAME).is_file()
+    assert (root / "etc" / "systemd" / "system" / CALLBACK_UNIT).is_file()
+    assert (root / "usr" / "local" / "sbin" / "provision-callback").stat().st_mode & 0o777 == 0o755
     assert result.packages == {"gcompris-qt": "3.1-2", "openssh-server": "1:9.2p1-2"}
     cfg = (root / "boot" / "grub" / "grub.cfg").read_text()
     assert f"linux /boot/vmlinuz-{RELEASE} root=UUID={layout.root_uuid} ro quiet" in cfg

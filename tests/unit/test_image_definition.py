@@ -44,6 +44,24 @@ def test_shipped_definitions_are_valid():
     assert len(light.all_packages()) < len(educ.all_packages())
 
 
+def test_debian_mini_is_a_small_real_debian_that_calls_back():
+    loaded = load_definition(IMAGES / "debian-mini.yaml")
+    mini = loaded.spec
+    assert isinstance(mini, DebianDefinition)
+    assert (mini.name, mini.variant, mini.install_recommends, mini.components) == (
+        "debian-mini",
+        "minbase",
+        False,
+        ["main"],
+    )
+    assert {"linux-image-amd64", "systemd", "systemd-sysv", "openssh-server", "curl"} == set(mini.all_packages())
+    assert mini.boot.serial and mini.boot.cmdline == "provision.callback=http://198.18.0.1:8080/api/v1/firstboot"
+    assert mini.enable_units == ["systemd-networkd.service"]
+    [overlay] = loaded.overlay_dirs()
+    network = (overlay / "etc" / "systemd" / "network" / "20-wired.network").read_text()
+    assert "Name=en* eth*" in network and "DHCP=yes" in network
+
+
 def test_minimal_tiny_definition(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("name: t\nbuilder: tiny\n")

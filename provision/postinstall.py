@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 WORKERS = 8
 SERVER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 Connect = Callable[[str, HostKey, Path], LiveSession]
+BUNDLE_HOOK = "bundle"  # the built-in hook that installs a bundle (its ``key`` parameter: the repository's key)
 HOSTNAME_HOOK = "hostname"  # the built-in hook whose parameter ``hostname`` the server makes unique
 HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # an RFC 1123 label, as the hook checks
 WARNINGS = "done with warnings: "  # the reason of a run done although warn hooks failed starts so
@@ -95,8 +96,12 @@ class PostInstall:
         connect: Connect | None = None,
         port: int = 22,
         state_dir: Path | None = None,
+        repo_key: Path | None = None,
     ) -> None:
         self.store = store
+        # the bundles' repository's armored public key: given to each bundle hook that names none, so the PC
+        # trusts the key that came over the server's SSH session (host key pinned), not one fetched over HTTP
+        self.repo_key = repo_key
         self.state_dir = state_dir  # PROVISION_STATE of server hooks (the label hook writes under it)
         self.catalog = catalog
         self.server_key = server_key
@@ -150,12 +155,29 @@ class PostInstall:
 
     def _run_one(self, run: Run, hook: HookFile, call: HookCall, facts: Mapping[str, Any], live: _Live) -> HookResult:
         """One hook: on the server, or in the live environment (``live`` connects on first use)."""
+        if hook.name == BUNDLE_HOOK and not call.params.get("key"):
+            call = self._with_repo_key(run, call)
         env = hook_env(hook.header, call.params, facts, mac=run.mac, run=run.id)
         timeout = call.timeout or hook.header.timeout
         if hook.header.where is Where.SERVER:
             extra = {"PROVISION_STATE": str(self.state_dir)} if self.state_dir else {}
             return run_server_hook(hook, {**env, **extra}, machine_record(run, facts), timeout)
         return live.session().run_hook(hook_job(hook, env, timeout=timeout))
+
+    def _with_repo_key(self, run: Run, call: HookCall) -> HookCall:
+        """The bundle hook's call with the repository's public key (when the server has one: a sync made it)."""
+        if self.repo_key is None:
+            return call
+        try:
+            key = self.repo_key.read_text(encoding="ascii")
+        except FileNotFoundError:
+            log.warning("%s: run %s: no repository key at %s (provision bundles sync makes it): the PC fetches it "
+                        "from the server over HTTP", run.mac, run.id, self.repo_key)  # fmt: skip
+            return call
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("%s: run %s: repository key %s unreadable: %s", run.mac, run.id, self.repo_key, exc)
+            return call
+        return replace(call, params={**call.params, "key": key.strip()})
 
     def unique_hostname(self, run: Run, call: HookCall) -> HookCall:
         """The ``hostname`` hook's call with its name made unique in the store (claimed for the run's machine).

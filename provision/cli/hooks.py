@@ -86,6 +86,7 @@ def _given(pairs: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_hooks_run(args: argparse.Namespace, out: TextIO) -> int:
+    from provision.bundles.repo import KEY_ASC
     from provision.config import load_config
     from provision.macaddr import BadMac, normalize_mac
     from provision.postinstall import PostInstall, describe
@@ -107,6 +108,7 @@ def cmd_hooks_run(args: argparse.Namespace, out: TextIO) -> int:
     hook_folders = folders(None if config.hooks.dir is None else str(config.hooks.dir))
     with Store(db) as store:
         post = PostInstall(store, lambda: load_catalog(hook_folders), config.ssh_key_path, workers=1,
+                           repo_key=config.repo_path / KEY_ASC,
                            port=config.hooks.ssh_port, state_dir=state)  # fmt: skip
         try:
             run, record = post.rerun(mac, args.hook, given)

@@ -12,7 +12,8 @@ followed, when the bundle names one, by its own post-install hook (no parameters
 header's timeout and on_failure). ``repo_url``, ``suite`` and ``key`` stay empty in the plan: the hook takes
 the server the PC booted from (``provision.server=`` of the live environment's kernel command line) with
 ``/repo/``, the installed system's codename, and the repository's key from ``<repo_url>provision.gpg``; a
-server that knows better may fill them in the entry before it runs the hook (docs/bundles.md).
+server that knows better may fill them in the entry before it runs the hook: provision.postinstall gives
+``key`` the repository's armored public key when it has one (docs/bundles.md).
 """
 
 from __future__ import annotations

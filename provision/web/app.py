@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from provision.boot import Booter
+from provision.bundles.repo import KEY_ASC
 from provision.credentials import load_or_create_key
 from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
@@ -45,6 +46,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
         return load_catalog(folders)
 
     postinstall = PostInstall(booter.store, catalog, booter.config.ssh_key_path, state_dir=state,
+                              repo_key=booter.config.repo_path / KEY_ASC,
                               port=hooks.ssh_port, workers=hooks.workers)  # fmt: skip
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,

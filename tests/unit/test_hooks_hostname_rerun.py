@@ -286,3 +286,26 @@ def test_the_first_boot_reports_the_host_name_and_a_different_one_is_flagged(sto
     [bad] = [e.detail for e in store.events(OTHER, "firstboot")]
     assert good["hostname"] == "salle-a" and good["hostname_matches"] is True and good["packages"] == ["hello=2.10-3"]
     assert bad["hostname"] == "salle-a" and bad["hostname_matches"] is False
+
+
+# ----------------------------------------------------------------------------------------- bundle key
+ARMORED = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----"
+
+
+@pytest.mark.parametrize(
+    ("on_disk", "given", "sent"), [(True, "", ARMORED), (False, "", ""), (True, "PINNED", "PINNED")]
+)
+def test_the_bundle_hook_gets_the_repository_key_over_ssh(
+    store: Store, hooks: Path, on_disk: bool, given: str, sent: str
+) -> None:
+    shutil.copy2(builtin_dir() / "bundle", hooks / "bundle")
+    repo_key = hooks.parent / "repo" / "provision.asc"
+    if on_disk:
+        repo_key.parent.mkdir()
+        repo_key.write_text(ARMORED + "\n")
+    session = FakeSession()
+    installer = post(store, hooks, session)
+    installer.repo_key = repo_key
+    call = HookCall("bundle", {"bundle": "science", "packages": ["hello"], "key": given})
+    assert installer.run_hooks(run_of(store), [call], {}).state is RunState.DONE
+    assert session.jobs[0].env["PROVISION_PARAM_KEY"] == sent

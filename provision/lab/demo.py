@@ -52,10 +52,16 @@ IMAGING_TIMEOUT = 300.0
 OWN_DISK_TIMEOUT = 180.0
 MAX_PCS = 8
 MAC_PREFIX = "52:54:00:de:00:"
+# the hostname hook (run over SSH in the live environment, in a chroot of the written disk): one name per
+# firmware, made unique by the server (poste-uefi, poste-uefi-2 ...)
+HOSTNAME_HOOK = 'hooks:\n  - name: hostname\n    params: {hostname: "poste-{{ firmware }}"}\n'
 RECIPES = {
-    "bios-pc.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n",
-    "uefi-pc.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: true\n",
+    "bios-pc.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n"
+    + HOSTNAME_HOOK,
+    "uefi-pc.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: true\n"
+    + HOSTNAME_HOOK,
 }
+KEY_STATE = "demo-server"  # under the cache: the demo server's SSH key, the one its cached live environment trusts
 DESCRIPTIONS: dict[str, str] = {
     "bios": "SeaBIOS, Debian 13 iPXE NIC ROM",
     "uefi": "OVMF, Secure Boot off, no NIC ROM (firmware PXE)",
@@ -121,6 +127,7 @@ class Site:
     recipes: Path
     image_label: str
     digest: str
+    ssh_key: Path  # the server's private key, whose public half the live environment trusts
 
 
 def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
@@ -128,6 +135,7 @@ def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
     from provision.builder import build_image
     from provision.images.store import ImageStore
     from provision.live import ensure_live
+    from provision.sshkeys import ensure_server_key
 
     began = time.monotonic()
     progress("boot root: Debian's iPXE, shim, signed GRUB and kernel (first run: ~80 MB of Debian packages)")
@@ -136,7 +144,10 @@ def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
 
     began = time.monotonic()
     progress("live environment: Debian's kernel + an initramfs with the agent (first run: ~50 s, then cached)")
-    live = ensure_live(root.dest / "live", deb_cache_dir=cache_dir, progress=lambda m: progress(f"  live: {m}"))
+    key = ensure_server_key(cache_dir / KEY_STATE)  # kept with the cache: the cached live environment stays valid
+    live = ensure_live(
+        root.dest / "live", key.public_line, deb_cache_dir=cache_dir, progress=lambda m: progress(f"  live: {m}")
+    )
     how = "reused" if live.reused else "built"
     size = live.manifest.total_size
     progress(f"live environment {how} in {time.monotonic() - began:.1f} s ({mb(size, MiB)} MiB)")
@@ -159,8 +170,8 @@ def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
     for name, text in RECIPES.items():
         (recipes / name).write_text(text)
     names = ", ".join(name.removesuffix(".yaml") for name in RECIPES)
-    progress(f"recipes: {names} (by firmware): image tiny, wipe zero, grow the root file system")
-    return Site(root.dest, store, recipes, built.label, built.version.digest)
+    progress(f"recipes: {names} (by firmware): image tiny, wipe zero, grow the root file system, hook hostname")
+    return Site(root.dest, store, recipes, built.label, built.version.digest, key.private_path)
 
 
 def demo_config(lab: Lab, site: Site) -> dict[str, Any]:
@@ -176,6 +187,7 @@ def demo_config(lab: Lab, site: Site) -> dict[str, Any]:
         },
         "image_store": str(site.store),
         "recipes_dir": str(site.recipes),
+        "hooks": {"ssh_key": str(site.ssh_key)},
     }
 
 
@@ -336,6 +348,7 @@ class Rack:
             state=machine["state"] if machine else None, boots=machine["boots"] if machine else None,
             firmware=boot.get("firmware"), secure_boot=boot.get("secure_boot"), kernel=boot.get("kernel"),
             run=self.run(pc.mac), firstboot=str(firstboots[-1].get("label")) if firstboots else None,
+            hostname=str(firstboots[-1].get("hostname")) if firstboots and firstboots[-1].get("hostname") else None,
             serial_logs=tuple(sorted(qemu.workdir.glob("serial*.log"))),
         )  # fmt: skip
         if machine is None:
@@ -356,7 +369,8 @@ class Rack:
                 f"{run.verified_digest or 'none'}"
             )
         if result.firstboot is not None:
-            self.progress(f"server: {pc.mac} ({pc.name}) first boot from its own disk: {result.firstboot}")
+            named = f", host name {result.hostname}" if result.hostname else ", no host name reported"
+            self.progress(f"server: {pc.mac} ({pc.name}) first boot from its own disk: {result.firstboot}{named}")
         return result
 
 

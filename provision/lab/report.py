@@ -85,6 +85,7 @@ class PCResult:
     kernel: str | None = None
     run: RunRecord | None = None
     firstboot: str | None = None  # the label its installed system reported on its first boot
+    hostname: str | None = None  # the host name its installed system reported (the hostname hook's)
     serial_logs: tuple[Path, ...] = field(default=())
 
     @property
@@ -156,8 +157,11 @@ def milestone_table(result: DemoResult) -> list[str]:
 
 def result_table(result: DemoResult) -> list[str]:
     """The final table, one row per PC: firmware and Secure Boot from its hello, recipe, run state, verified
-    digest and MB/s from the server's run record, seconds to imaged and to the callback from its own disk."""
-    rows = [("MAC", "PC", "FIRMWARE", "SECURE BOOT", "RECIPE", "RUN", "VERIFIED", "MB/S", "IMAGED", "CALLBACK")]
+    digest and MB/s from the server's run record, seconds to imaged and to the callback from its own disk, and the
+    host name the installed system reported (the hostname hook's)."""
+    rows = [
+        ("MAC", "PC", "FIRMWARE", "SECURE BOOT", "RECIPE", "RUN", "VERIFIED", "MB/S", "IMAGED", "CALLBACK", "HOST NAME")
+    ]
     for r in result.pcs:
         run = r.run
         rows.append(
@@ -172,6 +176,7 @@ def result_table(result: DemoResult) -> list[str]:
                 f"{run.mean_rate / 1e6:.0f}" if run and run.mean_rate else "-",
                 _seconds(r, VERIFIED) if r.imaged else "failed",
                 _seconds(r, CALLBACK) if r.ok else "failed",
+                r.hostname or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

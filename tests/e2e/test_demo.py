@@ -8,6 +8,7 @@ build adds ~1 min.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
         [
             r"^boot root ready in \d+\.\d s \(kernel \S+\)$",
             r"^live environment (built|reused) in \d+\.\d s \(\d+ MiB\)$",
-            r"^recipes: bios-pc, uefi-pc \(by firmware\): image tiny, wipe zero, grow the root file system$",
+            r"^recipes: bios-pc, uefi-pc \(by firmware\): image tiny, wipe zero, grow the root file system, "
+            r"hook hostname$",
             r"^lab: network namespace prov-\d+-\d+, bridge br0 198\.18\.0\.1/24",
             r"^server: provision serve \(pid \d+\) on br0: full DHCP 198\.18\.0\.100-198\.18\.0\.200",
             rf"^pc bios: SeaBIOS, Debian 13 iPXE NIC ROM, MAC {BIOS_MAC}, blank 256 MiB disk, 1024 MiB RAM: powered on",
@@ -111,7 +113,7 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
                 rf"{server}state done, \d+ boot\(s\), hello: firmware {firmware}, Secure Boot {secure_boot}, ",
                 rf"{server}run \w+ done: recipe {recipe}, image tiny@\S+, \d+ MB written at \d+ MB/s, "
                 rf"verified root digest {short}\w{{52}}$",
-                rf"{server}first boot from its own disk: tiny-\w+$",
+                rf"{server}first boot from its own disk: tiny-\w+, host name poste-{firmware}$",
             ],
         )
     in_order(
@@ -121,18 +123,29 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
             r"^lab prov-\d+-\d+ removed: namespace, bridge, taps, processes$",
             r"^MILESTONE \(s\) +bios +uefi-secureboot$",
             r"^callback +\d+\.\d +\d+\.\d$",
-            r"^MAC +PC +FIRMWARE +SECURE BOOT +RECIPE +RUN +VERIFIED +MB/S +IMAGED +CALLBACK$",
-            rf"^{BIOS_MAC}  bios +bios +n/a +bios-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s$",
-            rf"^{SB_MAC}  uefi-secureboot +uefi +on +uefi-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s$",
+            r"^MAC +PC +FIRMWARE +SECURE BOOT +RECIPE +RUN +VERIFIED +MB/S +IMAGED +CALLBACK +HOST NAME$",
+            rf"^{BIOS_MAC}  bios +bios +n/a +bios-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s +poste-bios$",
+            rf"^{SB_MAC}  uefi-secureboot +uefi +on +uefi-pc +done +{short} +\d+ +\d+\.\d s +\d+\.\d s +poste-uefi$",
             rf"^OK: 2 of 2 PCs imaged with tiny-\w+ \(root digest {short}, verified\) and booted from their own disk "
             r"to the first-boot callback \(\d+ s from start, set-up \d+ s\)$",
         ],
     )
     assert "server log:" not in out  # provision logged no error
 
-    rows = machines_json(tmp_path / "lab/provision/state")
+    state = tmp_path / "lab/provision/state"
+    rows = machines_json(state)
     for mac in (BIOS_MAC, SB_MAC):
         assert (rows[mac]["state"], rows[mac]["last_run_state"]) == ("done", "done"), rows[mac]
         assert rows[mac]["verified_digest"].startswith(short), rows[mac]
+        listed = subprocess.run(
+            [sys.executable, "-m", "provision", "runs", mac, "--json", "--state-dir", str(state)],
+            capture_output=True, text=True, check=True, cwd=REPO,
+        )  # fmt: skip
+        [run] = json.loads(listed.stdout)
+        # the hostname hook ran over SSH in the PC's live environment, in a chroot of its written disk
+        assert [(h["name"], h["place"], h["ok"], h["exit_code"]) for h in run["hooks"]] == [
+            ("hostname", "target", True, 0)
+        ]
+        assert "hostname: poste-" in run["hooks"][0]["output"] and run["warnings"] == []
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not re.search(rf"^prov-{proc.pid}-", namespaces, re.MULTILINE), namespaces

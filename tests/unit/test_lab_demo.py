@@ -86,6 +86,7 @@ def test_demo_recipes_image_tiny_by_firmware_and_grow(tmp_path):
     assert set(recipes) == {"bios-pc", "uefi-pc"}
     for recipe in recipes.values():
         assert (recipe.image, recipe.wipe, recipe.grow_root) == ("tiny", "zero", True)
+        assert [(h.name, h.params) for h in recipe.hooks] == [("hostname", {"hostname": "poste-{{ firmware }}"})]
 
 
 # ------------------------------------------------------------------------------------------------ the rack
@@ -132,7 +133,10 @@ class FakeServer:
 
     def events(self, mac: str) -> list[dict[str, Any]]:
         hello = {"kind": "hello", "detail": {"boot": {"firmware": "bios", "secure_boot": None, "kernel": "6.1.0-56"}}}
-        first = {"kind": "firstboot", "detail": {"image": "tiny", "label": "tiny-41936d48a27f"}}
+        first = {
+            "kind": "firstboot",
+            "detail": {"image": "tiny", "label": "tiny-41936d48a27f", "hostname": "poste-bios"},
+        }
         return [hello, first] if self.firstboot else [hello]
 
 
@@ -171,7 +175,7 @@ def test_rack_images_a_pc_powers_it_on_again_and_reports_the_server_records(tmp_
         f"server: {BIOS_MAC} (bios) state done, 2 boot(s), hello: firmware bios, Secure Boot n/a, kernel 6.1.0-56",
         f"server: {BIOS_MAC} (bios) run {api_run()['id']} done: recipe bios-pc, image "
         f"tiny@20261127-103806-8829dcb30439, 50 MB written at 50 MB/s, verified root digest {DIGEST}",
-        f"server: {BIOS_MAC} (bios) first boot from its own disk: tiny-41936d48a27f",
+        f"server: {BIOS_MAC} (bios) first boot from its own disk: tiny-41936d48a27f, host name poste-bios",
     ]
     assert server.paths[0] == f"/api/v1/runs?mac={BIOS_MAC}"
     assert result.ok and result.error is None and result.firstboot == "tiny-41936d48a27f"

@@ -173,7 +173,8 @@ def good(name: str, mac: str, firmware: str, secure_boot: bool | None, base: flo
     times = {fl.DHCP: base, fl.LIVE_UP: base + 30, fl.VERIFIED: base + 40, fl.REBOOT: base + 41}
     times |= {fl.POWER_ON: base + 41.2, fl.LOCAL_DISK: base + 50, fl.FIRSTBOOT: base + 60, fl.CALLBACK: base + 62}
     record = RunRecord.from_api({**api_run(), "recipe": f"{firmware}-pc"})
-    return PCResult(name, name, mac, times, None, None, "done", 2, firmware, secure_boot, "6.1", record, "tiny-4193")
+    return PCResult(name, name, mac, times, None, None, "done", 2, firmware, secure_boot, "6.1", record, "tiny-4193",
+                    f"poste-{firmware}")  # fmt: skip
 
 
 def demo(*pcs: PCResult) -> DemoResult:
@@ -185,9 +186,11 @@ def test_tables_and_summary_when_every_pc_was_imaged_and_called_back():
     assert res.ok and res.failures() == []
     header = "MAC                PC               FIRMWARE  SECURE BOOT  RECIPE   RUN   VERIFIED      MB/S  IMAGED"
     assert result_table(res) == [
-        f"{header}  CALLBACK",
-        "52:54:00:de:00:01  bios             bios      n/a          bios-pc  done  8829dcb30439  50    45.0 s  67.0 s",
-        "52:54:00:de:00:02  uefi-secureboot  uefi      on           uefi-pc  done  8829dcb30439  50    47.2 s  69.2 s",
+        f"{header}  CALLBACK  HOST NAME",
+        "52:54:00:de:00:01  bios             bios      n/a          bios-pc  done  8829dcb30439  50    45.0 s  67.0 s"
+        "    poste-bios",
+        "52:54:00:de:00:02  uefi-secureboot  uefi      on           uefi-pc  done  8829dcb30439  50    47.2 s  69.2 s"
+        "    poste-uefi",
     ]
     table = milestone_table(res)
     assert table[0] == "MILESTONE (s)        bios  uefi-secureboot"
@@ -206,8 +209,8 @@ def test_table_and_reasons_when_pcs_failed():
     unverified = PCResult(**{**unverified.__dict__, "run": RunRecord.from_api(api_run(state="failed"))})
     res = demo(good("bios", BIOS_MAC, "bios", None, 5.0), failed, not_called, unverified)
     assert not res.ok
-    assert result_table(res)[2].split() == [UEFI_MAC, "uefi-secureboot", *["-"] * 6, "failed", "failed"]
-    assert result_table(res)[4].split()[5:] == ["failed", "-", "50", "failed", "failed"]
+    assert result_table(res)[2].split() == [UEFI_MAC, "uefi-secureboot", *["-"] * 6, "failed", "failed", "-"]
+    assert result_table(res)[4].split()[5:] == ["failed", "-", "50", "failed", "failed", "poste-uefi"]
     assert res.failures() == [
         "uefi-secureboot: no boot file within 300 s",
         "bios-2: no first-boot callback recorded",

@@ -7,7 +7,7 @@ message as JSON to that URL:
 
 - ``event``: ``firstboot`` when ``provision-firstboot.service`` ran in this boot (it leaves ``FIRSTBOOT_RUN``
   in /run), else ``boot``; ``image`` and ``label`` from ``/etc/provision/image.json`` (the builder's);
-- ``mac``: the NIC of the default route (``/proc/net/route``, waited for up to a minute and a half);
+- ``mac``: the NIC of the default route, else of the first route (``/proc/net/route``, waited for up to 90 s);
   ``firmware``, ``secure_boot`` (the SecureBoot EFI variable); ``machine_id``: the new ``/etc/machine-id``;
 - ``secret``: the run's first-boot credential the imaging agent wrote to ``FIRSTBOOT_SECRET_PATH``;
 - ``hostname``: the first line of ``/etc/hostname`` (the hostname hook's); ``packages``: ``NAME=VERSION`` of
@@ -64,6 +64,12 @@ fi
 body="$body, \"packages\": [$list]}"
 """
 
+# /proc/net/route -> the interface of the default route, else of the first route (lo left out)
+ROUTE_AWK = (
+    'NR > 1 && $1 != "lo" { if ($2 == "00000000") { print $1; found = 1; exit } if (first == "") first = $1 } '
+    'END { if (!found && first != "") print first }'
+)
+
 _SCRIPT = r"""#!/bin/sh
 # provision: report this boot to the imaging server, provision.callback= of the kernel command line
 # (provision/builder/callback.py). Values are checked before they go into the JSON; nothing is evaluated.
@@ -96,16 +102,17 @@ event=boot
 image=$(sed -n 's/^ *"image": *"\([^"]*\)",\{0,1\} *$/\1/p' /etc/provision/image.json 2>/dev/null | head -n 1)
 label=$(sed -n 's/^ *"label": *"\([^"]*\)",\{0,1\} *$/\1/p' /etc/provision/image.json 2>/dev/null | head -n 1)
 
-# the NIC of the default route (DHCP by the image's network set-up; network-online.target may come early)
+# the NIC of the default route, else of the first route (an imaging LAN may have no router): DHCP by the
+# image's network set-up, which network-online.target may not wait for
 iface=""
 n=0
 while :; do
-    iface=$(awk '$2 == "00000000" && $1 != "lo" { print $1; exit }' /proc/net/route 2>/dev/null)
+    iface=$(awk '@ROUTE_AWK@' /proc/net/route 2>/dev/null)
     [ -z "$iface" ] && [ "$n" -lt 90 ] || break
     sleep 1
     n=$((n + 1))
 done
-[ -n "$iface" ] || failed "no default route after $n s (no DHCP lease?)"
+[ -n "$iface" ] || failed "no IPv4 route after $n s (no DHCP lease?)"
 case "$iface" in *[!A-Za-z0-9_.-]*) failed "odd interface name" ;; esac
 mac=$(cat "/sys/class/net/$iface/address" 2>/dev/null)
 
@@ -145,6 +152,7 @@ SCRIPT = (
     _SCRIPT.replace("@CALLBACK_BODY@\n", CALLBACK_BODY)
     .replace("@SECRET_PATH@", FIRSTBOOT_SECRET_PATH)
     .replace("@FIRSTBOOT_RUN@", FIRSTBOOT_RUN)
+    .replace("@ROUTE_AWK@", ROUTE_AWK)
     .replace("@OK@", CALLBACK_OK)
     .replace("@FAILED@", CALLBACK_FAILED)
 )

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from provision.builder.callback import CALLBACK_BODY, CALLBACK_FAILED, CALLBACK_OK, FIRSTBOOT_RUN, SCRIPT, UNIT
+from provision.builder.callback import (
+    CALLBACK_BODY,
+    CALLBACK_FAILED,
+    CALLBACK_OK,
+    FIRSTBOOT_RUN,
+    ROUTE_AWK,
+    SCRIPT,
+    UNIT,
+)
 from provision.builder.firstboot import SCRIPT as FIRSTBOOT_SCRIPT
 from provision.wire.api import FIRSTBOOT_SECRET_PATH, FirstBoot
 
@@ -113,3 +121,28 @@ def test_the_script_holds_the_body_the_paths_and_the_markers() -> None:
         for text in (SCRIPT, FIRSTBOOT_SCRIPT):
             checked = subprocess.run([*shell, "-n", "-c", text], capture_output=True, text=True, timeout=30)
             assert checked.returncode == 0, checked.stderr
+
+
+ROUTE_HEAD = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+
+
+@pytest.mark.parametrize(
+    ("routes", "iface"),
+    [
+        # the lab: a DHCP lease without a router, only the on-link route
+        ("ens3\t0000C6C6\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n", "ens3"),
+        # a router on the second NIC: its default route wins
+        ("ens3\t0000C6C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+         "enp2s0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n", "enp2s0"),
+        ("lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n", ""),
+        ("", ""),
+    ],
+)  # fmt: skip
+def test_the_nic_is_the_default_routes_else_the_first_routes(tmp_path: Path, routes: str, iface: str) -> None:
+    table = tmp_path / "route"
+    table.write_text(ROUTE_HEAD + routes)
+    awk = shutil.which("mawk") or shutil.which("awk")
+    assert awk is not None
+    done = subprocess.run([awk, ROUTE_AWK, str(table)], capture_output=True, text=True, check=True, timeout=30)
+    assert done.stdout.strip() == iface
+    assert f"awk '{ROUTE_AWK}' /proc/net/route" in SCRIPT

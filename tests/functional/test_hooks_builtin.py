@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from provision.builder.firstboot import UNIT_NAME as FIRSTBOOT_UNIT
 from tests.support.hooks import HOSTILE, copy_program, intact, needs_busybox, run_builtin, tiny_root
 
 
@@ -85,6 +86,8 @@ def test_identity_removes_every_cloned_id_and_keys_come_back_at_first_boot(tmp_p
     unit = (root / "etc/systemd/system/provision-ssh-hostkeys.service").read_text()
     assert "ExecStart=/usr/bin/ssh-keygen -A" in unit and "Before=ssh.service" in unit
     assert "ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key" in unit
+    # provision's Debian images make keys in provision-firstboot.service: one after the other (both ran at once)
+    assert f"After=local-fs.target {FIRSTBOOT_UNIT}\n" in unit
     for wants in ("multi-user.target.wants", "ssh.service.wants"):
         link = root / "etc/systemd/system" / wants / "provision-ssh-hostkeys.service"
         assert os.readlink(link) == "../provision-ssh-hostkeys.service"

@@ -145,6 +145,26 @@ class Database:
             ).fetchone()
         return None if row is None else float(row["at"])
 
+    def last_event(self, mac: str, kind: str) -> Event | None:
+        """The newest event of ``kind`` of ``mac`` (None: never)."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT * FROM events WHERE mac = ? AND kind = ? ORDER BY id DESC LIMIT 1", (mac, kind)
+            ).fetchone()
+        return None if row is None else event_from_row(row)
+
+    def events_after(self, after: int, limit: int = 1000) -> list[Event]:
+        """Events of every machine recorded after the event id ``after``, oldest first (the dashboard's feed)."""
+        with self._read():
+            rows = self._db.execute("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
+        return [event_from_row(r) for r in rows]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event of any machine (0: none yet)."""
+        with self._read():
+            row = self._db.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
     def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]:
         query = "SELECT * FROM events WHERE (? IS NULL OR mac = ?) AND (? IS NULL OR kind = ?) ORDER BY id LIMIT ?"
         with self._read():

@@ -21,6 +21,10 @@ The tree (other packages add leaves; each names its status where it differs from
         ├── TokenRefused                    403  wrong, expired or used per-boot token
         ├── NotFound                        404  no such run, image, version, chunk
         ├── Conflict                        409  the record's state refuses the call
+        │   └── ActionRefused               409  an operator's action the machine's state does not allow
+        ├── Unauthorized                    401  no login (the dashboard's actions need one)
+        ├── Forbidden                       403  a form without its session's CSRF token
+        ├── store.UserError                      a dashboard user that cannot be added, changed, removed
         ├── ProbeError                      422  a hardware probe that cannot be read
         ├── RunError                        422  a run operation the rules refuse
         │   └── RunConflict                 409  ... because of the run's state (it ended, a move not allowed)
@@ -114,7 +118,25 @@ class Conflict(FatalError):
     """The call does not fit the record's state (a run that ended already)."""
 
     status_code = 409
-    public_facts = ("run", "state")
+    public_facts: ClassVar[tuple[str, ...]] = ("run", "state")
+
+
+class ActionRefused(Conflict):
+    """An operator's action (re-image, ready, forget) the machine's state does not allow now."""
+
+    public_facts = ("mac", "state", "action")
+
+
+class Unauthorized(FatalError):
+    """An action of the dashboard without a logged-in session."""
+
+    status_code = 401
+
+
+class Forbidden(FatalError):
+    """A form without the session's CSRF token, or from another site."""
+
+    status_code = 403
 
 
 class ProbeError(FatalError):

@@ -8,17 +8,21 @@ import logging
 import secrets
 import time
 
+from provision.errors import ActionRefused, NotFound
 from provision.states import MachineState
 from provision.store.base import BUSY_TIMEOUT, StoreUnavailable, unavailable
 from provision.store.records import BootToken, Machine, machine_from_row, token_from_row
 from provision.store.runrecords import RunRecords
+from provision.store.users import UserRecords
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BUSY_TIMEOUT", "Store", "StoreUnavailable", "unavailable"]
+ACTIONS = ("reimage", "ready", "forget")
+ACTION_WORDS = {"reimage": "imaging it again", "ready": "marking it ready", "forget": "forgetting it"}
 
 
-class Store(RunRecords):
+class Store(UserRecords, RunRecords):
     """All the server's records in one SQLite file. Safe to share between threads."""
 
     # -------------------------------------------------------------------------------------- machines
@@ -38,7 +42,7 @@ class Store(RunRecords):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO machines (mac, state, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen",
+                "ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen, forgotten_at = NULL",
                 (mac, initial.value, now, now),
             )
         found = self.machine(mac)
@@ -58,6 +62,40 @@ class Store(RunRecords):
             )
             self._event(db, mac, "state", {"state": state.value, "reason": reason})
 
+    # ----------------------------------------------------------------------------- operators' actions
+    def operator_action(self, mac: str, action: str, user: str) -> Machine:
+        """An action of a logged-in user on a machine, checked against its state in one transaction, and
+        kept as an ``action`` event with the user's name:
+
+        - ``reimage``: imaged again at its next network boot (state ``new``; not while it is being imaged);
+        - ``ready``: a machine set aside (``repair``) or ``failed`` is repaired: imaged at its next boot;
+        - ``forget``: off the dashboard and back to ``new`` (its runs and records stay; seen again, it shows).
+
+        ActionRefused (409) when the state does not allow it, NotFound (404) for an unknown machine."""
+        allowed: dict[str, set[MachineState]] = {
+            "reimage": {s for s in MachineState if s is not MachineState.IMAGING},
+            "ready": {MachineState.REPAIR, MachineState.FAILED},
+            "forget": {s for s in MachineState if s is not MachineState.IMAGING},
+        }
+        if action not in allowed:
+            raise ValueError(f"unknown action {action!r}")
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
+            if row is None:
+                raise NotFound(f"no machine {mac}", mac=mac)
+            state = MachineState(row["state"])
+            if state not in allowed[action]:
+                raise ActionRefused(f"{mac} is {state.value}: {ACTION_WORDS[action]} is not possible now", mac=mac,
+                                    state=state.value, action=action)  # fmt: skip
+            forgotten = time.time() if action == "forget" else None
+            db.execute("UPDATE machines SET state = ?, reason = NULL, forgotten_at = ? WHERE mac = ?",
+                       (MachineState.NEW.value, forgotten, mac))  # fmt: skip
+            db.execute("UPDATE boot_tokens SET expires_at = MIN(expires_at, ?) WHERE mac = ?", (time.time(), mac))
+            self._event(db, mac, "action", {"action": action, "user": user, "state_before": state.value})
+        found = self.machine(mac)
+        assert found is not None
+        return found
+
     # ---------------------------------------------------------------------------------------- tokens
     def issue_token(self, mac: str, via: str, ttl: float, remote: str | None = None) -> str:
         """A fresh per-boot token for the machine (the boot script puts it on the kernel command line), bound
@@ -67,7 +105,7 @@ class Store(RunRecords):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO machines (mac, state, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen",
+                "ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen, forgotten_at = NULL",
                 (mac, MachineState.NEW.value, now, now),
             )
             db.execute("UPDATE machines SET boots = boots + 1 WHERE mac = ?", (mac,))

@@ -28,6 +28,7 @@ class Machine:
     recipe: str | None
     reason: str | None
     hostname: str | None = None  # the name its hostname hook got (unique in the store)
+    forgotten_at: float | None = None  # forgotten from the dashboard (runs kept) until it is seen again
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -143,6 +144,7 @@ def machine_from_row(row: sqlite3.Row) -> Machine:
         recipe=row["recipe"],
         reason=row["reason"],
         hostname=row["hostname"],
+        forgotten_at=row["forgotten_at"],
     )
 
 

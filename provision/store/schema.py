@@ -94,4 +94,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX machines_hostname ON machines(hostname COLLATE NOCASE);
     ALTER TABLE hook_results ADD COLUMN rerun INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    -- issue 14: the dashboard's users (scrypt hashes, provision.passwords) and their sessions (only the hash
+    -- of a session's cookie is kept, with its CSRF token); a machine forgotten from the dashboard keeps its
+    -- runs and records (forgotten_at: hidden until it is seen again)
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password TEXT NOT NULL,
+        created REAL NOT NULL,
+        changed REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created REAL NOT NULL,
+        seen REAL NOT NULL,
+        expires REAL NOT NULL,
+        remote TEXT
+    );
+    CREATE INDEX sessions_user ON sessions(user);
+    ALTER TABLE machines ADD COLUMN forgotten_at REAL;
+    """,
 )

@@ -159,6 +159,12 @@ class Database:
             rows = self._db.execute("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
         return [event_from_row(r) for r in rows]
 
+    def first_events_since(self, since: float) -> dict[str, float]:
+        """Each machine's first event at or after ``since`` (a time): when it arrived in that window."""
+        with self._read():
+            rows = self._db.execute("SELECT mac, MIN(at) AS at FROM events WHERE at >= ? GROUP BY mac", (since,))
+            return {str(r["mac"]): float(r["at"]) for r in rows.fetchall()}
+
     def last_event_id(self) -> int:
         """The id of the newest event of any machine (0: none yet)."""
         with self._read():

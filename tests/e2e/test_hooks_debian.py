@@ -1,0 +1,247 @@
+"""A QEMU PC is imaged with a real Debian (images/debian-mini.yaml), its hooks and a bundle run over SSH in its live
+environment, and the installed system reports its first boot to the server.
+
+- The image: debian-mini built into a store kept between runs (``E2E_STORE``, /var/cache/provision/e2e-images
+  by default; rebuilt only when its inputs change: definition, packages, builder scripts).
+- Before the server starts: ``provision bundles sync`` mirrors the bundle ``hello`` (the package ``hello``, not in
+  the image) into the server's repository (STATE/repo, served at /repo/), so the bundle installs from the
+  server, with no route out of the lab.
+- PC ``bios``: SeaBIOS + iPXE ROM -> iPXE -> the live environment (the session's ``provision live build``; the
+  server logs in with the key it trusts: ``hooks.ssh_key``). The recipe writes debian-mini, then the hooks
+  ``hostname`` (poste-test) and ``identity``, then the bundle. The agent reboots when the run ends: QEMU runs
+  with -no-reboot, so that ends it.
+- On the host: the run is ``done``, every hook ok, the bundle's hook says what it installed; the written root
+  holds /etc/hostname ``poste-test`` and an empty /etc/machine-id.
+- The PC is powered on again: the boot script says "local disk", Debian boots from its own disk, systemd-networkd
+  gets a lease, ``provision-callback.service`` POSTs its first boot: the server records a ``firstboot`` event
+  with host name poste-test (matching the hook's), a fresh machine-id (the one now on the disk) and
+  ``hello=VERSION`` among its packages.
+
+Needs root, qemu-system-x86, mmdebstrap, apt-utils and gnupg (the repository), and the Debian archive (the image,
+the live environment, the boot files and the bundle; cached under /var/cache/provision). Times: docs/hooks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.bootfiles import BootRoot, DebCache
+from provision.builder.callback import CALLBACK_FAILED, CALLBACK_OK
+from provision.builder.rebuild import rebuild_one
+from provision.images.index import ImageVersion
+from provision.images.store import ImageStore
+from provision.lab import PC, Lab
+from tests.support.bundles import needs_repo_tools
+from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
+from tests.support.live import LiveEnv
+from tests.support.paths import DEB_CACHE, IMAGES, REPO
+
+pytestmark = [pytest.mark.e2e, needs_repo_tools]
+
+MINI = IMAGES / "debian-mini.yaml"
+E2E_STORE = Path(os.environ.get("PROVISION_E2E_IMAGES", "/var/cache/provision/e2e-images"))
+MAC = "52:54:00:18:30:01"
+HOSTNAME = "poste-test"
+MiB = 1 << 20
+IMAGING_TIMEOUT = 900.0  # PXE -> live -> write ~760 MB -> hooks -> bundle -> reboot, under TCG
+BOOT_TIMEOUT = 400.0  # network boot -> local disk -> Debian -> DHCP -> callback
+FAIL = rf"Kernel panic|PROVISION-LIVE-AGENT-EXIT|{CALLBACK_FAILED}"
+RECIPE = f"""name: debian-mini-pc
+match:
+  firmware: bios
+image: debian-mini
+wipe: none
+grow_root: false
+hooks:
+  - name: hostname
+    params: {{hostname: {HOSTNAME}}}
+  - name: identity
+bundles: [hello]
+"""
+BUNDLE = "name: hello\ndescription: one small package that is not in debian-mini\npackages:\n  - hello\n"
+
+
+def imaging_steps() -> list[tuple[str, str]]:
+    return [
+        ("kernel starts", r"Linux version"),
+        ("live environment up", r"PROVISION-LIVE-UP"),
+        ("agent done", r"PROVISION-AGENT-RESULT done"),
+    ]
+
+
+def firstboot_steps() -> list[tuple[str, str]]:
+    return [
+        ("boot script: local disk", rf"provision: {MAC} -> local disk"),
+        ("Debian kernel starts", r"Linux version"),
+        ("network configured", r"Finished .*Wait for Network to be Configured"),
+        ("callback OK", CALLBACK_OK),
+    ]
+
+
+@dataclass
+class Built:
+    store: ImageStore
+    version: ImageVersion
+    seconds: float
+    status: str  # built or skipped (inputs unchanged)
+
+
+def debian_mini() -> Built:
+    """debian-mini in the shared e2e store, built when its inputs changed since the last run."""
+    E2E_STORE.mkdir(parents=True, exist_ok=True)
+    store = ImageStore(E2E_STORE / "store")
+    started = time.monotonic()
+    result = rebuild_one(MINI, store, DebCache(DEB_CACHE), workdir=E2E_STORE / "work", log_dir=E2E_STORE / "logs")
+    if result.status == "failed":
+        pytest.fail(f"debian-mini did not build: {result.reason} (log in {E2E_STORE / 'logs'})")
+    version = store.current("debian-mini")
+    assert version is not None, result
+    if result.status == "built":
+        store.retain("debian-mini", keep=1)  # the cache keeps one version (~220 MB of chunks)
+    return Built(store, version, time.monotonic() - started, result.status)
+
+
+@dataclass
+class Site:
+    lab: Lab
+    server: ProvisionServe
+    built: Built
+    pc: PC
+    watch: BootWatch
+    sync_seconds: float
+
+
+def bundles_sync(recipes: Path, state: Path, store: ImageStore) -> float:
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "provision", "bundles", "sync", str(recipes), "--state-dir", str(state)]
+    argv += ["--store", str(store.root), "--cache", str(DEB_CACHE)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "+ hello_" in done.stdout, done.stdout
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def site(
+    netboot_root: BootRoot, trixie_rom: Path, live_env: LiveEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    require_lab("bios")
+    tmp = tmp_path_factory.mktemp("hooks-debian")
+    built = debian_mini()
+    root = tmp / "boot"
+    shutil.copytree(netboot_root.dest, root, symlinks=True)
+    for name in ("vmlinuz", "initrd.img"):  # the session's live environment build (tests/conftest.py)
+        (root / "live" / name).unlink(missing_ok=True)
+        shutil.copyfile(live_env.out / name, root / "live" / name)
+    recipes = tmp / "recipes"
+    (recipes / "bundles").mkdir(parents=True)
+    (recipes / "debian-mini.yaml").write_text(RECIPE)
+    (recipes / "bundles" / "hello.yaml").write_text(BUNDLE)
+    with Lab(workdir=tmp / "lab") as lab:
+        state = lab.workdir / "provision" / "state"  # LabServer's --state-dir: the repository is STATE/repo
+        sync_seconds = bundles_sync(recipes, state, built.store)
+        config = {
+            **provision_config(lab),
+            "image_store": str(built.store.root),
+            "recipes_dir": str(recipes),
+            "hooks": {"ssh_key": str(live_env.key.private_path)},  # the one key the live environment trusts
+        }
+        server = ProvisionServe.start(lab, root, config, dhcp="full")
+        disk_size = built.version.index.disk_size + 64 * MiB
+        pc = lab.add_pc("bios", firmware="bios", mac=MAC, rom=trixie_rom, disk_size=disk_size, memory=1024)
+        watch = BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=180)
+        yield Site(lab, server, built, pc, watch, sync_seconds)
+        for running in lab.pcs:
+            running.stop()
+
+
+def run_of(site: Site) -> dict[str, Any]:
+    runs = site.server.api(f"/api/v1/runs?mac={MAC}")
+    assert len(runs) == 1, runs
+    return dict(runs[0])
+
+
+def read_in_root(site: Site, disk: Path, path: str, *, recover: bool = False) -> str:
+    """The content of ``path`` in the written root file system of ``disk`` (debugfs on a loop device; read-only
+    unless ``recover``: the PC was killed while running, so e2fsck first replays the file system's journal,
+    which debugfs does not read)."""
+    index = site.built.version.index
+    root = max(index.layout.partitions, key=lambda p: p.start)
+    offset = root.start * index.sector_size
+    mode = [] if recover else ["--read-only"]
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", *mode, "--offset", str(offset), str(disk)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        if recover:
+            fsck = subprocess.run(["e2fsck", "-p", loop], capture_output=True, text=True)
+            assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr
+        done = subprocess.run(["debugfs", "-R", f"cat {path}", loop], capture_output=True, text=True, check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    return done.stdout
+
+
+def bundle_installed(run: dict[str, Any]) -> list[str]:
+    """NAME=VERSION of what the bundle hook's last line says it installed."""
+    [bundle] = [h for h in run["hooks"] if h["name"] == "bundle"]
+    output = str(bundle["output"])
+    found = re.findall(r"^PROVISION-BUNDLE-INSTALLED bundle=hello (.*)$", output, re.MULTILINE)
+    assert found, output[-2000:]
+    return str(found[-1]).split()
+
+
+def test_imaged_hooks_and_bundle_ran(site: Site, timing: Timing) -> None:
+    timing(f"debian-mini image ({site.built.status})", site.built.seconds)
+    timing("bundles sync", site.sync_seconds)
+    site.watch.result(timing, "bios imaging:")
+    assert site.watch.exit_code == 0, site.pc.tail(40)
+    run = run_of(site)
+    assert (run["state"], run["image"], run["digest"]) == ("done", "debian-mini", site.built.version.digest), run
+    hooks = run["hooks"]
+    assert [h["name"] for h in hooks] == ["hostname", "identity", "bundle"], hooks
+    for hook in hooks:
+        assert hook["exit_code"] == 0 and not hook["timed_out"] and not hook.get("error"), hook
+        timing(f"bios hook {hook['name']}", float(hook["seconds"]))
+    assert any(item.startswith("hello=") for item in bundle_installed(run)), run["hooks"][-1]["output"]
+    disk = site.pc.disk_path
+    assert read_in_root(site, disk, "/etc/hostname") == f"{HOSTNAME}\n"
+    assert read_in_root(site, disk, "/etc/machine-id").strip() == ""  # the image's and the identity hook's
+
+
+def test_first_boot_reports_host_name_machine_id_and_bundle(site: Site, timing: Timing) -> None:
+    site.watch.result()
+    run = run_of(site)
+    if run["state"] != "done":
+        pytest.skip("not imaged (see test_imaged_hooks_and_bundle_ran)")
+    pc = site.lab.power_on(site.pc)
+    site.pc = pc
+    again = BootWatch(pc, firstboot_steps(), BOOT_TIMEOUT, FAIL)
+    again.result(timing, "bios own disk:")
+    events = site.server.events(MAC)
+    firstboot = [e["detail"] for e in events if e["kind"] == "firstboot"]
+    assert len(firstboot) == 1, events
+    [report] = firstboot
+    assert (report["image"], report["firmware"], report["run"]) == ("debian-mini", "bios", run["id"]), report
+    assert (report["hostname"], report["hostname_matches"]) == (HOSTNAME, True), report
+    hello = [item for item in bundle_installed(run) if item.startswith("hello=")]
+    assert hello and hello[0] in report["packages"], (hello, len(report["packages"]))
+    assert any(p.startswith("openssh-server=") for p in report["packages"])
+    machine_id = report["machine_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id or ""), report
+    pc.stop()  # killed: its journal is replayed before the disk is read
+    assert read_in_root(site, pc.disk_path, "/etc/machine-id", recover=True).strip() == machine_id  # committed
+    print(json.dumps({k: v for k, v in report.items() if k != "packages"}))

@@ -12,6 +12,7 @@ from aiohttp import web
 from provision.boot import Booter
 from provision.bundles.repo import KEY_ASC
 from provision.credentials import load_or_create_key
+from provision.dashboard import add_dashboard
 from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
 from provision.postinstall import PostInstall
@@ -67,6 +68,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_get(paths.RUN, api.get_run)
     if images is not None:
         add_image_routes(app, images)
+    add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes")
     root = booter.config.boot_root
     if root.is_dir():
         # aiohttp resolves the path and refuses anything outside root; symlinks are not followed.

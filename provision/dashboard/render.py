@@ -1,0 +1,105 @@
+"""The dashboard's templates: a jinja2 environment on the aiohttp app (aiohttp-jinja2, under a key of its own),
+autoescape on for every template (a host name, a model string or a hook's output is always text, never
+markup), gettext through jinja2's i18n extension in its "newstyle" form (``_("... %(name)s", name=value)``:
+the value is escaped, the translation is ours), the request's language and its number formats.
+
+Templates and static files are package data of ``provision.dashboard`` (``templates/``, ``static/``), found
+with ``jinja2.PackageLoader`` and ``importlib.resources``: a checkout and an installed wheel alike.
+"""
+
+from __future__ import annotations
+
+import gettext
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from provision.dashboard.i18n import COOKIE, LANGUAGES, Formats, choose, translations
+from provision.dashboard.reasons import Explanation
+from provision.dashboard.views import FORM_WORDS, STAGE_WORDS, Views
+from provision.images import ImageStore
+from provision.recipes import RecipeSet
+
+TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("dashboard_templates", jinja2.Environment)
+COOKIE_AGE = 365 * 86400
+REFRESH_SECONDS = 10  # the page without JavaScript reloads itself this often (<noscript> meta refresh)
+
+
+@dataclass
+class Dashboard:
+    """What the dashboard's handlers read: the view models' builder, the image store, the recipes."""
+
+    views: Views
+    images: ImageStore | None
+    recipes: Callable[[], RecipeSet] | None
+
+
+DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard", Dashboard)
+
+
+@jinja2.pass_context
+def _gettext(context: jinja2.runtime.Context, message: str) -> str:
+    tr: gettext.NullTranslations = context["tr"]
+    return tr.gettext(message)
+
+
+@jinja2.pass_context
+def _ngettext(context: jinja2.runtime.Context, singular: str, plural: str, count: int) -> str:
+    tr: gettext.NullTranslations = context["tr"]
+    return tr.ngettext(singular, plural, count)
+
+
+def setup_templates(app: web.Application) -> jinja2.Environment:
+    env = aiohttp_jinja2.setup(
+        app,
+        app_key=TEMPLATES,
+        loader=jinja2.PackageLoader("provision.dashboard", "templates"),
+        autoescape=True,
+        extensions=["jinja2.ext.i18n"],
+        default_helpers=False,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_callables(_gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.globals["stage_words"] = STAGE_WORDS
+    env.globals["form_words"] = FORM_WORDS
+    env.globals["languages"] = LANGUAGES
+    env.globals["refresh_seconds"] = REFRESH_SECONDS
+    return env
+
+
+def language(request: web.Request) -> str:
+    return choose(request.query.get("lang"), request.cookies.get(COOKIE), request.headers.get("Accept-Language"))
+
+
+def context(request: web.Request, lang: str, **values: Any) -> dict[str, Any]:
+    """What every template gets: the language, its translations and formats, the page's path."""
+    tr = translations(lang)
+
+    def reason(explanation: Explanation) -> tuple[str, str]:
+        return explanation.render(tr.gettext)
+
+    return {"lang": lang, "tr": tr, "fmt": Formats(lang), "path": request.path, "reason": reason, **values}
+
+
+def page(request: web.Request, template: str, values: Mapping[str, Any], status: int = 200) -> web.Response:
+    """A page in the request's language; ``?lang=`` also sets the ``lang`` cookie."""
+    lang = language(request)
+    response = aiohttp_jinja2.render_template(
+        template, request, context(request, lang, **values), app_key=TEMPLATES, status=status
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Language"] = lang
+    if request.query.get("lang") in LANGUAGES:
+        response.set_cookie(COOKIE, lang, max_age=COOKIE_AGE, path="/", httponly=True, samesite="Lax")
+    return response
+
+
+def fragment(request: web.Request, template: str, lang: str, values: Mapping[str, Any]) -> str:
+    """A template rendered alone (a tile for a live update)."""
+    return aiohttp_jinja2.render_string(template, request, context(request, lang, **values), app_key=TEMPLATES)

@@ -1,0 +1,144 @@
+"""The dashboard's view models over a real store: stages, tile numbers of the session, progress with rate and
+ETA, reasons, the machine page's runs, verification and hooks, and the tile template's escaping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jinja2
+import pytest
+from aiohttp import web
+
+from provision.dashboard.i18n import translations
+from provision.dashboard.pages import machine_page
+from provision.dashboard.render import context, setup_templates
+from provision.dashboard.views import Progress, Session, Stage, Views
+from provision.states import MachineState, RunState
+from provision.store import Store
+from provision.wire.api import VerificationReport
+from provision.wire.hooks import HookResult
+
+DIGEST = "ab" * 32
+A, B, C = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+HOSTILE = "<script>alert('x')</script>&"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "state.sqlite") as s:
+        yield s
+
+
+def views(store: Store, hours: float = 12.0) -> Views:
+    return Views(store, None, Session(hours))
+
+
+def imaging(store: Store, mac: str, **facts: object) -> str:
+    store.issue_token(mac, "ipxe", 3600)
+    return store.create_run(mac, recipe="default", image="educ", label="L1", digest=DIGEST, facts=dict(facts)).id
+
+
+def test_tiles_are_numbered_in_arrival_order_and_keep_their_numbers(store: Store) -> None:
+    for mac in (B, A):
+        store.issue_token(mac, "ipxe", 3600)
+    first = {t.mac: t.number for t in views(store).rack()}
+    assert first == {B: 1, A: 2}
+    store.issue_token(C, "ipxe", 3600)
+    store.issue_token(B, "ipxe", 3600)  # a PC booting again keeps its number
+    assert {t.mac: t.number for t in views(store).rack()} == {B: 1, A: 2, C: 3}
+
+
+def test_the_session_window_leaves_out_machines_not_seen_for_hours(store: Store) -> None:
+    store.issue_token(A, "ipxe", 3600)
+    assert [t.mac for t in views(store).rack(now=time.time() + 3 * 3600)] == [A]
+    assert views(store, hours=2).rack(now=time.time() + 3 * 3600) == []
+
+
+def test_stages_follow_the_run(store: Store) -> None:
+    run = imaging(store, A, model="OptiPlex 7010", maker="Dell", form_factor="desktop", firmware="uefi", ram_mb=8192)
+    v = views(store)
+    [tile] = v.rack()
+    assert (tile.stage, tile.vendor, tile.model) == (Stage.INVENTORY, "Dell", "OptiPlex 7010")
+    assert (tile.hardware.form_factor, tile.hardware.ram_mb) == ("desktop", 8192)
+    store.set_run_state(run, RunState.WRITING)
+    store.event(A, "progress", {"run": run, "stage": "writing", "bytes_done": 25, "bytes_total": 100, "rate": 5.0})
+    [tile] = v.rack()
+    assert tile.stage is Stage.WRITING and tile.progress == Progress("writing", 25, 100, 5.0)
+    assert (tile.progress.percent, tile.progress.eta) == (25, 15.0)
+    assert tile.word == "writing" and tile.icon
+    store.set_run_state(run, RunState.FAILED, "AmbiguousTarget: several disks qualify (vda 1 GB, vdb 2 GB)")
+    [tile] = v.rack()
+    assert tile.stage is Stage.FAILED and tile.progress is None and tile.final
+    assert tile.reason is not None and tile.reason.code == "disk-several"
+
+
+def test_a_failed_machine_booting_again_is_booting(store: Store) -> None:
+    run = imaging(store, A)
+    store.set_run_state(run, RunState.FAILED, "superseded by run x")
+    time.sleep(0.01)
+    store.issue_token(A, "ipxe", 3600)
+    assert views(store).rack()[0].stage is Stage.BOOTING
+
+
+def test_repair_and_waiting_show_their_reasons(store: Store) -> None:
+    store.issue_token(A, "ipxe", 3600)
+    store.set_state(A, MachineState.REPAIR, "reallocated sectors 312 > 5", recipe="uefi-desktop")
+    store.issue_token(B, "ipxe", 3600)
+    store.set_state(B, MachineState.WAITING, "no recipe matches and there is no default")
+    tiles = {t.mac: t for t in views(store).rack()}
+    repair, waiting = tiles[A].reason, tiles[B].reason
+    assert tiles[A].stage is Stage.REPAIR and repair is not None
+    assert repair.render(translations("en").gettext) == ("disk has 312 reallocated sectors", "replace the disk")
+    assert tiles[B].stage is Stage.WAITING and waiting is not None and waiting.code == "no-recipe"
+
+
+def test_a_pc_silent_after_its_boot_script_has_no_network(store: Store) -> None:
+    store.issue_token(A, "ipxe", 3600)
+    [tile] = views(store).rack(now=time.time() + 600)
+    assert tile.stage is Stage.BOOTING and tile.reason is not None and tile.reason.code == "no-network"
+    assert views(store).rack()[0].reason is None  # just booted: not yet
+
+
+def test_machine_page_has_runs_verification_and_hooks(store: Store) -> None:
+    run = imaging(store, A, vendor=HOSTILE)
+    store.set_run_state(run, RunState.WRITING)
+    store.set_run_state(run, RunState.VERIFYING)
+    report = VerificationReport(DIGEST, 3, 3, True, 100, 1.0, 100.0, wipe_method="BLKZEROOUT")
+    store.record_verification(run, report)
+    store.set_run_state(run, RunState.HOOKS)
+    store.record_hook(run, 0, "target", "warn", HookResult("locale", 2, False, 0.5, HOSTILE, len(HOSTILE)))
+    store.set_run_state(run, RunState.DONE, "done with warnings: hook locale failed with exit status 2: x")
+    page = machine_page(views(store), A, None)
+    assert page is not None
+    [shown] = page.runs
+    assert shown.stage is Stage.DONE and shown.verifications[0].complete
+    assert (shown.hooks[0].result, shown.hooks[0].output) == ("failed", HOSTILE)
+    assert page.tile.warnings and page.tile.reason is not None and page.tile.reason.code == "hook-exit"
+    assert ("vendor", HOSTILE) in page.facts
+    assert page.recipe.problem == "this server has no recipes"
+    assert page.events[0].kind == "run"  # newest first
+    assert machine_page(views(store), B, None) is None
+
+
+def test_the_tile_template_escapes_what_machines_report(store: Store) -> None:
+    imaging(store, A, maker=HOSTILE, model=HOSTILE)
+    store.set_state(A, MachineState.REPAIR, HOSTILE)
+    app = web.Application()
+    env = setup_templates(app)
+    assert env.autoescape is True
+    [tile] = views(store).rack()
+
+    class Request:
+        path = "/"
+
+    html = env.get_template("tile.html").render(context(Request(), "fr", tile=tile))  # type: ignore[arg-type]
+    assert "<script>" not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;" in html
+    assert "réparation" in html and "problème inattendu" in html
+
+
+def test_templates_refuse_undefined_names() -> None:
+    env = setup_templates(web.Application())
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ nothing }}").render()

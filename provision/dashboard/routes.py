@@ -88,8 +88,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={**headers, "X-Accel-Buffering": "no"})
     await response.prepare(request)
     try:
-        await response.write(b"retry: 3000\n\n")
         async with feed.listen() as listener:
+            await response.write(b"retry: 3000\n\n")  # after listen(): a change from now on is sent
             while True:
                 macs = await listener.changes(KEEPALIVE)
                 if macs is None:

@@ -92,6 +92,12 @@ class BootConfig(_Model):
     bind_tokens: TokenBinding = TokenBinding.AUTO
 
 
+class DashboardConfig(_Model):
+    """The dashboard (docs/dashboard.md): its rack view shows the machines seen in the last ``session_hours``."""
+
+    session_hours: float = Field(default=12.0, gt=0, le=31 * 24)
+
+
 class HooksConfig(_Model):
     """Post-install hooks (docs/hooks.md): the site's hook folder, and how the server reaches a PC's live
     environment over SSH (its dropbear listens on 22; tests point the server at a dropbear of their own)."""
@@ -119,6 +125,7 @@ class ServerConfig(_Model):
     recipes_dir: Path = Field(default_factory=lambda: data_dir("recipes"))  # the sample recipes
     image_store: Path | None = None  # default: state_dir/images
     repo_dir: Path | None = None  # the bundles' Debian repository served at /repo/ (default: state_dir/repo)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @property
     def tokens_bound(self) -> bool:

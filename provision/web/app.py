@@ -68,7 +68,8 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_get(paths.RUN, api.get_run)
     if images is not None:
         add_image_routes(app, images)
-    add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes")
+    add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes",
+                  session_hours=booter.config.dashboard.session_hours)  # fmt: skip
     root = booter.config.boot_root
     if root.is_dir():
         # aiohttp resolves the path and refuses anything outside root; symlinks are not followed.

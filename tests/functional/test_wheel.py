@@ -233,6 +233,23 @@ def test_installed_serve_renders_ipxe_and_grub(serving: Serving) -> None:
 
 
 @pytest.mark.network
+def test_wheel_ships_the_dashboard_and_installed_serve_renders_it(installed: Installed, serving: Serving) -> None:
+    """The dashboard's templates, static files and catalogues are package data; the installed server renders
+    the rack view in French by default and in English (catalogues compiled at load time, no .mo shipped)."""
+    dashboard = REPO / "provision" / "dashboard"
+    patterns = ("templates/*.html", "static/*", "locale/*/LC_MESSAGES/*.po")
+    wanted = {f"provision/dashboard/{p.relative_to(dashboard).as_posix()}" for g in patterns for p in dashboard.glob(g)}
+    with zipfile.ZipFile(installed.wheel) as whl:
+        names = set(whl.namelist())
+    assert wanted and wanted <= names and not any(n.endswith(".mo") for n in names)
+    french = requests.get(serving.url + "/", timeout=10)
+    assert french.status_code == 200 and '<html lang="fr">' in french.text and "Aucune machine" in french.text
+    english = requests.get(serving.url + "/?lang=en", timeout=10)
+    assert '<html lang="en">' in english.text and "No machine yet" in english.text
+    assert requests.get(serving.url + "/dashboard/static/dashboard.css", timeout=10).status_code == 200
+
+
+@pytest.mark.network
 def test_installed_recipes_check_checks_the_sample_recipes(installed: Installed) -> None:
     got = _run([installed.bin / "provision", "recipes", "check"], cwd=installed.outside).stdout
     shipped = installed.venv.glob("lib/python*/site-packages/provision/_data/recipes")

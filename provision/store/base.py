@@ -160,10 +160,29 @@ class Database:
         return [event_from_row(r) for r in rows]
 
     def first_events_since(self, since: float) -> dict[str, float]:
-        """Each machine's first event at or after ``since`` (a time): when it arrived in that window."""
+        """Each machine's first event at or after ``since`` (a time): when it arrived in that window. Events are
+        appended in time order, so the window's first id is found by bisection (``at`` has no index) and only
+        the window is read."""
         with self._read():
-            rows = self._db.execute("SELECT mac, MIN(at) AS at FROM events WHERE at >= ? GROUP BY mac", (since,))
-            return {str(r["mac"]): float(r["at"]) for r in rows.fetchall()}
+            first = self._first_event_at(since)
+            rows = self._db.execute(
+                "SELECT mac, MIN(at) AS at FROM events NOT INDEXED WHERE id >= ? AND at >= ? GROUP BY mac",
+                (first, since),
+            ).fetchall()
+        return {str(r["mac"]): float(r["at"]) for r in rows}
+
+    def _first_event_at(self, since: float) -> int:
+        """The smallest event id whose ``at`` is at or after ``since`` (past the last id when none is)."""
+        low = int(self._db.execute("SELECT MIN(id) FROM events").fetchone()[0] or 1)  # one MIN or MAX: O(log n)
+        high = int(self._db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0) + 1
+        while low < high:
+            middle = (low + high) // 2
+            row = self._db.execute("SELECT id, at FROM events WHERE id >= ? ORDER BY id LIMIT 1", (middle,)).fetchone()
+            if row is None or row["at"] >= since:
+                high = middle
+            else:
+                low = int(row["id"]) + 1
+        return int(low)
 
     def last_event_id(self) -> int:
         """The id of the newest event of any machine (0: none yet)."""

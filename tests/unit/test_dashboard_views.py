@@ -142,3 +142,12 @@ def test_templates_refuse_undefined_names() -> None:
     env = setup_templates(web.Application())
     with pytest.raises(jinja2.UndefinedError):
         env.from_string("{{ nothing }}").render()
+
+
+def test_first_events_since_reads_the_window_only(store: Store) -> None:
+    for i, mac in enumerate((A, B, A, C)):
+        store._db.execute("INSERT INTO events (mac, at, kind, detail) VALUES (?, ?, 'x', '{}')", (mac, 100.0 + i))
+    assert store.first_events_since(101.0) == {B: 101.0, A: 102.0, C: 103.0}
+    assert store.first_events_since(0) == {A: 100.0, B: 101.0, C: 103.0}
+    assert store.first_events_since(103.5) == {}
+    assert [e.mac for e in store.events_after(2)] == [A, C] and store.last_event_id() == 4

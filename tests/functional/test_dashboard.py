@@ -122,7 +122,7 @@ def test_a_failed_and_a_repaired_machine_show_their_reasons(site: Site) -> None:
     assert site.hello(weak, "Weakco", "Slowbook")[1]["action"] == "repair"
     english, french = site.get("/", "en").text, site.get("/", "fr").text
     assert "no disk is large enough for the image</strong>: fit a larger disk" in english
-    assert "aucun disque n\u2019est assez grand pour l\u2019image</strong>: montez un disque plus grand" in french
+    assert "aucun disque n\u2019est assez grand pour l\u2019image</strong>\u202f: montez un disque plus grand" in french
     assert re.search(r"not enough memory: \d+ MiB, 10000000 needed</strong>: add memory", english)
     assert "✖" in english and ">failed<" in english and "⚠" in english and ">repair<" in english
     page = site.get(f"/machines/{failed}", "en").text

@@ -244,8 +244,15 @@ def test_first_boot_reports_host_name_machine_id_and_bundle(site: Site, timing: 
     hello = [item for item in bundle_installed(run) if item.startswith("hello=")]
     assert hello and hello[0] in report["packages"], (hello, len(report["packages"]))
     assert any(p.startswith("openssh-server=") for p in report["packages"])
+    failed_units = [line for line in pc.serial_text().splitlines() if "Failed to start" in line]
+    assert failed_units == [], failed_units
     machine_id = report["machine_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", machine_id or ""), report
     pc.stop()  # killed: its journal is replayed before the disk is read
     assert read_in_root(site, pc.disk_path, "/etc/machine-id", recover=True).strip() == machine_id  # committed
     print(json.dumps({k: v for k, v in report.items() if k != "packages"}))
+
+
+def test_the_server_logged_no_error(site: Site) -> None:
+    site.watch.result()
+    assert site.server.problems() == [], site.server.problems()

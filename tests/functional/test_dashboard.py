@@ -104,7 +104,9 @@ def test_pages_in_french_by_default_and_in_english(site: Site) -> None:
     assert page.status_code == 200
     assert "Vérification" in page.text and f"{site.data} / {site.data}" in page.text and site.digest in page.text
     assert "Pourquoi cette recette" in page.text and "default" in page.text
-    assert "Why this recipe" in site.get(f"/machines/{mac}", "en").text
+    english_page = site.get(f"/machines/{mac}", "en").text
+    assert "Why this recipe" in english_page and "No other recipe matched: this is the default recipe." in english_page
+    assert "recipe default (" in english_page and "Image digest" in english_page
     image = site.get("/images/tiny", "en")
     assert image.status_code == 200 and site.label in image.text and "current version" in image.text
     assert f'href="/machines/{mac}"' in image.text  # the machine holds that version

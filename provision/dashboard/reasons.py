@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 def N_(message: str) -> str:  # the gettext marker Babel's extractor looks for
@@ -61,6 +61,7 @@ REPLACE_DISK = N_("replace the disk")
 CHECK_CABLE = N_("check the network cable, then restart the PC")
 RESTART = N_("restart the PC from the network")
 SEE_PAGE = N_("see the machine page, then restart the PC")
+SEE_DETAILS = N_("see the machine page")  # a done machine's warnings: nothing to restart
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,11 @@ def explain(reason: str | None) -> list[Explanation]:
     return known + [e for e in explained if e.code == UNKNOWN.code]
 
 
+def as_warning(explanation: Explanation) -> Explanation:
+    """A problem of a machine that is done all the same (a ``warn`` hook failed): look, nothing to redo."""
+    return replace(explanation, action=SEE_DETAILS, severity="warn")
+
+
 def no_network() -> Explanation:
     """A PC that fetched its boot script but never said hello: the live system found no network."""
     return Explanation(NO_NETWORK.code, NO_NETWORK.sentence, NO_NETWORK.action, {}, "")
@@ -191,4 +197,4 @@ def no_network() -> Explanation:
 def messages() -> list[str]:
     """Every msgid of this module (the catalogue's completeness test reads them)."""
     found = {m for r in (*RULES, NO_NETWORK, UNKNOWN) for m in (r.sentence, r.action)}
-    return sorted(found | {CALL_IT, REPLACE_DISK, CHECK_CABLE, RESTART, SEE_PAGE})
+    return sorted(found | {CALL_IT, REPLACE_DISK, CHECK_CABLE, RESTART, SEE_PAGE, SEE_DETAILS})

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.dashboard.reasons import N_, Explanation, explain, no_network
+from provision.dashboard.reasons import N_, Explanation, as_warning, explain, no_network
 from provision.facts import load_probe
 from provision.facts.derive import derive
 from provision.states import MachineState, RunState
@@ -303,8 +303,7 @@ class Views:
             if hello is None or hello.at < last_boot.at:
                 reasons = (no_network(),)
         warnings = stage is Stage.DONE and bool(reason) and str(reason).startswith("done with warnings")
-        if stage is Stage.DONE and not warnings:
-            reasons = ()
+        reasons = tuple(as_warning(e) for e in reasons) if warnings else () if stage is Stage.DONE else reasons
         return Tile(
             number=self.session.numbers.get(machine.mac, 0),
             mac=machine.mac,

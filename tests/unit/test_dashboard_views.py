@@ -116,6 +116,8 @@ def test_machine_page_has_runs_verification_and_hooks(store: Store) -> None:
     assert shown.stage is Stage.DONE and shown.verifications[0].complete
     assert (shown.hooks[0].result, shown.hooks[0].output) == ("failed", HOSTILE)
     assert page.tile.warnings and page.tile.reason is not None and page.tile.reason.code == "hook-exit"
+    said = page.tile.reason.render(translations("en").gettext)
+    assert said == ("step locale failed (code 2)", "see the machine page")
     assert ("vendor", HOSTILE) in page.facts
     assert page.recipe.problem == "this server has no recipes"
     assert page.events[0].kind == "run"  # newest first

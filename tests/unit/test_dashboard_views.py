@@ -123,6 +123,14 @@ def test_machine_page_has_runs_verification_and_hooks(store: Store) -> None:
     assert page.events[0].kind == "run"  # newest first
     assert machine_page(views(store), B, None) is None
 
+    class Request:
+        path = f"/machines/{A}"
+
+    env = setup_templates(web.Application())
+    html = env.get_template("machine.html").render(context(Request(), "en", m=page, tile=page.tile))  # type: ignore[arg-type]
+    assert "<script>" not in html and html.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;") >= 2
+    assert "Step locale: failed (code 2)" in html and "BLKZEROOUT" in html and "3 / 3" in html
+
 
 def test_the_tile_template_escapes_what_machines_report(store: Store) -> None:
     imaging(store, A, maker=HOSTILE, model=HOSTILE)

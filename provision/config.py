@@ -110,6 +110,15 @@ class HooksConfig(_Model):
     workers: int = Field(default=8, ge=1, le=256)  # machines whose hooks run at once (each one's in order)
 
 
+class AuthConfig(_Model):
+    """The dashboard's logins (docs/dashboard.md): sessions end after ``idle_minutes`` without a request or
+    ``session_hours`` after login; ``secure_cookies`` when the dashboard is reached over HTTPS (a proxy)."""
+
+    idle_minutes: float = Field(default=120.0, gt=0, le=7 * 24 * 60)
+    session_hours: float = Field(default=12.0, gt=0, le=30 * 24)
+    secure_cookies: bool = False
+
+
 class ServerConfig(_Model):
     interface: str | None = None
     address: IPv4Address = IPv4Address("198.18.0.1")
@@ -119,6 +128,7 @@ class ServerConfig(_Model):
     ports: Ports = Field(default_factory=Ports)
     boot: BootConfig = Field(default_factory=BootConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     state_dir: Path = Path("/var/lib/provision")
     boot_root: Path = Path("/var/lib/provision/boot")
     templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one

@@ -24,6 +24,7 @@ The tree (other packages add leaves; each names its status where it differs from
         │   └── ActionRefused               409  an operator's action the machine's state does not allow
         ├── Unauthorized                    401  no login (the dashboard's actions need one)
         ├── Forbidden                       403  a form without its session's CSRF token
+        ├── web.auth.LoginThrottled         429  too many failed logins from one address
         ├── store.UserError                      a dashboard user that cannot be added, changed, removed
         ├── ProbeError                      422  a hardware probe that cannot be read
         ├── RunError                        422  a run operation the rules refuse

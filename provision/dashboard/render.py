@@ -19,14 +19,35 @@ import jinja2
 from aiohttp import web
 
 from provision.dashboard.i18n import COOKIE, LANGUAGES, Formats, choose, translations
-from provision.dashboard.reasons import Explanation
+from provision.dashboard.reasons import N_, Explanation
 from provision.dashboard.views import FORM_WORDS, STAGE_WORDS, Views
 from provision.images import ImageStore
 from provision.recipes import RecipeSet
 
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("dashboard_templates", jinja2.Environment)
+SESSION_KEY = "provision.session"  # request[SESSION_KEY]: the logged-in session (provision.web.auth sets it)
+DONE_ACTIONS = ("reimage", "ready", "forget", "rerun")  # ?done=ACTION after a form: said on the next page
 COOKIE_AGE = 365 * 86400
 REFRESH_SECONDS = 10  # the page without JavaScript reloads itself this often (<noscript> meta refresh)
+
+
+# what each refusal means for the person at the screen, and what to do (gettext msgids: the dashboard's catalogue)
+ERROR_TITLES = {
+    500: N_("Something went wrong"),
+    401: N_("Log in to do this"),
+    403: N_("This form cannot be used"),
+    404: N_("Not found"),
+    409: N_("Not possible now"),
+    429: N_("Too many failed logins"),
+}
+ERROR_ADVICE = {
+    500: N_("Try again; if it happens again, the server's log says why."),
+    401: N_("Reading needs no login; an action does. Log in, then try again."),
+    403: N_("The page was out of date or the form came from elsewhere. Reload the page and try again."),
+    404: N_("Check the address, or go back to the rack."),
+    409: N_("The machine is busy or in a state that does not allow this. Wait, reload the page and try again."),
+    429: N_("Wait a few minutes, then try again. Ask the IT agent if you forgot your password."),
+}
 
 
 @dataclass
@@ -78,13 +99,18 @@ def language(request: web.Request) -> str:
 
 
 def context(request: web.Request, lang: str, **values: Any) -> dict[str, Any]:
-    """What every template gets: the language, its translations and formats, the page's path."""
+    """What every template gets: the language, its translations and formats, the page's path, the logged-in
+    session (None: nobody; its CSRF token goes in every form) and the action just done (``?done=``)."""
     tr = translations(lang)
 
     def reason(explanation: Explanation) -> tuple[str, str]:
         return explanation.render(tr.gettext)
 
-    return {"lang": lang, "tr": tr, "fmt": Formats(lang), "path": request.path, "reason": reason, **values}
+    done = request.query.get("done")
+    base = {"lang": lang, "tr": tr, "fmt": Formats(lang), "path": request.path, "reason": reason}
+    extra = {"session": request.get(SESSION_KEY), "done": done if done in DONE_ACTIONS else None}
+    extra["done_ok"] = request.query.get("ok") != "0"
+    return {**base, **extra, **values}
 
 
 def page(request: web.Request, template: str, values: Mapping[str, Any], status: int = 200) -> web.Response:

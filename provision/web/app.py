@@ -18,6 +18,7 @@ from provision.images import ImageStore
 from provision.postinstall import PostInstall
 from provision.runs import Runs
 from provision.web import api, boot
+from provision.web.actions import setup_actions
 from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
 from provision.wire import paths
@@ -70,6 +71,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
         add_image_routes(app, images)
     add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes",
                   session_hours=booter.config.dashboard.session_hours)  # fmt: skip
+    setup_actions(app, booter.config.auth, postinstall)
     root = booter.config.boot_root
     if root.is_dir():
         # aiohttp resolves the path and refuses anything outside root; symlinks are not followed.

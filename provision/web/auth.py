@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from provision.errors import Forbidden, Unauthorized
+from provision.dashboard.render import SESSION_KEY
+from provision.errors import FatalError, Forbidden, Unauthorized
 from provision.store import Store
 from provision.store.users import Session
 
@@ -37,6 +38,13 @@ LOGIN_COOKIE = "provision_login"  # the login form's CSRF token (double submit)
 CSRF_FIELD = "csrf"
 MAX_FORM = 16 << 10  # bytes of a dashboard form
 FAILURES, FAILURE_WINDOW = 5, 300.0
+
+
+class LoginThrottled(FatalError):
+    """Too many failed logins from one address: it waits (``wait`` seconds)."""
+
+    status_code = 429
+    public_facts = ("wait",)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class LoginThrottle:
 
 AUTH: web.AppKey[AuthSettings] = web.AppKey("auth", AuthSettings)
 THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle", LoginThrottle)
-SESSION = "provision.session"  # the request's session, once looked up (request[SESSION])
+SESSION = SESSION_KEY  # the request's session, once looked up (request[SESSION]): the templates show it
 
 
 def _store(request: web.Request) -> Store:
@@ -145,19 +153,23 @@ def set_session_cookie(response: web.StreamResponse, request: web.Request, token
                         samesite="Strict", secure=settings.secure_cookies)  # fmt: skip
 
 
-def login_token(request: web.Request, response: web.StreamResponse) -> str:
-    """The login form's CSRF token: the browser's (cookie) when it has one, else a new one set on ``response``."""
+def login_token(request: web.Request) -> tuple[str, bool]:
+    """The login form's CSRF token: the browser's (its cookie) when it has one, else a new one (True: set it
+    with ``set_login_cookie`` on the page's response)."""
     token = request.cookies.get(LOGIN_COOKIE, "")
-    if not 32 <= len(token) <= 64:
-        token = secrets.token_urlsafe(32)
-        response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="Strict",
-                            secure=request.app[AUTH].secure_cookies)  # fmt: skip
-    return token
+    if 32 <= len(token) <= 64:
+        return token, False
+    return secrets.token_urlsafe(32), True
+
+
+def set_login_cookie(response: web.StreamResponse, request: web.Request, token: str) -> None:
+    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="Strict",
+                        secure=request.app[AUTH].secure_cookies)  # fmt: skip
 
 
 async def log_in(request: web.Request, form: dict[str, str]) -> tuple[str, Session] | None:
     """Check a login form (its CSRF token, the throttle, the password); the new session's token and session,
-    or None when the name or password is wrong. Forbidden on a bad token, web.HTTPTooManyRequests when the
+    or None when the name or password is wrong. Forbidden on a bad token, LoginThrottled (429) when the
     address must wait."""
     sent, kept = form.get(CSRF_FIELD, ""), request.cookies.get(LOGIN_COOKIE, "")
     if not sent or not kept or not secrets.compare_digest(sent.encode(), kept.encode()) or not same_origin(request):
@@ -167,7 +179,7 @@ async def log_in(request: web.Request, form: dict[str, str]) -> tuple[str, Sessi
     wait = throttle.blocked(remote)
     if wait:
         log.warning("%s: login refused: too many failures, %d s to wait", remote, wait)
-        raise web.HTTPTooManyRequests(headers={"Retry-After": str(int(wait) + 1)})
+        raise LoginThrottled(f"too many failed logins from {remote}: wait {int(wait) + 1} s", wait=int(wait) + 1)
     name, password = form.get("user", "").strip()[:64], form.get("password", "")
     store = _store(request)
     if not name or not await asyncio.to_thread(store.authenticate, name, password):

@@ -2,8 +2,10 @@
 (``status_code``) and what a client may see (``http_body``); this middleware answers with them.
 
 Boot scripts (``/boot/...``) are read by iPXE, GRUB and people at a console: their errors are one line of
-plain text. Everything else (the agent API, images, chunks) answers JSON ``{"error": reason, ...}``. A 4xx is
-logged as a warning with the path and the client, a 5xx as an error with the full message.
+plain text. The dashboard's pages and forms (routes named ``dashboard...``) answer a page in plain words
+(``HTML_ERRORS``, set by the dashboard). Everything else (the agent API, images, chunks) answers JSON
+``{"error": reason, ...}``. A 4xx is logged as a warning with the path and the client, a 5xx as an error with
+the full message.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ from provision.wire import paths
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HtmlErrors = Callable[[web.Request, ProvisionError], web.StreamResponse]
 TEXT_PREFIX = paths.BOOT_SCRIPTS
+HTML_ROUTES = "dashboard"  # routes whose name starts so are pages and forms: their errors are pages
+HTML_ERRORS: web.AppKey[HtmlErrors] = web.AppKey("html_errors")
 
 
-def error_response(request: web.Request, exc: ProvisionError) -> web.Response:
+def wants_html(request: web.Request) -> bool:
+    """A dashboard page or form (its route's name says so), answered with an HTML page when it fails."""
+    name = request.match_info.route.name or ""
+    return name.startswith(HTML_ROUTES) and HTML_ERRORS in request.app
+
+
+def error_response(request: web.Request, exc: ProvisionError) -> web.StreamResponse:
     """The answer to ``exc`` for this request (text under /boot/, JSON elsewhere), logged once."""
     status = exc.status_code
     where = f"HTTP {request.method} {request.path[:200]} from {request.remote}"
@@ -33,6 +44,8 @@ def error_response(request: web.Request, exc: ProvisionError) -> web.Response:
         log.error("%s: %s", where, exc)
     else:
         log.warning("%s: %s", where, exc)
+    if wants_html(request):
+        return request.app[HTML_ERRORS](request, exc)
     if request.path.startswith(TEXT_PREFIX):
         return web.Response(status=status, text=f"{exc.http_reason}\n", content_type="text/plain")
     return web.Response(status=status, text=json.dumps(exc.http_body()), content_type="application/json")

@@ -13,10 +13,11 @@ from aiohttp import web
 
 from provision.dashboard.i18n import translations
 from provision.dashboard.pages import machine_page
-from provision.dashboard.render import context, setup_templates
+from provision.dashboard.render import SESSION_KEY, context, setup_templates
 from provision.dashboard.views import Progress, Session, Stage, Views
 from provision.states import MachineState, RunState
 from provision.store import Store
+from provision.store.users import Session as LoginSession
 from provision.wire.api import VerificationReport
 from provision.wire.hooks import HookResult
 
@@ -123,13 +124,19 @@ def test_machine_page_has_runs_verification_and_hooks(store: Store) -> None:
     assert page.events[0].kind == "run"  # newest first
     assert machine_page(views(store), B, None) is None
 
-    class Request:
-        path = f"/machines/{A}"
-
     env = setup_templates(web.Application())
-    html = env.get_template("machine.html").render(context(Request(), "en", m=page, tile=page.tile))  # type: ignore[arg-type]
+    html = env.get_template("machine.html").render(context(FakeRequest(f"/machines/{A}"), "en", m=page, tile=page.tile))  # type: ignore[arg-type]
     assert "<script>" not in html and html.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;") >= 2
     assert "Step locale: failed (code 2)" in html and "BLKZEROOUT" in html and "3 / 3" in html
+    # nobody logged in: no form, a link to log in; logged in: each action a form with the session's CSRF token
+    assert "<form" not in html.split("<main", 1)[1] and f'href="/login?next=/machines/{A.replace(":", "%3A")}"' in html
+    session = LoginSession("alice", "T0KEN-csrf", 0.0, 1.0)
+    logged = FakeRequest(f"/machines/{A}", {SESSION_KEY: session}, {"done": "reimage"})
+    html = env.get_template("machine.html").render(context(logged, "fr", m=page, tile=page.tile))  # type: ignore[arg-type]
+    for action in ("actions/reimage", "actions/forget", "hooks/locale/rerun", "/logout"):
+        assert f'action="/machines/{A}/{action}"' in html or f'action="{action}"' in html, action
+    assert html.count('name="csrf" value="T0KEN-csrf"') >= 4 and "Connecté : alice" in html
+    assert "Fait : la machine sera de nouveau imagée" in html
 
 
 def test_the_tile_template_escapes_what_machines_report(store: Store) -> None:
@@ -140,10 +147,7 @@ def test_the_tile_template_escapes_what_machines_report(store: Store) -> None:
     assert env.autoescape is True
     [tile] = views(store).rack()
 
-    class Request:
-        path = "/"
-
-    html = env.get_template("tile.html").render(context(Request(), "fr", tile=tile))  # type: ignore[arg-type]
+    html = env.get_template("tile.html").render(context(FakeRequest("/"), "fr", tile=tile))  # type: ignore[arg-type]
     assert "<script>" not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;" in html
     assert "réparation" in html and "problème inattendu" in html
 
@@ -161,3 +165,12 @@ def test_first_events_since_reads_the_window_only(store: Store) -> None:
     assert store.first_events_since(0) == {A: 100.0, B: 101.0, C: 103.0}
     assert store.first_events_since(103.5) == {}
     assert [e.mac for e in store.events_after(2)] == [A, C] and store.last_event_id() == 4
+
+
+class FakeRequest(dict[str, object]):
+    """What the templates' context reads of a request: its path, its query, what middlewares put in it."""
+
+    def __init__(self, path: str, values: dict[str, object] | None = None, query: dict[str, str] | None = None):
+        super().__init__(values or {})
+        self.path = path
+        self.query = query or {}

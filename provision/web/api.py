@@ -19,6 +19,7 @@ from provision.macaddr import normalize_mac
 from provision.runs import Runs
 from provision.store import Run, Store
 from provision.web.errors import json_body
+from provision.web.openapi import openapi_bytes
 from provision.wire.api import MAX_BODY, FirstBoot, Hello, Progress, Report
 from provision.wire.schema import Message
 
@@ -85,3 +86,8 @@ async def get_run(request: web.Request) -> web.Response:
     if run is None:
         raise NotFound("no such run")
     return web.json_response(_run_dict(store, run))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of the JSON API (``provision.web.openapi``), made once per process."""
+    return web.Response(body=openapi_bytes(), content_type="application/json")

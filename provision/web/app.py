@@ -67,6 +67,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_post(paths.RUN_REPORT, api.run_report)
     app.router.add_get(paths.RUNS, api.list_runs)
     app.router.add_get(paths.RUN, api.get_run)
+    app.router.add_get(paths.OPENAPI, api.openapi)
     if images is not None:
         add_image_routes(app, images)
     add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes",

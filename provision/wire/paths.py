@@ -26,6 +26,7 @@ RUNS = "/api/v1/runs"
 RUN = "/api/v1/runs/{run}"
 RUN_PROGRESS = "/api/v1/runs/{run}/progress"
 RUN_REPORT = "/api/v1/runs/{run}/report"
+OPENAPI = "/api/v1/openapi.json"  # the OpenAPI 3.1 document of the JSON API (provision.web.openapi)
 
 # the image store
 IMAGES = "/images"

@@ -30,6 +30,7 @@ def cmd_lab_demo(args: argparse.Namespace, out: TextIO) -> int:
             cache_dir=Path(args.cache or DEFAULT_CACHE),
             progress=progress,
             keep_running=args.keep_running,
+            dashboard_port=args.dashboard_port,
         )
     except BaseException:
         if not args.workdir:
@@ -78,6 +79,8 @@ def add_commands(sub: Any) -> None:
         help="PCs to image: bios, uefi, uefi-secureboot, up to 8 (default: bios,uefi-secureboot)",
     )
     p.add_argument("--keep-running", action="store_true", help="keep provision serving afterwards until Ctrl-C")
+    p.add_argument("--dashboard-port", type=int, default=0, metavar="PORT",
+                   help="this machine's 127.0.0.1 port for the dashboard (default: any free one, printed)")  # fmt: skip
     p.add_argument("--cache", metavar="DIR", help=".deb cache of the boot files (default /var/cache/provision/debs)")
     p.add_argument(
         "--workdir", metavar="DIR", help="keep the boot root, image, logs and disks here (default: a temporary folder)"

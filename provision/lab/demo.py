@@ -31,6 +31,7 @@ from provision.bootfiles import DEFAULT_CACHE, DebCache, install_boot_root, qemu
 from provision.builder.build import DISK_TOOLS
 from provision.builder.runner import TOOL_PACKAGES
 from provision.lab import follow as fl
+from provision.lab.forward import forward
 from provision.lab.host import LabUnavailable
 from provision.lab.netns import Lab
 from provision.lab.qemu import PC, Firmware, LabError
@@ -199,6 +200,7 @@ def run_demo(
     cache_dir: Path = DEFAULT_CACHE,
     progress: Progress = lambda line: None,
     keep_running: bool = False,
+    dashboard_port: int = 0,
     imaging_timeout: float = IMAGING_TIMEOUT,
     own_disk_timeout: float = OWN_DISK_TIMEOUT,
 ) -> DemoResult:
@@ -208,6 +210,7 @@ def run_demo(
     BootFilesError, LiveBuildError or ImageBuildError when the set-up fails. A PC that fails is reported in
     the result. SIGTERM is handled like Ctrl-C (KeyboardInterrupt) so everything is cleaned up either way.
     ``keep_running``: provision keeps serving afterwards until Ctrl-C / SIGTERM (the PCs are off).
+    ``dashboard_port``: the host's 127.0.0.1 port forwarded to the dashboard inside the namespace (0: any).
     """
     if not pcs:
         raise LabError("the demo needs at least one PC")
@@ -229,6 +232,8 @@ def run_demo(
                 f"server: provision serve (pid {server.proc.pid}) on {lab.bridge}: full DHCP {lab.host(100)}-"
                 f"{lab.host(200)}, TFTP {server.ports['tftp']}, HTTP {server.url}"
             )
+            dashboard = forward(lab, str(lab.address), HTTP_PORT, dashboard_port)
+            progress(f"dashboard: open {dashboard.url} in a browser of this machine (the tiles move as the PCs work)")
             rack = Rack(lab, server, progress, imaging_timeout, own_disk_timeout)
             followers = [rack.power_on(pc, rom if pc.firmware == "bios" else None) for pc in pcs]
             fl.follow(followers, rack.on_event, rack.next_phase)

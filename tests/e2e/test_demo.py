@@ -64,6 +64,7 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
             r"hook hostname$",
             r"^lab: network namespace prov-\d+-\d+, bridge br0 198\.18\.0\.1/24",
             r"^server: provision serve \(pid \d+\) on br0: full DHCP 198\.18\.0\.100-198\.18\.0\.200",
+            r"^dashboard: open http://127\.0\.0\.1:\d+/ in a browser of this machine",
             rf"^pc bios: SeaBIOS, Debian 13 iPXE NIC ROM, MAC {BIOS_MAC}, blank 256 MiB disk, 1024 MiB RAM: powered on",
             rf"^pc uefi-secureboot: OVMF, Secure Boot on, no NIC ROM \(firmware PXE\), MAC {SB_MAC}, ",
         ],

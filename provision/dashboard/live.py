@@ -28,6 +28,7 @@ from provision.store import Store
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 15.0
+MAX_LISTENERS = 256  # browsers streaming at once: a wall screen, a few phones and laptops; more is a mistake or abuse
 BATCH = 2000  # events read per poll at most (the rest on the next poll)
 
 
@@ -63,6 +64,11 @@ class Feed:
         self.listeners: set[Listener] = set()
         self._last: int | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        """As many streams as MAX_LISTENERS are open: a new one is refused (503, the browser retries later)."""
+        return len(self.listeners) >= MAX_LISTENERS
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener]:

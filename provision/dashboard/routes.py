@@ -84,6 +84,10 @@ def _tiles(views: Views, macs: Iterable[str]) -> list[Tile]:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: each changed machine's tile, rendered in the request's language."""
     dash, feed, lang = request.app[DASHBOARD], request.app[FEED], language(request)
+    if feed.full:
+        log.warning("%s: live stream refused: %d streams open already", request.remote, len(feed.listeners))
+        raise web.HTTPServiceUnavailable(text="too many live streams: the page still reloads by itself\n",
+                                         headers={"Retry-After": "30"})  # fmt: skip
     headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store"}
     response = web.StreamResponse(headers={**headers, "X-Accel-Buffering": "no"})
     await response.prepare(request)

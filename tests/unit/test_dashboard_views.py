@@ -174,3 +174,30 @@ class FakeRequest(dict[str, object]):
         super().__init__(values or {})
         self.path = path
         self.query = query or {}
+
+
+def test_the_live_feed_takes_a_bounded_number_of_streams(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import contextlib
+
+    from provision.dashboard import live
+
+    monkeypatch.setattr(live, "MAX_LISTENERS", 3)
+
+    async def scenario() -> list[bool]:
+        feed = live.Feed(store, interval=0.05)
+        seen = []
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(3):
+                seen.append(feed.full)
+                await stack.enter_async_context(feed.listen())
+            seen.append(feed.full)
+        seen.append(feed.full)
+        feed_task = feed._task
+        if feed_task is not None:
+            feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed_task
+        return seen
+
+    assert asyncio.run(scenario()) == [False, False, False, True, False]

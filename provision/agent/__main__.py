@@ -3,6 +3,9 @@
 Server, MAC and token come from the ``provision.*=`` kernel arguments unless given as options. The exit
 code tells /init what to do next (0 reboot, 3 power off, others stay up); the last line on stdout is
 ``PROVISION-AGENT-RESULT <state> <run or -> <reason or ->``.
+
+The PC's screen (``provision.agent.screen``) is drawn on ``--screen`` (default: /dev/tty1 when the kernel
+command line names the server, i.e. in the live environment; nowhere otherwise), never on the serial console.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provision.agent.fetch import RetryPolicy
+from provision.agent.inventory import read_kernel_args
 from provision.agent.main import EXIT_USAGE, AgentConfig, args_from_kernel, missing, run_agent
+from provision.agent.screen import DEFAULT_PATH
 from provision.wire.hooks import TARGET_RECORD
 
 RESULT_MARKER = "PROVISION-AGENT-RESULT"
@@ -37,8 +42,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-firstboot-secret", action="store_true", help="never write the plan's first-boot credential"
     )
     parser.add_argument("--buffered", action="store_true", help="no O_DIRECT on block devices")
+    parser.add_argument(
+        "--screen",
+        type=Path,
+        help=f"the console the PC's screen is drawn on (default: {DEFAULT_PATH} in the live environment)",
+    )
+    parser.add_argument("--no-screen", action="store_true", help="draw no screen")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
+
+
+def screen_path(args: argparse.Namespace, cmdline: str) -> Path | None:
+    """Where the screen is drawn: ``--screen``; else /dev/tty1 when the kernel command line names the server
+    (the live environment), else nowhere (a test or a demo on a workstation keeps its own terminals)."""
+    if args.no_screen:
+        return None
+    if args.screen is not None:
+        return Path(args.screen)
+    return DEFAULT_PATH if read_kernel_args(cmdline).get("server") else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server=values["server"], mac=values["mac"].lower(), token=values["token"], probe_dir=args.probe_dir,
         disks_from=args.disks_from, workers=args.workers, once=args.once, hello_deadline=args.deadline,
         retry=RetryPolicy(deadline=args.fetch_deadline), direct=False if args.buffered else None,
-        target_record=Path(TARGET_RECORD),
+        target_record=Path(TARGET_RECORD), screen=screen_path(args, cmdline),
     )  # fmt: skip
     seed = None
     if not args.no_firstboot_secret:

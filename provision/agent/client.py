@@ -8,6 +8,7 @@ background thread posting the latest value, so a slow or absent server never slo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ import requests
 from provision.agent.errors import AgentError, ServerUnreachable
 from provision.errors import InvalidPayload, ProvisionError
 from provision.wire import paths
-from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Stage
+from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Screen, Stage
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,19 @@ class ApiRefused(AgentError):
 
 def _text_or_none(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def screen_of(answer: Mapping[str, Any]) -> Screen | None:
+    """The ``screen`` of a server's answer (what its dashboard tile shows), None when absent or malformed: the
+    screen is for the PC's console and never fails a call."""
+    value = answer.get("screen")
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        return Screen.from_dict(value)
+    except InvalidPayload as exc:
+        log.warning("the server's screen does not read (%s); not shown", exc.problems[:3])
+        return None
 
 
 def _reason(response: requests.Response) -> str:
@@ -115,20 +129,26 @@ class ServerApi:
         self, boot: BootInfo, probe: Mapping[str, str], warnings: list[str], host_key: str | None = None
     ) -> HelloAnswer:
         """The hello with the probe (and the SSH host key the server pins); the server's answer, checked (an
-        unknown action is an AgentError)."""
-        body = Hello(self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]], host_key)
+        unknown action is an AgentError). The hello asks for the PC's ``screen``; one that does not read is
+        left out (the answer stands)."""
+        body = Hello(
+            self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]], host_key, screen=True
+        )
         answer = self.post(paths.HELLO, body.to_dict())
         kind = ANSWERS.get(str(answer.get("action")))
         if kind is None:
             raise AgentError(f"the server answered an unknown action {str(answer.get('action'))[:40]!r}", answer=answer)
+        screen = screen_of(answer)
         try:
-            return kind.from_dict(answer)
+            found = kind.from_dict({k: v for k, v in answer.items() if k != "screen"})
         except InvalidPayload as exc:
             raise AgentError(f"the server's {kind.__name__} does not read: {exc.problems[:5]}", answer=answer) from None
+        return dataclasses.replace(found, screen=screen)
 
-    def progress(self, run: str, stage: Stage, done: int, total: int, rate: float) -> None:
+    def progress(self, run: str, stage: Stage, done: int, total: int, rate: float) -> Screen | None:
+        """Post one progress report; the screen of the server's answer."""
         body = Progress(self.token, stage, done, total, max(rate, 0.0))
-        self.post(paths.run_progress(run), body.to_dict(), retry=False)
+        return screen_of(self.post(paths.run_progress(run), body.to_dict(), retry=False))
 
     def report(self, run: str, report: Report) -> RunAnswer:
         """The run's final report. A 409 (the run is final already: an earlier attempt of this report got
@@ -141,7 +161,7 @@ class ServerApi:
             recorded = self.get(paths.run(run))
             log.warning("%s: run %s was %s already when reported", self.mac, run, recorded.get("state"))
             return RunAnswer(run, str(recorded.get("state")), _text_or_none(recorded.get("reason")))
-        return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")))
+        return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")), screen_of(answer))
 
     def get(self, path: str) -> dict[str, Any]:
         """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""
@@ -158,11 +178,13 @@ class ServerApi:
 
 class ProgressPoster:
     """Posts the latest progress of a run from a background thread; values that arrive while a post is in
-    flight replace each other (only the newest matters). Failures are logged, never raised."""
+    flight replace each other (only the newest matters). Failures are logged, never raised. ``answered`` gets
+    the screen of each answer that has one (from the poster's thread)."""
 
-    def __init__(self, api: ServerApi, run: str) -> None:
+    def __init__(self, api: ServerApi, run: str, answered: Callable[[Screen], None] | None = None) -> None:
         self._api = api
         self._run = run
+        self._answered = answered
         self._lock = threading.Lock()
         self._pending: tuple[Stage, int, int, float] | None = None
         self._wake = threading.Event()
@@ -186,8 +208,10 @@ class ProgressPoster:
                 stop = self._stop
             if item is not None:
                 try:
-                    self._api.progress(self._run, *item)
+                    screen = self._api.progress(self._run, *item)
                     self.posted += 1
+                    if screen is not None and self._answered is not None:
+                        self._answered(screen)
                 except ProvisionError as exc:
                     self.failed += 1
                     if self.failed == 1 or self.failed % 20 == 0:

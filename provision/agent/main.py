@@ -8,6 +8,10 @@ environment's /init what to do:
 
 Every failure after the plan is reported to the server (the run ends ``failed`` with the reason and the
 error's facts); a write that does not verify is never reported as a success.
+
+The PC's own screen (``provision.agent.screen``, ``AgentConfig.screen``: /dev/tty1 in the live environment)
+follows the run: the tile number and stage from the hello's answer, the progress of the write and the
+read-back, the hooks, and the end: done, or failed / repair / waiting with the reason the dashboard shows.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.agent.client import ProgressPoster, ServerApi
+from provision.agent.client import ProgressPoster, ServerApi, screen_of
 from provision.agent.disks import (
     Disk,
     choose_target,
@@ -36,6 +40,7 @@ from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
 from provision.agent.progress import Progress
 from provision.agent.report import WriteReport
+from provision.agent.screen import CALL_IT, Console
 from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
@@ -51,6 +56,7 @@ from provision.wire.api import (
     RepairAnswer,
     Report,
     RunAnswer,
+    Stage,
     VerificationReport,
 )
 
@@ -82,6 +88,7 @@ class AgentConfig:
     sys_root: Path = Path("/sys")
     host_key_file: Path | None = Path("/etc/dropbear/dropbear_ed25519_host_key")  # what /init made dropbear use
     hooks_deadline: float = 4 * 3600.0  # seconds to wait for the server to run the hooks after the report
+    screen: Path | None = None  # the console the PC's screen is drawn on (/dev/tty1), None: no screen
 
 
 @dataclass(frozen=True)
@@ -221,8 +228,10 @@ class Agent:
         grow: Callable[[Path], Any] | None = None,  # grow_root, or None: never grow
         seed: Callable[[Path, str], SeedResult] | None = None,  # write_firstboot_secret, or None: never write it
         chunk_session: Callable[[int], HttpSession] | None = None,  # workers -> the session for index and chunks
+        console: Console | None = None,  # the PC's screen (default: on cfg.screen)
     ) -> None:
         self.cfg = cfg
+        self.console = console or Console(cfg.screen, mac=cfg.mac)
         self.api = api or ServerApi(cfg.server, cfg.mac, cfg.token, deadline=cfg.hello_deadline, sleep=sleep)
         self.run = run
         self.sleep = sleep
@@ -240,6 +249,7 @@ class Agent:
 
     def ask(self) -> ImageAnswer | Outcome:
         """Hello until the server gives a plan (or says repair / local / wait with ``once``)."""
+        self.console.show(stage="booting")
         files, warnings = self.probe()
         for warning in warnings:
             log.warning("%s: probe: %s", self.cfg.mac, warning)
@@ -247,13 +257,19 @@ class Agent:
         host_key = ssh_host_key(self.cfg.host_key_file, self.run)
         while True:
             answer = self.api.hello(boot, files, warnings, host_key)
+            self.console.server(answer.screen)
             if isinstance(answer, ImageAnswer):
                 return answer
             if isinstance(answer, RepairAnswer):
-                return Outcome(EXIT_REPAIR, "repair", "; ".join(answer.reasons) or None)
+                reasons = "; ".join(answer.reasons) or None
+                if answer.screen is None or not answer.screen.reason:
+                    self.console.show(stage="repair", word=None, reason=reasons, action=CALL_IT if reasons else None)
+                return Outcome(EXIT_REPAIR, "repair", reasons)
             if isinstance(answer, LocalAnswer):
                 return Outcome(EXIT_POWEROFF, "local", answer.reason or "recipe says: local disk")
             reason = answer.reason or "no reason given"
+            if answer.screen is None or not answer.screen.reason:
+                self.console.show(stage="waiting", word=None, reason=reason, action=CALL_IT)
             if self.cfg.once:
                 return Outcome(EXIT_WAITING, "waiting", reason)
             delay = min(float(answer.retry_after or 30), MAX_WAIT)
@@ -275,10 +291,12 @@ class Agent:
             disk = choose_target([d for d, _ in disks], plan.target_disk, index.disk_size, live)
             path = dict((d.name, p) for d, p in disks)[disk.name]
             log.info("%s: run %s: %s onto %s (%s)", cfg.mac, run_id, plan.image, path, disk.model or "?")
-            poster = ProgressPoster(self.api, run_id)
+            poster = ProgressPoster(self.api, run_id, self.console.number)
 
             def progress(p: Progress) -> None:
-                poster.submit("verifying" if p.stage == "verifying" else "writing", p.done, p.total, p.rate)
+                stage: Stage = "verifying" if p.stage == "verifying" else "writing"
+                self.console.progress(stage, p.done, p.total)
+                poster.submit(stage, p.done, p.total, p.rate)
 
             try:
                 report = self._write(run_id, plan, index, path, wipe, progress, session)
@@ -316,19 +334,20 @@ class Agent:
     def wait_for_hooks(self, run_id: str) -> RunAnswer:
         """Ask the server about the run until its hooks have run (a final state) or ``hooks_deadline`` passed."""
         log.info("%s: run %s verified; the server runs its hooks", self.cfg.mac, run_id)
+        self.console.show(stage="hooks", word=None, percent=None, reason=None, action=None)
         waited = 0.0
         while waited < self.cfg.hooks_deadline:
             self.sleep(HOOKS_POLL)
             waited += HOOKS_POLL
             try:
-                recorded = self.api.get(paths.run(run_id))
+                recorded = self.api.get(paths.run(run_id) + "?screen=1")
             except ProvisionError as exc:  # the server restarting: ask again
                 log.warning("%s: run %s: %s", self.cfg.mac, run_id, exc)
                 continue
             state = str(recorded.get("state"))
             if state in ("done", "failed", "repair"):
                 reason = recorded.get("reason")
-                return RunAnswer(run_id, state, None if reason is None else str(reason))
+                return RunAnswer(run_id, state, None if reason is None else str(reason), screen_of(recorded))
         return RunAnswer(run_id, "hooks", f"the hooks did not finish within {self.cfg.hooks_deadline:.0f} s")
 
     def _failed(self, run_id: str, exc: BaseException, report: WriteReport | None, what: str = "") -> Outcome:
@@ -338,7 +357,12 @@ class Agent:
         verified = None if report is None else verification(report)
         writer = None if report is None else writer_summary(report)
         body = Report(self.cfg.token, False, reason, verified, error_facts(exc), writer=writer)
-        answer = self.api.report(run_id, body)
+        try:
+            answer = self.api.report(run_id, body)
+        except Exception:
+            self.console.failed(reason)
+            raise
+        self.console.failed(reason, answer.screen)
         return Outcome(EXIT_FAILED, answer.state or "failed", reason, run_id)
 
     def _seed(self, run_id: str, path: Path, secret: str) -> dict[str, Any]:
@@ -377,23 +401,32 @@ class Agent:
                 return self._failed(run_id, exc, report, "writing the first-boot credential failed: ")
         body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer)
         answer = self.api.report(run_id, body)
+        self.console.server(answer.screen)
         if answer.state == "hooks":  # verified: the server now runs the hooks over SSH; the PC stays up for them
             answer = self.wait_for_hooks(run_id)
         if answer.state == "done":
+            self.console.show(stage="done", word=None, percent=100, reason=None, action=None)
             return Outcome(EXIT_DONE, "done", None, run_id)
-        return Outcome(EXIT_FAILED, answer.state, answer.reason or f"server says {answer.state}", run_id)
+        reason = answer.reason or f"server says {answer.state}"
+        self.console.failed(reason, answer.screen)
+        return Outcome(EXIT_FAILED, answer.state, reason, run_id)
 
 
 def run_agent(cfg: AgentConfig, **kwargs: Any) -> Outcome:
-    """Run the agent once; errors before a run exists (server unreachable, refused) become the outcome."""
+    """Run the agent once; errors before a run exists (server unreachable, refused) become the outcome (and
+    the screen says so)."""
+    console = kwargs.pop("console", None) or Console(cfg.screen, mac=cfg.mac)
     try:
-        return Agent(cfg, **kwargs).run_once()
+        return Agent(cfg, console=console, **kwargs).run_once()
     except ProvisionError as exc:
         log.error("%s: %s", cfg.mac, exc)
-        return Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
+        outcome = Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a bug or an unforeseen OS error: still an outcome and a result line for /init
         log.exception("%s: the agent failed", cfg.mac)
-        return Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
+        outcome = Outcome(EXIT_FAILED, "failed", f"{type(exc).__name__}: {exc}")
+    if console.view.stage != "failed":
+        console.failed(outcome.reason)
+    return outcome
 
 
 def args_from_kernel(cmdline: str, explicit: Mapping[str, str | None]) -> dict[str, str]:

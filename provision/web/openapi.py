@@ -29,7 +29,7 @@ from provision.runs import ProbeNotKept, ProbeUnreadable
 from provision.store.base import StoreUnavailable
 from provision.store.records import Event, HookRecord, Machine, Run, Verification
 from provision.wire import paths
-from provision.wire.api import FirstBoot, Hello, HelloAnswer, Progress, ProgressAnswer, Report, RunAnswer
+from provision.wire.api import FirstBoot, Hello, HelloAnswer, Progress, ProgressAnswer, Report, RunAnswer, Screen
 from provision.wire.index import FORMAT_VERSION, SHA256
 from provision.wire.openapi import ArrayOf, Inline, Param, Record, Route, document, json_schema
 
@@ -108,6 +108,7 @@ HEALTH = Inline({"type": "object", "properties": {"ok": {"const": True}, "versio
 VERIFICATION = Record(Verification, extra={"complete": bool})
 HOOK_RESULT = Record(HookRecord, name="HookResult", extra={"ok": bool}, optional={"installed": dict[str, str]})
 RUN = Record(Run, extra={"verifications": ArrayOf(VERIFICATION), "hooks": ArrayOf(HOOK_RESULT)})
+RUN_SCREEN = Record(Run, name="RunWithScreen", extra=RUN.extra, optional={"screen": Screen})  # GET ?screen=1
 IMAGE = Record(ImageInfo, name="Image", fields={"current": VERSION_SUMMARY, "versions": ArrayOf(VERSION_SUMMARY)})
 MAC = {"mac": "a MAC address (any usual spelling: 52:54:00:12:34:56, 52-54-00-12-34-56, 525400123456)"}
 RUN_ID = {"run": "the run's id"}
@@ -130,7 +131,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", paths.RUNS, "runs", "Runs, oldest first, with their verifications and hook results",
           ArrayOf(RUN), tag="records", errors=(BadMac, *STORE),
           query=(Param("mac", "only this machine's runs"),)),
-    Route("GET", paths.RUN, "run", "One run", RUN, tag="records", params=RUN_ID, errors=(NotFound, *STORE)),
+    Route("GET", paths.RUN, "run", "One run", RUN_SCREEN, tag="records", params=RUN_ID, errors=(NotFound, *STORE),
+          query=(Param("screen", "`1`: with the machine's screen (an agent waiting for its hooks)"),)),
     Route("GET", paths.IMAGES, "images", "Every image: its current version and all versions",
           ArrayOf(IMAGE), tag="images", errors=IMAGE_ERRORS),
     Route("GET", paths.IMAGE_INDEX, "image_index", "A version's index file (its sha256 is the digest)",

@@ -6,6 +6,9 @@ answers. The server validates bodies with these classes, the agent builds them; 
     report:    Report (with a VerificationReport when the write got that far) -> RunAnswer
     firstboot: FirstBoot (an installed system's boot) -> {"ok": true}
 
+The answers to hello, progress and report may carry a ``Screen``: what the machine's dashboard tile shows
+(its number, its stage, its reason in plain words), for the PC's own console (``provision.agent.screen``).
+
 docs/api.md describes each call; ``provision.wire.paths`` has the URLs.
 """
 
@@ -31,6 +34,7 @@ FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # nosec B105  # n
 
 Firmware = Literal["uefi", "bios", "unknown"]
 Stage = Literal["writing", "verifying"]
+SCREEN_STAGE = r"[a-z]{1,32}"  # a dashboard stage: booting, inventory, waiting, writing ... done, failed, repair
 
 
 def _probe_files(value: dict[str, str]) -> dict[str, str]:
@@ -70,6 +74,35 @@ class Hello(Message):
     # the live environment's SSH host key (``ssh-ed25519 AAAA...``): the server pins it for this boot and refuses
     # any other when it runs the hooks
     host_key: str | None = field(default=None, metadata=rule(pattern=HOST_KEY))
+    # the agent reads the answers' ``screen`` (an older agent refuses an answer with a field it does not know:
+    # the server puts a screen in a hello answer only when the hello says so)
+    screen: bool | None = None
+
+
+@dataclass(frozen=True)
+class Screen(Message):
+    """What the machine's dashboard tile shows, for the PC's own console: its number (``tile``) in the
+    current session (None: outside it), its ``stage`` (the dashboard's stage, ``booting`` ... ``repair``) and
+    that stage in words, and for a failed, repaired or waiting machine the first reason as one plain sentence
+    with what to do. The words are in the server's default dashboard language (French)."""
+
+    omit_none = True
+
+    tile: int | None = field(default=None, metadata=rule(ge=0))
+    stage: str | None = field(default=None, metadata=rule(pattern=SCREEN_STAGE))
+    word: str | None = field(default=None, metadata=rule(max_length=64, clean_text=True))
+    reason: str | None = field(default=None, metadata=rule(max_length=1000, clean_text=True))
+    action: str | None = field(default=None, metadata=rule(max_length=500, clean_text=True))
+
+
+class Answer(Message):
+    """An answer that may carry a ``Screen``: without one, the key is left out (what an older agent reads)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        found = super().to_dict()
+        if found.get("screen", False) is None:
+            del found["screen"]
+        return found
 
 
 @dataclass(frozen=True)
@@ -92,40 +125,44 @@ class Plan(Message):
 
 
 @dataclass(frozen=True)
-class ImageAnswer(Message):
+class ImageAnswer(Answer):
     """A new run: write ``plan``."""
 
     run: str
     plan: Plan
     recipe: str | None = None
     action: Literal["image"] = "image"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
 @dataclass(frozen=True)
-class WaitAnswer(Message):
+class WaitAnswer(Answer):
     """Stay in the live environment and ask again after ``retry_after`` seconds."""
 
     reason: str
     retry_after: int = RETRY_AFTER
     action: Literal["wait"] = "wait"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
 @dataclass(frozen=True)
-class RepairAnswer(Message):
+class RepairAnswer(Answer):
     """Set aside for a technician: the recipe's health gate said why."""
 
     reasons: list[str]
     recipe: str | None = None
     action: Literal["repair"] = "repair"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
 @dataclass(frozen=True)
-class LocalAnswer(Message):
+class LocalAnswer(Answer):
     """The recipe says: boot the local disk."""
 
     reason: str
     retry_after: int = RETRY_AFTER
     action: Literal["local"] = "local"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
 HelloAnswer = ImageAnswer | WaitAnswer | RepairAnswer | LocalAnswer
@@ -147,10 +184,11 @@ class Progress(Message):
 
 
 @dataclass(frozen=True)
-class ProgressAnswer(Message):
+class ProgressAnswer(Answer):
     run: str
     state: str
     ok: bool = True
+    screen: Screen | None = None
 
 
 @dataclass(frozen=True)
@@ -199,12 +237,13 @@ class Report(Message):
 
 
 @dataclass(frozen=True)
-class RunAnswer(Message):
+class RunAnswer(Answer):
     """The run's state after a report (``reason`` when it failed)."""
 
     run: str
     state: str
     reason: str | None = None
+    screen: Screen | None = None
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,9 @@ def test_raw_probe_kept_and_agent_claims_checked(imaging: tuple[Running, str, Pa
         f"/api/v1/runs/{run_id}/report",
         {"token": token, "ok": False, "reason": "no disk can take the image", "error": {"type": "NoTargetDisk"}},
     )
-    assert failed.json() == {"run": run_id, "state": "failed", "reason": "no disk can take the image"}
+    answer = failed.json()
+    assert answer.pop("screen")["stage"] == "failed"  # what the PC's own screen shows (docs/dashboard.md)
+    assert answer == {"run": run_id, "state": "failed", "reason": "no disk can take the image"}
     events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()
     assert any(e["kind"] == "run-failed" and e["detail"]["error"]["type"] == "NoTargetDisk" for e in events)
     assert any(e["detail"].get("probe_warnings") == ["smartctl: absent"] for e in events if e["kind"] == "hello")

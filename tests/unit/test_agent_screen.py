@@ -271,3 +271,19 @@ def test_repair_and_a_server_that_cannot_be_reached(tmp_path: Path) -> None:
     assert run_agent(gone).code == EXIT_FAILED
     text = device.read_text(encoding="utf-8")
     assert "X  échec" in text and "ServerUnreachable" in text
+
+
+def test_the_screen_is_drawn_on_tty1_in_the_live_environment_only() -> None:
+    from provision.agent.__main__ import parse_args, screen_path
+
+    live = "console=ttyS0 provision.server=http://10.0.0.1:8080 provision.mac=52:54:00:12:34:56"
+    assert screen_path(parse_args([]), live) == Path("/dev/tty1")
+    assert screen_path(parse_args([]), "console=ttyS0 quiet") is None  # a workstation: its terminals are its own
+    assert screen_path(parse_args(["--screen", "/tmp/screen"]), "") == Path("/tmp/screen")
+    assert screen_path(parse_args(["--no-screen"]), live) is None
+
+
+def test_the_live_environment_carries_the_screen_module() -> None:
+    from provision.live.payload import agent_files
+
+    assert "provision/agent/screen.py" in agent_files()

@@ -59,11 +59,12 @@ STAGE_WORDS: dict[Stage, str] = {
     Stage.REPAIR: N_("repair"),
     Stage.IGNORED: N_("ignored"),
 }
-# never colour alone: every stage has its icon and its word too (the icon is hidden from screen readers)
+# never colour alone: every stage has its icon and its word too (the icon is hidden from screen readers).
+# Each is a glyph of DejaVu Sans (the style sheet's font, Debian's fonts-dejavu-core), drawn as text, not emoji.
 STAGE_ICONS: dict[Stage, str] = {
-    Stage.BOOTING: "\u23fb",  # power symbol
+    Stage.BOOTING: "\u25b6",  # play: starting (DejaVu Sans has no power symbol, U+23FB)
     Stage.INVENTORY: "\u2630",  # trigram: a list
-    Stage.WAITING: "\u23f8",  # pause
+    Stage.WAITING: "\u25f7",  # a clock (DejaVu Sans has no pause sign, U+23F8)
     Stage.WRITING: "\u21e9",  # down arrow
     Stage.VERIFYING: "\u27f3",  # circle arrow
     Stage.HOOKS: "\u2699",  # gear

@@ -3,6 +3,8 @@ ETA, reasons, the machine page's runs, verification and hooks, and the tile temp
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from aiohttp import web
 from provision.dashboard.i18n import translations
 from provision.dashboard.pages import machine_page
 from provision.dashboard.render import SESSION_KEY, context, setup_templates
-from provision.dashboard.views import Progress, Session, Stage, Views
+from provision.dashboard.views import STAGE_ICONS, Progress, Session, Stage, Views
 from provision.states import MachineState, RunState
 from provision.store import Store
 from provision.store.users import Session as LoginSession
@@ -201,3 +203,13 @@ def test_the_live_feed_takes_a_bounded_number_of_streams(store: Store, monkeypat
         return seen
 
     assert asyncio.run(scenario()) == [False, False, False, True, False]
+
+
+@pytest.mark.skipif(shutil.which("fc-list") is None, reason="fc-list missing (Debian package fontconfig)")
+def test_every_stage_icon_is_in_the_style_sheets_font() -> None:
+    """A tile's icon drawn as an empty box on a Debian wall screen (seen in the browser test's screenshot:
+    booting's U+23FB) says nothing: each icon is a glyph of DejaVu Sans (fonts-dejavu-core, scripts/setup)."""
+    for stage, icon in STAGE_ICONS.items():
+        argv = ["fc-list", f":family=DejaVu Sans:charset={ord(icon):x}", "family"]
+        fonts = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+        assert fonts.strip(), f"{stage.value}: {icon!r} (U+{ord(icon):04X}) is not in DejaVu Sans"

@@ -308,7 +308,7 @@ class Views:
         return Tile(
             number=self.session.numbers.get(machine.mac, 0),
             mac=machine.mac,
-            vendor=_text(facts.get("maker") or facts.get("vendor") or machine.vendor),
+            vendor=maker_name(facts, machine.vendor),
             model=_text(facts.get("model") or machine.product),
             hardware=Hardware.from_facts(facts),
             recipe=machine.recipe,
@@ -325,3 +325,17 @@ class Views:
 
 def _text(value: object) -> str | None:
     return None if value in (None, "") else str(value)[:120]
+
+
+# The makers provision.facts knows, as people write them (the fact ``maker`` is a lower-case key for recipes)
+MAKER_NAMES = {"dell": "Dell", "hp": "HP", "lenovo": "Lenovo", "fujitsu": "Fujitsu", "acer": "Acer",
+               "asus": "ASUS", "toshiba": "Toshiba", "qemu": "QEMU"}  # fmt: skip
+
+
+def maker_name(facts: Mapping[str, object], vendor: str | None) -> str | None:
+    """The maker as a tile shows it: a known maker's name ("HP", not the key "hp"), else the DMI vendor as
+    reported, else the ``maker`` fact."""
+    maker = facts.get("maker")
+    if isinstance(maker, str) and maker in MAKER_NAMES:
+        return MAKER_NAMES[maker]
+    return _text(facts.get("vendor") or vendor or maker)

@@ -16,7 +16,7 @@ from aiohttp import web
 from provision.dashboard.i18n import translations
 from provision.dashboard.pages import machine_page
 from provision.dashboard.render import SESSION_KEY, context, setup_templates
-from provision.dashboard.views import STAGE_ICONS, Progress, Session, Stage, Views
+from provision.dashboard.views import STAGE_ICONS, Progress, Session, Stage, Views, maker_name
 from provision.states import MachineState, RunState
 from provision.store import Store
 from provision.store.users import Session as LoginSession
@@ -213,3 +213,16 @@ def test_every_stage_icon_is_in_the_style_sheets_font() -> None:
         argv = ["fc-list", f":family=DejaVu Sans:charset={ord(icon):x}", "family"]
         fonts = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
         assert fonts.strip(), f"{stage.value}: {icon!r} (U+{ord(icon):04X}) is not in DejaVu Sans"
+
+
+def test_a_tile_names_the_maker_as_people_write_it() -> None:
+    """The fact ``maker`` is a lower-case key for recipes ("hp"); a tile said "hp Compaq 8000" (the browser
+    test's screenshot). A known maker gets its name, another one the DMI vendor as reported."""
+    assert maker_name({"maker": "hp", "vendor": "Hewlett-Packard"}, None) == "HP"
+    assert maker_name({"maker": "dell", "vendor": "Dell Inc."}, "Dell Inc.") == "Dell"
+    assert maker_name({"maker": "gigabyte", "vendor": "Gigabyte Technology Co., Ltd."}, None) == (
+        "Gigabyte Technology Co., Ltd."
+    )
+    assert maker_name({}, "Weakco") == "Weakco"
+    assert maker_name({"maker": "weakco"}, None) == "weakco"
+    assert maker_name({}, None) is None

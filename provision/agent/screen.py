@@ -70,8 +70,10 @@ STAGE_SYMBOLS: dict[str, str] = {
     "failed": "X",
     "repair": "▲",
 }
-# ANSI colours of the stage line (bright text on a dark or coloured field)
-STAGE_COLOURS: dict[str, str] = {"done": "1;37;42", "failed": "1;37;41", "repair": "1;30;43", "waiting": "1;30;43"}
+# ANSI colours of the stage line, chosen on the Linux console's VGA palette for WCAG AA contrast (seen on a
+# QEMU VGA screendump, tests/e2e/test_pc_screen.py): black on green 6.7:1, bright white on red 7.7:1, black on
+# light grey 9:1 (the console's "bold black" is dark grey and its yellow background is brown: 1.5:1, unreadable)
+STAGE_COLOURS: dict[str, str] = {"done": "22;30;42", "failed": "1;37;41", "repair": "22;30;47", "waiting": "22;30;47"}
 PROGRESS_STAGES = ("writing", "verifying")
 
 # 5x7 block digits: each row of a glyph is 5 pixels, "#" is lit

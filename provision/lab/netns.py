@@ -253,13 +253,15 @@ class Lab:
         mac: str | None = None,
         memory: int = 512,
         rom: bool | Path = True,
+        screen: bool = False,
     ) -> PC:
         """Start a QEMU PC on a new tap: blank sparse disk, network boot first, serial to a file.
 
         ``rom=False`` gives the NIC no option ROM: under OVMF the firmware's own PXE client then does
         DHCP (arch 7) and TFTP like a real PC (QEMU's ROMs are iPXE). SeaBIOS cannot netboot without it.
         ``rom=Path`` uses that ROM file instead of QEMU's, e.g. Debian 13's ``efi-virtio.rom`` (iPXE 2025,
-        no 13 s wait after DHCP; see ``provision.bootfiles.qemu_roms``).
+        no 13 s wait after DHCP; see ``provision.bootfiles.qemu_roms``). ``screen=True`` gives it a VGA card
+        whose picture ``PC.screendump`` saves.
         """
         self._check_open()
         require((firmware,))
@@ -274,6 +276,7 @@ class Lab:
             disk_size=disk_size,
             memory=memory,
             rom=rom,
+            screen=screen,
         )
         spec.check()
         if any(pc.name == name for pc in self.pcs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from provision.errors import FatalError, RetryableError
+from provision.lab.screenshot import ppm_complete, ppm_to_png
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class PCSpec:
     memory: int = 512
     rom: bool | Path = True  # True: QEMU's own ROM; False: none; a path: that ROM file
     cpus: int = 1
+    screen: bool = False  # a VGA card and a monitor socket: PC.screendump() saves what its screen shows
 
     def check(self) -> None:
         """Raise LabError for a value QEMU would choke on, naming it."""
@@ -98,6 +101,9 @@ def _no_comma(path: Path) -> str:
     return text
 
 
+MONITOR = "monitor.sock"  # a PC's QEMU monitor (HMP), in its folder, when it has a screen
+
+
 def qemu_argv(spec: PCSpec, *, disk: Path, serial: Path, sercon: Path, vars_file: Path | None) -> list[str]:
     """The QEMU command line of one PC (network first, then its disk)."""
     argv = [QEMU, "-name", spec.name, "-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot"]
@@ -126,6 +132,9 @@ def qemu_argv(spec: PCSpec, *, disk: Path, serial: Path, sercon: Path, vars_file
             # QEMU's default transitional device (1af4:1000).
             nic += ",disable-legacy=on"
     argv += ["-netdev", f"tap,id=net0,ifname={spec.tap},script=no,downscript=no", "-device", nic]
+    if spec.screen:
+        monitor = disk.parent / MONITOR
+        argv += ["-device", "VGA", "-monitor", f"unix:{_no_comma(monitor)},server=on,wait=off"]
     argv += ["-drive", f"if=none,id=disk0,format=raw,cache=unsafe,file={_no_comma(disk)}"]
     if spec.disk == "virtio":
         argv += ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
@@ -157,6 +166,29 @@ class PC:
     @property
     def disk_path(self) -> Path:
         return self.workdir / "disk.raw"
+
+    def screendump(self, png: Path, timeout: float = 10.0) -> Path:
+        """Save what the PC's screen shows now as ``png`` (a PC made with ``screen=True``), through QEMU's
+        monitor (``screendump``, a PPM) converted here. LabError when it has no screen or QEMU does not answer."""
+        if not self.spec.screen:
+            raise LabError(f"PC {self.name} has no screen (add it with screen=True)", pc=self.name)
+        ppm = self.workdir / f"screen-{time.monotonic_ns()}.ppm"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+                mon.settimeout(timeout)
+                mon.connect(str(self.workdir / MONITOR))
+                mon.sendall(f"screendump {ppm}\n".encode())
+                deadline = time.monotonic() + timeout
+                while not ppm_complete(ppm):
+                    if time.monotonic() > deadline:
+                        raise LabError(f"PC {self.name}: no screendump within {timeout:.0f} s", pc=self.name)
+                    time.sleep(0.1)
+        except OSError as exc:
+            raise LabError(f"PC {self.name}: QEMU's monitor did not answer: {exc}", pc=self.name) from exc
+        png.parent.mkdir(parents=True, exist_ok=True)
+        png.write_bytes(ppm_to_png(ppm.read_bytes()))
+        ppm.unlink()
+        return png
 
     @property
     def pid(self) -> int:

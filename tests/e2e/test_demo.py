@@ -1,8 +1,10 @@
 """`provision lab demo` as a user runs it, once: a process that prepares the live environment and the tiny image,
 images the default rack (SeaBIOS + iPXE ROM, OVMF with Secure Boot on) from `provision serve` in a private
 namespace, powers both PCs on again to boot their own disk, reports each milestone, the runs as the server
-recorded them and the tables, exits 0 and leaves no namespace behind. The server's state (kept in the workdir)
-then shows both machines done with the verified digest. ~2 min (1 passed in 112 s here); a cold live
+recorded them and the tables, exits 0 and leaves no namespace behind. Meanwhile Debian's chromium (when
+installed) has the dashboard the demo printed open on this machine: both tiles appear and move to done without
+a reload (a screenshot, dashboard/demo-rack.png, under the test artifacts). The server's state (kept in the
+workdir) then shows both machines done with the verified digest. ~2 min (1 passed in 112 s here); a cold live
 build adds ~1 min.
 """
 
@@ -12,19 +14,23 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.browser import Browser, browser_missing
 from tests.support.e2e import machines_json, require_lab
-from tests.support.paths import DEB_CACHE, REPO
+from tests.support.paths import ARTIFACTS, DEB_CACHE, REPO
 
 pytestmark = pytest.mark.e2e
 
 BIOS_MAC = "52:54:00:de:00:01"
 SB_MAC = "52:54:00:de:00:02"
 TIMEOUT = 1200  # set-up (a cold live build, downloads) + the demo's own 300 s imaging and 180 s own-disk timeouts
+IMAGING_SECONDS = 420  # the demo's 300 s imaging timeout, and its own-disk phase after
 T = r"\s+\d+\.\d s  "  # a PC's progress line: its name, padded, then the seconds since its first power-on
 
 
@@ -40,13 +46,33 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
     require_lab("bios", "uefi-secureboot")
     argv = [sys.executable, "-m", "provision", "lab", "demo", "--cache", str(DEB_CACHE), "--workdir", str(tmp_path)]
     began = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with (tmp_path / "demo.stderr").open("w") as errors:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=errors, text=True)
+    lines: list[str] = []
+    dashboard = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("dashboard: open "):
+                dashboard.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        seen = watch_the_dashboard(lines, dashboard, proc) if browser_missing() is None else None
+        proc.wait(timeout=max(1.0, TIMEOUT - (time.monotonic() - began)))
+        reader.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        reader.join(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    out = "".join(lines)
+    err = (tmp_path / "demo.stderr").read_text()
     seconds = time.monotonic() - began
     print(f"\nlab demo: {seconds:.1f} s\n{out}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
@@ -150,3 +176,32 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
         assert "hostname: poste-" in run["hooks"][0]["output"] and run["warnings"] == []
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not re.search(rf"^prov-{proc.pid}-", namespaces, re.MULTILINE), namespaces
+    if seen is not None:  # the dashboard, in chromium on this machine, followed the PCs live (no reload):
+        for mac in (BIOS_MAC, SB_MAC):  # each tile appeared after the page was open, moved, and ended done
+            assert len(seen[mac]) >= 2 and seen[mac][0] != "done" and seen[mac][-1] == "done", seen
+
+
+def watch_the_dashboard(
+    lines: list[str], dashboard: threading.Event, proc: subprocess.Popen[str]
+) -> dict[str, list[str]]:
+    """Open the dashboard the demo printed in a real browser and follow both tiles without reloading, until
+    both are done: the stages each tile showed, in order. A screenshot of the rack at the end."""
+    assert dashboard.wait(TIMEOUT), "".join(lines)
+    url = next(line.split()[2] for line in lines if line.startswith("dashboard: open "))
+    browser = Browser(Path(tempfile.mkdtemp(prefix="demo-chromium-")), url.rstrip("/"), ARTIFACTS / "dashboard")
+    seen: dict[str, list[str]] = {BIOS_MAC: [], SB_MAC: []}
+    try:
+        browser.open("/")
+        deadline = time.monotonic() + IMAGING_SECONDS
+        while time.monotonic() < deadline and proc.poll() is None:
+            for mac, stages in seen.items():
+                tile = browser.tile(mac)
+                if tile is not None and (not stages or stages[-1] != tile["stage"]):
+                    stages.append(tile["stage"])
+            if all(stages and stages[-1] == "done" for stages in seen.values()):
+                break
+            time.sleep(0.2)
+        browser.shot("demo-rack.png")
+    finally:
+        browser.quit()
+    return seen

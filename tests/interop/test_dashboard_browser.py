@@ -22,13 +22,10 @@ browser for the module: about 15 s in all.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,32 +35,13 @@ from provision.facts import load_probe
 from provision.images import ImageStore
 from provision.runs import PROGRESS_EVERY
 from provision.store import Store
+from tests.support.browser import PHONE, WALL, Browser, needs_browser
 from tests.support.images import CHUNK, MiB, make_disk
-from tests.support.paths import ARTIFACTS, REPO, SAMPLE_PROBE
+from tests.support.paths import ARTIFACTS, SAMPLE_PROBE
 from tests.support.serve import Running, start, stop
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-AXE = Path(os.environ.get("PROVISION_AXE_CORE", REPO / ".venv" / "share" / "axe-core" / "axe.min.js"))
 SHOTS = ARTIFACTS / "dashboard"
-
-try:
-    import selenium  # noqa: F401
-except ImportError:  # scripts/setup installs it (pyproject.toml, test extras)
-    HAVE_SELENIUM = False
-else:
-    HAVE_SELENIUM = True
-
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium missing (Debian package chromium)"),
-    pytest.mark.skipif(not Path(CHROMEDRIVER).exists(), reason="chromedriver missing (Debian package chromium-driver)"),
-    pytest.mark.skipif(not HAVE_SELENIUM, reason="selenium missing (pip install -e '.[test]')"),
-]
-
-WALL = (1920, 1080)  # the workshop's wall screen
-PHONE = (390, 844)  # a phone held upright, CSS pixels
-WAIT = 10.0
+pytestmark = [pytest.mark.interop, needs_browser]
 PASSWORD = "a long enough password"
 USER = "marie"
 DEFAULT = "name: default\ndefault: true\nimage: tiny\nwipe: zero\n"
@@ -140,107 +118,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert code == 0, err
 
 
-class Browser:
-    """One headless chromium, its viewport set like a real screen's (not the window's outer size)."""
-
-    def __init__(self, tmp: Path, base: str) -> None:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM  # Debian's: Selenium Manager downloads nothing
-        for arg in ("--headless=new", "--disable-dev-shm-usage", "--disable-gpu", f"--user-data-dir={tmp}",
-                    "--accept-lang=de-DE,de", "--hide-scrollbars", "--no-first-run"):  # fmt: skip
-            options.add_argument(arg)
-        if os.geteuid() == 0:
-            options.add_argument("--no-sandbox")  # chromium's sandbox refuses to run as root
-        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        self.driver.set_script_timeout(30)
-        self.base = base
-        self.size(*WALL)
-
-    def size(self, width: int, height: int, mobile: bool = False) -> None:
-        metrics = {"width": width, "height": height, "deviceScaleFactor": 2 if mobile else 1, "mobile": mobile}
-        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-
-    def open(self, path: str) -> None:
-        self.driver.get(f"{self.base}{path}")
-
-    def js(self, script: str, *args: Any) -> Any:
-        return self.driver.execute_script(script, *args)
-
-    def until(self, condition: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + WAIT
-        while not (value := condition()):
-            assert time.monotonic() < deadline, f"{what}: not within {WAIT} s"
-            time.sleep(0.05)
-        return value
-
-    def at(self, path: str, what: str) -> None:
-        """Wait until the page at ``path`` (and maybe a query) is loaded: after a click, not before."""
-        script = "return document.readyState === 'complete' && location.pathname === arguments[0]"
-        self.until(lambda: self.js(script, path), what)
-
-    def text(self, css: str) -> str:
-        """The text of ``css``'s first element, read in one call (a page being replaced has no stale element)."""
-        return str(self.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css))
-
-    def click(self, css: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
-
-    def tile(self, mac: str) -> dict[str, Any] | None:
-        """The tile of ``mac`` as the page shows it now (no-break spaces as spaces), or None."""
-        found: dict[str, Any] | None = self.js(
-            """const tile = document.getElementById(arguments[0]);
-            if (!tile) return null;
-            const bar = tile.querySelector('progress');
-            const text = tile.innerText.replace(/[\u00a0\u202f]/g, ' ');  // French spacing: plain spaces
-            return {stage: tile.dataset.stage, number: Number(tile.dataset.number), text: text,
-                    percent: bar ? Number(bar.value) : null};""",
-            "tile-" + mac.replace(":", "-"),
-        )
-        return found
-
-    def shot(self, name: str) -> Path:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / name
-        assert self.driver.save_screenshot(str(path)), path
-        return path
-
-    def axe(self, name: str) -> dict[str, list[str]]:
-        """axe-core's violations on the page shown, by impact ({impact: [rule: nodes]}); the whole result
-        goes to the artifacts as axe-NAME.json."""
-        if not AXE.exists():
-            pytest.skip(f"axe-core missing: {AXE} (scripts/setup fetches it)")
-        self.js(AXE.read_text())
-        result = self.driver.execute_async_script(
-            """const done = arguments[arguments.length - 1];
-            axe.run(document, {resultTypes: ['violations', 'incomplete']})
-                .then(done, (e) => done({error: String(e)}));"""
-        )
-        assert "error" not in result, result
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        kept = {key: result[key] for key in ("testEngine", "url", "violations", "incomplete")}
-        kept["passes"] = sorted(rule["id"] for rule in result["passes"])
-        (SHOTS / f"axe-{name}.json").write_text(json.dumps(kept, indent=1))
-        by_impact: dict[str, list[str]] = {}
-        for violation in result["violations"]:
-            targets = [" ".join(node["target"]) for node in violation["nodes"]][:5]
-            by_impact.setdefault(violation["impact"], []).append(f"{violation['id']}: {targets}")
-        for unsure in result["incomplete"]:  # what axe could not decide (a person looks): kept apart
-            by_impact.setdefault("incomplete", []).append(f"{unsure['id']}: {len(unsure['nodes'])} nodes")
-        return by_impact
-
-
 @pytest.fixture(scope="module")
 def browser(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    browser = Browser(tmp_path_factory.mktemp("chromium-profile"), site.url)
+    browser = Browser(tmp_path_factory.mktemp("chromium-profile"), site.url, SHOTS)
     try:
         yield browser
     finally:
-        browser.driver.quit()
+        browser.quit()
 
 
 @pytest.fixture
@@ -263,6 +147,7 @@ def test_tiles_appear_move_and_fail_without_reloading(site: Site, fresh: Browser
     token, answer = site.hello(writer, "Dell Inc.", "OptiPlex 7010")
     tile = b.until(lambda: b.tile(writer), "a new machine's tile")
     assert "OptiPlex 7010" in tile["text"] and "Recette : default" in tile["text"]
+    assert b.text("#session") == "1 machine vue ces 12 dernières heures"  # the count follows the tiles
     site.progress(token, answer["run"], "writing", 1 * MiB)
     tile = b.until(lambda: (t := b.tile(writer)) and t["percent"] == 25 and t, "progress 25 %")
     assert tile["stage"] == "writing" and "ÉCRITURE" in tile["text"] and "25 %" in tile["text"]
@@ -274,6 +159,7 @@ def test_tiles_appear_move_and_fail_without_reloading(site: Site, fresh: Browser
     token, answer = site.hello(failed, "HP", "Compaq 8000")
     site.fail(token, answer["run"], NO_DISK)
     tile = b.until(lambda: (t := b.tile(failed)) and t["stage"] == "failed" and t, "the failed tile")
+    assert b.text("#session") == "2 machines vues ces 12 dernières heures"
     assert "✖" in tile["text"] and "ÉCHEC" in tile["text"]
     assert "aucun disque n\u2019est assez grand pour l\u2019image : montez un disque plus grand" in tile["text"]
 

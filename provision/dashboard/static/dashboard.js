@@ -23,6 +23,12 @@
     if (empty) {
       empty.hidden = rack.children.length > 0;
     }
+    var session = document.getElementById("session");
+    if (session) {  // French says "0 machine", "1 machine", "2 machines"; English "1 machine", "0 machines"
+      var n = rack.querySelectorAll(".tile").length;
+      var one = session.getAttribute("data-plural") === "fr" ? n <= 1 : n === 1;
+      session.textContent = session.getAttribute(one ? "data-one" : "data-many").replace("{n}", String(n));
+    }
   }
 
   function place(tile, number) {

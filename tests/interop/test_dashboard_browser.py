@@ -314,3 +314,26 @@ def test_axe_finds_what_it_must(fresh: Browser) -> None:
     found = fresh.axe("self-check")
     assert any(v.startswith("color-contrast:") for v in found.get("serious", [])), found
     assert any(v.startswith("label:") for v in found.get("critical", [])), found
+
+
+def test_a_full_rack_of_forty_fits_the_wall_screen(site: Site, fresh: Browser) -> None:
+    """40 machines (this module's and new ones, some writing, some failed): every tile is on the 1080p wall
+    screen without scrolling, the failed ones with their reason; run last (it adds machines to the site)."""
+    b = fresh
+    have = len(requests.get(f"{site.url}/api/v1/machines", timeout=10).json())
+    for i in range(40 - have):
+        mac = f"52:54:00:c0:00:{i:02x}"
+        token, answer = site.hello(mac, "Lenovo", f"ThinkCentre M{700 + i}")
+        if i % 9 == 4:
+            site.fail(token, answer["run"], NO_DISK)
+        elif i % 3:
+            site.progress(token, answer["run"], "writing", (1 + i % 3) * MiB)
+    b.open("/")
+    b.until(lambda: b.js("return document.querySelectorAll('.tile').length") == 40, "40 tiles")
+    bottom = b.js(
+        "return Math.max(...[...document.querySelectorAll('.tile')].map(t => t.getBoundingClientRect().bottom))"
+    )
+    b.shot("rack-40-fr.png")
+    assert bottom <= WALL[1], f"the last tiles end at {bottom} px, under the {WALL[1]} px screen"
+    failed = b.js("return [...document.querySelectorAll('.tile.stage-failed')].map(t => t.innerText)")
+    assert failed and all("disque" in text for text in failed), failed

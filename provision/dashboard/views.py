@@ -107,8 +107,9 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate (None: unknown)."""
-        if not self.rate or self.rate <= 0 or self.total <= 0:
+        """Seconds left at the current rate (None: unknown, or the stage is over: "1 second left" under a
+        full bar was seen on the rack)."""
+        if not self.rate or self.rate <= 0 or self.total <= 0 or self.done >= self.total:
             return None
         return max(0.0, (self.total - self.done) / self.rate)
 

@@ -226,3 +226,8 @@ def test_a_tile_names_the_maker_as_people_write_it() -> None:
     assert maker_name({}, "Weakco") == "Weakco"
     assert maker_name({"maker": "weakco"}, None) == "weakco"
     assert maker_name({}, None) is None
+
+
+def test_a_finished_stage_has_no_time_left() -> None:
+    assert Progress("writing", 50, 100, 10.0).eta == 5.0
+    assert Progress("verifying", 100, 100, 10.0).eta is None and Progress("writing", 1, 100, 0.0).eta is None

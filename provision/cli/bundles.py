@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import Parser, dump
+from provision.cli.common import DEFAULT_STATE, Parser, dump
 from provision.cli.facts import default_recipes_dir
 from provision.cli.hooks import folders
 from provision.errors import ConfigError
 
-DEFAULT_STATE = Path("/var/lib/provision")
 CHECK_LISTS_MAX_AGE = 24 * 3600.0
 SYNC_LISTS_MAX_AGE = 3600.0  # the nightly sync sees last hour's archive, as the image rebuild does
 

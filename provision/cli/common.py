@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 EXIT_FAILED = 1
@@ -24,3 +25,18 @@ class Parser(argparse.ArgumentParser):
 def dump(data: Any, out: TextIO) -> None:
     json.dump(data, out, indent=2, sort_keys=False, ensure_ascii=False)
     out.write("\n")
+
+
+DEFAULT_STATE = Path("/var/lib/provision")  # the server's state directory when neither option names one
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    """The server's state directory a command works on: ``--state-dir``, else the ``--config`` file's
+    ``state_dir``, else DEFAULT_STATE."""
+    from provision.config import load_config
+
+    if args.state_dir:
+        return Path(args.state_dir)
+    if args.config:
+        return load_config(Path(args.config)).state_dir
+    return DEFAULT_STATE

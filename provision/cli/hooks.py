@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import EXIT_FAILED, Parser, UsageError, dump
-from provision.cli.machines import DEFAULT_STATE, printable
+from provision.cli.common import DEFAULT_STATE, EXIT_FAILED, Parser, UsageError, dump
+from provision.cli.machines import printable
 from provision.errors import ConfigError, FatalError
 from provision.hooks import Catalog, HookFile, Param, builtin_dir, check_folders, load_catalog
 

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import EXIT_FAILED, Parser, dump
+from provision.cli.common import DEFAULT_STATE, EXIT_FAILED, Parser, dump, state_dir_of
 
 DEFAULT_STORE = Path("/var/lib/provision/images")
-DEFAULT_STATE = Path("/var/lib/provision")
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -116,17 +115,10 @@ def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> set[str]:
     store (``--state-dir``, else the config's, else the default): retention must not remove what a PC is being
     written from. A ``--state-dir`` without a database is an error; no database at the default place (no server
     ran here) spares nothing, and says so."""
-    from provision.config import load_config
     from provision.errors import FatalError
     from provision.store import Store
 
-    if args.state_dir:
-        state = Path(args.state_dir)
-    elif args.config:
-        state = load_config(Path(args.config)).state_dir
-    else:
-        state = DEFAULT_STATE
-    db = state / "provision.db"
+    db = state_dir_of(args) / "provision.db"
     if not db.is_file():
         if args.state_dir:
             raise FatalError(f"no server database at {db}: cannot tell which versions runs in flight use")

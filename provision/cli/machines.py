@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import Parser, UsageError, dump
-
-DEFAULT_STATE = Path("/var/lib/provision")
+from provision.cli.common import DEFAULT_STATE, Parser, UsageError, dump, state_dir_of
 
 
 def _open_store(args: argparse.Namespace) -> Any:
-    from provision.config import load_config
     from provision.errors import FatalError
     from provision.store import Store
 
-    if args.state_dir:
-        state = Path(args.state_dir)
-    elif args.config:
-        state = load_config(Path(args.config)).state_dir
-    else:
-        state = DEFAULT_STATE
-    db = state / "provision.db"
+    db = state_dir_of(args) / "provision.db"
     if not db.is_file():
         raise FatalError(f"no server database at {db} (has provision serve run with this state directory?)")
     return Store(db)

@@ -11,24 +11,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import Parser, UsageError, dump
-from provision.cli.machines import DEFAULT_STATE
+from provision.cli.common import DEFAULT_STATE, Parser, UsageError, dump, state_dir_of
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from provision.config import load_config
     from provision.store import Store
 
-    if args.state_dir:
-        state = Path(args.state_dir)
-    elif args.config:
-        state = load_config(Path(args.config)).state_dir
-    else:
-        state = DEFAULT_STATE
-    return Store(state / "provision.db")
+    return Store(state_dir_of(args) / "provision.db")
 
 
 def _password(args: argparse.Namespace) -> str:

@@ -176,12 +176,17 @@ WantedBy=multi-user.target
 """
 
 
+def install_unit(root: Path, script_path: str, script: str, unit_path: str, unit: str) -> None:
+    """A boot unit and its script written into the root tree (``systemctl --root`` enables it)."""
+    target = root / script_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(script, encoding="utf-8")
+    target.chmod(0o755)
+    unit_file = root / unit_path
+    unit_file.parent.mkdir(parents=True, exist_ok=True)
+    unit_file.write_text(unit, encoding="utf-8")
+
+
 def install_callback(root: Path) -> None:
     """Write the unit and its script into the root tree (``systemctl --root`` enables it)."""
-    script = root / SCRIPT_PATH
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(SCRIPT, encoding="utf-8")
-    script.chmod(0o755)
-    unit = root / UNIT_PATH
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(UNIT, encoding="utf-8")
+    install_unit(root, SCRIPT_PATH, SCRIPT, UNIT_PATH, UNIT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provision.builder.callback import FIRSTBOOT_RUN
+from provision.builder.callback import FIRSTBOOT_RUN, install_unit
 
 UNIT_NAME = "provision-firstboot.service"
 SCRIPT_PATH = "usr/local/sbin/provision-firstboot"
@@ -62,13 +62,7 @@ WantedBy=sysinit.target
 
 def install_firstboot(root: Path) -> None:
     """Write the unit and its script into the root tree (``systemctl --root`` enables it)."""
-    script = root / SCRIPT_PATH
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(SCRIPT, encoding="utf-8")
-    script.chmod(0o755)
-    unit = root / UNIT_PATH
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(UNIT, encoding="utf-8")
+    install_unit(root, SCRIPT_PATH, SCRIPT, UNIT_PATH, UNIT)
 
 
 def reset_identity(root: Path) -> None:

@@ -1,7 +1,8 @@
 """The agent API, version 1, as typed messages: what the live environment's agent sends and what the server
 answers. The server validates bodies with these classes, the agent builds them; mypy checks both sides.
 
-    hello:     Hello -> HelloAnswer (ImageAnswer | WaitAnswer | RepairAnswer | LocalAnswer)
+    hello:     Hello -> HelloAnswer (ImageAnswer | EraseAnswer | WaitAnswer | RepairAnswer | LocalAnswer)
+    erasure:   ErasureReport (provision.wire.erasure; when the plan says ``erase``) -> RunAnswer
     progress:  Progress -> ProgressAnswer
     report:    Report (with a VerificationReport when the write got that far) -> RunAnswer
     firstboot: FirstBoot (an installed system's boot) -> {"ok": true}
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from provision.macaddr import normalize_mac
+from provision.wire.erasure import ErasePlan
 from provision.wire.schema import Message, rule
 
 PROBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a probe file name the server keeps
@@ -122,6 +124,8 @@ class Plan(Message):
     # what the installed system proves at its first boot (POST firstboot ``secret``); the agent writes it to
     # FIRSTBOOT_SECRET_PATH in the root file system after the verified write
     firstboot_secret: str | None = field(default=None, metadata=rule(pattern=HEX_SECRET))
+    # the recipe's ``erase:``: every disk of the machine erased and verified (and reported) before the write
+    erase: ErasePlan | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,18 @@ class ImageAnswer(Answer):
     plan: Plan
     recipe: str | None = None
     action: Literal["image"] = "image"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
+
+
+@dataclass(frozen=True)
+class EraseAnswer(Answer):
+    """A new erase-only run (a PC that leaves as parts): erase every disk per ``erase``, report it; nothing
+    is written after."""
+
+    run: str
+    erase: ErasePlan
+    recipe: str | None = None
+    action: Literal["erase"] = "erase"
     screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
@@ -165,9 +181,10 @@ class LocalAnswer(Answer):
     screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
-HelloAnswer = ImageAnswer | WaitAnswer | RepairAnswer | LocalAnswer
+HelloAnswer = ImageAnswer | EraseAnswer | WaitAnswer | RepairAnswer | LocalAnswer
 ANSWERS: dict[str, type[HelloAnswer]] = {
     "image": ImageAnswer,
+    "erase": EraseAnswer,
     "wait": WaitAnswer,
     "repair": RepairAnswer,
     "local": LocalAnswer,

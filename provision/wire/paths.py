@@ -26,6 +26,8 @@ RUNS = "/api/v1/runs"
 RUN = "/api/v1/runs/{run}"
 RUN_PROGRESS = "/api/v1/runs/{run}/progress"
 RUN_REPORT = "/api/v1/runs/{run}/report"
+RUN_ERASURE = "/api/v1/runs/{run}/erasure"  # every drive's erasure record (provision.wire.erasure)
+RUN_ERASURE_PROGRESS = "/api/v1/runs/{run}/erasure/progress"
 OPENAPI = "/api/v1/openapi.json"  # the OpenAPI 3.1 document of the JSON API (provision.web.openapi)
 
 # the image store
@@ -47,6 +49,14 @@ def run_progress(run: str) -> str:
 
 def run_report(run: str) -> str:
     return fill(RUN_REPORT, run=run)
+
+
+def run_erasure(run: str) -> str:
+    return fill(RUN_ERASURE, run=run)
+
+
+def run_erasure_progress(run: str) -> str:
+    return fill(RUN_ERASURE_PROGRESS, run=run)
 
 
 def run(run: str) -> str:

@@ -99,10 +99,13 @@ class Verification(Message):
     pattern: Pattern
     ok: bool
     bytes_checked: int = field(metadata=rule(ge=0))
-    samples: int = field(default=0, metadata=rule(ge=0))  # blocks read (sample)
-    mismatches: int = field(default=0, metadata=rule(ge=0))  # blocks that did not match
+    samples: int = field(default=0, metadata=rule(ge=0))  # pieces of at most 1 MiB read
+    mismatches: int = field(default=0, metadata=rule(ge=0))  # pieces that did not match
     first_mismatches: list[int] = field(default_factory=list, metadata=rule(max_length=16))  # byte offsets
     seconds: float = field(default=0.0, metadata=rule(ge=0))
+    # what the read-back could not tell, in plain words (e.g. a crypto erase of a drive that held almost no
+    # data: nothing to compare with); None when it could tell
+    note: str | None = field(default=None, metadata=rule(max_length=500, clean_text=True))
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,14 @@ class AuthConfig(_Model):
     secure_cookies: bool = False
 
 
+class ErasureConfig(_Model):
+    """Donor data erasure (docs/recipes.md, ``erase:``): ``operator`` is the name each drive's erasure record
+    (and its certificate) gives as responsible, unless a user acted on the machine from the dashboard or the
+    CLI (re-image, lot): then that user. None: "unknown"."""
+
+    operator: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
 class ServerConfig(_Model):
     interface: str | None = None
     address: IPv4Address = IPv4Address("198.18.0.1")
@@ -129,6 +137,7 @@ class ServerConfig(_Model):
     boot: BootConfig = Field(default_factory=BootConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    erasure: ErasureConfig = Field(default_factory=ErasureConfig)
     state_dir: Path = Path("/var/lib/provision")
     boot_root: Path = Path("/var/lib/provision/boot")
     templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one

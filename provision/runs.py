@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.credentials import firstboot_secret, same_secret
+from provision.erasing import Erasing, erase_plan
 from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict, load_probe
 from provision.facts.derive import derive
@@ -29,6 +30,7 @@ from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
 from provision.wire import paths
 from provision.wire.api import (
+    EraseAnswer,
     FirstBoot,
     Hello,
     HelloAnswer,
@@ -43,6 +45,7 @@ from provision.wire.api import (
     VerificationReport,
     WaitAnswer,
 )
+from provision.wire.erasure import ErasePlan
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class Runs:
         address_check: AddressCheck | None = None,
         postinstall: PostInstall | None = None,
         catalog: Callable[[], Catalog] = load_catalog,
+        erasure_operator: str | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -110,6 +114,7 @@ class Runs:
         self.catalog = catalog  # the hooks recipes are checked against (the built-in ones and the site's)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
+        self.erasing = Erasing(store, self.open_run, erasure_operator)  # erasure progress and reports
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -171,6 +176,8 @@ class Runs:
         if plan is None:
             raise RunConflict(f"run {run.id} has no plan to give again", run=run.id, state=run.state.value)
         log.info("%s: hello again with the token of run %s: the same plan", run.mac, run.id)
+        if run.erase_only:
+            return EraseAnswer(run=run.id, erase=ErasePlan.from_dict(plan["erase"]), recipe=run.recipe)
         secret = firstboot_secret(self.key, run.id)
         return ImageAnswer(run=run.id, recipe=run.recipe, plan=Plan.from_dict({**plan, "firstboot_secret": secret}))
 
@@ -232,6 +239,10 @@ class Runs:
         if decision.action is Action.LOCAL:
             waiting = self._wait(mac, "recipe says: boot the local disk", recipe=recipe, **ident)
             return LocalAnswer(waiting.reason)
+        if decision.action is Action.ERASE and decision.plan is not None and decision.plan.erase is not None:
+            self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
+            return self.erasing.start(mac, recipe, decision.plan.erase, token=token, live=live,
+                                      facts=_json_facts(derived))  # fmt: skip
         if decision.action is not Action.IMAGE or decision.plan is None or decision.plan.image is None:
             return self._wait(mac, "; ".join(reasons) or f"recipe {recipe} says wait", recipe=recipe, **ident)
         plan, image = decision.plan, decision.plan.image
@@ -244,6 +255,7 @@ class Runs:
             self.store.event(mac, "image-missing", {"image": plan.image, "recipe": recipe, "reason": str(exc)})
             return self._wait(mac, reason, recipe=recipe, **ident)
         self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
+        erase = plan.erase
         given = Plan(
             image=version.name,
             version=version.label,
@@ -254,6 +266,7 @@ class Runs:
             grow_root=plan.grow_root,
             hostname=plan.hostname,
             hooks=plan.hooks,
+            erase=None if erase is None else erase_plan(erase, self.erasing.lot_for(mac, recipe, erase), only=False),
         )
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,

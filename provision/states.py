@@ -2,17 +2,23 @@
 
 The rules, stated once:
 
-- A run moves ``booted -> inventoried -> writing -> verifying -> (hooks) -> done``; ``failed`` from any
-  unfinished state, ``repair`` from ``booted``/``inventoried``. ``done``, ``failed`` and ``repair`` are final.
+- A run moves ``booted -> inventoried -> (erasing) -> writing -> verifying -> (hooks) -> done``; an erase-only
+  run ``booted -> inventoried -> erasing -> done``. ``failed`` from any unfinished state, ``repair`` from
+  ``booted``/``inventoried``/``erasing``. ``done``, ``failed`` and ``repair`` are final.
 - A run ends ``done`` only with a complete verification of its own digest (the whole image read back right:
   ``read_back`` ok, more than 0 data chunks, every one verified).
+- An erase-only run ends ``done`` only when every drive's erasure record of the run is ok (at least one drive,
+  each one's method ran and its verification found the pattern: ``erasure_complete``); a drive not ok sends the
+  run to ``repair`` with its reason, never ``done``. A run whose plan orders an erasure before its image moves
+  to ``writing`` only once that erasure was recorded, complete.
 - When a run ends, its machine takes the same state (``done``, ``failed``, ``repair``); while it runs, the
   machine is ``imaging``.
-- A machine whose last run is ``done`` boots its local disk; an ``ignored`` machine is never network-booted;
-  every other known machine boots the live environment.
+- A machine whose last run is ``done`` boots its local disk, unless that run was erase-only: its disks are
+  empty, so it is powered off instead (``powers_off``; neither a blank disk nor a second erasure in a loop);
+  an ``ignored`` machine is never network-booted; every other known machine boots the live environment.
 
 ``Store`` enforces the run rules inside its transactions (``check_run_move``); ``Booter`` reads the boot rule
-(``boots_local_disk``, ``never_netbooted``). This module imports nothing of provision but the errors.
+(``boots_local_disk``, ``powers_off``, ``never_netbooted``). This module imports nothing of provision but the errors.
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ class MachineState(enum.StrEnum):
 class RunState(enum.StrEnum):
     BOOTED = "booted"
     INVENTORIED = "inventoried"
+    ERASING = "erasing"  # every drive being erased and verified (a plan with ``erase``)
     WRITING = "writing"
     VERIFYING = "verifying"
     HOOKS = "hooks"
-    DONE = "done"  # only with a complete verification record of the run's digest
+    DONE = "done"  # only with a complete verification of the run's digest (erase-only: every drive erased ok)
     FAILED = "failed"
     REPAIR = "repair"
 
@@ -47,7 +54,8 @@ class RunState(enum.StrEnum):
 FINAL_RUN_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.REPAIR})
 NEXT_RUN_STATES: dict[RunState, frozenset[RunState]] = {
     RunState.BOOTED: frozenset({RunState.INVENTORIED, RunState.FAILED, RunState.REPAIR}),
-    RunState.INVENTORIED: frozenset({RunState.WRITING, RunState.FAILED, RunState.REPAIR}),
+    RunState.INVENTORIED: frozenset({RunState.ERASING, RunState.WRITING, RunState.FAILED, RunState.REPAIR}),
+    RunState.ERASING: frozenset({RunState.ERASING, RunState.WRITING, RunState.DONE, RunState.FAILED, RunState.REPAIR}),
     RunState.WRITING: frozenset({RunState.WRITING, RunState.VERIFYING, RunState.FAILED}),
     RunState.VERIFYING: frozenset({RunState.VERIFYING, RunState.HOOKS, RunState.DONE, RunState.FAILED}),
     RunState.HOOKS: frozenset({RunState.HOOKS, RunState.DONE, RunState.FAILED}),
@@ -73,19 +81,43 @@ def verification_complete(read_back_ok: bool, chunks: int, verified: int) -> boo
     return read_back_ok and chunks > 0 and verified == chunks
 
 
+def erasure_complete(drives_ok: Iterable[bool]) -> bool:
+    """Every drive of the run erased and verified: at least one erasure record, and each one ok. What an
+    erase-only run's ``done`` (and an erase-then-image run's ``writing``) needs."""
+    found = list(drives_ok)
+    return bool(found) and all(found)
+
+
 def check_run_move(
-    run_id: str, current: RunState, target: RunState, *, digest: str, complete_digests: Iterable[str]
+    run_id: str,
+    current: RunState,
+    target: RunState,
+    *,
+    digest: str,
+    complete_digests: Iterable[str],
+    erase: bool = False,
+    erase_only: bool = False,
+    erasures_ok: Iterable[bool] = (),
 ) -> None:
     """Raise unless the run may move from ``current`` to ``target``. ``complete_digests``: the digests of its
-    complete verification records (``done`` needs one equal to the run's own ``digest``).
+    complete verification records (``done`` needs one equal to the run's own ``digest``). ``erase``: the run's
+    plan orders an erasure (``erase_only``: and nothing else); ``erasures_ok``: whether each of its drive
+    erasure records is ok (``writing`` after an erasure, and an erase-only ``done``, need them all ok).
 
     RunConflict (409) when the move is not allowed from ``current``; RunError when ``done`` lacks its
-    verification."""
+    verification or its erasure, or ``writing`` its erasure."""
     if target not in NEXT_RUN_STATES.get(current, frozenset()):
         raise RunConflict(
             f"run {run_id}: {current.value} -> {target.value} is not allowed", run=run_id, state=current.value
         )
-    if target is RunState.DONE and digest not in set(complete_digests):
+    if target is RunState.ERASING and not erase:
+        raise RunConflict(f"run {run_id}: its plan orders no erasure", run=run_id, state=current.value)
+    if erase_only and target in (RunState.WRITING, RunState.VERIFYING, RunState.HOOKS):
+        raise RunConflict(f"run {run_id} is erase-only: nothing is written", run=run_id, state=current.value)
+    needs_erasure = target is RunState.WRITING or (target is RunState.DONE and erase_only)
+    if erase and needs_erasure and current is not RunState.WRITING and not erasure_complete(erasures_ok):
+        raise RunError(f"run {run_id}: no complete erasure of every drive recorded", run=run_id)
+    if target is RunState.DONE and not erase_only and digest not in set(complete_digests):
         raise RunError(f"run {run_id}: no complete verification of {digest} recorded", run=run_id)
 
 
@@ -98,6 +130,12 @@ def check_run_open(run_id: str, state: RunState) -> None:
 def boots_local_disk(state: MachineState) -> bool:
     """A machine whose last run was verified boots its own disk; the live environment otherwise."""
     return state is MachineState.DONE
+
+
+def powers_off(state: MachineState, last_run_erase_only: bool) -> bool:
+    """A machine whose last run erased it (erase-only, ``done``) has empty disks: it is powered off at its
+    next network boot, neither booted from a blank disk nor erased again in a loop."""
+    return state is MachineState.DONE and last_run_erase_only
 
 
 def never_netbooted(state: MachineState) -> bool:

@@ -71,6 +71,8 @@ def _template_fields(recipe: Recipe) -> list[tuple[tuple[str | int, ...], str]]:
         fields.append((("hostname",), recipe.hostname))
     if recipe.image is not None:
         fields.append((("image",), recipe.image))
+    if recipe.erase is not None and recipe.erase.lot is not None:
+        fields.append((("erase", "lot"), recipe.erase.lot))
     for i, hook in enumerate(recipe.hooks):
         fields.extend(templates.walk_strings(hook.params, ("hooks", i, "params")))
     return fields

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     StringConstraints,
@@ -37,6 +38,7 @@ class Action(enum.StrEnum):
     REPAIR = "repair"  # do not image: set aside for a technician (reasons recorded)
     LOCAL = "local"  # boot the local disk, leave the machine as it is
     WAIT = "wait"  # keep the machine in the live environment until an operator decides
+    ERASE = "erase"  # erase every drive (the recipe's ``erase:``), write nothing: a PC that leaves as parts
 
 
 class Wipe(enum.StrEnum):
@@ -74,6 +76,19 @@ class Health(Strict):
     min_disk_gb: StrictInt | None = Field(default=None, ge=0)
 
 
+class Erase(Strict):
+    """Donor data erasure of every drive of the machine, before its image (or alone: ``action: erase``).
+    The meanings are the wire's (provision.wire.erasure.ErasePlan); ``lot`` is a template like ``hostname``,
+    rendered with the machine's facts: the donor's delivery the machine is recorded in."""
+
+    method: Literal["auto", "overwrite"] = "auto"  # auto: the strongest the drive can do (NIST Purge)
+    hidden_areas: Literal["report", "remove"] = "report"  # HPA/DCO
+    verify: Literal["sample", "full"] = "sample"
+    sample_percent: StrictFloat | StrictInt = Field(default=5.0, ge=0.01, le=100)
+    unfreeze: StrictBool = True  # a frozen ATA drive: suspend to RAM to unfreeze it (else overwrite)
+    lot: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+
+
 class Hook(Strict):
     """One hook the plan runs (provision.hooks): its parameters (templates), and overrides of its header's
     timeout and on_failure (None: the header's)."""
@@ -94,6 +109,7 @@ class Recipe(Strict):
     image: StrictStr | None = None  # NAME or NAME@VERSION
     target_disk: TargetDisk = Field(default_factory=TargetDisk)
     wipe: Wipe = Wipe.ZERO
+    erase: Erase | None = None  # every drive erased and verified first (alone with ``action: erase``)
     grow_root: StrictBool = True
     hostname: StrictStr | None = None
     health: Health = Field(default_factory=Health)
@@ -119,6 +135,10 @@ class Recipe(Strict):
     def _consistent(self) -> Recipe:
         if self.action is Action.IMAGE and not self.image:
             raise ValueError("an image recipe needs 'image: NAME[@VERSION]'")
+        if self.action is Action.ERASE and self.erase is None:
+            raise ValueError("an erase recipe needs 'erase:' (e.g. 'erase: {method: auto}')")
+        if self.action is Action.ERASE and (self.image or self.hooks or self.bundles or self.hostname):
+            raise ValueError("an erase recipe writes nothing: it takes no 'image', 'hostname', 'hooks' or 'bundles'")
         if self.default and self.match:
             raise ValueError("the default recipe applies when nothing else matches: it takes no 'match'")
         return self

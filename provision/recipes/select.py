@@ -1,8 +1,9 @@
 """Choose a recipe for a machine and explain the choice.
 
-Ranking among matching recipes: most specific first (number of match conditions), then higher ``priority``,
-then name. The ``default`` recipe is used only when nothing else matches. The chosen recipe's health gate may
-turn an imaging decision into ``repair``, with every failed limit as a reason.
+Ranking among matching recipes: erase-only recipes first (a PC the workshop decided leaves as parts is never
+imaged because an image recipe is more specific), then most specific (number of match conditions), then
+higher ``priority``, then name. The ``default`` recipe is used only when nothing else matches. The chosen
+recipe's health gate may turn an imaging decision into ``repair``, with every failed limit as a reason.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class Candidate:
         return all(o.matched for o in self.outcomes)
 
     @property
-    def rank(self) -> tuple[int, int, str]:
-        return (-self.recipe.specificity, -self.recipe.recipe.priority, self.recipe.name)
+    def rank(self) -> tuple[bool, int, int, str]:
+        erase_only = self.recipe.recipe.action is Action.ERASE
+        return (not erase_only, -self.recipe.specificity, -self.recipe.recipe.priority, self.recipe.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Plan:
     grow_root: bool
     hooks: list[dict[str, Any]]  # the recipe's hooks, then one ``bundle`` entry per bundle (bundleplan.py)
     bundles: list[str] = field(default_factory=list)  # the recipe's bundles, in order
+    erase: dict[str, Any] | None = None  # the recipe's ``erase:``, its ``lot`` rendered (None: no erasure)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,12 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
             raise templates.TemplateProblem(f"hooks[{i}].params: {exc}") from None
         hooks.append(_plan_hook(i, hook, params, headers[i] if headers else None))
     hooks.extend(copy.deepcopy(list(recipe.bundle_hooks)))  # no templates: the same for every machine
+    erase = None if r.erase is None else r.erase.model_dump(mode="json", exclude_none=True)
+    if erase is not None and r.erase is not None and r.erase.lot is not None:
+        lot = " ".join(templates.render(r.erase.lot, facts, budget).split())
+        if not lot or len(lot) > 128 or not lot.isprintable():
+            raise templates.TemplateProblem(f"erase.lot: rendered to {lot[:80]!r}: a lot is 1-128 printable characters")
+        erase["lot"] = lot
     return Plan(
         image=image,
         hostname=hostname,
@@ -179,6 +188,7 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
         grow_root=r.grow_root,
         hooks=hooks,
         bundles=list(r.bundles),
+        erase=erase,
     )
 
 
@@ -211,7 +221,7 @@ def select(recipes: RecipeSet, facts: dict[str, FactValue]) -> Decision:
         reasons.append(f"recipe {recipe.name!r} sends matching machines to repair")
         reasons.extend(failures)
     plan = None
-    if action is Action.IMAGE:
+    if action in (Action.IMAGE, Action.ERASE):
         try:
             plan = render_plan(recipe, facts)
         except templates.TemplateProblem as exc:

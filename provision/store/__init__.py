@@ -5,7 +5,7 @@ The rules the records follow (machine and run states, allowed moves, ``done`` on
 """
 
 from provision.store.db import Store, StoreUnavailable
-from provision.store.records import Event, Machine, Run, Verification
+from provision.store.records import ErasureRecord, Event, Machine, Run, Verification
 from provision.store.schema import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "Event", "Machine", "Run", "Store", "StoreUnavailable", "Verification"]
+__all__ = ["MIGRATIONS", "ErasureRecord", "Event", "Machine", "Run", "Store", "StoreUnavailable", "Verification"]

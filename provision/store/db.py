@@ -1,5 +1,6 @@
 """The server's records (``Store``): machines and per-boot tokens here; runs, verification records and hook
-results in ``runrecords``; the database, its transactions and the event log in ``base``.
+results in ``runrecords``; erasure records and lots in ``erasures``; users in ``users``; the database, its
+transactions and the event log in ``base``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from provision.errors import ActionRefused, NotFound
 from provision.states import MachineState
 from provision.store.base import BUSY_TIMEOUT, StoreUnavailable, unavailable
+from provision.store.erasures import ErasureRecords
 from provision.store.records import BootToken, Machine, machine_from_row, token_from_row
 from provision.store.runrecords import RunRecords
 from provision.store.users import UserRecords
@@ -22,7 +24,7 @@ ACTIONS = ("reimage", "ready", "forget")
 ACTION_WORDS = {"reimage": "imaging it again", "ready": "marking it ready", "forget": "forgetting it"}
 
 
-class Store(UserRecords, RunRecords):
+class Store(UserRecords, ErasureRecords, RunRecords):
     """All the server's records in one SQLite file. Safe to share between threads."""
 
     # -------------------------------------------------------------------------------------- machines

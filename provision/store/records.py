@@ -1,4 +1,4 @@
-"""The server's records as typed values: machines, runs, their verification records, events.
+"""The server's records as typed values: machines, runs, their verification and erasure records, events.
 
 Read from SQLite rows by ``provision.store``; shown by the API and the CLI through ``to_dict``.
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from provision.states import MachineState, RunState, verification_complete
+from provision.wire.erasure import Category, DriveErasure, HiddenAreas, Method, Smart
+from provision.wire.erasure import Verification as ReadBack
 from provision.wire.hooks import installed_packages
 
 
@@ -29,6 +31,7 @@ class Machine:
     reason: str | None
     hostname: str | None = None  # the name its hostname hook got (unique in the store)
     forgotten_at: float | None = None  # forgotten from the dashboard (runs kept) until it is seen again
+    lot: str | None = None  # the donor's delivery it came in (recipe's erase.lot at hello, or an operator)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -48,6 +51,7 @@ class Run:
     finished: float | None
     bytes_written: int
     mean_rate: float | None
+    erase_only: bool = False  # a PC that leaves as parts: every drive erased, no image (image '', digest '')
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -73,6 +77,83 @@ class Verification:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "complete": self.complete}
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """One drive's erasure in a run, as the agent reported it (every field of the wire's ``DriveErasure``),
+    with who was responsible (``operator``) and the donor's delivery (``lot``) when it was recorded. What an
+    erasure certificate states (provision.certificates)."""
+
+    id: int
+    run_id: str
+    mac: str
+    operator: str  # the config's erasure.operator, or the user who last acted on the machine; "unknown"
+    lot: str | None
+    recorded_at: float
+    device: str
+    size_bytes: int
+    interface: str
+    method: Method
+    category: Category
+    ok: bool
+    started: str
+    ended: str
+    verification: ReadBack | None
+    vendor: str | None
+    model: str | None
+    serial: str | None
+    firmware: str | None
+    rotational: bool | None
+    passes: int
+    tools: dict[str, str]
+    commands: list[list[str]]
+    hidden_areas: HiddenAreas
+    smart: Smart
+    fallback: str | None
+    reason: str | None
+    errors: list[str]
+
+    @property
+    def drive(self) -> DriveErasure:
+        """The record as the wire's ``DriveErasure`` (what the agent sent)."""
+        return DriveErasure(**{f.name: getattr(self, f.name) for f in fields(DriveErasure)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "run_id": self.run_id, "mac": self.mac, "operator": self.operator, "lot": self.lot,
+            "recorded_at": self.recorded_at, **self.drive.to_dict(),
+        }  # fmt: skip
+
+
+ERASURE_JSON = ("verification", "tools", "commands", "hidden_areas", "smart", "errors")  # kept as JSON text
+
+
+def erasure_columns(drive: DriveErasure) -> dict[str, Any]:
+    """A drive's erasure as the ``erasures`` table's columns (nested parts as JSON)."""
+    values = drive.to_dict()
+    row: dict[str, Any] = {f.name: getattr(drive, f.name) for f in fields(DriveErasure)}
+    for name in ERASURE_JSON:
+        row[name] = None if values.get(name) is None else json.dumps(values[name], sort_keys=True)
+    row["ok"] = int(drive.ok)
+    row["rotational"] = None if drive.rotational is None else int(drive.rotational)
+    return row
+
+
+def erasure_from_row(row: sqlite3.Row) -> ErasureRecord:
+    verification = None if row["verification"] is None else ReadBack.from_dict(json.loads(row["verification"]))
+    return ErasureRecord(
+        id=row["id"], run_id=row["run_id"], mac=row["mac"], operator=row["operator"], lot=row["lot"],
+        recorded_at=row["recorded_at"], device=row["device"], size_bytes=row["size_bytes"],
+        interface=row["interface"], method=row["method"], category=row["category"], ok=bool(row["ok"]),
+        started=row["started"], ended=row["ended"], verification=verification, vendor=row["vendor"],
+        model=row["model"], serial=row["serial"], firmware=row["firmware"],
+        rotational=None if row["rotational"] is None else bool(row["rotational"]), passes=row["passes"],
+        tools=json.loads(row["tools"]), commands=json.loads(row["commands"]),
+        hidden_areas=HiddenAreas.from_dict(json.loads(row["hidden_areas"])),
+        smart=Smart.from_dict(json.loads(row["smart"])), fallback=row["fallback"], reason=row["reason"],
+        errors=json.loads(row["errors"]),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,6 +226,7 @@ def machine_from_row(row: sqlite3.Row) -> Machine:
         reason=row["reason"],
         hostname=row["hostname"],
         forgotten_at=row["forgotten_at"],
+        lot=row["lot"],
     )
 
 
@@ -164,7 +246,7 @@ _RUN_FIELDS = (
 
 
 def run_from_row(row: sqlite3.Row) -> Run:
-    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]))
+    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]), erase_only=bool(row["erase_only"]))
 
 
 def verification_from_row(row: sqlite3.Row) -> Verification:

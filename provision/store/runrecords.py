@@ -46,12 +46,14 @@ class RunRecords(Database):
         live_address: str | None = None,
         host_key: str | None = None,
         facts: dict[str, Any] | None = None,
+        erase_only: bool = False,
     ) -> Run:
         """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
         the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
         what the agent was told (JSON); ``live_address`` and ``host_key``: where its live environment answers
         SSH and the host key its hello reported (pinned: the hooks run there or not at all); ``facts``: the
-        machine's derived facts, for the hooks that need some."""
+        machine's derived facts, for the hooks that need some; ``erase_only``: a run that erases every drive
+        and writes nothing (``image``, ``label`` and ``digest`` are then '')."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -65,18 +67,19 @@ class RunRecords(Database):
                 self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
             db.execute(
                 "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
-                "live_address, host_key, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "live_address, host_key, facts, erase_only) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, mac, recipe, image, label, digest, state.value, now,
                     None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
-                    live_address, host_key, None if facts is None else json.dumps(facts),
+                    live_address, host_key, None if facts is None else json.dumps(facts), int(erase_only),
                 ),
             )  # fmt: skip
             db.execute(
                 "UPDATE machines SET state = ?, reason = NULL, recipe = ? WHERE mac = ?",
                 (machine_state_for(state).value, recipe, mac),
             )
-            self._event(db, mac, "run", {"run": run_id, "state": state.value, "image": image, "digest": digest})
+            started = {"run": run_id, "state": state.value, "image": image, "digest": digest}
+            self._event(db, mac, "run", {**started, **({"erase_only": True} if erase_only else {})})
         found = self.run(run_id)
         assert found is not None
         return found
@@ -228,13 +231,21 @@ class RunRecords(Database):
         mean_rate: float | None = None,
     ) -> Run:
         """Move a run along, and its machine with it (provision.states: the allowed moves, ``done`` only with a
-        complete verification record of the run's own digest). RunConflict / RunError when refused."""
+        complete verification record of the run's own digest, or for an erase-only run every drive's erasure
+        ok; ``writing`` after an ordered erasure only once it is recorded, ok). RunConflict / RunError when
+        refused."""
         now = time.time()
         with self._tx() as db:
             run = self._locked_run(db, run_id)
             rows = db.execute("SELECT * FROM verifications WHERE run = ?", (run_id,)).fetchall()
             complete = [v.digest for v in map(verification_from_row, rows) if v.complete]
-            check_run_move(run_id, run.state, state, digest=run.digest, complete_digests=complete)
+            plan = db.execute("SELECT plan FROM runs WHERE id = ?", (run_id,)).fetchone()["plan"]
+            erase = bool(plan and json.loads(plan).get("erase"))
+            oks = [bool(r["ok"]) for r in db.execute("SELECT ok FROM erasures WHERE run_id = ?", (run_id,))]
+            check_run_move(
+                run_id, run.state, state, digest=run.digest, complete_digests=complete, erase=erase,
+                erase_only=run.erase_only, erasures_ok=oks,
+            )  # fmt: skip
             db.execute(
                 "UPDATE runs SET state = ?, reason = ?, finished = ?, bytes_written = COALESCE(?, bytes_written), "
                 "mean_rate = COALESCE(?, mean_rate) WHERE id = ?",

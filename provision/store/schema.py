@@ -116,4 +116,43 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_user ON sessions(user);
     ALTER TABLE machines ADD COLUMN forgotten_at REAL;
     """,
+    """
+    -- issue 15: donor data erasure. An erase-only run (a PC that leaves as parts) writes no image (its image,
+    -- label and digest are ''); each drive's erasure record as the agent reported it (wire DriveErasure:
+    -- its nested parts as JSON), with the operator and the donor's delivery (lot) at the time; the machine's
+    -- lot (set from the recipe's rendered erase.lot at hello, or by an operator).
+    ALTER TABLE runs ADD COLUMN erase_only INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE machines ADD COLUMN lot TEXT;
+    CREATE INDEX machines_lot ON machines(lot);
+    CREATE TABLE erasures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        mac TEXT NOT NULL,
+        device TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        interface TEXT NOT NULL,
+        method TEXT NOT NULL,
+        category TEXT NOT NULL CHECK (category IN ('clear', 'purge')),
+        ok INTEGER NOT NULL,
+        started TEXT NOT NULL,
+        ended TEXT NOT NULL,
+        verification TEXT,
+        vendor TEXT, model TEXT, serial TEXT, firmware TEXT,
+        rotational INTEGER,
+        passes INTEGER NOT NULL,
+        tools TEXT NOT NULL DEFAULT '{}',
+        commands TEXT NOT NULL DEFAULT '[]',
+        hidden_areas TEXT NOT NULL DEFAULT '{}',
+        smart TEXT NOT NULL DEFAULT '{}',
+        fallback TEXT,
+        reason TEXT,
+        errors TEXT NOT NULL DEFAULT '[]',
+        operator TEXT NOT NULL,
+        lot TEXT,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX erasures_run ON erasures(run_id, id);
+    CREATE INDEX erasures_mac ON erasures(mac, id);
+    CREATE INDEX erasures_lot ON erasures(lot, id);
+    """,
 )

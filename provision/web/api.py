@@ -5,7 +5,7 @@ Errors carry their HTTP status (``provision.errors``) and are answered by ``prov
 ``Runs`` works in a worker thread (``asyncio.to_thread``): recipe selection renders templates and reads
 probes, the store writes to SQLite; none of it may hold the event loop that serves every other PC.
 
-The answers to hello (when the hello asks for it), progress and report carry the machine's ``Screen``: its
+The answers to hello (when the hello asks for it), progress, erasure and report carry the machine's ``Screen``: its
 dashboard tile's number, stage and reason (``provision.dashboard.screen``), for the PC's own console.
 """
 
@@ -35,6 +35,7 @@ from provision.wire.api import (
     Report,
     RunAnswer,
 )
+from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.schema import Message
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,38 @@ async def run_report(request: web.Request) -> web.Response:
     return web.json_response(answer.to_dict())
 
 
+async def run_erasure(request: web.Request) -> web.Response:
+    """Every drive's erasure for the run (``ErasureReport``): recorded; the run goes on to ``writing``, ends
+    ``done`` (erase-only) or ``repair`` (a drive not ok: the reason says which and what to do)."""
+    msg = await _message(request, ErasureReport)
+    run_id = request.match_info["run"]
+
+    def answer_erasure() -> RunAnswer:
+        answer = request.app[RUNS].erasing.report(run_id, msg, request.remote)
+        return _with_screen(request, answer, _run_mac(request, run_id))
+
+    answer = await asyncio.to_thread(answer_erasure)
+    return web.json_response(answer.to_dict())
+
+
+async def run_erasure_progress(request: web.Request) -> web.Response:
+    """Each drive's erasure progress (``ErasureProgress``): the run is ``erasing``; the live tile follows."""
+    msg = await _message(request, ErasureProgress)
+    run_id = request.match_info["run"]
+
+    def answer_progress() -> ProgressAnswer:
+        answer = request.app[RUNS].erasing.progress(run_id, msg, request.remote)
+        return _with_screen(request, answer, _run_mac(request, run_id))
+
+    answer = await asyncio.to_thread(answer_progress)
+    return web.json_response(answer.to_dict())
+
+
 def _run_dict(store: Store, run: Run) -> dict[str, Any]:
     verifications = [v.to_dict() for v in store.verifications(run.id)]
-    return {**run.to_dict(), "verifications": verifications, "hooks": [h.to_dict() for h in store.hook_results(run.id)]}
+    erasures = [e.to_dict() for e in store.erasures(run=run.id)]
+    hooks = [h.to_dict() for h in store.hook_results(run.id)]
+    return {**run.to_dict(), "verifications": verifications, "erasures": erasures, "hooks": hooks}
 
 
 async def list_runs(request: web.Request) -> web.Response:

@@ -52,7 +52,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
                               port=hooks.ssh_port, workers=hooks.workers)  # fmt: skip
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,
-        postinstall=postinstall, catalog=catalog,
+        postinstall=postinstall, catalog=catalog, erasure_operator=booter.config.erasure.operator,
     )  # fmt: skip
     app.on_cleanup.append(lambda _app: _close(postinstall))
     app.router.add_get(paths.HEALTHZ, boot.healthz)
@@ -65,6 +65,8 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_get(paths.MACHINE_EVENTS, api.machine_events)
     app.router.add_post(paths.RUN_PROGRESS, api.run_progress)
     app.router.add_post(paths.RUN_REPORT, api.run_report)
+    app.router.add_post(paths.RUN_ERASURE, api.run_erasure)
+    app.router.add_post(paths.RUN_ERASURE_PROGRESS, api.run_erasure_progress)
     app.router.add_get(paths.RUNS, api.list_runs)
     app.router.add_get(paths.RUN, api.get_run)
     app.router.add_get(paths.OPENAPI, api.openapi)

@@ -254,7 +254,7 @@ def test_installed_recipes_check_checks_the_sample_recipes(installed: Installed)
     got = _run([installed.bin / "provision", "recipes", "check"], cwd=installed.outside).stdout
     shipped = installed.venv.glob("lib/python*/site-packages/provision/_data/recipes")
     (recipes,) = list(shipped)
-    assert got.startswith(f"{recipes}: 7 recipes OK (default: default)\n")
+    assert got.startswith(f"{recipes}: 8 recipes OK (default: default)\n")
     checkout = _run([sys.executable, "-m", "provision", "recipes", "check", REPO / "recipes"], cwd=REPO).stdout
     assert got.replace(str(recipes), "recipes") == checkout.replace(str(REPO / "recipes"), "recipes")
 

@@ -1,0 +1,65 @@
+"""Certificates and labels as HTML (print CSS, A4) and PDF (WeasyPrint), in French or English.
+
+The templates are package data (``provision/certificates/templates/*.html``), rendered by jinja2 with
+autoescape: every string a machine or a drive reported is text, never markup. Their words come from
+``provision.certificates.strings`` (one place for both languages).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import jinja2
+
+from provision.certificates.model import BatchCertificate, Certificate
+from provision.certificates.strings import memory, moment, size, texts
+
+log = logging.getLogger(__name__)
+
+VERIFY_COMMAND = "provision certificate verify FILE --key workshop.pub"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("provision.certificates", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["moment"] = moment
+    return env
+
+
+def render(template: str, lang: str, **context: Any) -> str:
+    """A template of this package in ``lang``, with its strings (``t``) and formats."""
+    t = texts(lang)
+    formats = {"size": lambda n: size(n, lang), "memory": lambda n: memory(n, lang)}
+    template_ = environment().get_template(template)
+    return template_.render(t=t, lang=lang, verify_command=VERIFY_COMMAND, **formats, **context)
+
+
+def certificate_html(certificate: Certificate, *, lang: str, fingerprint: str) -> str:
+    """One machine's certificate as a printable A4 HTML page."""
+    return render("certificate.html", lang, c=certificate, fingerprint=fingerprint)
+
+
+def batch_html(batch: BatchCertificate, *, lang: str, fingerprint: str) -> str:
+    """A lot's certificate: one table of every drive of the delivery."""
+    drives = batch.drives
+    purge = sum(1 for _m, d in drives if d.erasure.category == "purge")
+    counts = {"drives": len(drives), "machines": len(batch.machines), "purge": purge, "clear": len(drives) - purge}
+    return render("batch.html", lang, b=batch, rows=drives, counts=counts, fingerprint=fingerprint)
+
+
+def pdf(html: str) -> bytes:
+    """The PDF of a page of this package (its CSS is inline; nothing is fetched from the network)."""
+    import weasyprint  # type: ignore[import-untyped]  # imported here: it loads pango, which only the PDF needs
+    from weasyprint.urls import URLFetcher  # type: ignore[import-untyped]
+
+    fetcher = URLFetcher(allowed_protocols={"data"}, fail_on_errors=True)  # the QR codes' data: URIs, no network
+    document: bytes = weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf()
+    return document

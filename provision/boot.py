@@ -21,7 +21,7 @@ from provision.config import ServerConfig, UnknownPolicy
 from provision.errors import FatalError
 from provision.macaddr import BadMac, normalize_mac
 from provision.neighbors import Lookup, mac_of
-from provision.states import boots_local_disk, never_netbooted
+from provision.states import MachineState, boots_local_disk, never_netbooted, powers_off
 from provision.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ NETBOOT_NOTE_EVERY = 30.0  # seconds: at most one `netboot` event per machine in
 class BootAction(enum.StrEnum):
     LIVE = "live"  # boot the live environment (inventory, imaging)
     LOCAL = "local"  # boot the local disk
+    OFF = "off"  # power off: an erased PC (its last run erase-only, done) has nothing to boot
     NONE = "none"  # do not answer this machine at all
 
 
@@ -104,7 +105,8 @@ class Booter:
     # -------------------------------------------------------------------------------------- decision
     def decision(self, mac: str) -> BootDecision:
         """What ``mac`` boots now: the unknown-machine policy, else the machine's state read by the rules of
-        provision.states (verified: its local disk; ignored: nothing; else the live environment)."""
+        provision.states (verified: its local disk; erased, erase-only: power off; ignored: nothing; else the
+        live environment)."""
         machine = self.store.machine(mac)
         if machine is None:
             policy = self.config.boot.unknown
@@ -113,6 +115,10 @@ class Booter:
             return BootDecision(mac, BootAction.LIVE, f"unknown machine, policy '{policy.value}'")
         if never_netbooted(machine.state):
             return BootDecision(mac, BootAction.NONE, "machine is marked ignored")
+        if machine.state is MachineState.DONE:
+            runs = self.store.runs(mac)
+            if powers_off(machine.state, bool(runs) and runs[-1].erase_only):
+                return BootDecision(mac, BootAction.OFF, "every drive erased (erase-only): nothing to boot")
         if boots_local_disk(machine.state):
             return BootDecision(mac, BootAction.LOCAL, "last run verified")
         return BootDecision(mac, BootAction.LIVE, f"machine state {machine.state.value}")
@@ -204,7 +210,8 @@ class Booter:
         }
 
     def ipxe_script(self, mac: str, remote: str | None = None) -> str:
-        """The iPXE script for ``mac`` fetched from ``remote``: live (with a token), refused, or local disk."""
+        """The iPXE script for ``mac`` fetched from ``remote``: live (with a token), refused, local disk, or
+        power off (an erased PC)."""
         decision = self.decision(mac)
         log.info("%s: iPXE script: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
@@ -214,6 +221,9 @@ class Booter:
                 return self._render("boot.ipxe.j2", action="refused", mac=mac, reason=refused)
             values = self._live_values(mac, "ipxe", remote)
             return self._render("boot.ipxe.j2", action="live", **values)
+        if decision.action is BootAction.OFF:
+            self.store.local_boot(mac, via="ipxe", action="off")
+            return self._render("boot.ipxe.j2", action="off", mac=mac)
         self.store.local_boot(mac, via="ipxe")
         return self._render("boot.ipxe.j2", action="local", mac=mac, server_url=self.http_url)
 
@@ -221,7 +231,8 @@ class Booter:
         return self._render("grub.cfg.j2", server_ip=str(self.config.address))
 
     def grub_host(self, mac: str, remote: str | None = None) -> str:
-        """GRUB's per-host config for ``mac`` fetched from ``remote``: live (with a token), refused, or local."""
+        """GRUB's per-host config for ``mac`` fetched from ``remote``: live (with a token), refused, local, or
+        halt (an erased PC)."""
         decision = self.decision(mac)
         log.info("%s: GRUB config: %s (%s)", mac, decision.action.value, decision.reason)
         if decision.action is BootAction.LIVE:
@@ -231,6 +242,9 @@ class Booter:
                 return self._render("grub-host.cfg.j2", action="refused", mac=mac, reason=refused)
             values = self._live_values(mac, "grub", remote)
             return self._render("grub-host.cfg.j2", action="live", **values)
+        if decision.action is BootAction.OFF:
+            self.store.local_boot(mac, via="grub", action="off")
+            return self._render("grub-host.cfg.j2", action="off", mac=mac)
         self.store.local_boot(mac, via="grub")
         return self._render("grub-host.cfg.j2", action="local", mac=mac)
 

@@ -118,14 +118,15 @@ class Store(UserRecords, ErasureRecords, RunRecords):
             self._event(db, mac, "boot", {"via": via})
         return token
 
-    def local_boot(self, mac: str, via: str) -> None:
-        """A known machine network-booted and was told to boot its local disk: counted, seen, an event."""
+    def local_boot(self, mac: str, via: str, action: str = "local") -> None:
+        """A known machine network-booted and was told to boot its local disk (``action`` "local") or to power
+        off (an erased PC: "off"): counted, seen, an event."""
         with self._tx() as db:
             found = db.execute(
                 "UPDATE machines SET boots = boots + 1, last_seen = ? WHERE mac = ?", (time.time(), mac)
             ).rowcount
             if found:
-                self._event(db, mac, "boot", {"via": via, "action": "local"})
+                self._event(db, mac, "boot", {"via": via, "action": action})
 
     def current_token(self, mac: str, token: str) -> BootToken | None:
         """The token record when ``token`` was issued to ``mac``, is the newest one for it and has not expired."""

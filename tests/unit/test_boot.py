@@ -9,8 +9,9 @@ import pytest
 
 from provision.boot import BootAction, Booter, TemplateError, kernel_arg, kernel_args
 from provision.config import ServerConfig, UnknownPolicy, load_config
-from provision.states import MachineState
+from provision.states import MachineState, RunState
 from provision.store import Store
+from tests.support.erasures import drive, report
 from tests.support.paths import GOLDEN
 
 MAC = "52:54:00:12:34:56"
@@ -135,3 +136,37 @@ def test_chain_ipxe_after_a_vendor_rom(store):
     b = booter(store, chain_ipxe_roms=True)
     assert b.chain_ipxe(MAC, 0x11, False, now=100.0) is False  # vendor ROM handed undionly.kpxe / snponly.efi
     assert b.chain_ipxe(MAC, 0x22, True, now=110.0) is False  # the iPXE it loaded gets its script at once
+
+
+def erased(store: Store) -> None:
+    """The machine's last run: erase-only, done (every drive erased and verified)."""
+    store.seen(MAC)
+    run = store.create_run(MAC, recipe="parts", image="", label="", digest="", plan={"erase": {"only": True}},
+                           erase_only=True)  # fmt: skip
+    store.record_erasure(run.id, report("t" * 32, drive("sda")), None)
+    store.set_run_state(run.id, RunState.ERASING)
+    store.set_run_state(run.id, RunState.DONE)
+
+
+def test_an_erased_machine_powers_off_golden(store):
+    erased(store)
+    b = booter(store)
+    d = b.decision(MAC)
+    assert (d.action, d.reason) == (BootAction.OFF, "every drive erased (erase-only): nothing to boot")
+    assert b.should_answer(MAC)  # answered, so that its boot script powers it off (not its empty disk)
+    golden("boot-erased.ipxe", b.ipxe_script(MAC), store)
+    golden("grub-host-erased.cfg", b.grub_host(MAC), store)
+    assert [e.detail for e in store.events(MAC, "boot")][-2:] == [
+        {"via": "ipxe", "action": "off"}, {"via": "grub", "action": "off"}
+    ]  # fmt: skip
+    assert store._db.execute("SELECT COUNT(*) FROM boot_tokens").fetchone()[0] == 0  # no live environment
+
+
+def test_an_image_run_after_an_erasure_boots_its_disk_again(store):
+    erased(store)
+    store.operator_action(MAC, "reimage", "marie")
+    run = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64)
+    store.set_run_state(run.id, RunState.FAILED, "disk gone")
+    assert booter(store).decision(MAC).action is BootAction.LIVE
+    store.set_state(MAC, MachineState.DONE)  # an image run's done: its local disk
+    assert booter(store).decision(MAC).action is BootAction.LOCAL

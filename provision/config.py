@@ -127,6 +127,14 @@ class ErasureConfig(_Model):
     operator: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
+class CertificatesConfig(_Model):
+    """Certificates of erasure and labels (docs/certificates.md): the workshop's name they state, and the server's
+    Ed25519 signing key (None: state_dir/keys/certificates_ed25519, made 0600 on first use; back it up)."""
+
+    workshop: str = Field(default="provision", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    key: Path | None = None
+
+
 class ServerConfig(_Model):
     interface: str | None = None
     address: IPv4Address = IPv4Address("198.18.0.1")
@@ -138,6 +146,7 @@ class ServerConfig(_Model):
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     erasure: ErasureConfig = Field(default_factory=ErasureConfig)
+    certificates: CertificatesConfig = Field(default_factory=CertificatesConfig)
     state_dir: Path = Path("/var/lib/provision")
     boot_root: Path = Path("/var/lib/provision/boot")
     templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one
@@ -160,6 +169,11 @@ class ServerConfig(_Model):
     def ssh_key_path(self) -> Path:
         """The server's SSH private key for the live environments (hooks.ssh_key, else the state's)."""
         return self.hooks.ssh_key or self.state_dir / KEY_DIR / KEY_NAME
+
+    @property
+    def certificates_key_path(self) -> Path:
+        """The certificates' signing key (certificates.key, else the state's)."""
+        return self.certificates.key or self.state_dir / "keys" / "certificates_ed25519"
 
     @property
     def repo_path(self) -> Path:

@@ -37,7 +37,6 @@ from provision.errors import InvalidPayload
 from provision.wire.index import canonical_json
 
 ALGORITHM = "ed25519"
-KEY_FILE = Path("keys") / "certificates_ed25519"  # under the state directory
 MAX_FILE = 64 << 20  # bytes of a certificate file (a batch of thousands of machines fits)
 
 

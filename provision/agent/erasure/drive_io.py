@@ -43,6 +43,7 @@ class DriveIoError(FatalError):
             path=str(path), what=what, offset=offset, length=length, errno=exc.errno,
         )  # fmt: skip
         self.path, self.what, self.offset, self.length, self.errno = path, what, offset, length, exc.errno
+        self.strerror = exc.strerror or str(exc)
 
 
 @contextlib.contextmanager

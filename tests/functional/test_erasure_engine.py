@@ -11,11 +11,13 @@ from pathlib import Path
 from provision.agent.erasure.engine import erase_drives
 from provision.wire.erasure import ErasePlan, ErasureReport
 from provision.wire.probe import Disk
-from tests.support.erasure_disks import Behaviour, FakeNvme, NvmeDrive, disk, fill, pattern_left
+from tests.support.erasure_disks import Behaviour, ErasingTools, FakeNvme, NvmeDrive, disk, fill, pattern_left
+from tests.support.paths import SAMPLES
 
 MiB = 1 << 20
 SIZE = 48 * MiB
 SERIAL = "S4EVNF0M123456A"
+CAPTURED = SAMPLES / "erasure"  # outputs of real drives (A1)
 
 
 def machine(
@@ -126,3 +128,31 @@ def test_overwrite_only_and_a_drive_that_cannot_be_written(tmp_path: Path) -> No
         "'Is a directory'; the drive is not erased, set it aside"
     )
     assert sata.errors == [f"{gone}: opening for writing failed: Is a directory (errno 21)"]
+
+
+def test_captured_drives_erased_by_their_firmware_and_a_lying_one_caught(tmp_path: Path) -> None:
+    """A1's FakeTools answering from captured outputs of real drives (a WD PC SN730 NVMe, an Intel 330 SATA
+    SSD), whose erase commands really erase the files; then the same SSD lying."""
+    folder = tmp_path / "pc"
+    folder.mkdir()
+    nvme_path, ssd_path = fill(folder / "nvme0n1", SIZE), fill(folder / "sda", SIZE)
+    disks = [
+        (disk("nvme0n1", nvme_path, transport="nvme"), nvme_path),
+        (disk("sda", ssd_path, transport="sata"), ssd_path),
+    ]
+    tools = ErasingTools({str(nvme_path): CAPTURED / "wdc-pc-sn730", str(ssd_path): CAPTURED / "intel-ssdsc2ct240a4"})
+    nvme, ssd = erase_drives(ErasePlan(), disks, live=set(), run=tools, sleep=lambda s: None).drives
+    for drive in (nvme, ssd):
+        assert drive.ok and drive.category == "purge" and drive.method != "overwrite", drive
+        assert drive.serial and drive.verification is not None and drive.verification.ok
+    assert nvme.method.startswith("nvme-") and ssd.method.startswith("ata-")
+    assert pattern_left(nvme_path) == [] and pattern_left(ssd_path) == []
+    assert any("hdparm" in c for c in ssd.commands) and "hdparm" in ssd.tools
+
+    fill(ssd_path, SIZE)
+    lying = ErasingTools({str(ssd_path): CAPTURED / "intel-ssdsc2ct240a4"}, lying=frozenset({str(ssd_path)}))
+    [caught] = erase_drives(ErasePlan(), disks[1:], live=set(), run=lying, sleep=lambda s: None).drives
+    assert caught.ok is False and caught.method == ssd.method and caught.verification is not None
+    assert caught.verification.mismatches == caught.verification.samples
+    assert caught.reason is not None and "the drive did not erase; set it aside" in caught.reason
+    assert caught.reason.startswith(f"drive sda (serial {ssd.serial}): after the ATA")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from provision.agent.erasure.nvme import controller_of
 from provision.wire.probe import Disk
+from tests.support.erasure_fakes import FakeTools
 
 MiB = 1 << 20
 PATTERN = b"donor ACME Assurances, payroll 2019: J. Martin IBAN FR76 3000 6000 0112 3456 7890 189; "
@@ -114,3 +115,31 @@ class FakeNvme:
     @staticmethod
     def _answer(args: list[str], code: int, out: str, err: str = "") -> subprocess.CompletedProcess[bytes]:
         return subprocess.CompletedProcess(args, code, out.encode(), err.encode())
+
+
+_ERASES = ("--security-erase", "--security-erase-enhanced", "--sanitize-block-erase", "--sanitize-crypto-scramble")
+_CRYPTO = ("--sanact=4", "--ses=2", "--sanitize-crypto-scramble", "--security-erase-enhanced", "-C", "--crypto")
+
+
+@dataclass
+class ErasingTools(FakeTools):
+    """A1's ``FakeTools`` (captured hdparm / nvme-cli / sg3_utils answers) whose erase commands really erase
+    the file standing in for the drive: zeros, or noise for a crypto erase (and an enhanced security erase,
+    whose pattern is the vendor's). A drive whose path is in ``lying`` answers success and keeps its data."""
+
+    lying: frozenset[str] = frozenset()
+
+    def answer(self, argv: list[str]) -> tuple[int, str, str]:
+        reply = super().answer(argv)
+        erases = argv[:2] in (["nvme", "sanitize"], ["nvme", "format"]) or argv[0] == "sg_sanitize"
+        if reply[0] == 0 and (erases or any(a in _ERASES for a in argv)):
+            found = self.drive(argv[1:])
+            if found is not None and found[0] not in self.lying:
+                path = Path(found[0])
+                size = path.stat().st_size
+                crypto = any(a in _CRYPTO for a in argv)
+                with path.open("r+b") as f:
+                    for start in range(0, size, MiB):
+                        n = min(MiB, size - start)
+                        f.write(os.urandom(n) if crypto else bytes(n))
+        return reply

@@ -1,4 +1,5 @@
-"""`provision machines` and `provision runs MAC`: what the server knows about machines and their imaging runs."""
+"""`provision machines` and `provision runs MAC`: what the server knows about machines and their imaging runs
+(each drive's erasure among them); `provision machines lot MAC LOT`: the donor's delivery a machine came in."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
                     "image": None if last is None else last.image,
                     "image_label": None if last is None else last.label,
                     "verified_digest": None if last is None else _verified_digest(store, last),
+                    "erase_only": None if last is None else last.erase_only,
                 }
             )
     if args.json:
@@ -64,15 +66,57 @@ def cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
     for r in rows:
         model = f"{_clean(r['vendor'])} / {_clean(r['product'])}"
         image = "-"
-        if r["image_label"]:
+        if r["erase_only"]:
+            image = f"erase only ({_clean(r['last_run_state'])})"
+        elif r["image_label"]:
             verified = r["verified_digest"]
             image = f"{_clean(r['image'])}@{_clean(r['image_label'])} ({_clean(r['last_run_state'])}"
             image += f", verified {verified[:12]})" if verified else ")"
         out.write(
             f"{r['mac']:17}  {r['state']:8}  {_clean(model, 30):30}  {_clean(r['recipe'], 16):16}  "
-            f"{_when(r['last_seen']):19}  {image}\n"
+            f"{_when(r['last_seen']):19}  {image}{'  lot ' + _clean(r['lot']) if r['lot'] else ''}\n"
         )
     return 0
+
+
+def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
+    """Set (or with ``-``, clear) the lot of a machine, as operator ``--by``."""
+    import getpass
+
+    from provision.macaddr import BadMac, normalize_mac
+
+    try:
+        mac = normalize_mac(args.mac)
+    except BadMac as exc:
+        raise UsageError(str(exc)) from None
+    by = args.by or getpass.getuser()
+    with _open_store(args) as store:
+        machine = store.set_lot(mac, None if args.lot == "-" else args.lot, by)
+    if args.json:
+        dump(machine.to_dict(), out)
+    else:
+        out.write(f"{mac}: lot {_clean(machine.lot)} (set by {_clean(by)})\n")
+    return 0
+
+
+def erasure_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per drive of a run's erasure: device, model, serial, method, NIST category, verification,
+    result (and the reason of a drive not ok), then who and which lot."""
+    lines = []
+    for e in records:
+        check = e.get("verification")
+        verified = "-" if check is None else f"{check['method']} {check['pattern']} {'ok' if check['ok'] else 'FAILED'}"
+        result = "ok" if e["ok"] else "NOT OK"
+        lines.append(
+            f"erase {_clean(e['device'], 10):10}  {_clean(e.get('model'), 20):20}  "
+            f"serial {_clean(e.get('serial'), 24):24}  {_clean(e['method'], 27):27}  {e['category']:5}  "
+            f"verify {verified:22}  {result}"
+        )
+        if not e["ok"]:
+            lines.append(f"  reason: {_clean(e.get('reason'))}")
+    if records:
+        lines.append(f"erased by {_clean(records[0]['operator'])}, lot {_clean(records[0]['lot'])}")
+    return lines
 
 
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
@@ -91,6 +135,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             warned = [h for h in hooks if not h.ok and h.on_failure == "warn" and not h.rerun]
             rows.append({
                 **r.to_dict(), "verifications": [v.to_dict() for v in store.verifications(r.id)],
+                "erasures": [e.to_dict() for e in store.erasures(run=r.id)],
                 "hooks": [{**h.to_dict(), "result": describe(h)} for h in hooks],
                 "warnings": [f"hook {h.name} {describe(h)}" for h in warned] if r.state.value == "done" else [],
             })  # fmt: skip
@@ -109,11 +154,13 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             verification = f"{last['verified']}/{last['chunks']} chunks, read-back {last['read_back']}"
             verification += f", digest {last['digest'][:12]}"
         rate = f"{r['mean_rate'] / 2**20:7.1f}" if r["mean_rate"] else f"{'-':>7}"
-        image = f"{_clean(r['image'])}@{_clean(r['label'])}"
+        image = "erase only" if r["erase_only"] else f"{_clean(r['image'])}@{_clean(r['label'])}"
         out.write(
             f"{r['id']:32}  {_clean(r['recipe'], 16):16}  {_clean(image, 36):36}  {r['state']:11}  "
             f"{r['bytes_written']:>14}  {rate}  {verification}\n"
         )
+        for line in erasure_lines(r["erasures"]):
+            out.write(f"{'':32}  {line}\n")
         for h in r["hooks"]:
             code = "-" if h["exit_code"] is None else h["exit_code"]
             status = "ok" if h["ok"] else "timed out" if h["timed_out"] else "error" if h["error"] else "failed"
@@ -141,6 +188,13 @@ def add_commands(sub: Any) -> None:
     p: Parser = sub.add_parser("machines", help="machines the server knows, with their last imaging run")
     _store_options(p)
     p.set_defaults(func=cmd_machines)
+    actions = p.add_subparsers(dest="machines_action", metavar="{lot}")
+    lot = actions.add_parser("lot", help="set the lot (the donor's delivery) of a machine: MAC LOT, or MAC - to clear")
+    lot.add_argument("mac", metavar="MAC", help="the machine's MAC address")
+    lot.add_argument("lot", metavar="LOT", help="the lot, e.g. 'Banque Dupont 2026-12' ('-': none)")
+    lot.add_argument("--by", metavar="USER", help="the operator recorded with its erasures (default: your login)")
+    _store_options(lot)
+    lot.set_defaults(func=cmd_lot)
     p = sub.add_parser("runs", help="the imaging runs of one machine")
     p.add_argument("mac", metavar="MAC", help="the machine's MAC address")
     _store_options(p)

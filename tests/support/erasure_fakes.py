@@ -61,7 +61,7 @@ class _Drive:
     sanitizing: int | None = None  # polls left in progress; None: no sanitize started
 
 
-def _security_line(text: str, name: str, on: bool) -> str:
+def security_line(text: str, name: str, on: bool) -> str:
     """Rewrite hdparm's Security line ``[not]<TAB>name`` of ``text``."""
     pattern = re.compile(rf"^([ \t]*)(not[ \t]+)?({re.escape(name)})[ \t]*$", re.M)
     return pattern.sub(lambda m: f"\t\t{name}" if on else f"\tnot\t{name}", text, count=1)
@@ -141,8 +141,8 @@ class FakeTools:
         if argv[:2] == ["hdparm", "-I"]:
             code, out, err = self._sample(drive, "hdparm-I.txt")
             if drive.unfrozen:
-                out = _security_line(out, "frozen", False)
-            return code, _security_line(out, "enabled", drive.password is not None) if code == 0 else out, err
+                out = security_line(out, "frozen", False)
+            return code, security_line(out, "enabled", drive.password is not None) if code == 0 else out, err
         if argv[:2] == ["hdparm", "-N"] and drive.native_set is not None:
             n = drive.native_set
             return 0, f"\n{dev}:\n max sectors   = {n}/{n}, HPA is disabled\n", ""

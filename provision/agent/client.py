@@ -1,9 +1,11 @@
-"""The agent's side of the server API (version 1): hello, progress, report.
+"""The agent's side of the server API (version 1): hello, progress, report, and the erasure report and its
+progress.
 
-Every call carries the MAC and the per-boot token. ``hello`` and ``report`` are retried with backoff while
-the server is unreachable or answers 5xx (a workshop server restarting takes seconds), up to a deadline; a
-4xx answer is final (``ApiRefused``, with the server's reason). Progress goes through ``ProgressPoster``: a
-background thread posting the latest value, so a slow or absent server never slows the writer.
+Every call carries the MAC and the per-boot token. ``hello``, ``report`` and ``erasure`` are retried with
+backoff while the server is unreachable or answers 5xx (a workshop server restarting takes seconds), up to a
+deadline; a 4xx answer is final (``ApiRefused``, with the server's reason). Progress goes through
+``ProgressPoster`` (the write) and ``ErasurePoster`` (the erasure): a background thread posting the latest
+value, so a slow or absent server never slows the writer or the drives.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import requests
 
@@ -22,10 +24,13 @@ from provision.agent.errors import AgentError, ServerUnreachable
 from provision.errors import InvalidPayload, ProvisionError
 from provision.wire import paths
 from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Screen, Stage
+from provision.wire.erasure import ErasureProgress, ErasureReport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiRefused", "ProgressPoster", "ServerApi"]
+__all__ = ["ApiRefused", "ErasurePoster", "ProgressPoster", "ServerApi"]
+
+T = TypeVar("T")
 
 
 class ApiRefused(AgentError):
@@ -153,15 +158,28 @@ class ServerApi:
     def report(self, run: str, report: Report) -> RunAnswer:
         """The run's final report. A 409 (the run is final already: an earlier attempt of this report got
         through but its answer was lost, or the run was superseded) answers with the recorded state."""
+        return self._run_answer(run, paths.run_report(run), report.to_dict())
+
+    def erasure(self, run: str, report: ErasureReport) -> RunAnswer:
+        """Every drive's erasure record; the server answers the run's state: ``writing`` (an image run whose
+        drives are all erased: go on), ``done`` (an erase-only run), ``repair`` or ``failed`` with the reason.
+        Retried like the report; a 409 answers with the recorded state."""
+        return self._run_answer(run, paths.run_erasure(run), report.to_dict())
+
+    def _run_answer(self, run: str, path: str, body: Mapping[str, Any]) -> RunAnswer:
         try:
-            answer = self.post(paths.run_report(run), report.to_dict())
+            answer = self.post(path, body)
         except ApiRefused as exc:
             if exc.status != 409:
                 raise
             recorded = self.get(paths.run(run))
-            log.warning("%s: run %s was %s already when reported", self.mac, run, recorded.get("state"))
+            log.warning("%s: run %s was %s already when %s was posted", self.mac, run, recorded.get("state"), path)
             return RunAnswer(run, str(recorded.get("state")), _text_or_none(recorded.get("reason")))
         return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")), screen_of(answer))
+
+    def erasure_progress(self, run: str, progress: ErasureProgress) -> Screen | None:
+        """Post one erasure progress report (each drive's fraction); the screen of the server's answer."""
+        return screen_of(self.post(paths.run_erasure_progress(run), progress.to_dict(), retry=False))
 
     def get(self, path: str) -> dict[str, Any]:
         """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""
@@ -176,17 +194,23 @@ class ServerApi:
         return answer
 
 
-class ProgressPoster:
-    """Posts the latest progress of a run from a background thread; values that arrive while a post is in
-    flight replace each other (only the newest matters). Failures are logged, never raised. ``answered`` gets
-    the screen of each answer that has one (from the poster's thread)."""
+class LatestPoster(Generic[T]):
+    """Posts the latest value of a run from a background thread with ``send``; values that arrive while a
+    post is in flight replace each other (only the newest matters). Failures are logged, never raised.
+    ``answered`` gets the screen of each answer that has one (from the poster's thread)."""
 
-    def __init__(self, api: ServerApi, run: str, answered: Callable[[Screen], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: ServerApi,
+        run: str,
+        send: Callable[[T], Screen | None],
+        answered: Callable[[Screen], None] | None = None,
+    ) -> None:
         self._api = api
-        self._run = run
+        self._send = send
         self._answered = answered
         self._lock = threading.Lock()
-        self._pending: tuple[Stage, int, int, float] | None = None
+        self._pending: T | None = None
         self._wake = threading.Event()
         self._stop = False
         self.posted = 0
@@ -194,9 +218,9 @@ class ProgressPoster:
         self._thread = threading.Thread(target=self._loop, name=f"progress-{run[:8]}", daemon=True)
         self._thread.start()
 
-    def submit(self, stage: Stage, done: int, total: int, rate: float) -> None:
+    def put(self, value: T) -> None:
         with self._lock:
-            self._pending = (stage, done, total, rate)
+            self._pending = value
         self._wake.set()
 
     def _loop(self) -> None:
@@ -208,7 +232,7 @@ class ProgressPoster:
                 stop = self._stop
             if item is not None:
                 try:
-                    screen = self._api.progress(self._run, *item)
+                    screen = self._send(item)
                     self.posted += 1
                     if screen is not None and self._answered is not None:
                         self._answered(screen)
@@ -231,3 +255,20 @@ class ProgressPoster:
             self._stop = True
         self._wake.set()
         self._thread.join(timeout)
+
+
+class ProgressPoster(LatestPoster[tuple[Stage, int, int, float]]):
+    """The write's progress (stage, bytes done, bytes in all, rate), latest first."""
+
+    def __init__(self, api: ServerApi, run: str, answered: Callable[[Screen], None] | None = None) -> None:
+        super().__init__(api, run, lambda item: api.progress(run, *item), answered)
+
+    def submit(self, stage: Stage, done: int, total: int, rate: float) -> None:
+        self.put((stage, done, total, rate))
+
+
+class ErasurePoster(LatestPoster[ErasureProgress]):
+    """The erasure's progress (each drive's fraction), latest first."""
+
+    def __init__(self, api: ServerApi, run: str, answered: Callable[[Screen], None] | None = None) -> None:
+        super().__init__(api, run, lambda item: api.erasure_progress(run, item), answered)

@@ -1,17 +1,20 @@
-"""The agent's run in the live environment: probe -> hello -> plan -> target disk -> write + verify -> grow ->
-first-boot credential -> report. ``run_agent`` returns an ``Outcome`` whose ``code`` tells the live
-environment's /init what to do:
+"""The agent's run in the live environment: probe -> hello -> plan -> [erase every drive] -> target disk ->
+write + verify -> grow -> first-boot credential -> report. An erase-only answer (a PC that leaves as parts)
+erases every drive, verifies and reports it, and nothing is written. ``run_agent`` returns an ``Outcome``
+whose ``code`` tells the live environment's /init what to do:
 
     0  done: the run is recorded done (verified), reboot     3  power off (the recipe says: local disk)
     1  failed: recorded failed with the reason, stay up       4  repair: the server's reasons, stay up
     2  usage: the agent cannot start (no server, token, MAC)  5  waiting (only with ``once``)
 
 Every failure after the plan is reported to the server (the run ends ``failed`` with the reason and the
-error's facts); a write that does not verify is never reported as a success.
+error's facts); a write that does not verify is never reported as a success, nor a drive whose erasure does
+not verify (``erasestep``: the server answers ``writing``, ``done`` (erase-only) or ``repair``).
 
 The PC's own screen (``provision.agent.screen``, ``AgentConfig.screen``: /dev/tty1 in the live environment)
-follows the run: the tile number and stage from the hello's answer, the progress of the write and the
-read-back, the hooks, and the end: done, or failed / repair / waiting with the reason the dashboard shows.
+follows the run: the tile number and stage from the hello's answer, the erasure of the drives, the progress
+of the write and the read-back, the hooks, and the end: done, or failed / repair / waiting with the reason the
+dashboard shows.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from provision.agent.disks import (
     live_medium_devices,
     parse_lsblk_disks,
 )
+from provision.agent.erasestep import erase_machine
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
 from provision.agent.index import Index, read_index
@@ -50,6 +54,7 @@ from provision.wire.api import (
     MAX_WIPE_RANGES,
     PROBE_NAME,
     BootInfo,
+    EraseAnswer,
     ImageAnswer,
     LocalAnswer,
     Plan,
@@ -59,6 +64,7 @@ from provision.wire.api import (
     Stage,
     VerificationReport,
 )
+from provision.wire.erasure import ErasePlan
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +253,8 @@ class Agent:
         files, more = read_probe_folder(folder)
         return files, warnings + more
 
-    def ask(self) -> ImageAnswer | Outcome:
-        """Hello until the server gives a plan (or says repair / local / wait with ``once``)."""
+    def ask(self) -> ImageAnswer | EraseAnswer | Outcome:
+        """Hello until the server gives a plan or an erasure (or says repair / local / wait with ``once``)."""
         self.console.show(stage="booting")
         files, warnings = self.probe()
         for warning in warnings:
@@ -258,7 +264,7 @@ class Agent:
         while True:
             answer = self.api.hello(boot, files, warnings, host_key)
             self.console.server(answer.screen)
-            if isinstance(answer, ImageAnswer):
+            if isinstance(answer, ImageAnswer | EraseAnswer):
                 return answer
             if isinstance(answer, RepairAnswer):
                 reasons = "; ".join(answer.reasons) or None
@@ -376,11 +382,32 @@ class Agent:
         log.info("%s: run %s: first-boot credential %s", self.cfg.mac, run_id, summary)
         return {"firstboot_secret": summary, "firstboot_seed": detail}
 
+    def erase(self, run_id: str, plan: ErasePlan, *, only: bool) -> Outcome | None:
+        """Erase and verify every drive, post the records; None when the server says go on and write."""
+        try:
+            disks, live = list_disks(self.cfg, self.run)
+            answer, _ = erase_machine(run_id, plan, disks, live, api=self.api, console=self.console, run=self.run,
+                                      sleep=self.sleep, direct=self.cfg.direct)  # fmt: skip
+        except Exception as exc:  # reported: the run must not stay open
+            return self._failed(run_id, exc, None, "the erasure failed: ")
+        if answer.state == "writing" and not only:
+            return None
+        if answer.state == "done" and only:
+            self.console.show(stage="done", word=None, percent=100, reason=None, action=None)
+            return Outcome(EXIT_DONE, "done", None, run_id)
+        reason = answer.reason or f"server says {answer.state} after the erasure"
+        self.console.failed(reason, answer.screen)
+        return Outcome(EXIT_REPAIR if answer.state == "repair" else EXIT_FAILED, answer.state, reason, run_id)
+
     def run_once(self) -> Outcome:
         asked = self.ask()
         if isinstance(asked, Outcome):
             return asked
+        if isinstance(asked, EraseAnswer):
+            return self.erase(asked.run, asked.erase, only=True) or Outcome(EXIT_FAILED, "failed", None, asked.run)
         run_id, plan = asked.run, asked.plan
+        if plan.erase is not None and (stopped := self.erase(run_id, plan.erase, only=False)) is not None:
+            return stopped
         try:
             report, path = self.image(run_id, plan)
         except Exception as exc:  # every failure after the plan is reported: the run must not stay open

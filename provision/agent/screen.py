@@ -56,6 +56,10 @@ STAGE_WORDS: dict[str, str] = {
     "failed": "échec",
     "repair": "réparation",
 }
+# stages the agent draws that the dashboard's catalogue has no word of yet: the drives' erasure (issue 15);
+# a word here moves to STAGE_WORDS (and its symbol to STAGE_SYMBOLS) when the dashboard gains the stage
+OWN_WORDS: dict[str, str] = {"erasing": "effacement"}
+OWN_SYMBOLS: dict[str, str] = {"erasing": "▒"}
 TILE_WORD = "Case"  # msgid "Tile"
 CALL_IT = "appelez l\u2019informaticien"  # msgid "call the IT agent": a reason the server did not put in words
 # symbols the console font has (code page 437), never colour alone
@@ -74,7 +78,7 @@ STAGE_SYMBOLS: dict[str, str] = {
 # QEMU VGA screendump, tests/e2e/test_pc_screen.py): black on green 6.7:1, bright white on red 7.7:1, black on
 # light grey 9:1 (the console's "bold black" is dark grey and its yellow background is brown: 1.5:1, unreadable)
 STAGE_COLOURS: dict[str, str] = {"done": "22;30;42", "failed": "1;37;41", "repair": "22;30;47", "waiting": "22;30;47"}
-PROGRESS_STAGES = ("writing", "verifying")
+PROGRESS_STAGES = ("erasing", "writing", "verifying")
 
 # 5x7 block digits: each row of a glyph is 5 pixels, "#" is lit
 FONT: dict[str, tuple[str, ...]] = {
@@ -176,11 +180,11 @@ class View:
 
     @property
     def stage_word(self) -> str:
-        return STAGE_WORDS.get(self.stage) or clean(self.word or self.stage, 40)
+        return STAGE_WORDS.get(self.stage) or OWN_WORDS.get(self.stage) or clean(self.word or self.stage, 40)
 
     @property
     def symbol(self) -> str:
-        return STAGE_SYMBOLS.get(self.stage, "►")
+        return STAGE_SYMBOLS.get(self.stage) or OWN_SYMBOLS.get(self.stage, "►")
 
     def merged(self, screen: Screen | None) -> View:
         """This view with what the server's ``screen`` says (its tile number, stage and reason)."""

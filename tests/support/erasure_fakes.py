@@ -16,7 +16,8 @@ rewriting the sample's Security lines.
 
 ``overrides`` answer an argv, or every argv starting with a prefix (the longest prefix wins), with an
 ``Answer`` (returncode, stdout, stderr), a ``Path`` (its text, exit status 0), an exception to raise, or a
-list of those used in turn (the last one repeats). ``.calls`` holds every argv; ``.timeouts`` the timeout
+list of those used in turn (the last one repeats; None in it: the fake's own answer, from its samples and
+state). ``.calls`` holds every argv; ``.timeouts`` the timeout
 each was given.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 
 Answer = tuple[int, str, str]
 Reply = Answer | Path | BaseException
-Override = Reply | Sequence[Reply]
+Override = Reply | Sequence[Reply | None]
 
 _FILES = {
     ("hdparm", "-I"): "hdparm-I.txt",

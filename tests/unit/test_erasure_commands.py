@@ -1,0 +1,273 @@
+"""The firmware methods' tool calls, checked exactly with ``FakeTools`` (no subprocess): NVMe sanitize and
+format, ATA security erase (and its undo when it fails), ATA and SCSI sanitize with their polls, and the
+drive's preparation: hidden areas removed, a frozen drive unfrozen by a suspend to RAM (or not)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from provision.agent.erasure.commands import PASSWORD, POLL, prepare_drive, run_method
+from provision.agent.erasure.drives import DriveInfo, inspect_drive
+from provision.agent.erasure.methods import Choice, choose_method
+from provision.agent.erasure.nvme import NvmeCaps
+from provision.agent.erasure.scsi import ScsiCaps
+from provision.agent.erasure.tools import MethodFailed
+from provision.wire.erasure import ErasePlan
+from tests.support.erasure_fakes import FakeTools, Override, security_line
+from tests.support.paths import SAMPLES
+
+ERASURE = SAMPLES / "erasure"
+INTEL, LOCKED, WDC, HPA = (ERASURE / n for n in ("intel-ssdsc2ct240a4", "intel-ssdsc2ct240a4-locked",
+                                                 "wdc-pc-sn730", "forensicswiki-hpa"))  # fmt: skip
+SET_PASS = ["hdparm", "--user-master", "u", "--security-set-pass", PASSWORD, "/dev/sda"]
+ENHANCED = ["hdparm", "--user-master", "u", "--security-erase-enhanced", PASSWORD, "/dev/sda"]
+DISABLE = ["hdparm", "--user-master", "u", "--security-disable", PASSWORD, "/dev/sda"]
+
+
+class Recorder:
+    """``sleep`` and ``progress`` stand-ins that remember what they were given."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+        self.progress: list[float | None] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def tell(self, fraction: float | None) -> None:
+        self.progress.append(fraction)
+
+
+def drive(tools: FakeTools, name: str = "sda", transport: str | None = "sata") -> DriveInfo:
+    info = inspect_drive(name, Path(f"/dev/{name}"), size_bytes=240057409536, transport=transport, rotational=None,
+                         model=None, serial=None, run=tools)  # fmt: skip
+    tools.calls.clear()
+    tools.timeouts.clear()
+    return info
+
+
+def frozen_copy(tmp_path: Path, source: Path = INTEL) -> Path:
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    text = security_line((source / "hdparm-I.txt").read_text(), "frozen", True)
+    (folder / "hdparm-I.txt").write_text(text)
+    return folder
+
+
+def test_nvme_sanitize_crypto_then_polls_the_log() -> None:
+    tools, rec = FakeTools({"/dev/nvme0n1": WDC}, sanitize_polls=2), Recorder()
+    info = drive(tools, "nvme0n1", "nvme")
+    choice = choose_method(ErasePlan(), info)
+    commands = run_method(choice, info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    log = ["nvme", "sanitize-log", "/dev/nvme0", "-o", "json"]
+    assert tools.calls == [["nvme", "sanitize", "/dev/nvme0", "--sanact=4", "--force"], log, log, log]
+    assert commands == [["nvme", "sanitize", "/dev/nvme0", "--sanact=4", "--force"], log]
+    assert rec.slept == [POLL, POLL] and rec.progress[-1] == 1.0 and rec.progress[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_nvme_sanitize_block_uses_sanact_2() -> None:
+    tools, rec = FakeTools({"/dev/nvme0n1": WDC}), Recorder()
+    info = drive(tools, "nvme0n1", "nvme")
+    run_method(Choice("nvme-sanitize-block", "zeros-or-ones"), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert tools.calls[0] == ["nvme", "sanitize", "/dev/nvme0", "--sanact=2", "--force"]
+
+
+def test_nvme_sanitize_that_fails_says_so() -> None:
+    failed = (0, '{"nvme0": {"sprog": 0, "sstat": {"status": "(3) The most recent sanitize operation failed"}}}', "")
+    tools = FakeTools({"/dev/nvme0n1": WDC}, {("nvme", "sanitize-log"): failed})
+    info, rec = drive(tools, "nvme0n1", "nvme"), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(Choice("nvme-sanitize-crypto", "changed"), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    error = caught.value
+    assert error.device == "nvme0n1" and error.method == "nvme-sanitize-crypto" and "failed" in error.reason
+    assert error.argv == ["nvme", "sanitize-log", "/dev/nvme0", "-o", "json"] and error.returncode == 0
+    assert error.commands[0][:2] == ["nvme", "sanitize"]
+
+
+def test_nvme_sanitize_refused_by_the_drive() -> None:
+    refused = (1, "", "NVMe status: Invalid Field in Command: A reserved coded value or an unsupported value(0x4002)\n")
+    tools = FakeTools({"/dev/nvme0n1": WDC}, {("nvme", "sanitize", "/dev/nvme0"): refused})
+    info, rec = drive(tools, "nvme0n1", "nvme"), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(Choice("nvme-sanitize-crypto", "changed"), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert caught.value.returncode == 1 and "Invalid Field" in (caught.value.stderr_tail or "")
+    assert tools.calls == [["nvme", "sanitize", "/dev/nvme0", "--sanact=4", "--force"]]
+
+
+@pytest.mark.parametrize(("method", "ses"), [("nvme-format-user-data", "1"), ("nvme-format-crypto", "2")])
+def test_nvme_format_on_the_namespace(method: str, ses: str) -> None:
+    tools, rec = FakeTools({"/dev/nvme0n1": WDC}), Recorder()
+    info = replace(drive(tools, "nvme0n1", "nvme"), nvme=NvmeCaps(oacs=2, fna=4), size_bytes=20_000_000_000)
+    commands = run_method(Choice(method, "zeros"), info, run=tools, sleep=rec.sleep, progress=rec.tell)  # type: ignore[arg-type]
+    # an hour plus the drive's size at 20 MB/s: 4600 s
+    assert commands == [["nvme", "format", "/dev/nvme0n1", f"--ses={ses}", "--force", "--timeout=4600000"]]
+    assert tools.timeouts == [4660.0] and rec.progress == [1.0]
+
+
+def test_ata_enhanced_security_erase() -> None:
+    tools, rec = FakeTools({"/dev/sda": INTEL}), Recorder()
+    info = drive(tools)
+    commands = run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert commands == tools.calls == [SET_PASS, ENHANCED, ["hdparm", "-I", "/dev/sda"]]
+    assert tools.timeouts[1] == 2 * 60 * 2 + 600  # twice the drive's 2 minutes, plus 10
+    assert rec.progress == [None, 1.0]
+
+
+def test_ata_erase_that_fails_removes_the_password_again() -> None:
+    tools = FakeTools(
+        {"/dev/sda": INTEL}, {tuple(ENHANCED): (5, "", "SG_IO: bad/missing sense data, sb[]: 70 00 05\n")}
+    )
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert tools.calls == [SET_PASS, ENHANCED, DISABLE]
+    error = caught.value
+    assert error.argv == ENHANCED and error.returncode == 5 and "bad/missing sense" in (error.stderr_tail or "")
+    assert "SECURITY ERASE UNIT failed" in error.reason and "password was removed again" in error.reason
+    assert error.facts["device"] == "sda" and error.facts["method"] == "ata-security-erase-enhanced"
+
+
+def test_ata_erase_and_undo_both_failing_tell_how_to_unlock() -> None:
+    tools = FakeTools({"/dev/sda": INTEL}, {tuple(ENHANCED): (5, "", ""), tuple(DISABLE): (5, "", "")})
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert f"hdparm --user-master u --security-disable {PASSWORD} /dev/sda" in caught.value.reason
+
+
+def test_ata_erase_that_leaves_a_password_is_a_failure() -> None:
+    tools = FakeTools({"/dev/sda": INTEL}, {tuple(ENHANCED): (0, "", ""), ("hdparm", "-I"): [
+        (0, security_line((INTEL / "hdparm-I.txt").read_text(), "enabled", True), "")]})  # fmt: skip
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert "still has a password" in caught.value.reason and tools.calls[-1] == DISABLE
+
+
+def test_locked_drive_is_erased_with_the_password_it_has(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "hdparm-I.txt").write_text(security_line((LOCKED / "hdparm-I.txt").read_text(), "frozen", False))
+    tools, rec = FakeTools({"/dev/sda": folder}), Recorder()
+    info = drive(tools)
+    run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert SET_PASS not in tools.calls and tools.calls[0] == ENHANCED
+
+
+@pytest.mark.parametrize(("method", "flag"), [
+    ("ata-sanitize-crypto", "--sanitize-crypto-scramble"), ("ata-sanitize-block", "--sanitize-block-erase"),
+])  # fmt: skip
+def test_ata_sanitize_polls_its_status(method: str, flag: str) -> None:
+    tools, rec = FakeTools({"/dev/sda": INTEL}, sanitize_polls=1), Recorder()
+    info = drive(tools)
+    commands = run_method(Choice(method, "changed"), info, run=tools, sleep=rec.sleep, progress=rec.tell)  # type: ignore[arg-type]
+    status = ["hdparm", "--sanitize-status", "/dev/sda"]
+    assert tools.calls == [["hdparm", "--yes-i-know-what-i-am-doing", flag, "/dev/sda"], status, status]
+    assert commands == tools.calls[:2] and rec.progress == [pytest.approx(0.5, abs=0.01), 1.0]
+
+
+def test_ata_sanitize_that_never_starts() -> None:
+    idle = (0, "Sanitize status:\n    State:    SD0 Sanitize Idle\n", "")
+    tools, rec = FakeTools({"/dev/sda": INTEL}, {("hdparm", "--sanitize-status"): idle}), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(Choice("ata-sanitize-block", "zeros-or-ones"), drive(tools), run=tools, sleep=rec.sleep,
+                   progress=rec.tell)  # fmt: skip
+    assert "never showed it running" in caught.value.reason and len(rec.slept) == 2
+
+
+@pytest.mark.parametrize(("method", "action"), [
+    ("scsi-sanitize-crypto", ["--crypto"]), ("scsi-sanitize-block", ["--block"]),
+    ("scsi-sanitize-overwrite", ["--overwrite", "--zero"]),
+])  # fmt: skip
+def test_scsi_sanitize_polls_request_sense(method: str, action: list[str]) -> None:
+    tools, rec = FakeTools({"/dev/sdc": None}, sanitize_polls=2), Recorder()
+    info = replace(drive(tools, "sdc", "sas"), scsi=ScsiCaps(True, True, True, True))
+    commands = run_method(Choice(method, "zeros"), info, run=tools, sleep=rec.sleep, progress=rec.tell)  # type: ignore[arg-type]
+    requests = ["sg_requests", "--progress", "/dev/sdc"]
+    assert tools.calls == [["sg_sanitize", "--quick", "--early", *action, "/dev/sdc"], requests, requests, requests]
+    assert commands == tools.calls[:2] and rec.progress == [0.5, 0.5, 1.0]
+
+
+def test_overwrite_is_not_run_here() -> None:
+    tools, rec = FakeTools({"/dev/sda": INTEL}), Recorder()
+    with pytest.raises(MethodFailed):
+        run_method(Choice("overwrite", "zeros"), drive(tools), run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert tools.calls == []
+
+
+def test_frozen_drive_unfrozen_by_a_suspend_then_security_erased(tmp_path: Path) -> None:
+    tools, rec = FakeTools({"/dev/sda": frozen_copy(tmp_path)}), Recorder()
+    info = drive(tools)
+    assert info.ata is not None and info.ata.frozen
+    prepared = prepare_drive(info, ErasePlan(), run=tools, sleep=rec.sleep)
+    assert tools.calls == [["rtcwake", "-m", "mem", "-s", "5"], ["hdparm", "-I", "/dev/sda"]]
+    assert prepared.commands == tools.calls and prepared.unfrozen is True
+    assert prepared.notes == ["the drive was unfrozen by a suspend to RAM"]
+    assert choose_method(ErasePlan(), prepared.info).method == "ata-security-erase-enhanced"
+
+
+def test_frozen_drive_that_rtcwake_does_not_unfreeze(tmp_path: Path) -> None:
+    tools, rec = FakeTools({"/dev/sda": frozen_copy(tmp_path)}, unfreezes=False), Recorder()
+    prepared = prepare_drive(drive(tools), ErasePlan(), run=tools, sleep=rec.sleep)
+    assert prepared.unfrozen is False and prepared.notes == ["the drive is still frozen after a suspend to RAM"]
+    choice = choose_method(ErasePlan(), prepared.info)
+    assert choice.method == "overwrite" and choice.fallback is not None and "could not be unfrozen" in choice.fallback
+
+
+def test_failed_suspend_is_a_note_not_an_exception(tmp_path: Path) -> None:
+    tools = FakeTools({"/dev/sda": frozen_copy(tmp_path)}, {("rtcwake",): (1, "", "rtcwake: write error\n")},
+                      unfreezes=False)  # fmt: skip
+    prepared = prepare_drive(drive(tools), ErasePlan(), run=tools, sleep=Recorder().sleep)
+    assert prepared.unfrozen is False and "suspend to RAM failed (rtcwake: write error)" in prepared.notes[0]
+
+
+def test_no_suspend_when_not_needed_or_not_allowed(tmp_path: Path) -> None:
+    tools = FakeTools({"/dev/sda": frozen_copy(tmp_path)})
+    info = drive(tools)
+    assert prepare_drive(info, ErasePlan(unfreeze=False), run=tools, sleep=Recorder().sleep).commands == []
+    assert prepare_drive(info, ErasePlan(method="overwrite"), run=tools, sleep=Recorder().sleep).commands == []
+    assert info.ata is not None
+    sanitizer = replace(info, ata=replace(info.ata, sanitize=True, sanitize_block=True))
+    assert prepare_drive(sanitizer, ErasePlan(), run=tools, sleep=Recorder().sleep).commands == []
+    assert tools.calls == []
+
+
+def test_hpa_removed_when_the_recipe_says_so() -> None:
+    # the HPA sample answers the first hdparm -N; then the fake's own state (after -N p586072368) answers
+    tools = FakeTools({"/dev/sda": INTEL}, {("hdparm", "-N", "/dev/sda"): [HPA / "hdparm-N.txt", None]})
+    info = drive(tools)
+    assert info.hidden.hpa is True and not info.hidden.removed
+    rescanned: list[str] = []
+    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
+                             rescan=rescanned.append)  # fmt: skip
+    assert tools.calls[0] == ["hdparm", "--yes-i-know-what-i-am-doing", "-N", "p586072368", "/dev/sda"]
+    assert rescanned == ["sda"] and prepared.commands == [tools.calls[0]]
+    assert prepared.info.hidden.removed is True and prepared.info.hidden.hpa is False
+    assert prepared.notes == ["hidden areas removed: the whole native capacity is erased"]
+    assert prepared.info.size_bytes == 586072368 * 512
+    assert tools.calls[1:] == [["hdparm", "-I", "/dev/sda"], ["hdparm", "-N", "/dev/sda"]]  # asked again
+
+
+def test_hpa_that_stays_is_said_so() -> None:
+    refused = (5, "", "SG_IO: error\n")
+    answers: dict[tuple[str, ...], Override] = {
+        ("hdparm", "-N", "/dev/sda"): HPA / "hdparm-N.txt",
+        ("hdparm", "--yes-i-know-what-i-am-doing"): refused,
+    }
+    tools = FakeTools({"/dev/sda": INTEL}, answers)
+    prepared = prepare_drive(drive(tools), ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
+                             rescan=lambda _: None)  # fmt: skip
+    assert not prepared.info.hidden.removed and prepared.info.hidden.hpa is True
+    assert prepared.notes[0] == "the HPA could not be removed (SG_IO: error): its sectors stay hidden"
+    choice = choose_method(ErasePlan(method="overwrite", hidden_areas="remove"), prepared.info)
+    assert choice.note is not None and "2113 sectors hidden" in choice.note
+
+
+def test_hpa_only_reported_by_default() -> None:
+    tools = FakeTools({"/dev/sda": INTEL}, {("hdparm", "-N", "/dev/sda"): HPA / "hdparm-N.txt"})
+    info = drive(tools)
+    prepared = prepare_drive(info, ErasePlan(), run=tools, sleep=Recorder().sleep, rescan=lambda _: None)
+    assert prepared.commands == [] and prepared.info.hidden.hpa is True and not prepared.info.hidden.removed

@@ -8,10 +8,12 @@ autoescape: every string a machine or a drive reported is text, never markup. Th
 from __future__ import annotations
 
 import functools
+import html
 import logging
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from provision.certificates.model import BatchCertificate, Certificate
 from provision.certificates.strings import memory, moment, size, texts
@@ -31,7 +33,17 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["moment"] = moment
+    env.filters["css_string"] = css_string
     return env
+
+
+def css_string(text: str) -> Markup:
+    """Text as a quoted CSS string (a page footer's ``content``): anything but plain letters, digits and a few
+    marks is a CSS escape, so no quote, backslash or ``</style>`` from a lot's name ends the string. The text
+    comes from a template block, HTML-escaped by autoescape: it is unescaped first."""
+    plain = " -_.:/()"
+    body = "".join(c if c.isalnum() or c in plain else f"\\{ord(c):x} " for c in html.unescape(str(text)))
+    return Markup(f'"{body}"')  # noqa: S704 - every character escaped above  # nosec B704
 
 
 def render(template: str, lang: str, **context: Any) -> str:

@@ -130,8 +130,9 @@ def load_or_create_key(path: Path) -> SigningKey:
 
 
 def load_public_key(text: str, *, where: str = "the public key") -> PublicKey:
-    """A public key given as PEM (SubjectPublicKeyInfo) or as one base64 line of the raw 32 bytes."""
-    text = text.strip()
+    """A public key given as PEM (SubjectPublicKeyInfo) or as one base64 line of the raw 32 bytes; lines that
+    start with ``#`` are comments (``provision certificate key`` writes the fingerprint in one)."""
+    text = "\n".join(line for line in text.strip().splitlines() if not line.lstrip().startswith("#")).strip()
     if text.startswith("-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(text.encode())

@@ -47,6 +47,7 @@ def test_public_key_as_pem_and_line_reads_back(key_path: Path) -> None:
     assert len(public.fingerprint) == 16 and int(public.fingerprint, 16) >= 0
     assert load_public_key(public.pem()) == public
     assert load_public_key(public.line() + "\n") == public
+    assert load_public_key(f"# fingerprint {public.fingerprint}\n{public.pem()}") == public
     assert "\n" not in public.line() and len(base64.b64decode(public.line())) == 32
 
 

@@ -120,9 +120,11 @@ class ErasureRecord:
         return DriveErasure(**{f.name: getattr(self, f.name) for f in fields(DriveErasure)})
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field (None as null), the nested parts as the wire gives them."""
+        drive = self.drive.to_dict()
         return {
             "id": self.id, "run_id": self.run_id, "mac": self.mac, "operator": self.operator, "lot": self.lot,
-            "recorded_at": self.recorded_at, **self.drive.to_dict(),
+            "recorded_at": self.recorded_at, **{f.name: drive.get(f.name) for f in fields(DriveErasure)},
         }  # fmt: skip
 
 

@@ -27,9 +27,10 @@ from provision.images.versions import ImageInfo
 from provision.macaddr import BadMac
 from provision.runs import ProbeNotKept, ProbeUnreadable
 from provision.store.base import StoreUnavailable
-from provision.store.records import Event, HookRecord, Machine, Run, Verification
+from provision.store.records import ErasureRecord, Event, HookRecord, Machine, Run, Verification
 from provision.wire import paths
 from provision.wire.api import FirstBoot, Hello, HelloAnswer, Progress, ProgressAnswer, Report, RunAnswer, Screen
+from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.index import FORMAT_VERSION, SHA256
 from provision.wire.openapi import ArrayOf, Inline, Param, Record, Route, document, json_schema
 
@@ -105,9 +106,12 @@ OK: Inline = Inline({"type": "object", "properties": {"ok": {"const": True}}, "r
 HEALTH = Inline({"type": "object", "properties": {"ok": {"const": True}, "version": {"type": "string"}},
                  "required": ["ok", "version"], "additionalProperties": False})  # fmt: skip
 
-VERIFICATION = Record(Verification, extra={"complete": bool})
 HOOK_RESULT = Record(HookRecord, name="HookResult", extra={"ok": bool}, optional={"installed": dict[str, str]})
-RUN = Record(Run, extra={"verifications": ArrayOf(VERIFICATION), "hooks": ArrayOf(HOOK_RESULT)})
+# the image's read-back record, named apart from the wire's Verification (a drive erasure's read-back)
+VERIFICATION = Record(Verification, name="ImageVerification", extra={"complete": bool})
+ERASURE = Record(ErasureRecord, name="Erasure")  # one drive's erasure record: every DriveErasure field
+RUN = Record(Run, extra={"verifications": ArrayOf(VERIFICATION), "erasures": ArrayOf(ERASURE),
+                         "hooks": ArrayOf(HOOK_RESULT)})  # fmt: skip
 RUN_SCREEN = Record(Run, name="RunWithScreen", extra=RUN.extra, optional={"screen": Screen})  # GET ?screen=1
 IMAGE = Record(ImageInfo, name="Image", fields={"current": VERSION_SUMMARY, "versions": ArrayOf(VERSION_SUMMARY)})
 MAC = {"mac": "a MAC address (any usual spelling: 52:54:00:12:34:56, 52-54-00-12-34-56, 525400123456)"}
@@ -122,6 +126,14 @@ ROUTES: tuple[Route, ...] = (
           tag="agent", params=RUN_ID, errors=(TokenRefused, NotFound, RunConflict, *STORE)),
     Route("POST", paths.RUN_REPORT, "run_report", "The end of a run: verified, or failed with a reason", RunAnswer,
           Report, tag="agent", params=RUN_ID, errors=(TokenRefused, NotFound, RunConflict, RunError, *STORE)),
+    Route("POST", paths.RUN_ERASURE, "run_erasure", "Every drive's erasure: the run goes on, ends done or repair",
+          RunAnswer, ErasureReport, tag="agent", params=RUN_ID,
+          errors=(TokenRefused, NotFound, RunConflict, RunError, *STORE),
+          description="Recorded once per run; every drive ok: `writing` (an image follows) or `done` (erase-only); "
+                      "a drive not ok or none at all: `repair` with the reason in plain words."),
+    Route("POST", paths.RUN_ERASURE_PROGRESS, "run_erasure_progress", "Each drive's erasure progress",
+          ProgressAnswer, ErasureProgress, tag="agent", params=RUN_ID,
+          errors=(TokenRefused, NotFound, RunConflict, *STORE)),
     Route("POST", paths.FIRSTBOOT, "firstboot", "An installed system's boot, proven by its run's secret", OK,
           FirstBoot, tag="agent", errors=(TokenRefused, NotFound, *STORE)),
     Route("GET", paths.MACHINES, "machines", "Every machine the server knows", ArrayOf(Record(Machine)),

@@ -19,13 +19,17 @@ from openapi_spec_validator import validate as validate_spec
 from provision.facts import load_probe
 from provision.images import ImageStore
 from provision.wire import paths
+from tests.support.erasures import drive
+from tests.support.erasures import report as erasure_report
 from tests.support.images import CHUNK, MiB, make_disk
 from tests.support.paths import SAMPLE_PROBE
 from tests.support.serve import Running, start, stop
 
 MAC = "52:54:00:12:34:56"
 WAITING = "52:54:00:ab:cd:ef"
+PARTS = "52:54:00:00:00:0e"
 RECIPE = "name: default\ndefault: true\nimage: tiny\nwipe: zero\n"
+ERASE_ONLY = f"name: parts\naction: erase\nmatch: {{mac: '{PARTS}'}}\nerase: {{method: overwrite, lot: 'Lot 7'}}\n"
 
 
 @pytest.fixture
@@ -33,6 +37,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Running, str, int]]:
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "default.yaml").write_text(RECIPE)
+    (recipes / "parts.yaml").write_text(ERASE_ONLY)
     images = ImageStore(tmp_path / "images")
     version = images.import_raw(
         make_disk(tmp_path / "d.raw", 4 * MiB, [(MiB, 200_000)], seed=7), "tiny", chunk_size=CHUNK
@@ -134,9 +139,27 @@ def test_real_answers_follow_the_served_document(served: tuple[Running, str, int
     status, wait = api.post(paths.HELLO, {"mac": WAITING, "token": token_of(run.url, WAITING)})
     assert status == 200 and wait["action"] == "wait", wait
 
+    # a third PC leaves as parts: erase-only, its drives' progress, then its erasure report
+    parts_token = token_of(run.url, PARTS)
+    status, erase = api.post(paths.HELLO, {"mac": PARTS, "token": parts_token, "facts": {**facts, "mac": PARTS}})
+    assert status == 200 and erase["action"] == "erase" and erase["erase"]["lot"] == "Lot 7", erase
+    moving = {"token": parts_token, "drives": {"sda": 0.5, "nvme0n1": None}, "stage": "verifying"}
+    assert api.post(paths.RUN_ERASURE_PROGRESS, moving, run=erase["run"]) == (
+        200,
+        {"run": erase["run"], "state": "erasing", "ok": True},
+    )
+    drives = [drive("sda"), drive("nvme0n1", method="nvme-sanitize-crypto", serial=None)]
+    erased = erasure_report(parts_token, *drives).to_dict()
+    assert api.post(paths.RUN_ERASURE, {**erased, "token": "0" * 32}, run=erase["run"])[0] == 403
+    status, ended = api.post(paths.RUN_ERASURE, erased, run=erase["run"])
+    assert status == 200 and ended["state"] == "done", ended
+    assert api.post(paths.RUN_ERASURE, erased, run=erase["run"])[0] == 409
+    status, parts_runs = api.get(paths.RUNS, {"mac": PARTS})
+    assert [e["serial"] for e in parts_runs[0]["erasures"]] == ["WD-WCC4N1234567", None]
+
     # the records
     status, machines = api.get(paths.MACHINES)
-    assert status == 200 and {m["mac"] for m in machines} == {MAC, WAITING}
+    assert status == 200 and {m["mac"] for m in machines} == {MAC, WAITING, PARTS}
     status, events = api.get(paths.MACHINE_EVENTS, mac=MAC)
     assert status == 200 and {"progress", "firstboot"} <= {e["kind"] for e in events}
     status, runs = api.get(paths.RUNS, {"mac": MAC})

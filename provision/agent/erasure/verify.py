@@ -90,7 +90,7 @@ def pieces(blocks: Sequence[Block]) -> Iterator[Block]:
 
 
 def _uniform(data: bytes) -> bool:
-    return not data or data.count(data[:1]) == len(data)
+    return not data or data == data[:1] * len(data)  # one memset and one memcmp: faster than count()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from provision.recipes import RecipeSet
 
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("dashboard_templates", jinja2.Environment)
 SESSION_KEY = "provision.session"  # request[SESSION_KEY]: the logged-in session (provision.web.auth sets it)
-DONE_ACTIONS = ("reimage", "ready", "forget", "rerun")  # ?done=ACTION after a form: said on the next page
+DONE_ACTIONS = ("reimage", "ready", "forget", "rerun", "lot")  # ?done=ACTION after a form: said on the next page
 COOKIE_AGE = 365 * 86400
 REFRESH_SECONDS = 10  # the page without JavaScript reloads itself this often (<noscript> meta refresh)
 
@@ -34,6 +34,7 @@ REFRESH_SECONDS = 10  # the page without JavaScript reloads itself this often (<
 # what each refusal means for the person at the screen, and what to do (gettext msgids: the dashboard's catalogue)
 ERROR_TITLES = {
     500: N_("Something went wrong"),
+    400: N_("This value cannot be used"),
     401: N_("Log in to do this"),
     403: N_("This form cannot be used"),
     404: N_("Not found"),
@@ -42,6 +43,7 @@ ERROR_TITLES = {
 }
 ERROR_ADVICE = {
     500: N_("Try again; if it happens again, the server's log says why."),
+    400: N_("The reason is below. Go back, correct the value and try again."),
     401: N_("Reading needs no login; an action does. Log in, then try again."),
     403: N_("The page was out of date or the form came from elsewhere. Reload the page and try again."),
     404: N_("Check the address, or go back to the rack."),

@@ -5,7 +5,9 @@
 - ``POST /logout`` -> 303 to the rack.
 - ``POST /machines/{mac}/actions/{action}`` with ``reimage`` (imaged again at its next network boot),
   ``ready`` (a machine set aside or failed is repaired), ``forget`` (off the dashboard, its records kept)
-  -> 303 to the machine's page (the rack for ``forget``) with ``?done=ACTION``.
+  -> 303 to the machine's page (the rack for ``forget``) with ``?done=ACTION``; and ``lot`` with the form's
+  ``lot`` field (the donor's delivery; empty: none) -> 303 to the machine's page with ``?done=lot``. The user
+  who acts is recorded as the operator of the machine's next erasure (provision.store.erasures).
 - ``POST /machines/{mac}/hooks/{hook}/rerun`` runs one hook again in the PC's live environment
   (provision.postinstall) -> 303 to the machine's page with ``?done=rerun&ok=0|1``.
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 POSTINSTALL: web.AppKey[PostInstall] = web.AppKey("postinstall", PostInstall)
 ROUTE_PREFIX = "dashboard"  # route names of pages and forms: their errors are HTML pages
 HOOK_NAME_MAX = 64
+LOT = "lot"  # the machine's lot: POST /machines/{mac}/actions/lot with the form's ``lot``
 
 
 def machine_path(mac: str) -> str:
@@ -87,8 +90,13 @@ async def machine_action(request: web.Request) -> web.StreamResponse:
     form = await auth.form_of(request)
     session = await auth.require_session(request, form)
     mac, action = _mac(request), request.match_info["action"]
+    if action == LOT:
+        lot = form.get("lot", "").strip() or None
+        await asyncio.to_thread(request.app[STORE].set_lot, mac, lot, session.user)
+        log.info("%s: lot %r set by %s (from %s)", mac, lot, session.user, request.remote)
+        raise web.HTTPSeeOther(f"{machine_path(mac)}?{urlencode({'done': LOT})}")
     if action not in ACTIONS:
-        raise NotFound(f"no action {action[:40]!r} (the actions: {', '.join(ACTIONS)})")
+        raise NotFound(f"no action {action[:40]!r} (the actions: {', '.join((*ACTIONS, LOT))})")
     await asyncio.to_thread(request.app[STORE].operator_action, mac, action, session.user)
     log.info("%s: %s by %s (from %s)", mac, action, session.user, request.remote)
     target = "/" if action == "forget" else machine_path(mac)

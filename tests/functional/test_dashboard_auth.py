@@ -143,3 +143,30 @@ def test_a_session_ends_when_idle_at_logout_and_with_a_new_password(served: Runn
         store.set_password("alice", "a brand new password")
     assert action(browser, served.url, "reimage", csrf).status_code == 401
     assert machine_state(served) == "done"
+
+
+def test_the_lot_action_needs_a_login_and_its_csrf_token_and_names_the_operator(served: Running) -> None:
+    url = served.url
+    anonymous = requests.post(f"{url}/machines/{MAC}/actions/lot", data={"csrf": "x" * 43, "lot": "L"}, timeout=5)
+    assert anonymous.status_code == 401
+    browser, _ = log_in(url)
+    csrf = session_csrf(browser, url)
+    forged = browser.post(f"{url}/machines/{MAC}/actions/lot", data={"csrf": "x" * 43, "lot": "L"},
+                          allow_redirects=False, timeout=5)  # fmt: skip
+    assert forged.status_code == 403
+    done = browser.post(f"{url}/machines/{MAC}/actions/lot", data={"csrf": csrf, "lot": " Banque Dupont 12/2026 "},
+                        allow_redirects=False, timeout=5)  # fmt: skip
+    assert done.status_code == 303 and done.headers["Location"] == f"/machines/{MAC}?done=lot"
+    page = browser.get(f"{url}{done.headers['Location']}", timeout=5).text
+    assert "its next erasure names you as operator" in page
+    [machine] = requests.get(f"{url}/api/v1/machines", timeout=5).json()
+    assert machine["lot"] == "Banque Dupont 12/2026" and machine["state"] == "done"  # the state is not touched
+    events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()
+    assert [e["detail"] for e in events if e["kind"] == "lot"] == [
+        {"lot": "Banque Dupont 12/2026", "by": "alice", "source": "operator", "before": None}
+    ]
+    with Store(served.state / "provision.db") as store:
+        assert store.operator_of(MAC) == "alice"
+    bad = browser.post(f"{url}/machines/{MAC}/actions/lot", data={"csrf": csrf, "lot": "x" * 200},
+                       allow_redirects=False, timeout=5)  # fmt: skip
+    assert bad.status_code == 400 and "text/html" in bad.headers["Content-Type"]

@@ -3,7 +3,9 @@
 ``write_image`` writes an image version from the server's chunk store onto a disk, and returns a
 ``WriteReport`` only when every chunk read back right; ``grow_root`` then grows the root partition and its
 file system to the end of the disk, and ``write_firstboot_secret`` writes the run's first-boot credential into
-it. See ``docs/agent.md``.
+it. ``erasure`` erases every drive of the machine by its strongest method and verifies it
+(``erasure.engine.erase_drives``; docs/erasure.md), the erasure step of the run (``erasestep``) posts the
+records. See ``docs/agent.md``.
 """
 
 from provision.agent.disk_io import DiskTarget

@@ -68,6 +68,17 @@ def test_nvme_sanitize_crypto_then_polls_the_log() -> None:
     assert rec.slept == [POLL, POLL] and rec.progress[-1] == 1.0 and rec.progress[0] == pytest.approx(0.5, abs=0.01)
 
 
+def test_nvme_cli_2_3_gets_no_force_flag() -> None:
+    # Debian 12's nvme-cli 2.3 refuses --force on sanitize (not in its "nvme sanitize --help")
+    tools, rec = FakeTools({"/dev/nvme0n1": WDC}), Recorder()
+    info = replace(drive(tools, "nvme0n1", "nvme"), tools={"nvme-cli": "nvme version 2.3 (git 2.3)"})
+    run_method(Choice("nvme-sanitize-crypto", "changed"), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert tools.calls[0] == ["nvme", "sanitize", "/dev/nvme0", "--sanact=4"]
+    unknown = replace(info, tools={})
+    run_method(Choice("nvme-sanitize-crypto", "changed"), unknown, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert [c for c in tools.calls if c[1] == "sanitize"][-1] == ["nvme", "sanitize", "/dev/nvme0", "--sanact=4"]
+
+
 def test_nvme_sanitize_block_uses_sanact_2() -> None:
     tools, rec = FakeTools({"/dev/nvme0n1": WDC}), Recorder()
     info = drive(tools, "nvme0n1", "nvme")

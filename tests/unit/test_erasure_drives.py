@@ -119,6 +119,12 @@ def test_hdparm_sanitize_status() -> None:
                                  "    Last Sanitize Operation Completed Without Error\n")  # fmt: skip
     assert done.state == "idle" and done.completed and not done.failed
     assert parse_sanitize_status("    State:    SD1 Sanitize Frozen\n").state == "frozen"
+    # hdparm 9.65's other wordings (strings of the Debian 12 binary)
+    failed = parse_sanitize_status("    State:    SD3 Sanitize Operation Failed\n")
+    assert failed.state == "failed" and failed.failed
+    assert parse_sanitize_status(
+        "    State:    SD0 Sanitize Idle\nLast Sanitize Command completed unsuccessfully\n"
+    ).failed
 
 
 def test_nvme_id_ctrl_of_the_wd_sn730() -> None:

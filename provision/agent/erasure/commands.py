@@ -15,6 +15,7 @@ the drive locked for good; with a known one anybody can unlock it (``hdparm --us
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,13 +201,20 @@ def _ata_status(ran: Ran) -> tuple[str, float | None]:
     return ("done" if status.completed else "unknown"), None
 
 
+def _nvme_cli(info: DriveInfo) -> tuple[int, int]:
+    """nvme-cli's version from the drive's record ("nvme version 2.13 (git 2.13)"); (0, 0) when unknown."""
+    found = re.match(r"nvme version (\d+)\.(\d+)", info.tools.get("nvme-cli", ""))
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
 def _nvme(call: _Run, info: DriveInfo, *, sleep: Sleep, progress: Progress) -> None:
     method = call.choice.method
     if method.startswith("nvme-format"):
         ses = "2" if method == "nvme-format-crypto" else "1"
         seconds = _deadline(info)
         # nvme-format(1): --ses Secure Erase Setting (1 user data erase, 2 cryptographic erase); --force skips
-        # the confirmation; --timeout in milliseconds (the format can outlast the default admin timeout)
+        # the confirmation; --timeout in milliseconds (the format can outlast the default admin timeout);
+        # all three are in "nvme format --help" of nvme-cli 2.3 (Debian 12) and later
         call.must(["nvme", "format", str(info.path), f"--ses={ses}", "--force", f"--timeout={int(seconds * 1000)}"],
                   "the NVMe Format NVM command failed", timeout=seconds + 60)  # fmt: skip
         progress(1.0)
@@ -214,8 +222,10 @@ def _nvme(call: _Run, info: DriveInfo, *, sleep: Sleep, progress: Progress) -> N
     sanact = {"nvme-sanitize-crypto": "4", "nvme-sanitize-block": "2", "nvme-sanitize-overwrite": "3"}[method]
     ctrl = str(info.controller)
     # nvme-sanitize(1): --sanact 2 block erase, 3 overwrite, 4 crypto erase (on the controller's character
-    # device); --force (nvme-cli >= 2.3) skips the confirmation
-    call.must(["nvme", "sanitize", ctrl, f"--sanact={sanact}", "--force"], "the NVMe Sanitize command failed")
+    # device). --force (skip the warning and its 10 s pause) is refused as unknown by Debian 12's nvme-cli 2.3
+    # ("nvme sanitize --help" has no --force there): given only to a version known to take it
+    force = ["--force"] if _nvme_cli(info) >= (2, 4) else []
+    call.must(["nvme", "sanitize", ctrl, f"--sanact={sanact}", *force], "the NVMe Sanitize command failed")
     # nvme-sanitize-log(1): -o json gives sprog and sstat (sstat's status in bits 0-2)
     _poll(call, ["nvme", "sanitize-log", ctrl, "-o", "json"], _nvme_log, deadline=_deadline(info),
           sleep=sleep, progress=progress)  # fmt: skip

@@ -71,7 +71,8 @@ class NativeMax:
 
 @dataclass(frozen=True)
 class SanitizeStatus:
-    """``hdparm --sanitize-status``: ``state`` "idle" (SD0), "frozen" (SD1), "in-progress" (SD2) or "unknown";
+    """``hdparm --sanitize-status``: ``state`` "idle" (SD0), "frozen" (SD1), "in-progress" (SD2), "failed"
+    (SD3) or "unknown";
     ``progress`` the fraction done (0..1) while in progress; ``failed`` when the last sanitize failed."""
 
     state: str
@@ -196,13 +197,15 @@ def parse_sanitize_status(text: str) -> SanitizeStatus:
     """``hdparm --sanitize-status`` text -> ``SanitizeStatus`` (state "unknown" when it cannot be read)."""
     text = text or ""
     state = _SANITIZE_STATE.search(text)
-    states = {"0": "idle", "1": "frozen", "2": "in-progress"}
+    states = {"0": "idle", "1": "frozen", "2": "in-progress", "3": "failed"}  # hdparm 9.65's SD0..SD3
     progress = _SANITIZE_PROGRESS.search(text)
     fraction = int(progress.group(1), 16) / 0xFFFF if progress else None
     lowered = text.lower()
     return SanitizeStatus(
         state=states.get(state.group(1), "unknown") if state else "unknown",
         progress=min(1.0, fraction) if fraction is not None else None,
-        failed="failed" in lowered and "without error" not in lowered,
+        failed=bool(state and state.group(1) == "3")
+        or "completed unsuccessfully" in lowered
+        or "operation failed" in lowered,
         completed="completed without error" in lowered,
     )

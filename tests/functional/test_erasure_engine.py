@@ -5,12 +5,19 @@ read-back finds data left ends not ok, with the reason in plain words."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from provision.agent.erasure.drive_io import DriveReader, drive_size
 from provision.agent.erasure.engine import erase_drives
+from provision.agent.erasure.overwrite import overwrite
+from provision.agent.erasure.verify import check, sample_blocks
 from provision.wire.erasure import ErasePlan, ErasureReport
 from provision.wire.probe import Disk
+from tests.support.agent import loop
 from tests.support.erasure_disks import Behaviour, ErasingTools, FakeNvme, NvmeDrive, disk, fill, pattern_left
 from tests.support.paths import SAMPLES
 
@@ -156,3 +163,28 @@ def test_captured_drives_erased_by_their_firmware_and_a_lying_one_caught(tmp_pat
     assert caught.verification.mismatches == caught.verification.samples
     assert caught.reason is not None and "the drive did not erase; set it aside" in caught.reason
     assert caught.reason.startswith(f"drive sda (serial {ssd.serial}): after the ATA")
+
+
+@pytest.mark.parametrize("sector", [512, 4096])
+def test_a_real_block_device_is_overwritten_and_read_back_from_the_medium(tmp_path: Path, sector: int) -> None:
+    """A loop device (512 and 4Kn sectors): its size from BLKGETSIZE64, opened O_EXCL, written and read with
+    O_DIRECT; a byte changed on the backing file behind the kernel's back is found by the read-back."""
+    size = 40 * MiB + 3 * 4096
+    backing = fill(tmp_path / "backing", size)
+    with loop(backing, "--sector-size", str(sector), "--direct-io=on") as device:
+        path = Path(device)
+        assert drive_size(path) == size
+        done = overwrite(path)
+        assert (done.bytes_written, done.io_mode) == (size, "O_DIRECT")
+        assert pattern_left(backing) == [] and backing.read_bytes() == bytes(size)
+        blocks = sample_blocks(size, 20, "loop")
+        assert check(path, blocks, "zeros").ok
+        with backing.open("r+b") as f:  # the medium changes under the drive: the read-back must see it
+            f.seek(blocks[3][0] + 100)
+            f.write(b"\x42")
+            f.flush()
+            os.fsync(f.fileno())
+        found = check(path, blocks, "zeros")
+        assert (found.ok, found.first_mismatches) == (False, [blocks[3][0] + 100])
+        with DriveReader(path) as reader:
+            assert reader.block and reader.block_size == sector and reader.io_mode == "O_DIRECT"

@@ -117,6 +117,10 @@ def test_hpa_reported_vs_removed() -> None:
     assert info.hidden.hpa is True
     overwrite = choose_method(ErasePlan(method="overwrite"), info)
     assert overwrite.note is not None and "2113 sectors hidden" in overwrite.note
+    assert "an overwrite does not reach them" in overwrite.note
+    firmware = choose_method(AUTO, info)
+    assert firmware.method == "ata-security-erase-enhanced" and firmware.note is not None
+    assert "2113 sectors hidden" in firmware.note and "depends on its firmware" in firmware.note
     removed = replace(info, hidden=HiddenAreas(hpa=False, hpa_sectors=0, removed=True))
     note = choose_method(ErasePlan(method="overwrite"), removed).note
     assert note is not None and "removed" in note

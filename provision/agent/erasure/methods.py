@@ -54,20 +54,21 @@ def _clear(info: DriveInfo, why: str) -> str:
     return f"{why}: one overwrite pass of every visible block (NIST Clear)"
 
 
-def _hidden_note(info: DriveInfo) -> str | None:
+def _hidden_note(info: DriveInfo, overwrite: bool = False) -> str | None:
     hidden = info.hidden
     if hidden.removed:
         return "hidden areas (HPA/DCO) were removed before the erase: they are erased too"
     sectors = (hidden.hpa_sectors or 0) if hidden.hpa else 0
     sectors += (hidden.dco_sectors or 0) if hidden.dco else 0
-    if sectors:
-        return (f"{sectors} sectors hidden by an HPA/DCO were left in place (erase: hidden_areas: report): "
-                "an overwrite does not reach them")  # fmt: skip
-    return None
+    if not sectors:
+        return None
+    reach = ("an overwrite does not reach them" if overwrite
+             else "whether the drive's own erase reaches them depends on its firmware")  # fmt: skip
+    return f"{sectors} sectors hidden by an HPA/DCO were left in place (erase: hidden_areas: report): {reach}"
 
 
 def _overwrite(info: DriveInfo, why: str | None) -> Choice:
-    return Choice("overwrite", "zeros", _clear(info, why) if why else None, _hidden_note(info))
+    return Choice("overwrite", "zeros", _clear(info, why) if why else None, _hidden_note(info, overwrite=True))
 
 
 def _nvme(info: DriveInfo) -> Choice:

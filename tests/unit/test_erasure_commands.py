@@ -282,3 +282,34 @@ def test_hpa_only_reported_by_default() -> None:
     info = drive(tools)
     prepared = prepare_drive(info, ErasePlan(), run=tools, sleep=Recorder().sleep, rescan=lambda _: None)
     assert prepared.commands == [] and prepared.info.hidden.hpa is True and not prepared.info.hidden.removed
+
+
+def test_hpa_and_dco_removed_in_that_order(tmp_path: Path) -> None:
+    # the Intel sample with the DCO feature set listed, the forensicswiki HPA, and a DCO real max above it
+    folder = tmp_path / "dco"
+    folder.mkdir()
+    text = (
+        (INTEL / "hdparm-I.txt")
+        .read_text()
+        .replace(
+            "Host Protected Area feature set\n",
+            "Host Protected Area feature set\n       *\tDevice Configuration Overlay feature set\n",
+        )
+    )
+    (folder / "hdparm-I.txt").write_text(text)
+    dco = (0, "/dev/sda:\nDCO Revision: 0x0001\n    Real max sectors: 586072468\n", "")
+    restored = (0, "/dev/sda:\nDCO Revision: 0x0001\n    Real max sectors: 586072368\n", "")
+    answers: dict[tuple[str, ...], Override] = {
+        ("hdparm", "-N", "/dev/sda"): [HPA / "hdparm-N.txt", None],
+        ("hdparm", "--dco-identify", "/dev/sda"): [dco, restored],
+    }
+    tools = FakeTools({"/dev/sda": folder}, answers)
+    info = drive(tools)
+    assert info.hidden.hpa and info.hidden.dco and info.hidden.dco_sectors == 100
+    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
+                             rescan=lambda _: None)  # fmt: skip
+    assert prepared.commands == [
+        ["hdparm", "--yes-i-know-what-i-am-doing", "-N", "p586072368", "/dev/sda"],
+        ["hdparm", "--yes-i-know-what-i-am-doing", "--dco-restore", "/dev/sda"],
+    ]
+    assert prepared.info.hidden.removed and prepared.info.hidden.dco is False

@@ -1,8 +1,9 @@
 """View models of the machine page and the image page, from the store's records and the image store.
 
 The machine page: the machine's tile, its facts, why its recipe was chosen (the recipes of today evaluated on
-its facts, as ``provision recipes explain`` does), every run with its verification records and hook results
-(outputs are kept as text: the template escapes them), and its newest events. The image page: each stored
+its facts, as ``provision recipes explain`` does), its lot and the drives of its last erasure (``ErasureView``),
+every run with its verification records and hook results (outputs are kept as text: the template escapes
+them), and its newest events. The image page: each stored
 version (date, sizes, chunks) and the machines whose newest finished run wrote it and ended ``done``.
 """
 
@@ -21,7 +22,7 @@ from provision.images import ImageError, ImageStore
 from provision.recipes import RecipeSet, select
 from provision.states import RunState
 from provision.store import Run
-from provision.store.records import HookRecord, Verification
+from provision.store.records import ErasureRecord, HookRecord, Verification
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,30 @@ class EventView:
 
 
 @dataclass(frozen=True)
+class ErasureView:
+    """The drives of the machine's last erasure, one record each, as the certificate states them."""
+
+    run: str
+    drives: tuple[ErasureRecord, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.drives) and all(d.ok for d in self.drives)
+
+    @property
+    def recorded_at(self) -> float:
+        return self.drives[0].recorded_at
+
+
+def last_erasure(records: list[ErasureRecord]) -> ErasureView | None:
+    """The newest run's erasure records (None: the machine was never erased)."""
+    if not records:
+        return None
+    run = records[-1].run_id
+    return ErasureView(run, tuple(r for r in records if r.run_id == run))
+
+
+@dataclass(frozen=True)
 class MachinePage:
     tile: Tile
     serial: str | None
@@ -104,6 +129,8 @@ class MachinePage:
     recipe: RecipeExplanation
     runs: tuple[RunView, ...]  # newest first
     events: tuple[EventView, ...]  # newest first
+    lot: str | None = None  # the donor's delivery
+    erasure: ErasureView | None = None  # the drives of its last erasure
 
 
 def machine_page(views: Views, mac: str, recipes: Callable[[], RecipeSet] | None) -> MachinePage | None:
@@ -122,7 +149,8 @@ def machine_page(views: Views, mac: str, recipes: Callable[[], RecipeSet] | None
         for e in reversed(events)
     )
     return MachinePage(tile, machine.serial, machine.first_seen, machine.boots, shown,
-                       recipe_explanation(facts, recipes), run_views, event_views)  # fmt: skip
+                       recipe_explanation(facts, recipes), run_views, event_views, machine.lot,
+                       last_erasure(store.erasures(mac=mac)))  # fmt: skip
 
 
 def run_view(views: Views, run: Run) -> RunView:

@@ -14,6 +14,9 @@ The reasons the server records today, and where they come from:
   ``read-back failed``, ``wrote digest ...``;
 - the hooks (``provision.postinstall``): ``hook NAME failed with exit status N: ...``, ``hook NAME timed out``,
   ``hook NAME could not run: ...``, ``hook NAME: <SSH or environment problem>``, ``done with warnings: ...``;
+- the erasure (``provision.erasing.erasure_reason``): ``N drives erased and verified``, ``drive DEV (serial S)
+  failed its verification: ...`` or ``was not erased (METHOD): ...``, ``no drive was erased``, ``DEV skipped:
+  ...``, ``set it aside for a technician ...``;
 - ``superseded by run ID`` (the PC booted again during a run).
 
 Each rule is a regular expression over one part of the reason (parts are joined with ``"; "``) and gives an
@@ -62,6 +65,7 @@ CHECK_CABLE = N_("check the network cable, then restart the PC")
 RESTART = N_("restart the PC from the network")
 SEE_PAGE = N_("see the machine page, then restart the PC")
 SEE_DETAILS = N_("see the machine page")  # a done machine's warnings: nothing to restart
+SET_DRIVE_ASIDE = N_("set the drive aside: replace it or destroy it")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,17 @@ RULES: tuple[Rule, ...] = (
           N_("the server could not reach the PC for step %(hook)s"), CHECK_CABLE),
     _rule("hook-error", r"^hook '?(?P<hook>[^\s':]+)'?[: ]", N_("step %(hook)s could not run"), CALL_IT),
     _rule("hooks-error", r"^hooks (could not run|not run)", N_("the finishing steps could not run"), CALL_IT),
+    # the erasure
+    _rule("erase-verify-failed", r"^drive (?P<device>\S+) \(serial (?P<serial>[^)]*)\) failed its verification",
+          N_("drive %(device)s (serial %(serial)s) still holds data after its erasure"), SET_DRIVE_ASIDE),
+    _rule("erase-failed", r"^drive (?P<device>\S+) \(serial (?P<serial>[^)]*)\) (was not erased|failed)",
+          N_("drive %(device)s (serial %(serial)s) could not be erased"), SET_DRIVE_ASIDE),
+    _rule("erase-no-drive", r"^no drive was erased", N_("no drive was found to erase"),
+          N_("check that the disks are connected")),
+    _rule("erased", r"^(?P<count>\d+) drives? erased and verified", N_("drives erased and verified: %(count)s"),
+          N_("nothing to do"), "info"),
+    _rule("erase-skipped", r"^(?P<device>[a-z][a-z0-9]*) skipped: ", N_("drive %(device)s was left out of the erasure"),
+          N_("nothing to do"), "info"),
 )  # fmt: skip
 
 NO_NETWORK = Rule(
@@ -176,11 +191,12 @@ def explain_part(part: str) -> Explanation:
 
 
 def explain(reason: str | None) -> list[Explanation]:
-    """Every part of a recorded reason in plain words, most useful first (the health gate's own order)."""
+    """Every part of a recorded reason in plain words, most useful first (the health gate's own order; what
+    only informs, such as the drives an erasure did erase, after the problems)."""
     if not reason:
         return []
     explained = [explain_part(p) for p in parts(reason)]
-    known = [e for e in explained if e.code != UNKNOWN.code]
+    known = sorted((e for e in explained if e.code != UNKNOWN.code), key=lambda e: e.severity == "info")
     return known + [e for e in explained if e.code == UNKNOWN.code]
 
 
@@ -197,4 +213,4 @@ def no_network() -> Explanation:
 def messages() -> list[str]:
     """Every msgid of this module (the catalogue's completeness test reads them)."""
     found = {m for r in (*RULES, NO_NETWORK, UNKNOWN) for m in (r.sentence, r.action)}
-    return sorted(found | {CALL_IT, REPLACE_DISK, CHECK_CABLE, RESTART, SEE_PAGE, SEE_DETAILS})
+    return sorted(found | {CALL_IT, REPLACE_DISK, CHECK_CABLE, RESTART, SEE_PAGE, SEE_DETAILS, SET_DRIVE_ASIDE})

@@ -38,6 +38,7 @@ class Stage(enum.StrEnum):
     BOOTING = "booting"
     INVENTORY = "inventory"
     WAITING = "waiting"
+    ERASING = "erasing"
     WRITING = "writing"
     VERIFYING = "verifying"
     HOOKS = "hooks"
@@ -51,6 +52,7 @@ STAGE_WORDS: dict[Stage, str] = {
     Stage.BOOTING: N_("booting"),
     Stage.INVENTORY: N_("inventory"),
     Stage.WAITING: N_("waiting"),
+    Stage.ERASING: N_("erasing"),
     Stage.WRITING: N_("writing"),
     Stage.VERIFYING: N_("verifying"),
     Stage.HOOKS: N_("finishing"),
@@ -65,6 +67,7 @@ STAGE_ICONS: dict[Stage, str] = {
     Stage.BOOTING: "\u25b6",  # play: starting (DejaVu Sans has no power symbol, U+23FB)
     Stage.INVENTORY: "\u2630",  # trigram: a list
     Stage.WAITING: "\u25f7",  # a clock (DejaVu Sans has no pause sign, U+23F8)
+    Stage.ERASING: "\u2205",  # empty set: the drives emptied
     Stage.WRITING: "\u21e9",  # down arrow
     Stage.VERIFYING: "\u27f3",  # circle arrow
     Stage.HOOKS: "\u2699",  # gear
@@ -83,6 +86,7 @@ FINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.REPAIR})
 RUN_STAGES = {
     RunState.BOOTED: Stage.BOOTING,
     RunState.INVENTORIED: Stage.INVENTORY,
+    RunState.ERASING: Stage.ERASING,
     RunState.WRITING: Stage.WRITING,
     RunState.VERIFYING: Stage.VERIFYING,
     RunState.HOOKS: Stage.HOOKS,
@@ -124,6 +128,16 @@ class Progress:
                        None if rate is None else float(rate))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
+
+    @classmethod
+    def of_erasure(cls, event: Event | None, run: str) -> Progress | None:
+        """An erasure's progress (``provision.erasing``): the mean fraction of its drives, in thousandths (None:
+        no drive tells its fraction yet)."""
+        detail = {} if event is None else event.detail
+        fraction = detail.get("fraction")
+        if detail.get("run") != run or detail.get("stage") != "erasing" or not isinstance(fraction, int | float):
+            return None
+        return cls("erasing", round(max(0.0, min(1.0, float(fraction))) * 1000), 1000, None)
 
 
 @dataclass(frozen=True)
@@ -231,7 +245,7 @@ def stage_of(machine: Machine, run: Run | None, last_boot: Event | None, now: fl
     (it network-boots again) is booting; one with a run in flight is where its run is."""
     booted_since = (
         last_boot is not None
-        and last_boot.detail.get("action") != "local"
+        and last_boot.detail.get("action") not in ("local", "off")  # off: an erased PC powered off
         and (run is None or run.finished is None or last_boot.at > run.finished)
     )
     if machine.state is MachineState.IGNORED:
@@ -298,6 +312,8 @@ class Views:
         progress = None
         if run is not None and stage in (Stage.WRITING, Stage.VERIFYING):
             progress = Progress.from_event(self.store.last_event(machine.mac, "progress"), run.id)
+        if run is not None and stage is Stage.ERASING:
+            progress = Progress.of_erasure(self.store.last_event(machine.mac, "progress"), run.id)
         reason = machine.reason if machine.reason is not None else (run.reason if run is not None else None)
         reasons = tuple(explain(reason)) if stage in (Stage.FAILED, Stage.REPAIR, Stage.WAITING, Stage.DONE) else ()
         if stage is Stage.BOOTING and last_boot is not None and now - last_boot.at > SILENT_BOOT:

@@ -231,3 +231,51 @@ def test_a_tile_names_the_maker_as_people_write_it() -> None:
 def test_a_finished_stage_has_no_time_left() -> None:
     assert Progress("writing", 50, 100, 10.0).eta == 5.0
     assert Progress("verifying", 100, 100, 10.0).eta is None and Progress("writing", 1, 100, 0.0).eta is None
+
+
+def erase_only_run(store: Store, mac: str) -> str:
+    store.issue_token(mac, "ipxe", 3600)
+    plan = {"erase": {"method": "auto", "only": True}}
+    return store.create_run(mac, recipe="parts", image="", label="", digest="", plan=plan, erase_only=True).id
+
+
+def test_an_erasing_tile_shows_its_drives_progress_and_a_failed_erasure_its_drive(store: Store) -> None:
+    from provision.erasing import Erasing
+    from provision.wire.erasure import ErasureProgress
+    from tests.support.erasures import drive, report
+
+    run = erase_only_run(store, A)
+    eraser = Erasing(store, lambda run_id, token, remote: store.run(run_id))  # type: ignore[arg-type, return-value]
+    eraser.progress(run, ErasureProgress("t" * 32, {"sda": 0.5, "sdb": 0.25, "sdc": None}))
+    [tile] = views(store).rack()
+    assert (tile.stage, tile.word, tile.icon) == (Stage.ERASING, "erasing", STAGE_ICONS[Stage.ERASING])
+    assert tile.progress is not None and (tile.progress.percent, tile.progress.eta) == (37, None)
+    assert translations("fr").gettext(tile.word) == "effacement"
+    bad = drive("sdb", ok=False, verified=False, serial="WD-WCC4N7654321")
+    eraser.report(run, report("t" * 32, drive("sda"), bad))
+    [tile] = views(store).rack()
+    assert tile.stage is Stage.REPAIR and [r.code for r in tile.reasons] == ["erase-verify-failed", "erased"]
+    assert tile.reasons[0].render(translations("en").gettext) == (
+        "drive sdb (serial WD-WCC4N7654321) still holds data after its erasure",
+        "set the drive aside: replace it or destroy it",
+    )
+
+    page = machine_page(views(store), A, None)
+    assert page is not None and page.erasure is not None and not page.erasure.ok
+    assert [(d.device, d.ok) for d in page.erasure.drives] == [("sda", True), ("sdb", False)]
+    env = setup_templates(web.Application())
+    html = env.get_template("machine.html").render(context(FakeRequest(f"/machines/{A}"), "fr", m=page, tile=page.tile))  # type: ignore[arg-type]
+    assert 'id="h-erasure"' in html and "WD-WCC4N7654321" in html and "ata-security-erase-enhanced" in html
+    assert "Purge" in html and "effacement seul" in html
+
+
+def test_an_erased_pc_powered_off_stays_done(store: Store) -> None:
+    from tests.support.erasures import drive, report
+
+    run = erase_only_run(store, A)
+    store.record_erasure(run, report("t" * 32, drive("sda")), None)
+    store.set_run_state(run, RunState.ERASING)
+    store.set_run_state(run, RunState.DONE, "1 drive erased and verified (sda: purge)")
+    store.local_boot(A, via="ipxe", action="off")
+    [tile] = views(store).rack()
+    assert tile.stage is Stage.DONE and tile.reasons == ()

@@ -42,7 +42,9 @@ COMPONENTS = ("main", "non-free-firmware")
 MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 
 # What the live environment runs: the agent (python3 + requests + zstandard), its probe and disk tools,
-# module loading, DHCP and a shell (busybox), SSH (dropbear).
+# module loading, DHCP and a shell (busybox), SSH (dropbear), and the erasure tools: nvme-cli (NVMe sanitize,
+# Format NVM), hdparm (ATA security erase, HPA), sg3-utils (SCSI sanitize, inquiry); rtcwake (a short suspend
+# that unfreezes ATA drives) comes with util-linux.
 PACKAGES = (
     "busybox",
     "python3",
@@ -58,6 +60,9 @@ PACKAGES = (
     "kmod",
     "dropbear-bin",
     "iproute2",
+    "nvme-cli",
+    "hdparm",
+    "sg3-utils",
 )
 # Firmware some NIC drivers ask for (r8169's PHY patches, bnx2's required microcode), from non-free-firmware.
 # Only the files the selected modules name are copied into the initramfs.
@@ -87,6 +92,15 @@ REQUIRED_PROGRAMS = (
     "usr/bin/ip",
     "usr/sbin/blkdiscard",
     "usr/sbin/wipefs",
+    # erasure (agent/erasure/): per drive, by what it can do
+    "usr/sbin/nvme",
+    "usr/sbin/hdparm",
+    "usr/bin/sg_inq",
+    "usr/bin/sg_opcodes",
+    "usr/bin/sg_readcap",
+    "usr/bin/sg_sanitize",
+    "usr/bin/sg_format",
+    "usr/sbin/rtcwake",
 )
 
 

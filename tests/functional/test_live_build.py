@@ -162,6 +162,15 @@ def test_tools_are_there(unpacked: Path):
     for argv in (["lsblk", "--version"], ["sgdisk", "--version"], ["smartctl", "--version"], ["dmidecode", "-V"]):
         done = chroot(unpacked, *argv)
         assert done.returncode == 0, (argv, done.stderr)
+    # the erasure tools run (their libraries kept: libnvme, libjson-c, libsgutils2) and say their versions
+    for argv, says in (
+        (["nvme", "version"], "nvme version"),
+        (["hdparm", "-V"], "hdparm v"),
+        (["sg_inq", "-V"], "Version string"),  # on stderr
+        (["rtcwake", "-V"], "util-linux"),
+    ):
+        done = chroot(unpacked, *argv)
+        assert done.returncode == 0 and says in done.stdout + done.stderr, (argv, done.stdout, done.stderr)
     done = chroot(unpacked, "dropbear", "-V")
     assert "Dropbear" in done.stdout + done.stderr
     assert not (unpacked / "usr/share/man").exists() and not (unpacked / "usr/bin/perl").exists()

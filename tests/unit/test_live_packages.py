@@ -44,6 +44,9 @@ def test_package_set_has_what_the_live_environment_runs():
         "dropbear-bin",
         "iproute2",
         "mount",
+        "nvme-cli",  # erasure: NVMe sanitize, Format NVM
+        "hdparm",  # erasure: ATA security erase, HPA/DCO
+        "sg3-utils",  # erasure: SCSI sanitize, inquiry
     }
     assert wanted <= set(all_packages())
     assert len(all_packages()) == len(set(all_packages()))

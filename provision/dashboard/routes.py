@@ -4,7 +4,8 @@
 - ``GET /machines/{mac}``: one machine: facts, recipe explanation, runs, verification, hooks, events;
 - ``GET /images/{name}``: one image: its versions and the machines that hold each;
 - ``GET /dashboard/events``: the live updates (Server-Sent Events, ``provision.dashboard.live``);
-- ``/dashboard/static/``: the style sheet and the one small script.
+- ``/dashboard/static/``: the style sheet and the one small script;
+- certificates, labels and lots (``provision.dashboard.downloads``, behind a login).
 
 Each handler builds its view model in a worker thread (the store is SQLite) and renders it in the request's
 language (``provision.dashboard.render``). Actions (re-image, mark ready, forget, rerun a hook) need a login and
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from provision.dashboard.downloads import Issuer, add_downloads
 from provision.dashboard.live import KEEPALIVE, Feed, comment, sse
 from provision.dashboard.pages import image_page, machine_page
 from provision.dashboard.render import DASHBOARD, Dashboard, fragment, language, page, setup_templates
@@ -119,8 +121,10 @@ def add_dashboard(
     probes_dir: Path | None = None,
     session_hours: float = 12.0,
     poll_seconds: float = 1.0,
+    issuer: Issuer | None = None,
 ) -> None:
-    """The dashboard's routes, templates and live feed on ``app``."""
+    """The dashboard's routes, templates and live feed on ``app``; with ``issuer``, the certificates' and labels'
+    downloads (``provision.dashboard.downloads``)."""
     setup_templates(app)
     app[DASHBOARD] = Dashboard(Views(store, probes_dir, Session(session_hours)), images, recipes)
     feed = app[FEED] = Feed(store, poll_seconds)
@@ -134,4 +138,6 @@ def add_dashboard(
     app.router.add_get(MACHINE, machine, name="dashboard-machine")
     app.router.add_get(IMAGE, image, name="dashboard-image")
     app.router.add_get(EVENTS, events, name="dashboard-events")
+    if issuer is not None:
+        add_downloads(app, issuer)
     app.router.add_static(STATIC, static_dir(), name="dashboard-static", follow_symlinks=False, show_index=False)

@@ -13,6 +13,7 @@ from provision.boot import Booter
 from provision.bundles.repo import KEY_ASC
 from provision.credentials import load_or_create_key
 from provision.dashboard import add_dashboard
+from provision.dashboard.downloads import Issuer
 from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
 from provision.postinstall import PostInstall
@@ -72,8 +73,9 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_get(paths.OPENAPI, api.openapi)
     if images is not None:
         add_image_routes(app, images)
+    issuer = Issuer(booter.config.certificates_key_path, booter.config.certificates.workshop)
     add_dashboard(app, booter.store, images, recipes=app[api.RUNS].recipes, probes_dir=state / "probes",
-                  session_hours=booter.config.dashboard.session_hours)  # fmt: skip
+                  session_hours=booter.config.dashboard.session_hours, issuer=issuer)  # fmt: skip
     setup_actions(app, booter.config.auth, postinstall)
     root = booter.config.boot_root
     if root.is_dir():

@@ -137,3 +137,12 @@ def test_a_drive_left_with_data_sends_the_pc_to_repair_and_nothing_is_written(si
     assert run["state"] == "repair" and "did not erase" in str(run["reason"])
     answer = requests.get(f"{site.url}/api/v1/runs/{run['id']}", timeout=10).json()
     assert answer["state"] == "repair"
+
+
+def test_an_erasure_that_cannot_start_ends_the_run_failed(site: Site, tmp_path: Path) -> None:
+    outcome = agent(site, tmp_path, PARTS_MAC, tmp_path / "no-such-folder", FakeNvme({}))
+    assert outcome.state == "failed" and outcome.reason is not None
+    assert outcome.reason.startswith("the erasure failed: FileNotFoundError")
+    [run] = site.runs(PARTS_MAC)
+    assert run["state"] == "failed" and str(run["reason"]).startswith("the erasure failed")
+    assert site.events(PARTS_MAC, "erasure") == []  # no record: nothing was erased

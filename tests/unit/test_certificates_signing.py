@@ -153,3 +153,23 @@ def test_not_json_does_not_verify(key_path: Path) -> None:
     _data, public = _signed(key_path)
     with pytest.raises(SignatureInvalid, match="not JSON"):
         verify_bytes(b"\xff{", public)
+
+
+def test_the_documented_python_check_verifies_and_refuses(key_path: Path, tmp_path: Path) -> None:
+    """docs/certificates.md's check without provision (only ``cryptography``) agrees with ``verify_bytes``."""
+    from cryptography.exceptions import InvalidSignature
+
+    from tests.support.paths import REPO
+
+    text = (REPO / "docs" / "certificates.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    space: dict[str, object] = {}
+    exec(compile(code, "docs/certificates.md", "exec"), space)  # the documentation's own code
+    check = space["verify"]
+    data, public = _signed(key_path)
+    (tmp_path / "c.json").write_bytes(data)
+    (tmp_path / "k.pub").write_text(f"# fingerprint {public.fingerprint}\n{public.pem()}")
+    assert check(str(tmp_path / "c.json"), str(tmp_path / "k.pub"))["id"] == json.loads(data)["certificate"]["id"]  # type: ignore[operator]
+    (tmp_path / "c.json").write_bytes(data.replace(NVME_SERIAL.encode(), b"S4EWNX0N123457"))
+    with pytest.raises(InvalidSignature):
+        check(str(tmp_path / "c.json"), str(tmp_path / "k.pub"))  # type: ignore[operator]

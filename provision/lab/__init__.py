@@ -1,6 +1,7 @@
 """The lab: QEMU PCs network-booting inside a private network namespace (tests, demos).
 
-- ``Lab`` (netns.py): namespace, bridge, taps, processes; ``Lab.add_pc`` starts a ``PC`` (qemu.py).
+- ``Lab`` (netns.py): namespace, bridge, taps, processes; ``Lab.add_pc`` starts a ``PC`` (qemu.py), with one
+  disk or several (``LabDisk``: NVMe, SATA, virtio; disks.py).
 - ``build_test_initrd`` (initrd.py): a busybox initramfs whose /init calls ``/api/v1/hello``.
 - ``LabServer``, ``prepare_netboot_root`` (server.py): ``provision serve`` in a lab, and the boot root it serves.
 - ``run_demo`` (demo.py, follow.py, report.py): ``provision lab demo``, a server and a small QEMU rack imaged
@@ -9,6 +10,7 @@
 See docs/lab.md.
 """
 
+from provision.lab.disks import DiskKind, LabDisk
 from provision.lab.host import LabUnavailable, cleanup_stale_labs, missing_prerequisites, require
 from provision.lab.initrd import (
     DISK_MODULES,
@@ -27,8 +29,10 @@ __all__ = [
     "PC",
     "TEST_INIT",
     "Disk",
+    "DiskKind",
     "Firmware",
     "Lab",
+    "LabDisk",
     "LabError",
     "LabServer",
     "LabTimeout",

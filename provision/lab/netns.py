@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from provision.lab.disks import LabDisk, create_disk_files
 from provision.lab.host import (
     cleanup_stale_labs,
     kill_pid,
@@ -254,6 +255,7 @@ class Lab:
         memory: int = 512,
         rom: bool | Path = True,
         screen: bool = False,
+        disks: Sequence[LabDisk] = (),
     ) -> PC:
         """Start a QEMU PC on a new tap: blank sparse disk, network boot first, serial to a file.
 
@@ -261,7 +263,8 @@ class Lab:
         DHCP (arch 7) and TFTP like a real PC (QEMU's ROMs are iPXE). SeaBIOS cannot netboot without it.
         ``rom=Path`` uses that ROM file instead of QEMU's, e.g. Debian 13's ``efi-virtio.rom`` (iPXE 2025,
         no 13 s wait after DHCP; see ``provision.bootfiles.qemu_roms``). ``screen=True`` gives it a VGA card
-        whose picture ``PC.screendump`` saves.
+        whose picture ``PC.screendump`` saves. ``disks`` (``LabDisk``: nvme, sata, virtio, each with its size,
+        serial and initial content) replaces the single ``disk``/``disk_size`` disk (provision/lab/disks.py).
         """
         self._check_open()
         require((firmware,))
@@ -277,6 +280,7 @@ class Lab:
             memory=memory,
             rom=rom,
             screen=screen,
+            disks=tuple(disks),
         )
         spec.check()
         if any(pc.name == name for pc in self.pcs):
@@ -285,8 +289,11 @@ class Lab:
             raise LabError(f"lab {self.name} already has a PC with MAC {spec.mac}", pc=name, mac=spec.mac)
         pc_dir = self.workdir / name
         pc_dir.mkdir()
-        with (pc_dir / "disk.raw").open("wb") as disk_file:
-            disk_file.truncate(disk_size)
+        if spec.disks:
+            create_disk_files(spec.disks, pc_dir / "disk.raw")
+        else:
+            with (pc_dir / "disk.raw").open("wb") as disk_file:
+                disk_file.truncate(disk_size)
         vars_file = None
         files = firmware_files(firmware)
         if files is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from provision.errors import FatalError, RetryableError
+from provision.lab.disks import LabDisk, disk_paths, disks_argv, disks_problems
 from provision.lab.screenshot import ppm_complete, ppm_to_png
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class PCSpec:
     rom: bool | Path = True  # True: QEMU's own ROM; False: none; a path: that ROM file
     cpus: int = 1
     screen: bool = False  # a VGA card and a monitor socket: PC.screendump() saves what its screen shows
+    disks: tuple[LabDisk, ...] = ()  # given: exactly these disks instead of ``disk``/``disk_size`` (lab/disks.py)
 
     def check(self) -> None:
         """Raise LabError for a value QEMU would choke on, naming it."""
@@ -83,6 +85,7 @@ class PCSpec:
             problems.append(f"rom {self.rom} (no such file)")
         if not 64 <= self.memory <= 16384:
             problems.append(f"memory {self.memory} MiB (64..16384)")
+        problems += disks_problems(self.disks)
         if problems:
             raise LabError(f"PC {self.name}: bad " + "; bad ".join(problems), pc=self.name)
 
@@ -135,6 +138,9 @@ def qemu_argv(spec: PCSpec, *, disk: Path, serial: Path, sercon: Path, vars_file
     if spec.screen:
         monitor = disk.parent / MONITOR
         argv += ["-device", "VGA", "-monitor", f"unix:{_no_comma(monitor)},server=on,wait=off"]
+    if spec.disks:
+        paths = [Path(_no_comma(path)) for path in disk_paths(disk, len(spec.disks))]
+        return argv + disks_argv(spec.disks, paths, spec.name)
     argv += ["-drive", f"if=none,id=disk0,format=raw,cache=unsafe,file={_no_comma(disk)}"]
     if spec.disk == "virtio":
         argv += ["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
@@ -166,6 +172,11 @@ class PC:
     @property
     def disk_path(self) -> Path:
         return self.workdir / "disk.raw"
+
+    @property
+    def disk_paths(self) -> list[Path]:
+        """Every disk's file, in the order of ``spec.disks`` (one file for a PC without ``disks``)."""
+        return disk_paths(self.disk_path, max(1, len(self.spec.disks)))
 
     def screendump(self, png: Path, timeout: float = 10.0) -> Path:
         """Save what the PC's screen shows now as ``png`` (a PC made with ``screen=True``), through QEMU's

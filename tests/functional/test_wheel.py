@@ -250,6 +250,22 @@ def test_wheel_ships_the_dashboard_and_installed_serve_renders_it(installed: Ins
 
 
 @pytest.mark.network
+def test_wheel_ships_the_certificate_templates_and_installed_provision_renders_them(installed: Installed) -> None:
+    """The certificates' templates are package data: the installed package renders a certificate page."""
+    templates = REPO / "provision" / "certificates" / "templates"
+    wanted = {f"provision/certificates/templates/{p.name}" for p in templates.glob("*.html")}
+    with zipfile.ZipFile(installed.wheel) as whl:
+        assert wanted and wanted <= set(whl.namelist())
+    code = (
+        "from provision.certificates.labels import Label, labels_html\n"
+        "print(labels_html([Label('pc-1', '52:54:00:00:00:01', None, None, None, None, (), None, '2026-12-06')],"
+        " lang='en'))\n"
+    )
+    html = _run([installed.bin / "python", "-c", code], cwd=installed.outside).stdout
+    assert "pc-1" in html and "data:image/svg+xml" in html and "Prepared 2026-12-06" in html
+
+
+@pytest.mark.network
 def test_installed_recipes_check_checks_the_sample_recipes(installed: Installed) -> None:
     got = _run([installed.bin / "provision", "recipes", "check"], cwd=installed.outside).stdout
     shipped = installed.venv.glob("lib/python*/site-packages/provision/_data/recipes")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.agent.erasure.drive_io import DriveReader, drive_size
+from provision.agent.erasure.drive_io import DriveReader, drive_size, forget_cached
 from provision.agent.erasure.engine import erase_drives
 from provision.agent.erasure.overwrite import overwrite
 from provision.agent.erasure.verify import check, sample_blocks
@@ -188,3 +188,15 @@ def test_a_real_block_device_is_overwritten_and_read_back_from_the_medium(tmp_pa
         assert (found.ok, found.first_mismatches) == (False, [blocks[3][0] + 100])
         with DriveReader(path) as reader:
             assert reader.block and reader.block_size == sector and reader.io_mode == "O_DIRECT"
+        # while something holds the device open (its last close drops the cache), what the kernel cached
+        # before an erase answers a buffered read afterwards, until forget_cached
+        holder = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(holder, 4096, 0) == bytes(4096)  # cached now
+            with backing.open("r+b") as f:
+                f.write(b"\x42" * 4096)  # the erase, done by the drive's firmware (behind the page cache)
+            stale = os.pread(holder, 4096, 0)
+            assert not any("BLKFLSBUF" in problem for problem in forget_cached(path))
+            assert stale == bytes(4096) and os.pread(holder, 4096, 0) == b"\x42" * 4096
+        finally:
+            os.close(holder)

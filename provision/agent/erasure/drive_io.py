@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t): the device's size in bytes (u64)
 BLKSSZGET = 0x1268  # _IO(0x12, 104): the logical block size (int)
+BLKFLSBUF = 0x1261  # _IO(0x12, 97): drop the device's cached pages
+BLKRRPART = 0x125F  # _IO(0x12, 95): read the partition table again
 PIECE = 1 << 20  # bytes one verification piece holds (and one hash covers)
 
 
@@ -71,6 +73,31 @@ def drive_size(path: Path) -> int:
             return int(struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0])
         finally:
             os.close(fd)
+
+
+def forget_cached(path: Path) -> list[str]:
+    """After an erase: drop what the kernel cached of the drive (pages read before, e.g. by udev or lsblk, that
+    would answer a later buffered read with the old data) and read its partition table again (the old
+    partitions disappear). Best effort: returns what failed, in words, for the log."""
+    problems: list[str] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return [f"{path}: not opened to drop its cache: {exc.strerror or exc}"]
+    try:
+        if not is_block(path):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            return problems
+        for name, request in (("BLKFLSBUF", BLKFLSBUF), ("BLKRRPART", BLKRRPART)):
+            try:
+                fcntl.ioctl(fd, request)
+            except OSError as exc:  # EBUSY: a partition in use; EINVAL: no partition table support
+                problems.append(f"{path}: {name}: {exc.strerror or exc}")
+    except (OSError, DriveIoError) as exc:
+        problems.append(f"{path}: dropping its cache: {exc}")
+    finally:
+        os.close(fd)
+    return problems
 
 
 def logical_block(fd: int, block: bool) -> int:

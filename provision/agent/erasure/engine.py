@@ -33,7 +33,7 @@ from typing import Literal
 
 from provision.agent.disks import Disk
 from provision.agent.erasure.commands import prepare_drive, run_method
-from provision.agent.erasure.drive_io import DriveIoError, drive_size
+from provision.agent.erasure.drive_io import DriveIoError, drive_size, forget_cached
 from provision.agent.erasure.drives import DriveInfo, inspect_drive
 from provision.agent.erasure.methods import Choice, choose_method
 from provision.agent.erasure.overwrite import overwrite
@@ -173,6 +173,8 @@ class _Job:
             draft.error(str(exc))
             draft.reason = failed(disk.name, draft.serial, f"the {METHOD_WORDS['overwrite']} failed", _io(exc))
             return
+        for problem in forget_cached(path):  # what the kernel cached before the erase must not answer later
+            log.info("%s: %s: %s", self.log_id, disk.name, problem)
         if draft.method == "overwrite":
             pattern = "zeros"
         self.tell(disk.name, "verifying", 0.0)

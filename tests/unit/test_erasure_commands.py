@@ -25,6 +25,8 @@ INTEL, LOCKED, WDC, HPA = (ERASURE / n for n in ("intel-ssdsc2ct240a4", "intel-s
 SET_PASS = ["hdparm", "--user-master", "u", "--security-set-pass", PASSWORD, "/dev/sda"]
 ENHANCED = ["hdparm", "--user-master", "u", "--security-erase-enhanced", PASSWORD, "/dev/sda"]
 DISABLE = ["hdparm", "--user-master", "u", "--security-disable", PASSWORD, "/dev/sda"]
+IDENTIFY = ["hdparm", "-I", "/dev/sda"]
+QEMU_SATA = ERASURE / "qemu-sata"
 
 
 class Recorder:
@@ -122,8 +124,8 @@ def test_ata_enhanced_security_erase() -> None:
     tools, rec = FakeTools({"/dev/sda": INTEL}), Recorder()
     info = drive(tools)
     commands = run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
-    assert commands == tools.calls == [SET_PASS, ENHANCED, ["hdparm", "-I", "/dev/sda"]]
-    assert tools.timeouts[1] == 2 * 60 * 2 + 600  # twice the drive's 2 minutes, plus 10
+    assert commands == tools.calls == [SET_PASS, IDENTIFY, ENHANCED, IDENTIFY]
+    assert tools.timeouts[2] == 2 * 60 * 2 + 600  # twice the drive's 2 minutes, plus 10
     assert rec.progress == [None, 1.0]
 
 
@@ -134,7 +136,7 @@ def test_ata_erase_that_fails_removes_the_password_again() -> None:
     info, rec = drive(tools), Recorder()
     with pytest.raises(MethodFailed) as caught:
         run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
-    assert tools.calls == [SET_PASS, ENHANCED, DISABLE]
+    assert tools.calls == [SET_PASS, IDENTIFY, ENHANCED, DISABLE]
     error = caught.value
     assert error.argv == ENHANCED and error.returncode == 5 and "bad/missing sense" in (error.stderr_tail or "")
     assert "SECURITY ERASE UNIT failed" in error.reason and "password was removed again" in error.reason
@@ -313,3 +315,54 @@ def test_hpa_and_dco_removed_in_that_order(tmp_path: Path) -> None:
         ["hdparm", "--yes-i-know-what-i-am-doing", "--dco-restore", "/dev/sda"],
     ]
     assert prepared.info.hidden.removed and prepared.info.hidden.dco is False
+
+
+def _captured(name: str) -> tuple[int, str, str]:
+    """A command QEMU's AHCI disk answered in the lab: exit status (COMMANDS.tsv), stdout, stderr."""
+    rows = [line.split("\t") for line in (QEMU_SATA / "COMMANDS.tsv").read_text().splitlines()[1:]]
+    code = next(int(row[1]) for row in rows if row[0] == name)
+    err = QEMU_SATA / f"{name}.stderr"
+    return code, (QEMU_SATA / name).read_text(), err.read_text() if err.is_file() else ""
+
+
+def test_a_password_the_drive_aborted_though_hdparm_said_0() -> None:
+    if not (QEMU_SATA / "COMMANDS.tsv").is_file():
+        pytest.skip("QEMU's SATA answers not captured (tests/samples/erasure/qemu-sata)")
+    aborted = _captured("hdparm-security-set-pass.txt")
+    assert aborted[0] == 0 and "bad/missing sense data" in aborted[2]  # what QEMU's disk really answered
+    tools = FakeTools({"/dev/sda": INTEL}, {("hdparm", "--user-master", "u", "--security-set-pass"): aborted})
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert "refused the erase password" in caught.value.reason and "aborted" in caught.value.reason
+    assert tools.calls == [SET_PASS]
+
+
+def test_a_password_not_taken_though_nothing_was_said() -> None:
+    tools = FakeTools({"/dev/sda": INTEL}, {("hdparm", "-I"): INTEL / "hdparm-I.txt"})  # never shows "enabled"
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert "did not take the erase password" in caught.value.reason
+    assert tools.calls == [SET_PASS, IDENTIFY]
+
+
+def test_an_erase_the_drive_aborted_is_a_failure() -> None:
+    if not (QEMU_SATA / "COMMANDS.tsv").is_file():
+        pytest.skip("QEMU's SATA answers not captured (tests/samples/erasure/qemu-sata)")
+    tools = FakeTools({"/dev/sda": INTEL}, {tuple(ENHANCED): _captured("hdparm-security-erase-enhanced.txt")})
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert "SECURITY ERASE UNIT failed (the drive aborted it)" in caught.value.reason
+    assert tools.calls[-1] == DISABLE
+
+
+def test_qemus_sata_disk_is_overwritten() -> None:
+    if not (QEMU_SATA / "hdparm-I.txt").is_file():
+        pytest.skip("QEMU's SATA answers not captured (tests/samples/erasure/qemu-sata)")
+    info = drive(FakeTools({"/dev/sda": QEMU_SATA}))
+    assert info.ata is not None and info.ata.model == "QEMU HARDDISK" and info.ata.serial == "PROV-SATA-0001"
+    assert info.ata.security_supported is None and not info.ata.sanitize and info.hidden.hpa is False
+    choice = choose_method(ErasePlan(), info)
+    assert choice.method == "overwrite" and choice.fallback is not None and "no ATA erase command" in choice.fallback

@@ -101,6 +101,7 @@ def test_hdparm_native_max_with_and_without_hpa() -> None:
 def test_hdparm_dco_and_hidden_areas() -> None:
     real = parse_dco((DCO / "hdparm-dco-identify.txt").read_text())
     assert real == 1465149168
+    assert parse_dco("DCO Revision: 0x0000 -- unknown, treating as 0002\n\tReal max sectors: 1\n") is None  # aborted
     native = parse_native_max((DCO / "hdparm-N.txt").read_text())
     assert hidden_areas(native, real) == HiddenAreas(hpa=False, hpa_sectors=0, dco=False, dco_sectors=0)
     hpa = parse_native_max((HPA / "hdparm-N.txt").read_text())

@@ -70,13 +70,13 @@ def _remove_hidden(info: DriveInfo, run: Runner, rescan: Callable[[str], None]) 
         # hdparm(8) -N: "p" makes the new max permanent; the long flag is hdparm's own guard for -N writes
         ran = run_tool(run, ["hdparm", "--yes-i-know-what-i-am-doing", "-N", f"p{info.native_max.native}", dev])
         commands.append(ran.argv)
-        if not ran.ok:
+        if not ran.ok or ran.aborted:
             notes.append(f"the HPA could not be removed ({ran.tail() or ran.meaning}): its sectors stay hidden")
     if info.hidden.dco:
         # hdparm(8) --dco-restore: back to the factory capacity (refused while an HPA is set: so after -N)
         ran = run_tool(run, ["hdparm", "--yes-i-know-what-i-am-doing", "--dco-restore", dev])
         commands.append(ran.argv)
-        if not ran.ok:
+        if not ran.ok or ran.aborted:
             notes.append(f"the DCO could not be restored ({ran.tail() or ran.meaning}): its sectors stay hidden")
     if not commands:
         return Prepared(info, commands, notes)
@@ -143,8 +143,8 @@ class _Run:
 
     def must(self, argv: list[str], reason: str, *, timeout: float = 60.0) -> Ran:
         ran = self(argv, timeout=timeout)
-        if not ran.ok:
-            raise self.failed(reason, ran)
+        if not ran.ok or ran.aborted:
+            raise self.failed(reason + (" (the drive aborted it)" if ran.ok else ""), ran)
         return ran
 
     def failed(self, reason: str, ran: Ran | None = None) -> MethodFailed:
@@ -240,12 +240,17 @@ def _ata_security(call: _Run, info: DriveInfo, password: str, progress: Progress
         # hdparm(8): --user-master u --security-set-pass PWD sets the user password SECURITY ERASE UNIT needs
         call.must(["hdparm", "--user-master", "u", "--security-set-pass", password, dev],
                   "the drive refused the erase password (SECURITY SET PASSWORD)")  # fmt: skip
+        identify = call(["hdparm", "-I", dev])
+        now = parse_identify(identify.stdout) if identify.ok else None
+        if now is None or now.security_enabled is not True:  # hdparm's exit status alone proves nothing
+            raise call.failed("the drive did not take the erase password (its security is still not enabled)",
+                              identify)  # fmt: skip
     progress(None)
     minutes = ata.enhanced_erase_minutes if enhanced else ata.erase_minutes
     # hdparm(8): --security-erase / --security-erase-enhanced PWD (SECURITY ERASE PREPARE + ERASE UNIT)
     flag = "--security-erase-enhanced" if enhanced else "--security-erase"
     ran = call(["hdparm", "--user-master", "u", flag, password, dev], timeout=_deadline(info, minutes))
-    if ran.ok:
+    if ran.ok and not ran.aborted:
         identify = call(["hdparm", "-I", dev])
         after = parse_identify(identify.stdout) if identify.ok else None
         if after is None or not after.security_enabled:
@@ -253,10 +258,10 @@ def _ata_security(call: _Run, info: DriveInfo, password: str, progress: Progress
             return
         reason = "the erase reported success but the drive still has a password set"
     else:
-        reason = "SECURITY ERASE UNIT failed"
+        reason = "SECURITY ERASE UNIT failed" + (" (the drive aborted it)" if ran.ok else "")
     # hdparm(8): --security-disable PWD clears the user password, so the drive is not left locked
     undo = call(["hdparm", "--user-master", "u", "--security-disable", password, dev])
-    left = ("the password was removed again" if undo.ok else
+    left = ("the password was removed again" if undo.ok and not undo.aborted else
             f"the drive may be left with the password '{password}': unlock it with "
             f"'hdparm --user-master u --security-disable {password} {dev}'")  # fmt: skip
     raise call.failed(f"{reason}; {left}", ran)

@@ -189,8 +189,10 @@ def parse_native_max(text: str) -> NativeMax | None:
 
 
 def parse_dco(text: str) -> int | None:
-    """``hdparm --dco-identify`` text -> the DCO's real max sectors (the size before any overlay), or None."""
-    return _int(_DCO_REAL, text or "")
+    """``hdparm --dco-identify`` text -> the DCO's real max sectors (the size before any overlay), or None
+    (also for the ``Real max sectors: 1`` hdparm prints when the drive aborted the command: QEMU's disk)."""
+    real = _int(_DCO_REAL, text or "")
+    return real if real is not None and real > 1 else None
 
 
 def parse_sanitize_status(text: str) -> SanitizeStatus:

@@ -40,6 +40,13 @@ class Ran:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def aborted(self) -> bool:
+        """hdparm's sign that the drive aborted the command although hdparm exits 0: "SG_IO: bad/missing sense
+        data" (the sense data carries the ATA ABRT status). Seen on QEMU's AHCI disk for every security
+        command (tests/samples/erasure/qemu-sata): an exit status 0 alone proves nothing."""
+        return "bad/missing sense data" in self.stderr
+
     def tail(self) -> str:
         """The last line of stderr (else stdout): what the tool said last."""
         for text in (self.stderr, self.stdout):

@@ -43,7 +43,7 @@ from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
 from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
 from provision.agent.progress import Progress
-from provision.agent.report import WriteReport
+from provision.agent.report import WriteReport, verification, writer_summary
 from provision.agent.screen import CALL_IT, Console
 from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, new_session, write_image
@@ -51,7 +51,6 @@ from provision.errors import ProvisionError, RetryableError
 from provision.wire import paths
 from provision.wire.api import (
     HOST_KEY,
-    MAX_WIPE_RANGES,
     PROBE_NAME,
     BootInfo,
     EraseAnswer,
@@ -62,7 +61,6 @@ from provision.wire.api import (
     Report,
     RunAnswer,
     Stage,
-    VerificationReport,
 )
 from provision.wire.erasure import ErasePlan
 
@@ -171,33 +169,6 @@ def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[Disk, Path]], 
     mounts = (cfg.proc_root / "mounts").read_text(errors="replace")
     cmdline = (cfg.proc_root / "cmdline").read_text(errors="replace")
     return [(d, Path("/dev") / d.name) for d in disks], live_medium_devices(mounts, disks, cmdline)
-
-
-def verification(report: WriteReport) -> VerificationReport:
-    """The API's verification from the writer's report (data chunks and holes counted apart)."""
-    return VerificationReport(
-        digest=report.digest,
-        chunks=report.chunks - report.holes,
-        verified=report.verified,
-        read_back_ok=report.ok,
-        bytes_written=report.bytes_written,
-        seconds=round(report.seconds, 3),
-        mean_rate=float(round(report.mean_rate)),
-        holes=report.holes,
-        holes_verified=report.holes_verified,
-        wipe_method=report.wipe_method,
-        wipe_ranges=[(o, n) for o, n in report.wipe_ranges[:MAX_WIPE_RANGES]],
-    )
-
-
-def writer_summary(report: WriteReport) -> dict[str, Any]:
-    """The writer's figures for the run's events: what was fetched or already right, incidents, I/O."""
-    full = report.to_dict()
-    keep = ("target", "target_kind", "io_mode", "readback", "disk_size", "chunk_size", "fetched", "skipped",
-            "downloads", "bytes_fetched", "failure_count", "stage_seconds")  # fmt: skip
-    summary = {k: full[k] for k in keep}
-    summary["failures"] = full["failures"][:20]
-    return summary
 
 
 def record_target(record: Path, disk: Path) -> None:

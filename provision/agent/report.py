@@ -1,4 +1,6 @@
-"""What a write did: ``WriteReport`` (returned only when every chunk read back right) and ``Incident``."""
+"""What a write did: ``WriteReport`` (returned only when every chunk read back right) and ``Incident``; the
+API's ``VerificationReport`` made from it (``verification``) and the writer's figures for the run's events
+(``writer_summary``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provision.agent.ranges import Range, compact
+from provision.wire.api import MAX_WIPE_RANGES, VerificationReport
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,30 @@ class WriteReport:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds},
             "mean_rate": round(self.mean_rate),
         }
+
+
+def verification(report: WriteReport) -> VerificationReport:
+    """The API's verification from the writer's report (data chunks and holes counted apart)."""
+    return VerificationReport(
+        digest=report.digest,
+        chunks=report.chunks - report.holes,
+        verified=report.verified,
+        read_back_ok=report.ok,
+        bytes_written=report.bytes_written,
+        seconds=round(report.seconds, 3),
+        mean_rate=float(round(report.mean_rate)),
+        holes=report.holes,
+        holes_verified=report.holes_verified,
+        wipe_method=report.wipe_method,
+        wipe_ranges=[(o, n) for o, n in report.wipe_ranges[:MAX_WIPE_RANGES]],
+    )
+
+
+def writer_summary(report: WriteReport) -> dict[str, Any]:
+    """The writer's figures for the run's events: what was fetched or already right, incidents, I/O."""
+    full = report.to_dict()
+    keep = ("target", "target_kind", "io_mode", "readback", "disk_size", "chunk_size", "fetched", "skipped",
+            "downloads", "bytes_fetched", "failure_count", "stage_seconds")  # fmt: skip
+    summary = {k: full[k] for k in keep}
+    summary["failures"] = full["failures"][:20]
+    return summary

@@ -125,8 +125,12 @@ def test_overwrite_only_and_a_drive_that_cannot_be_written(tmp_path: Path) -> No
     gone = tmp_path / "pc" / "sda"
     gone.unlink()
     gone.mkdir()  # a drive that cannot be opened for writing
-    erased = erase_drives(ErasePlan(method="overwrite"), disks[:2], live=set(), run=fake, sleep=lambda s: None)
-    nvme, sata = erased.drives
+    empty = tmp_path / "pc" / "sdd"
+    empty.touch()  # a drive that reports 0 bytes
+    disks = [*disks[:2], (disk("sdd", empty, transport="sata"), empty)]
+    erased = erase_drives(ErasePlan(method="overwrite"), disks, live=set(), run=fake, sleep=lambda s: None)
+    nvme, sata, zero = erased.drives
+    assert zero.ok is False and zero.reason is not None and "reports a size of 0 bytes" in zero.reason
     assert (nvme.method, nvme.ok) == ("overwrite", True) and not any(c[:2] == ["nvme", "format"] for c in fake.calls)
     assert nvme.fallback is not None and "erase: method: overwrite" in nvme.fallback
     assert sata.ok is False and sata.verification is None and sata.reason is not None

@@ -161,6 +161,9 @@ class _Job:
         draft.method, draft.fallback = choice.method, "; ".join(s for s in said if s) or None
         size = drive_size(path)  # after the hidden areas were removed: what the kernel sees now
         draft.size_bytes = size
+        if size == 0:  # a faulty drive (or a slot without its medium): nothing can be erased nor read back
+            draft.reason = failed(disk.name, draft.serial, "the drive reports a size of 0 bytes", "check it")
+            return
         full = self.plan.verify == "full"
         blocks = full_blocks(size) if full else sample_blocks(size, self.plan.sample_percent, info.serial or disk.name)
         pattern = choice.pattern

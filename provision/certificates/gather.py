@@ -26,8 +26,9 @@ from provision.certificates.model import (
     Workshop,
     iso,
 )
-from provision.store.records import HookRecord, Machine, Run, Verification
-from provision.wire.erasure import DriveErasure
+from provision.errors import InvalidPayload
+from provision.store.records import Event, HookRecord, Machine, Run, Verification
+from provision.wire.erasure import DriveErasure, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class CertificateStore(Protocol):
     def run_facts(self, run_id: str) -> dict[str, Any]: ...
     def verifications(self, run_id: str) -> list[Verification]: ...
     def hook_results(self, run_id: str) -> list[HookRecord]: ...
+    def events(self, mac: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Event]: ...
     def erasures(
         self, *, mac: str | None = None, run: str | None = None, lot: str | None = None
     ) -> Sequence[ErasureLike]: ...
@@ -111,6 +113,19 @@ def imaging_of(store: CertificateStore, run: Run) -> ImagingVerification | None:
     )  # fmt: skip
 
 
+def skipped_of(store: CertificateStore, run: Run) -> list[Skipped]:
+    """The disks the run's erasure left out, and why (the live medium, a removable drive): from its ``erasure``
+    event, where the store keeps the report's ``skipped``."""
+    for event in reversed(store.events(run.mac, "erasure", limit=100_000)):
+        if event.detail.get("run") == run.id:
+            try:
+                return [Skipped.from_dict(s) for s in event.detail.get("skipped") or []]
+            except InvalidPayload:
+                log.warning("%s: run %s: the erasure event's skipped disks do not read", run.mac, run.id)
+                return []
+    return []
+
+
 def _stated_run(store: CertificateStore, mac: str, run_id: str | None) -> Run:
     runs = store.runs(mac)
     if run_id is not None:
@@ -158,6 +173,7 @@ def gather(
     return Certificate(
         id=str(uuid.uuid4()), issued=iso(time.time() if now is None else now), software=SOFTWARE,
         workshop=Workshop(workshop), machine=machine_summary(store, machine, chosen), run=chosen.id, drives=drives,
+        skipped=skipped_of(store, chosen) if drives else [],
         imaging=imaging_of(store, chosen), hooks=hooks, lot=lots[-1] if lots else machine.lot,
     )  # fmt: skip
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from provision.wire.erasure import DriveErasure
+from provision.wire.erasure import DriveErasure, Skipped
 from provision.wire.schema import Message, rule
 
 FORMAT: Final = "provision-certificate/1"
@@ -96,6 +96,7 @@ class Certificate(Message):
     machine: MachineSummary
     run: str = field(metadata=TEXT)  # the run whose erasure or imaging is stated
     drives: list[CertifiedDrive] = field(default_factory=list, metadata=rule(max_length=64))
+    skipped: list[Skipped] = field(default_factory=list, metadata=rule(max_length=64))  # disks not erased, and why
     imaging: ImagingVerification | None = None
     hooks: list[HookResult] = field(default_factory=list, metadata=rule(max_length=256))
     lot: str | None = field(default=None, metadata=rule(max_length=128, clean_text=True))
@@ -103,6 +104,8 @@ class Certificate(Message):
     kind: Literal["machine"] = "machine"
 
     def __post_init__(self) -> None:
+        if self.skipped and not self.drives:
+            raise ValueError("disks skipped by an erasure that erased no drive")
         failed = [d.erasure.device for d in self.drives if not d.erasure.ok]
         if failed:
             raise ValueError(f"a certificate never states a failed erasure (drive {', '.join(failed)})")

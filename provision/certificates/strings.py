@@ -112,6 +112,11 @@ _STRINGS: dict[str, tuple[str, str]] = {  # key: (French, English)
     ),
     "label_date": ("Préparé le", "Prepared"),
     "labels": ("Étiquettes", "Labels"),
+    "skipped": ("Supports non effacés", "Drives not erased"),
+    "skipped_intro": (
+        "Ces supports n'ont pas été effacés ; ce certificat ne les couvre pas :",
+        "These drives were not erased; this certificate does not cover them:",
+    ),
     "used": ("usure {percent}\u00a0%", "{percent}\u00a0% used"),
     "media_errors": ("{count} erreurs de support", "{count} media errors"),
     "pending": ("{count} secteurs en attente", "{count} pending sectors"),

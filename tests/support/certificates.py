@@ -18,7 +18,7 @@ from provision.certificates.model import (
 )
 from provision.store import Run, Store
 from provision.wire.api import VerificationReport
-from provision.wire.erasure import DriveErasure, ErasureReport, Smart, Verification
+from provision.wire.erasure import DriveErasure, ErasureReport, Skipped, Smart, Verification
 
 WORKSHOP = Workshop("Atelier Réemploi Test")
 NVME_SERIAL = "S4EWNX0N123456"
@@ -98,7 +98,7 @@ FACTS = {
 
 def seed(
     store: Store, mac: str, *drives: DriveErasure, lot: str | None = None, image: bool = True, verified: bool = True,
-    hostname: str | None = None,
+    hostname: str | None = None, skipped: tuple[tuple[str, str], ...] = (),
 ) -> Run:  # fmt: skip
     """A machine in ``store`` with one run: ``drives`` erased (recorded by operator marie), then, with ``image``,
     the tiny image written and (``verified``) read back complete."""
@@ -112,7 +112,8 @@ def seed(
     if hostname:
         store.claim_hostname(run.id, hostname)
     if drives:
-        store.record_erasure(run.id, ErasureReport(token="t" * 32, drives=list(drives)), "marie")
+        left = [Skipped(device, reason) for device, reason in skipped]
+        store.record_erasure(run.id, ErasureReport(token="t" * 32, drives=list(drives), skipped=left), "marie")
     if image and verified:
         report = VerificationReport(digest=DIGEST, chunks=12, verified=12, read_back_ok=True, bytes_written=12 << 22,
                                     seconds=2.0, mean_rate=float(24 << 20))  # fmt: skip

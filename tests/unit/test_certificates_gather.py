@@ -44,6 +44,14 @@ def test_a_machine_erased_and_imaged(store: Store) -> None:
     assert gather(store, MAC).id != cert.id  # every issue is a new certificate
 
 
+def test_a_disk_left_out_is_stated(store: Store) -> None:
+    seed(store, MAC, drive("sda"), skipped=(("sdb", "the live medium (USB) this PC booted from"),))
+    cert = gather(store, MAC)
+    assert [(s.device, s.reason) for s in cert.skipped] == [("sdb", "the live medium (USB) this PC booted from")]
+    seed(store, OTHER, drive("sda"))
+    assert gather(store, OTHER).skipped == []
+
+
 def test_no_certificate_of_erasure_when_a_drive_failed(store: Store) -> None:
     seed(store, MAC, drive("nvme0n1"), drive("sdb", ok=False, verified=False, serial="BAD-1"), verified=False)
     with pytest.raises(NotErased) as caught:

@@ -12,6 +12,7 @@ from provision.certificates.labels import A4_3X8, Label, labels_html
 from provision.certificates.model import Certificate, CertifiedDrive
 from provision.certificates.render import batch_html, certificate_html
 from provision.certificates.strings import LANGUAGES, memory, moment, size, texts
+from provision.wire.erasure import Skipped
 from tests.support.certificates import NVME_SERIAL, SATA_SERIAL, batch, certificate, failed_drive, machine, nvme_drive
 
 FINGERPRINT = "0123456789abcdef"
@@ -65,6 +66,18 @@ def test_a_failed_erasure_is_never_a_certificate() -> None:
     text = _text(certificate_html(imaging_only, lang="en", fingerprint=FINGERPRINT))
     assert "this certificate states no erasure" in text and "Data erasure certificate" not in text
     assert isinstance(imaging_only, Certificate) and not imaging_only.erased
+
+
+def test_a_disk_left_out_is_said_in_both_languages() -> None:
+    left = certificate(skipped=[Skipped("sdc", "removable USB stick")])
+    assert (
+        "Drives not erased These drives were not erased; this certificate does not cover them: /dev/sdc: "
+        "removable USB stick" in _text(certificate_html(left, lang="en", fingerprint=FINGERPRINT))
+    )
+    assert "Supports non effacés" in _text(certificate_html(left, lang="fr", fingerprint=FINGERPRINT))
+    assert "Supports non effacés" not in _text(certificate_html(certificate(), lang="fr", fingerprint=FINGERPRINT))
+    with pytest.raises(ValueError, match="erased no drive"):
+        certificate(drives=[], skipped=[Skipped("sdc", "removable")])
 
 
 def test_a_batch_has_one_row_per_drive() -> None:

@@ -34,6 +34,11 @@ The tree (other packages add leaves; each names its status where it differs from
         │   ├── images.ImageNotFound        404
         │   └── images.CorruptImage         500  stored data does not match its digest
         ├── boot.TemplateError                   a boot template missing or not rendering
+        ├── certificates.CertificateError   422  a certificate that cannot be made, read or trusted
+        │   ├── NothingToCertify            404  no run with an erasure or imaging to state
+        │   ├── NotErased                   409  a drive not erased and verified: no certificate of erasure
+        │   ├── KeyFileError                500  the signing key or a public key file unreadable
+        │   └── SignatureInvalid            422  does not verify (field, key, signed_by)
         └── agent, builder, live, bootfiles, tftp, sshkeys errors (never reach HTTP)
 
 ``public_facts`` names the facts a server may show a client next to the message (``{"error": message,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,12 +18,13 @@ from typing import Any
 
 from provision.credentials import firstboot_secret, same_secret
 from provision.erasing import Erasing, erase_plan
-from provision.errors import ConfigError, FatalError, NotFound, ProbeError, ProvisionError, RunConflict, TokenRefused
-from provision.facts import Facts, facts_from_dict, load_probe
+from provision.errors import ConfigError, NotFound, RunConflict, TokenRefused
+from provision.facts import Facts, facts_from_dict
 from provision.facts.derive import derive
 from provision.hooks import Catalog, load_catalog
 from provision.images import ImageError, ImageStore
 from provision.postinstall import PostInstall
+from provision.probes import ProbeUnreadable, keep_probe
 from provision.recipes import Action, RecipeSet, load_dir, select
 from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
@@ -52,16 +52,6 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0  # seconds: at most one stored progress event per run in this window
 AddressCheck = Callable[[str, "str | None"], "str | None"]  # (mac, remote) -> why remote is not that PC, or None
 NO_FACTS = "the hello carried no probe and no facts: nothing to choose a recipe by"
-
-
-class ProbeUnreadable(FatalError):
-    """The hello's probe or facts cannot be read into facts (HTTP 422)."""
-
-    status_code = 422
-
-
-class ProbeNotKept(ProvisionError):
-    """The server could not write the probe folder (a full or read-only state directory)."""
 
 
 def report_problems(run: Run, report: Report, data_chunks: int | str | None = None) -> list[str]:
@@ -182,35 +172,8 @@ class Runs:
         return ImageAnswer(run=run.id, recipe=run.recipe, plan=Plan.from_dict({**plan, "firstboot_secret": secret}))
 
     def save_probe(self, mac: str, files: dict[str, str]) -> Facts:
-        """Keep the raw probe of ``mac`` (the files the live environment collected) under
-        ``probes_dir/<mac>/``, replacing the previous one, and read its facts. File names are checked by the
-        wire contract. ProbeUnreadable (422) or ProbeNotKept (the folder cannot be written, 500)."""
-        if self.probes_dir is None:
-            raise ProbeUnreadable(f"probe not readable: {mac}: this server keeps no probes (no probes_dir)", mac=mac)
-        folder = self.probes_dir / mac.replace(":", "-")
-        fresh = folder.with_name(folder.name + ".new")
-        old = folder.with_name(folder.name + ".old")
-        try:
-            if fresh.exists():
-                shutil.rmtree(fresh)
-            fresh.mkdir(parents=True)
-            for name, text in files.items():
-                (fresh / name).write_text(text, encoding="utf-8", errors="replace")
-            facts = load_probe(fresh)
-            if old.exists():
-                shutil.rmtree(old)
-            if folder.exists():
-                folder.rename(old)
-            fresh.rename(folder)
-            if old.exists():
-                shutil.rmtree(old)
-        except ProbeError as exc:
-            log.error("%s: probe not kept: %s", mac, exc)
-            raise ProbeUnreadable(f"probe not readable: {str(exc)[:300]}", mac=mac) from None
-        except OSError as exc:
-            log.error("%s: probe not kept: %s", mac, exc)
-            raise ProbeNotKept(f"probe not readable: {str(exc)[:300]}", mac=mac) from None
-        return facts
+        """Keep the raw probe of ``mac`` and read its facts (``provision.probes.keep_probe``)."""
+        return keep_probe(self.probes_dir, mac, files)
 
     def _wait(self, mac: str, reason: str, **machine: str | None) -> WaitAnswer:
         self.store.set_state(mac, MachineState.WAITING, reason, **machine)

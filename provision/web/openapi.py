@@ -25,7 +25,7 @@ from provision.images.errors import CorruptImage, ImageNotFound
 from provision.images.partitions import PartitionTable
 from provision.images.versions import ImageInfo
 from provision.macaddr import BadMac
-from provision.runs import ProbeNotKept, ProbeUnreadable
+from provision.probes import ProbeNotKept, ProbeUnreadable
 from provision.store.base import StoreUnavailable
 from provision.store.records import ErasureRecord, Event, HookRecord, Machine, Run, Verification
 from provision.wire import paths

@@ -279,3 +279,12 @@ def test_an_erased_pc_powered_off_stays_done(store: Store) -> None:
     store.local_boot(A, via="ipxe", action="off")
     [tile] = views(store).rack()
     assert tile.stage is Stage.DONE and tile.reasons == ()
+
+
+def test_the_pcs_own_screen_says_effacement_while_erasing(store: Store) -> None:
+    from provision.dashboard.screen import screen_of
+
+    erase_only_run(store, A)
+    store.set_run_state(store.runs(A)[-1].id, RunState.ERASING)
+    screen = screen_of(views(store), A)
+    assert screen is not None and (screen.stage, screen.word, screen.tile) == ("erasing", "effacement", 1)

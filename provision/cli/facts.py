@@ -102,7 +102,11 @@ def _write_decision(decision: Decision, source: str, out: TextIO) -> None:
             out.write(f"  {check}\n")
     if decision.plan:
         p = decision.plan
-        out.write(f"plan:     image {p.image}, wipe {p.wipe}, disk {p.target_disk}, hostname {p.hostname}\n")
+        if p.image is not None:
+            out.write(f"plan:     image {p.image}, wipe {p.wipe}, disk {p.target_disk}, hostname {p.hostname}\n")
+        if p.erase is not None:  # every drive erased and verified first (alone: an erase-only recipe)
+            said = "          erase" if p.image else "plan:     erase only"
+            out.write(f"{said} {json.dumps(p.erase, ensure_ascii=False)}\n")
         if p.bundles:
             out.write(f"          bundles {', '.join(p.bundles)} (each a bundle hook, after the recipe's hooks)\n")
         for hook in p.hooks:

@@ -96,3 +96,19 @@ def test_the_shipped_erase_only_recipe_matches_no_pc_until_the_workshop_lists_on
     listed = select(recipes, facts(mac="02:00:00:00:00:00", vendor="Dell Inc."))
     assert listed.action is Action.ERASE and listed.plan is not None and listed.plan.erase is not None
     assert listed.plan.erase["lot"] == "parts-dell-inc"
+
+
+def test_recipes_explain_shows_the_erase_plan(tmp_path: Path) -> None:
+    import io
+
+    from provision.cli import main
+    from tests.support.paths import SAMPLE_PROBE
+
+    write(tmp_path, "a.yaml", "name: a\ndefault: true\nimage: educ\nerase: {verify: full}\n")
+    out = io.StringIO()
+    assert main(["recipes", "explain", "--recipes", str(tmp_path), str(SAMPLE_PROBE)], out=out) == 0
+    assert '          erase {"method": "auto", "hidden_areas": "report", "verify": "full"' in out.getvalue()
+    write(tmp_path, "a.yaml", "name: a\ndefault: true\naction: erase\nerase: {method: overwrite}\n")
+    out = io.StringIO()
+    assert main(["recipes", "explain", "--recipes", str(tmp_path), str(SAMPLE_PROBE)], out=out) == 0
+    assert 'plan:     erase only {"method": "overwrite"' in out.getvalue() and "image None" not in out.getvalue()

@@ -158,7 +158,7 @@ def test_the_lot_action_needs_a_login_and_its_csrf_token_and_names_the_operator(
                         allow_redirects=False, timeout=5)  # fmt: skip
     assert done.status_code == 303 and done.headers["Location"] == f"/machines/{MAC}?done=lot"
     page = browser.get(f"{url}{done.headers['Location']}", timeout=5).text
-    assert "its next erasure names you as operator" in page
+    assert "son prochain effacement vous nomme comme opérateur" in page  # the dashboard speaks French first
     [machine] = requests.get(f"{url}/api/v1/machines", timeout=5).json()
     assert machine["lot"] == "Banque Dupont 12/2026" and machine["state"] == "done"  # the state is not touched
     events = requests.get(f"{url}/api/v1/machines/{MAC}/events", timeout=5).json()

@@ -49,6 +49,7 @@ STAGE_WORDS: dict[str, str] = {
     "booting": "démarrage",
     "inventory": "inventaire",
     "waiting": "en attente",
+    "erasing": "effacement",
     "writing": "écriture",
     "verifying": "vérification",
     "hooks": "finitions",
@@ -56,10 +57,6 @@ STAGE_WORDS: dict[str, str] = {
     "failed": "échec",
     "repair": "réparation",
 }
-# stages the agent draws that the dashboard's catalogue has no word of yet: the drives' erasure (issue 15);
-# a word here moves to STAGE_WORDS (and its symbol to STAGE_SYMBOLS) when the dashboard gains the stage
-OWN_WORDS: dict[str, str] = {"erasing": "effacement"}
-OWN_SYMBOLS: dict[str, str] = {"erasing": "▒"}
 TILE_WORD = "Case"  # msgid "Tile"
 CALL_IT = "appelez l\u2019informaticien"  # msgid "call the IT agent": a reason the server did not put in words
 # symbols the console font has (code page 437), never colour alone
@@ -67,6 +64,7 @@ STAGE_SYMBOLS: dict[str, str] = {
     "booting": "►",
     "inventory": "≡",
     "waiting": "║",
+    "erasing": "▒",
     "writing": "↓",
     "verifying": "↕",
     "hooks": "☼",
@@ -180,11 +178,11 @@ class View:
 
     @property
     def stage_word(self) -> str:
-        return STAGE_WORDS.get(self.stage) or OWN_WORDS.get(self.stage) or clean(self.word or self.stage, 40)
+        return STAGE_WORDS.get(self.stage) or clean(self.word or self.stage, 40)
 
     @property
     def symbol(self) -> str:
-        return STAGE_SYMBOLS.get(self.stage) or OWN_SYMBOLS.get(self.stage, "►")
+        return STAGE_SYMBOLS.get(self.stage, "►")
 
     def merged(self, screen: Screen | None) -> View:
         """This view with what the server's ``screen`` says (its tile number, stage and reason)."""

@@ -99,6 +99,7 @@ REQUIRED_PROGRAMS = (
     "usr/bin/sg_opcodes",
     "usr/bin/sg_readcap",
     "usr/bin/sg_sanitize",
+    "usr/bin/sg_requests",  # polls a SANITIZE started with --early (agent/erasure/commands.py)
     "usr/bin/sg_format",
     "usr/sbin/rtcwake",
 )

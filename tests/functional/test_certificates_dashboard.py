@@ -120,5 +120,6 @@ def test_a_lot_page_batch_certificate_and_label_sheet(served: Running, tmp_path:
     assert "Certificat d'effacement d'un lot" in text and "Z1D3333333" in text and LOT in text
     sheet = browser.get(f"{served.url}{LOT_URL}/labels.pdf", timeout=30)
     assert sheet.status_code == 200 and OTHER in pdf_text(sheet.content, tmp_path)
+    assert 'href="/dashboard/labels.pdf"' in browser.get(f"{served.url}/", timeout=10).text
     rack = browser.get(f"{served.url}/dashboard/labels.pdf", timeout=30)
     assert rack.status_code == 200 and FAILED in pdf_text(rack.content, tmp_path)

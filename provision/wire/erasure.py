@@ -107,6 +107,22 @@ class Verification(Message):
     # data: nothing to compare with); None when it could tell
     note: str | None = field(default=None, metadata=rule(max_length=500, clean_text=True))
 
+    def __post_init__(self) -> None:
+        if self.ok and (self.mismatches or not self.samples or not self.bytes_checked):
+            raise ValueError("a verification is ok only when it read something and nothing mismatched")
+
+
+def _tools(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 16 or any(len(k) > 64 or len(v) > 200 for k, v in value.items()):
+        raise ValueError("at most 16 tools, names of 64 and versions of 200 characters")
+    return value
+
+
+def _commands(value: list[list[str]]) -> list[list[str]]:
+    if any(len(argv) > 32 or any(len(arg) > 500 for arg in argv) for argv in value):
+        raise ValueError("a command has at most 32 arguments of 500 characters")
+    return value
+
 
 @dataclass(frozen=True)
 class Smart(Message):
@@ -144,8 +160,9 @@ class DriveErasure(Message):
     firmware: str | None = field(default=None, metadata=rule(max_length=64, clean_text=True))
     rotational: bool | None = None
     passes: int = field(default=1, metadata=rule(ge=0))
-    tools: dict[str, str] = field(default_factory=dict)  # tool -> version (nvme-cli, hdparm, sg3_utils, provision)
-    commands: list[list[str]] = field(default_factory=list, metadata=rule(max_length=64))  # the tool calls made
+    # tool -> version (nvme-cli, hdparm, sg3_utils, provision), and the tool calls made
+    tools: dict[str, str] = field(default_factory=dict, metadata=rule(clean_text=True, check=_tools))
+    commands: list[list[str]] = field(default_factory=list, metadata=rule(max_length=64, check=_commands))
     hidden_areas: HiddenAreas = field(default_factory=HiddenAreas)
     smart: Smart = field(default_factory=Smart)
     fallback: str | None = field(default=None, metadata=rule(max_length=500, clean_text=True))  # why not stronger
@@ -165,15 +182,19 @@ class DriveErasure(Message):
 
 @dataclass(frozen=True)
 class Skipped(Message):
-    """A disk not erased, and why (the live medium, a removable drive)."""
+    """A disk not erased, and why. A removable drive (USB, SD card) or the live medium leaves with its owner:
+    not part of the PC. ``internal``: a drive of the PC itself that could not be erased (too many drives, held
+    by something): the machine's erasure is then incomplete, the run goes to ``repair``."""
 
-    device: str = field(metadata=rule(max_length=32))
+    device: str = field(metadata=rule(pattern=r"[a-z][a-z0-9]{0,31}"))
     reason: str = field(metadata=rule(max_length=500, clean_text=True))
+    internal: bool = False
 
 
 @dataclass(frozen=True)
 class ErasureReport(Message):
-    """Every drive's erasure for one run; ``ok`` only when there was at least one drive and all are ok."""
+    """Every drive's erasure for one run; ``ok`` only when there was at least one drive, all are ok and no
+    internal drive was left out."""
 
     token: str = field(metadata=rule(min_length=8, max_length=128))
     drives: list[DriveErasure] = field(metadata=rule(max_length=MAX_DRIVES))
@@ -181,7 +202,7 @@ class ErasureReport(Message):
 
     @property
     def ok(self) -> bool:
-        return bool(self.drives) and all(d.ok for d in self.drives)
+        return bool(self.drives) and all(d.ok for d in self.drives) and not any(s.internal for s in self.skipped)
 
 
 @dataclass(frozen=True)

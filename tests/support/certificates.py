@@ -43,7 +43,9 @@ def sata_drive(**changes: Any) -> DriveErasure:
     drive = DriveErasure(
         device="sda", size_bytes=500_107_862_016, interface="sata", method="overwrite", category="clear", ok=True,
         started="2026-12-06T21:00:00Z", ended="2026-12-06T22:31:10Z",
-        verification=Verification(method="full", pattern="zeros", ok=True, bytes_checked=500_107_862_016),
+        verification=Verification(
+            method="full", pattern="zeros", ok=True, bytes_checked=500_107_862_016, samples=476_940
+        ),
         vendor="WDC", model="WD5000AAKX-08U6AA0", serial=SATA_SERIAL, rotational=True,
         tools={"hdparm": "9.65", "provision": "0.1.0"}, fallback="the drive is frozen and could not be unfrozen",
         smart=Smart(passed=True, power_on_hours=31000, reallocated=0, pending=0),

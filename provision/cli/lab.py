@@ -50,7 +50,7 @@ def cmd_lab_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _demo_pcs(text: str) -> Any:
-    from provision.lab.demo import parse_pcs
+    from provision.lab.demorack import parse_pcs
 
     try:
         return parse_pcs(text)

@@ -25,12 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast, get_args
+from typing import Any
 
 from provision.bootfiles import DEFAULT_CACHE, DebCache, install_boot_root, qemu_roms
 from provision.builder.build import DISK_TOOLS
 from provision.builder.runner import TOOL_PACKAGES
 from provision.lab import follow as fl
+from provision.lab.demorack import DEFAULT_PCS, RECIPES, DemoPC
 from provision.lab.forward import forward
 from provision.lab.host import LabUnavailable
 from provision.lab.netns import Lab
@@ -51,56 +52,7 @@ MEMORY = 1024  # MiB: the live environment unpacks ~116 MiB into RAM
 # after power-on, own disk to callback 19-37 s after the second power-on; the upper ends on a loaded host.
 IMAGING_TIMEOUT = 300.0
 OWN_DISK_TIMEOUT = 180.0
-MAX_PCS = 8
-MAC_PREFIX = "52:54:00:de:00:"
-# the hostname hook (run over SSH in the live environment, in a chroot of the written disk): one name per
-# firmware, made unique by the server (poste-uefi, poste-uefi-2 ...)
-HOSTNAME_HOOK = 'hooks:\n  - name: hostname\n    params: {hostname: "poste-{{ firmware }}"}\n'
-RECIPES = {
-    "bios-pc.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n"
-    + HOSTNAME_HOOK,
-    "uefi-pc.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: true\n"
-    + HOSTNAME_HOOK,
-}
 KEY_STATE = "demo-server"  # under the cache: the demo server's SSH key, the one its cached live environment trusts
-DESCRIPTIONS: dict[str, str] = {
-    "bios": "SeaBIOS, Debian 13 iPXE NIC ROM",
-    "uefi": "OVMF, Secure Boot off, no NIC ROM (firmware PXE)",
-    "uefi-secureboot": "OVMF, Secure Boot on, no NIC ROM (firmware PXE)",
-}
-
-
-@dataclass(frozen=True)
-class DemoPC:
-    """One PC of the demo rack."""
-
-    name: str
-    firmware: Firmware
-    mac: str
-
-    @property
-    def description(self) -> str:
-        return DESCRIPTIONS[self.firmware]
-
-
-def parse_pcs(text: str) -> tuple[DemoPC, ...]:
-    """``bios,uefi-secureboot`` -> the demo PCs (a kind given twice gives ``bios``, ``bios-2``); ValueError."""
-    kinds = [part.strip() for part in text.split(",") if part.strip()]
-    if not kinds:
-        raise ValueError("no PCs given (e.g. bios,uefi-secureboot)")
-    if len(kinds) > MAX_PCS:
-        raise ValueError(f"{len(kinds)} PCs: at most {MAX_PCS}")
-    pcs: list[DemoPC] = []
-    for index, kind in enumerate(kinds, start=1):
-        if kind not in get_args(Firmware):
-            raise ValueError(f"unknown PC kind {kind!r} (one of {', '.join(get_args(Firmware))})")
-        count = kinds[:index].count(kind)
-        name = kind if count == 1 else f"{kind}-{count}"
-        pcs.append(DemoPC(name, cast(Firmware, kind), f"{MAC_PREFIX}{index:02x}"))
-    return tuple(pcs)
-
-
-DEFAULT_PCS = parse_pcs("bios,uefi-secureboot")
 
 
 def demo_missing(firmware: Sequence[Firmware]) -> list[str]:
@@ -171,7 +123,10 @@ def prepare(workdir: Path, cache_dir: Path, progress: Progress) -> Site:
     for name, text in RECIPES.items():
         (recipes / name).write_text(text)
     names = ", ".join(name.removesuffix(".yaml") for name in RECIPES)
-    progress(f"recipes: {names} (by firmware): image tiny, wipe zero, grow the root file system, hook hostname")
+    progress(
+        f"recipes: {names} (by firmware): erase every drive, image tiny, wipe zero, grow the root file system, "
+        "hook hostname"
+    )
     return Site(root.dest, store, recipes, built.label, built.version.digest, key.private_path)
 
 
@@ -373,6 +328,8 @@ class Rack:
                 f"{run.image}@{run.label}, {mb(run.bytes_written)} MB written at {rate}, verified root digest "
                 f"{run.verified_digest or 'none'}"
             )
+            for drive in run.erased:
+                self.progress(f"server: {pc.mac} ({pc.name}) erased {drive}")
         if result.firstboot is not None:
             named = f", host name {result.hostname}" if result.hostname else ", no host name reported"
             self.progress(f"server: {pc.mac} ({pc.name}) first boot from its own disk: {result.firstboot}{named}")

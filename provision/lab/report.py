@@ -48,6 +48,7 @@ class RunRecord:
     verified_digest: str | None  # the digest of a complete verification of a done run, else None
     bytes_written: int
     mean_rate: float | None  # bytes per second over the image's whole size (holes included)
+    erased: tuple[str, ...] = ()  # each drive's erasure record in words (erasure_line)
 
     @classmethod
     def from_api(cls, run: dict[str, Any]) -> RunRecord:
@@ -65,7 +66,18 @@ class RunRecord:
             verified,
             int(run.get("bytes_written") or 0),
             None if rate is None else float(rate),
+            tuple(erasure_line(e) for e in run.get("erasures") or []),
         )
+
+
+def erasure_line(drive: dict[str, Any]) -> str:
+    """A drive's erasure record (``GET /api/v1/runs``) in words: ``vda (serial S): overwrite, NIST clear, sample
+    read-back of 26 MB: ok``."""
+    check = drive.get("verification") or {}
+    read = f"{check.get('method', '?')} read-back of {mb(int(check.get('bytes_checked') or 0))} MB"
+    serial = f" (serial {drive['serial']})" if drive.get("serial") else ""
+    result = "ok" if drive.get("ok") else f"NOT OK: {drive.get('reason') or 'no reason'}"
+    return f"{drive.get('device')}{serial}: {drive.get('method')}, NIST {drive.get('category')}, {read}: {result}"
 
 
 @dataclass(frozen=True)

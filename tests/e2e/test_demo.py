@@ -140,6 +140,9 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
                 rf"{server}state done, \d+ boot\(s\), hello: firmware {firmware}, Secure Boot {secure_boot}, ",
                 rf"{server}run \w+ done: recipe {recipe}, image tiny@\S+, \d+ MB written at \d+ MB/s, "
                 rf"verified root digest {short}\w{{52}}$",
+                # its one disk erased before the write: QEMU's virtio disk has no erase command, so one overwrite
+                # pass (NIST Clear), read back on a sample
+                rf"{server}erased vda( \(serial \S+\))?: overwrite, NIST clear, sample read-back of \d+ MB: ok$",
                 rf"{server}first boot from its own disk: tiny-\w+, host name poste-{firmware}$",
             ],
         )
@@ -174,6 +177,9 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
             ("hostname", "target", True, 0)
         ]
         assert "hostname: poste-" in run["hooks"][0]["output"] and run["warnings"] == []
+        assert [(e["device"], e["method"], e["category"], e["ok"]) for e in run["erasures"]] == [
+            ("vda", "overwrite", "clear", True)
+        ]
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not re.search(rf"^prov-{proc.pid}-", namespaces, re.MULTILINE), namespaces
     if seen is not None:  # the dashboard, in chromium on this machine, followed the PCs live (no reload):

@@ -13,7 +13,8 @@ import pytest
 from provision.cli import build_parser, main
 from provision.lab import follow as fl
 from provision.lab import netboot_missing
-from provision.lab.demo import DEFAULT_PCS, RECIPES, DemoPC, Rack, demo_missing, parse_pcs
+from provision.lab.demo import Rack, demo_missing
+from provision.lab.demorack import DEFAULT_PCS, RECIPES, DemoPC, parse_pcs
 from provision.lab.server import LabServer
 from provision.recipes import load_dir
 from tests.support.lab import BIOS_MAC, BIOS_NETBOOT, BIOS_OWN_DISK, DIGEST, LIVE, UEFI_MAC, FakePC, api_run
@@ -86,6 +87,7 @@ def test_demo_recipes_image_tiny_by_firmware_and_grow(tmp_path):
     assert set(recipes) == {"bios-pc", "uefi-pc"}
     for recipe in recipes.values():
         assert (recipe.image, recipe.wipe, recipe.grow_root) == ("tiny", "zero", True)
+        assert recipe.erase is not None and (recipe.erase.method, recipe.erase.verify) == ("auto", "sample")
         assert [(h.name, h.params) for h in recipe.hooks] == [("hostname", {"hostname": "poste-{{ firmware }}"})]
 
 

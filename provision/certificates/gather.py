@@ -27,6 +27,7 @@ from provision.certificates.model import (
     iso,
 )
 from provision.errors import InvalidPayload
+from provision.facts.model import fact_int
 from provision.store.records import Event, HookRecord, Machine, Run, Verification
 from provision.wire.erasure import DriveErasure, Skipped
 
@@ -73,10 +74,6 @@ def _text(value: Any) -> str | None:
     return str(value)[:256] if value not in (None, "") else None
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def machine_summary(store: CertificateStore, machine: Machine, run: Run | None) -> MachineSummary:
     """The machine as the run's facts (else the machine's record) describe it; the asset id is the host name it
     was given, else its MAC."""
@@ -90,10 +87,10 @@ def machine_summary(store: CertificateStore, machine: Machine, run: Run | None) 
         model=_text(facts.get("model") or machine.product),
         serial=_text(facts.get("serial") or machine.serial),
         cpu=_text(facts.get("cpu_model")),
-        cpu_cores=_count(facts.get("cpu_cores")),
-        ram_mb=_count(facts.get("ram_mb")),
-        disk_count=_count(facts.get("disk_count")),
-        disk_gb=_count(facts.get("disk_gb")),
+        cpu_cores=fact_int(facts.get("cpu_cores")),
+        ram_mb=fact_int(facts.get("ram_mb")),
+        disk_count=fact_int(facts.get("disk_count")),
+        disk_gb=fact_int(facts.get("disk_gb")),
         disk_transport=[str(t)[:16] for t in transports[:16]] if isinstance(transports, list) else [],
     )
 

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from provision.wire.index import canonical_json
 
 ALGORITHM = "ed25519"
 MAX_FILE = 64 << 20  # bytes of a certificate file (a batch of thousands of machines fits)
+MAX_KEY_FILE = 64 << 10  # bytes read of a key file (an Ed25519 PEM is 119)
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,21 @@ class Verified:
 
 
 def load_key(path: Path) -> SigningKey:
-    """The signing key in ``path`` (KeyFileError when it is missing or not an Ed25519 PEM private key)."""
+    """The signing key in ``path``. KeyFileError when it is missing, not an Ed25519 PEM private key, or open to
+    anyone but its owner (group or other permission bits, e.g. 0644 after a restore): the server does not sign
+    with a key others may have read; ``chmod 600 FILE`` says the owner alone may."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+            data = file.read(MAX_KEY_FILE)
     except OSError as exc:
         raise KeyFileError(f"cannot read the certificate signing key {path}: {exc.strerror}", path=str(path)) from exc
+    if mode & 0o077:
+        raise KeyFileError(
+            f"the certificate signing key {path} is open to others (mode {mode:04o}): no certificate is signed with "
+            f"a key others may have read. Run: chmod 600 {path} (and if others did read it, see docs/certificates.md: "
+            "make a new key)", path=str(path), mode=f"{mode:04o}",
+        )  # fmt: skip
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

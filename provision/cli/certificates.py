@@ -54,9 +54,10 @@ def _issue(args: argparse.Namespace, out: TextIO, *, lot: str | None) -> int:
     from provision.certificates.render import batch_html, certificate_html, pdf
     from provision.certificates.signing import document_bytes, load_or_create_key, sign
 
-    state, key_path, workshop = _settings(args)
     if args.format == "pdf" and not args.out:
         raise UsageError("--format pdf needs --out FILE")
+    beside = _json_beside(args.out) if args.out and args.format != "json" else None
+    state, key_path, workshop = _settings(args)
     key = load_or_create_key(key_path)
     with _open_store(state) as store:
         if lot is None:
@@ -72,9 +73,20 @@ def _issue(args: argparse.Namespace, out: TextIO, *, lot: str | None) -> int:
         html = certificate_html(found, lang=args.lang, fingerprint=fingerprint)
     else:
         html = batch_html(found, lang=args.lang, fingerprint=fingerprint)
-    if args.out:
-        Path(args.out).with_suffix(".json").write_bytes(signed)
+    if beside is not None:
+        beside.write_bytes(signed)
     return _write(out, args.out, pdf(html) if args.format == "pdf" else html.encode())
+
+
+def _json_beside(out: str) -> Path:
+    """Where the signed JSON goes beside an HTML or PDF ``out`` (its suffix replaced by ``.json``); a usage
+    error when that is ``out`` itself (``--out cert.json --format pdf``: the PDF would overwrite the JSON)."""
+    page = Path(out)
+    beside = page.with_suffix(".json")
+    if beside.absolute() == page.absolute():
+        raise UsageError(f"--out {out}: the signed JSON is written beside the page as {beside}, which is the --out "
+                         "file itself; give the page its own name (e.g. --out cert.pdf)")  # fmt: skip
+    return beside
 
 
 def _write(out: TextIO, path: str | None, data: bytes) -> int:

@@ -7,7 +7,8 @@
   ``.json`` (the batch certificate, every drive of the lot) and ``/lots/{lot}/labels.pdf`` (A4 sheets of 3 x 8);
 - ``GET /dashboard/labels.pdf``: the label sheet of the rack (the machines of the current session).
 
-Reading the rack needs no login; a certificate is a document the workshop signs, so these need one (401 page).
+Reading the rack needs no login; a certificate is a document the workshop signs and a lot names a donor, so
+these need one (the 401 page says to log in).
 A machine whose erasure failed gets no certificate: the 409 page names the drive and why. The routes' names start
 with "dashboard": their errors are pages (provision.web.errors).
 """
@@ -60,7 +61,7 @@ def lot_path(lot: str) -> str:
 
 def _logged_in(request: web.Request) -> None:
     if request.get(SESSION_KEY) is None:
-        raise Unauthorized("log in to download certificates and labels")
+        raise Unauthorized("log in to see lots and to download certificates and labels")
 
 
 def _mac(request: web.Request) -> str:
@@ -157,6 +158,7 @@ async def rack_labels(request: web.Request) -> web.Response:
 
 
 async def lot_page(request: web.Request) -> web.Response:
+    _logged_in(request)  # a lot names a donor: not for whoever walks past the rack's screen
     lot = request.match_info["lot"]
     views = request.app[DASHBOARD].views
     machines = await asyncio.to_thread(lot_macs, views.store, lot)

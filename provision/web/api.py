@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -26,15 +27,7 @@ from provision.runs import Runs
 from provision.store import Run, Store
 from provision.web.errors import json_body
 from provision.web.openapi import openapi_bytes
-from provision.wire.api import (
-    MAX_BODY,
-    FirstBoot,
-    Hello,
-    Progress,
-    ProgressAnswer,
-    Report,
-    RunAnswer,
-)
+from provision.wire.api import MAX_BODY, FirstBoot, Hello, Progress, Report
 from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.schema import Message
 
@@ -90,55 +83,44 @@ async def machine_events(request: web.Request) -> web.Response:
     return web.json_response([e.to_dict() for e in request.app[STORE].events(mac)])
 
 
-async def run_progress(request: web.Request) -> web.Response:
-    msg = await _message(request, Progress)
-    run_id = request.match_info["run"]
-
-    def answer_progress() -> ProgressAnswer:
-        answer = request.app[RUNS].progress(run_id, msg, request.remote)
-        return _with_screen(request, answer, _run_mac(request, run_id))
-
-    answer = await asyncio.to_thread(answer_progress)
-    return web.json_response(answer.to_dict())
+RunCall = Callable[[Runs, str, Any, "str | None"], Message]  # (runs, run id, message, remote) -> answer
 
 
-async def run_report(request: web.Request) -> web.Response:
-    msg = await _message(request, Report)
-    run_id = request.match_info["run"]
+def _run_handler(kind: type[M], call: RunCall, doc: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of one call about a run: parse ``kind``, ``call`` in a worker thread, the answer with the
+    machine's screen."""
 
-    def answer_report() -> RunAnswer:
-        answer = request.app[RUNS].report(run_id, msg, request.remote)
-        return _with_screen(request, answer, _run_mac(request, run_id))
+    async def handler(request: web.Request) -> web.Response:
+        msg = await _message(request, kind)
+        run_id = request.match_info["run"]
 
-    answer = await asyncio.to_thread(answer_report)
-    return web.json_response(answer.to_dict())
+        def answer() -> Message:
+            found = call(request.app[RUNS], run_id, msg, request.remote)
+            return _with_screen(request, found, _run_mac(request, run_id))
 
+        return web.json_response((await asyncio.to_thread(answer)).to_dict())
 
-async def run_erasure(request: web.Request) -> web.Response:
-    """Every drive's erasure for the run (``ErasureReport``): recorded; the run goes on to ``writing``, ends
-    ``done`` (erase-only) or ``repair`` (a drive not ok: the reason says which and what to do)."""
-    msg = await _message(request, ErasureReport)
-    run_id = request.match_info["run"]
-
-    def answer_erasure() -> RunAnswer:
-        answer = request.app[RUNS].erasing.report(run_id, msg, request.remote)
-        return _with_screen(request, answer, _run_mac(request, run_id))
-
-    answer = await asyncio.to_thread(answer_erasure)
-    return web.json_response(answer.to_dict())
+    handler.__doc__ = doc
+    return handler
 
 
-async def run_erasure_progress(request: web.Request) -> web.Response:
-    """Each drive's erasure progress (``ErasureProgress``): the run is ``erasing``; the live tile follows."""
-    msg = await _message(request, ErasureProgress)
-    run_id = request.match_info["run"]
-
-    def answer_progress() -> ProgressAnswer:
-        answer = request.app[RUNS].erasing.progress(run_id, msg, request.remote)
-        return _with_screen(request, answer, _run_mac(request, run_id))
-
-    answer = await asyncio.to_thread(answer_progress)
-    return web.json_response(answer.to_dict())
+run_progress = _run_handler(
+    Progress, lambda runs, run, msg, remote: runs.progress(run, msg, remote),
+    "The write's progress (``Progress``): the run moves to ``writing`` or ``verifying``; its token lives on.",
+)  # fmt: skip
+run_report = _run_handler(
+    Report, lambda runs, run, msg, remote: runs.report(run, msg, remote),
+    "The end of the write (``Report``): verified, the run ends ``done`` (or goes on to its hooks), else ``failed``.",
+)  # fmt: skip
+run_erasure = _run_handler(
+    ErasureReport, lambda runs, run, msg, remote: runs.erasing.report(run, msg, remote),
+    "Every drive's erasure for the run (``ErasureReport``): recorded; the run goes on to ``writing``, ends "
+    "``done`` (erase-only) or ``repair`` (a drive not ok or an internal drive left out: the reason says which).",
+)  # fmt: skip
+run_erasure_progress = _run_handler(
+    ErasureProgress, lambda runs, run, msg, remote: runs.erasing.progress(run, msg, remote),
+    "Each drive's erasure progress (``ErasureProgress``): the run is ``erasing``; the live tile follows.",
+)  # fmt: skip
 
 
 def _run_dict(store: Store, run: Run) -> dict[str, Any]:

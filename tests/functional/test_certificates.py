@@ -127,6 +127,18 @@ def test_no_certificate_for_a_failed_erasure(state: Path, tmp_path: Path) -> Non
         assert not store.events(FAILED, "certificate")
 
 
+@pytest.mark.parametrize("form", ["pdf", "html"])
+def test_a_page_whose_json_would_overwrite_it_is_refused(state: Path, tmp_path: Path, form: str) -> None:
+    (tmp_path / "cert.json").write_bytes(b"kept")
+    done = provision("certificate", "show", MAC, "--format", form, "--out", "cert.json", "--state-dir", str(state),
+                     cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert "--out cert.json" in done.stderr and "beside the page as cert.json" in done.stderr
+    assert (tmp_path / "cert.json").read_bytes() == b"kept"  # neither the JSON nor the page written over it
+    with Store(state / "provision.db") as store:
+        assert not store.events(MAC, "certificate")  # refused before anything was issued
+
+
 def test_batch_certificate_and_label_sheet_of_a_lot(state: Path, tmp_path: Path) -> None:
     where = ("--state-dir", str(state))
     batch = provision("certificate", "batch", LOT, "--lang", "en", "--format", "pdf", "--out", "lot.pdf", *where,

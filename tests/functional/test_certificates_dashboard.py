@@ -1,5 +1,6 @@
 """Certificates, labels and lots on the dashboard of a real `provision serve` on 127.0.0.1: every download needs a
-login (401 page without one); logged in, a machine's PDF certificate names its drives and the configured workshop,
+login (401 page without one), and so does a lot's page (a lot names a donor); logged in, a machine's PDF
+certificate names its drives and the configured workshop,
 its JSON verifies against the server's key file, the label and the lot's batch certificate and label sheet are
 PDFs; a machine whose erasure failed gets a 409 page naming the drive, never a certificate."""
 
@@ -68,14 +69,15 @@ def pdf_text(data: bytes, tmp_path: Path) -> str:
 
 DOWNLOADS = [f"/machines/{MAC}/certificate.pdf", f"/machines/{MAC}/certificate.json", f"/machines/{MAC}/label.pdf",
              f"{LOT_URL}/certificate.pdf", f"{LOT_URL}/certificate.json", f"{LOT_URL}/labels.pdf",
-             "/dashboard/labels.pdf"]  # fmt: skip
+             "/dashboard/labels.pdf", LOT_URL]  # fmt: skip
 
 
-def test_downloads_need_a_login(served: Running) -> None:
+def test_downloads_and_lots_need_a_login(served: Running) -> None:
     for path in DOWNLOADS:
         anonymous = requests.get(f"{served.url}{path}", timeout=10, headers={"Accept": "text/html"})
         assert anonymous.status_code == 401 and "text/html" in anonymous.headers["Content-Type"], path
-        assert 'href="/login' in anonymous.text
+        assert 'href="/login' in anonymous.text and "La lecture du rack ne demande pas de connexion" in anonymous.text
+        assert OTHER not in anonymous.text  # nothing of the lot: not even which machines it holds
     page = requests.get(f"{served.url}/machines/{MAC}", timeout=5)
     assert page.status_code == 200 and "certificate.pdf" not in page.text and "Connectez-vous" in page.text
 

@@ -225,7 +225,7 @@ def test_an_action_needs_a_login_and_works_with_one(site: Site, fresh: Browser) 
     assert button.text == "Image it again at its next network boot"
     button.click()
     b.until(lambda: b.text("h1") == "Log in to do this", "the 401 page")
-    assert "Reading needs no login; an action does." in b.text("main")
+    assert "Reading the rack needs no login; actions, lots" in b.text("main")
     assert site.state(mac) == "done"
 
     b.click("main a[href^='/login']")

@@ -64,11 +64,27 @@ def test_bad_public_keys_say_why(text: str, why: str) -> None:
 def test_a_key_file_that_is_not_a_key(tmp_path: Path) -> None:
     bad = tmp_path / "k"
     bad.write_text("hello")
+    bad.chmod(0o600)
     with pytest.raises(KeyFileError, match="not a PEM private key") as caught:
         load_key(bad)
     assert caught.value.facts["path"] == str(bad)
     with pytest.raises(KeyFileError, match="cannot read"):
         load_key(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_open_to_others_is_refused_with_the_chmod_to_run(key_path: Path, mode: int) -> None:
+    public = load_or_create_key(key_path).public
+    key_path.chmod(mode)  # e.g. restored from a backup without -p
+    with pytest.raises(KeyFileError, match=f"open to others \\(mode {mode:04o}\\)") as caught:
+        load_key(key_path)
+    assert f"chmod 600 {key_path}" in caught.value.message and caught.value.facts["path"] == str(key_path)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_or_create_key(key_path)  # nor is a new one made over it
+    key_path.chmod(0o600)
+    assert load_key(key_path).public == public
+    key_path.chmod(0o400)  # read-only for its owner is fine
+    assert load_key(key_path).public == public
 
 
 def test_the_file_is_canonical_json_and_verifies(key_path: Path) -> None:

@@ -27,6 +27,7 @@ from provision.wire.erasure import DriveErasure, ErasePlan, ErasureProgress, Era
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 2.0  # seconds: at most one stored erasure progress event per run in this window
+TOKEN_TTL = 6 * 3600.0  # seconds a run's token lives after its last accepted progress (config boot.token_ttl_seconds)
 OpenRun = Callable[[str, str, "str | None"], Run]  # (run id, token, remote) -> the open run, or raise
 
 
@@ -70,10 +71,13 @@ def erase_plan(recipe_erase: dict[str, Any], lot: str | None, only: bool) -> Era
 class Erasing:
     """Erasure runs over the store; ``open_run`` is ``Runs.open_run`` (token and remote checked)."""
 
-    def __init__(self, store: Store, open_run: OpenRun, operator: str | None = None) -> None:
+    def __init__(
+        self, store: Store, open_run: OpenRun, operator: str | None = None, token_ttl: float = TOKEN_TTL
+    ) -> None:
         self.store = store
         self.open_run = open_run
         self.operator = operator  # the config's erasure.operator (None: "unknown", unless a user acted)
+        self.token_ttl = token_ttl  # each accepted progress keeps the run's token alive this long
         self._last_progress: dict[str, float] = {}
 
     def lot_for(self, mac: str, recipe: str | None, recipe_erase: dict[str, Any]) -> str | None:
@@ -105,20 +109,24 @@ class Erasing:
 
     def progress(self, run_id: str, msg: ErasureProgress, remote: str | None = None) -> ProgressAnswer:
         """The run moves to ``erasing``; a ``progress`` event (stage ``erasing``, each drive's fraction and
-        their mean) at most every PROGRESS_EVERY seconds per run, for the dashboard's live tile."""
-        run = self.open_run(run_id, msg.token, remote)
-        if run.state is RunState.INVENTORIED:
-            run = self.store.set_run_state(run.id, RunState.ERASING)
-        elif run.state is not RunState.ERASING:
-            raise RunConflict(f"run {run.id} is {run.state.value}: not erasing", run=run.id, state=run.state.value)
-        now = time.monotonic()
-        last = self._last_progress.get(run.id)
-        known = [f for f in msg.drives.values() if f is not None]
-        fraction = None if not known else max(0.0, min(1.0, sum(known) / len(known)))
-        if last is None or now - last >= PROGRESS_EVERY or fraction == 1.0:
-            self._last_progress[run.id] = now
-            detail = {"run": run.id, "stage": RunState.ERASING.value, "step": msg.stage, "drives": msg.drives}
-            self.store.event(run.mac, "progress", {**detail, "fraction": fraction})
+        their mean) at most every PROGRESS_EVERY seconds per run, for the dashboard's live tile. The run's token
+        lives ``token_ttl`` seconds more (one store transaction with the move): an erasure may outlast the
+        token's first lifetime (a 2 TB disk overwritten and read back whole: about 7 h)."""
+        with self.store.atomic():
+            run = self.open_run(run_id, msg.token, remote)
+            if run.state is RunState.INVENTORIED:
+                run = self.store.set_run_state(run.id, RunState.ERASING)
+            elif run.state is not RunState.ERASING:
+                raise RunConflict(f"run {run.id} is {run.state.value}: not erasing", run=run.id, state=run.state.value)
+            self.store.extend_token(run.mac, msg.token, self.token_ttl)
+            now = time.monotonic()
+            last = self._last_progress.get(run.id)
+            known = [f for f in msg.drives.values() if f is not None]
+            fraction = None if not known else max(0.0, min(1.0, sum(known) / len(known)))
+            if last is None or now - last >= PROGRESS_EVERY or fraction == 1.0:
+                self._last_progress[run.id] = now
+                detail = {"run": run.id, "stage": RunState.ERASING.value, "step": msg.stage, "drives": msg.drives}
+                self.store.event(run.mac, "progress", {**detail, "fraction": fraction})
         return ProgressAnswer(run.id, run.state.value)
 
     def report(self, run_id: str, msg: ErasureReport, remote: str | None = None) -> RunAnswer:

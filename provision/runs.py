@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.credentials import firstboot_secret, same_secret
-from provision.erasing import Erasing, erase_plan
+from provision.erasing import TOKEN_TTL, Erasing, erase_plan
 from provision.errors import ConfigError, NotFound, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict
 from provision.facts.derive import derive
@@ -93,6 +93,7 @@ class Runs:
         postinstall: PostInstall | None = None,
         catalog: Callable[[], Catalog] = load_catalog,
         erasure_operator: str | None = None,
+        token_ttl: float = TOKEN_TTL,
     ) -> None:
         self.store = store
         self.images = images
@@ -104,7 +105,8 @@ class Runs:
         self.catalog = catalog  # the hooks recipes are checked against (the built-in ones and the site's)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
-        self.erasing = Erasing(store, self.open_run, erasure_operator)  # erasure progress and reports
+        self.token_ttl = token_ttl  # config boot.token_ttl_seconds: each accepted progress extends the token so far
+        self.erasing = Erasing(store, self.open_run, erasure_operator, token_ttl)  # erasure progress and reports
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -278,17 +280,21 @@ class Runs:
         log.info("%s: %s of %s (%s, secure boot %s)", msg.mac, msg.event, msg.label, msg.firmware, msg.secure_boot)
 
     def progress(self, run_id: str, msg: Progress, remote: str | None = None) -> ProgressAnswer:
-        """Record the stage; a progress event at most every PROGRESS_EVERY seconds per run."""
-        run = self.open_run(run_id, msg.token, remote)
-        stage = RunState(msg.stage)
-        if run.state is not stage:
-            run = self.store.set_run_state(run.id, stage, bytes_written=msg.bytes_done, mean_rate=msg.rate)
-        now = time.monotonic()
-        last = self._last_progress.get(run.id)
-        if last is None or now - last >= PROGRESS_EVERY or msg.bytes_done >= msg.bytes_total:
-            self._last_progress[run.id] = now
-            detail = {"run": run.id, "stage": stage.value, "bytes_done": msg.bytes_done, "bytes_total": msg.bytes_total}
-            self.store.event(run.mac, "progress", {**detail, "rate": msg.rate})
+        """Record the stage; a progress event at most every PROGRESS_EVERY seconds per run. The run's token
+        lives ``token_ttl`` seconds more (one store transaction with the move)."""
+        with self.store.atomic():
+            run = self.open_run(run_id, msg.token, remote)
+            stage = RunState(msg.stage)
+            if run.state is not stage:
+                run = self.store.set_run_state(run.id, stage, bytes_written=msg.bytes_done, mean_rate=msg.rate)
+            self.store.extend_token(run.mac, msg.token, self.token_ttl)
+            now = time.monotonic()
+            last = self._last_progress.get(run.id)
+            if last is None or now - last >= PROGRESS_EVERY or msg.bytes_done >= msg.bytes_total:
+                self._last_progress[run.id] = now
+                detail = {"run": run.id, "stage": stage.value, "bytes_done": msg.bytes_done,
+                          "bytes_total": msg.bytes_total}  # fmt: skip
+                self.store.event(run.mac, "progress", {**detail, "rate": msg.rate})
         return ProgressAnswer(run.id, run.state.value)
 
     def data_chunks(self, run: Run) -> int | str | None:

@@ -142,6 +142,22 @@ class Store(UserRecords, ErasureRecords, RunRecords):
         """True when `token` was issued to `mac`, is the newest one for it, and has not expired."""
         return self.current_token(mac, token) is not None
 
+    def extend_token(self, mac: str, token: str, ttl: float) -> float | None:
+        """Keep ``token``, the MAC's newest unexpired one, valid ``ttl`` seconds from now (never shortened): a
+        run's accepted progress does it, so an erasure or a write that lasts longer than the token's first
+        lifetime can still report. Returns the new expiry; None (nothing changed) for any other token."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT token, expires_at FROM boot_tokens WHERE mac = ? ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+                (mac,),
+            ).fetchone()
+            if row is None or row["expires_at"] < now or not secrets.compare_digest(str(row["token"]), token):
+                return None
+            until = max(float(row["expires_at"]), now + ttl)
+            db.execute("UPDATE boot_tokens SET expires_at = ? WHERE token = ?", (until, token))
+        return until
+
     def mark_token_used(self, token: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE boot_tokens SET used_at = ? WHERE token = ? AND used_at IS NULL", (time.time(), token))

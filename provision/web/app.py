@@ -54,6 +54,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,
         postinstall=postinstall, catalog=catalog, erasure_operator=booter.config.erasure.operator,
+        token_ttl=booter.config.boot.token_ttl_seconds,
     )  # fmt: skip
     app.on_cleanup.append(lambda _app: _close(postinstall))
     app.router.add_get(paths.HEALTHZ, boot.healthz)

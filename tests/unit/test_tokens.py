@@ -5,6 +5,7 @@ only after it network-booted again."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from provision.errors import TokenRefused
 from provision.neighbors import mac_of, parse_arp_table
 from provision.runs import Runs
 from provision.store import Store
-from provision.wire.api import Hello
+from provision.wire.api import Hello, Progress
 
 MAC = "52:54:00:12:34:56"
 PC = "198.18.0.50"
@@ -136,3 +137,41 @@ def test_the_hello_pins_the_live_environments_host_key_for_the_run(store: Store,
     assert runs.hello(Hello(MAC, token, facts=facts, host_key=KEY), PC).action == "image"  # the same plan again
     with pytest.raises(TokenRefused, match="host key changed"):
         runs.hello(Hello(MAC, token, facts=facts, host_key=OTHER_KEY), PC)
+
+
+def test_accepted_progress_keeps_the_runs_token_alive_past_its_first_lifetime(store: Store, tmp_path: Path) -> None:
+    """An erasure (or a write) may outlast the token's first lifetime (a 2 TB disk overwritten and read back:
+    ~7 h; the token: 6 h): each accepted progress, erasure or write, extends it; its final report then counts."""
+    from provision.wire.erasure import ErasureProgress
+    from tests.support.erasures import drive, report
+
+    store.seen(MAC)
+    runs = Runs(store, None, tmp_path, tmp_path / "probes", token_ttl=3600)
+    short = 0.5  # the token's first lifetime, in seconds
+    token = store.issue_token(MAC, "ipxe", ttl=short)
+    erase = store.create_run(MAC, recipe="parts", image="", label="", digest="", token=token, erase_only=True,
+                             plan={"erase": {"method": "auto", "only": True}})  # fmt: skip
+    runs.erasing.progress(erase.id, ErasureProgress(token, {"sda": 0.1}))
+    found = store.current_token(MAC, token)
+    assert found is not None and found.expires_at >= time.time() + 3500
+    time.sleep(short + 0.2)  # past the first lifetime: the report is still accepted and recorded
+    assert runs.erasing.report(erase.id, report(token, drive("sda"))).state == "done"
+    assert len(store.erasures(run=erase.id)) == 1
+
+    token = store.issue_token(MAC, "ipxe", ttl=short)
+    write = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token,
+                             plan={"image": "tiny"})  # fmt: skip
+    runs.progress(write.id, Progress(token, "writing", 1 << 20, 4 << 20, 1.0))
+    found = store.current_token(MAC, token)
+    assert found is not None and found.expires_at >= time.time() + 3500
+    assert store.extend_token(MAC, "0" * 32, 3600) is None  # only the MAC's current token is ever extended
+    with pytest.raises(TokenRefused):
+        runs.progress(write.id, Progress("0" * 32, "writing", 2 << 20, 4 << 20, 1.0))
+
+    token = store.issue_token(MAC, "ipxe", ttl=short)  # no progress: it expires as before
+    write = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token,
+                             plan={"image": "tiny"})  # fmt: skip
+    time.sleep(short + 0.2)
+    with pytest.raises(TokenRefused, match="expired"):
+        runs.progress(write.id, Progress(token, "writing", 1, 4, 1.0))
+    assert store.extend_token(MAC, token, 3600) is None  # an expired token is not brought back

@@ -22,7 +22,7 @@ from provision.errors import RunConflict
 from provision.states import RunState
 from provision.store import Run, Store
 from provision.wire.api import EraseAnswer, ProgressAnswer, RunAnswer
-from provision.wire.erasure import DriveErasure, ErasePlan, ErasureProgress, ErasureReport
+from provision.wire.erasure import DriveErasure, ErasePlan, ErasureProgress, ErasureReport, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,19 @@ def _what_failed(drive: DriveErasure) -> str:
     return f"{_drive_name(drive)} failed"
 
 
+def _left_out(skipped: Skipped) -> str:
+    if skipped.internal:
+        return f"internal drive {skipped.device} of the PC was left out, not erased: {skipped.reason}"
+    return f"{skipped.device} skipped: {skipped.reason}"
+
+
 def erasure_reason(report: ErasureReport) -> str:
-    """What the erasure did, in plain words, with what to do when a drive is not ok."""
+    """What the erasure did, in plain words, with what to do when a drive is not ok or an internal drive of the
+    PC was left out (its erasure is then incomplete: never ``done``)."""
     ok = [d for d in report.drives if d.ok]
     failed = [d for d in report.drives if not d.ok]
-    skipped = "; ".join(f"{s.device} skipped: {s.reason}" for s in report.skipped)
+    internal = [s for s in report.skipped if s.internal]
+    skipped = "; ".join(_left_out(s) for s in [*internal, *(s for s in report.skipped if not s.internal)])
     if not report.drives:
         found = f" ({skipped})" if skipped else ""
         return f"no drive was erased{found}: check that the PC's disks are connected; set it aside for a technician"
@@ -59,6 +67,9 @@ def erasure_reason(report: ErasureReport) -> str:
         words.append(skipped)
     if failed:
         words.append("set it aside for a technician (the drive may be faulty: replace or destroy it)")
+    elif internal:
+        words.append("the PC's erasure is incomplete: set it aside for a technician, who frees the drive (or takes "
+                     "it out) and erases the PC again (re-image it from the dashboard)")  # fmt: skip
     return "; ".join(words)[:2000]
 
 
@@ -135,7 +146,7 @@ class Erasing:
         with self.store.atomic():
             run = self.open_run(run_id, msg.token, remote)
             self._last_progress.pop(run.id, None)
-            if self.store.erasures(run=run.id):
+            if self.store.erasure_run(run.id) is not None:
                 log.info("%s: run %s: erasure reported again: %s", run.mac, run.id, run.state.value)
                 return RunAnswer(run.id, run.state.value, run.reason)
             self.store.record_erasure(run.id, msg, self.operator)

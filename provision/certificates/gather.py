@@ -2,8 +2,10 @@
 (a donor's delivery), and ``machine_summary`` (the machine as its facts describe it, also used by labels).
 
 Which run a machine's certificate states: the one named, else the machine's last run with an erasure record or
-an imaging verification. When any drive of that run was not erased and verified, there is no certificate of
-erasure at all: ``NotErased`` names the drive, its serial and the reason the agent gave.
+an imaging verification. When any drive of that run was not erased and verified, or an internal drive of the PC
+was left out, there is no certificate of erasure at all: ``NotErased`` names the drive, its serial and the
+reason the agent gave. The disks left out that are not the PC's own (the live medium, removable media) are
+stated as not covered, read from the store's record of the run's erasure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from provision import __version__
-from provision.certificates.errors import NotErased, NothingToCertify
+from provision.certificates.errors import CertificateError, NotErased, NothingToCertify
 from provision.certificates.model import (
     BatchCertificate,
     Certificate,
@@ -28,7 +30,7 @@ from provision.certificates.model import (
 )
 from provision.errors import InvalidPayload
 from provision.facts.model import fact_int
-from provision.store.records import Event, HookRecord, Machine, Run, Verification
+from provision.store.records import ErasureRun, Event, HookRecord, Machine, Run, Verification
 from provision.wire.erasure import DriveErasure, Skipped
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class CertificateStore(Protocol):
     def erasures(
         self, *, mac: str | None = None, run: str | None = None, lot: str | None = None
     ) -> Sequence[ErasureLike]: ...
+    def erasure_run(self, run_id: str) -> ErasureRun | None: ...
     def event(self, mac: str, kind: str, detail: dict[str, Any] | None = None) -> None: ...
 
 
@@ -111,16 +114,21 @@ def imaging_of(store: CertificateStore, run: Run) -> ImagingVerification | None:
 
 
 def skipped_of(store: CertificateStore, run: Run) -> list[Skipped]:
-    """The disks the run's erasure left out, and why (the live medium, a removable drive): from its ``erasure``
-    event, where the store keeps the report's ``skipped``."""
-    for event in reversed(store.events(run.mac, "erasure", limit=100_000)):
-        if event.detail.get("run") == run.id:
-            try:
-                return [Skipped.from_dict(s) for s in event.detail.get("skipped") or []]
-            except InvalidPayload:
-                log.warning("%s: run %s: the erasure event's skipped disks do not read", run.mac, run.id)
-                return []
-    return []
+    """The disks the run's erasure left out, and why (the live medium, a removable drive, an internal drive it
+    could not erase), as the store keeps them with the run's erasure. Never dropped: a list that does not read
+    (an old record) is a CertificateError naming the run, not a certificate that forgets them."""
+    whole = store.erasure_run(run.id)
+    if whole is None:
+        return []
+    try:
+        return [Skipped.from_dict(s) for s in whole.skipped]
+    except InvalidPayload as exc:
+        log.warning("%s: run %s: the disks its erasure left out do not read: %s", run.mac, run.id, exc.problems[:3])
+        raise CertificateError(
+            f"machine {run.mac}: the disks the erasure of run {run.id} left out do not read ({exc.problems[:3]}): no "
+            "certificate that could leave them out; erase the machine again (re-image it from the dashboard)",
+            mac=run.mac, run=run.id,
+        ) from exc  # fmt: skip
 
 
 def _stated_run(store: CertificateStore, mac: str, run_id: str | None) -> Run:
@@ -135,6 +143,18 @@ def _stated_run(store: CertificateStore, mac: str, run_id: str | None) -> Run:
             return run
     raise NothingToCertify(f"machine {mac} has no run with an erasure or an imaging verification yet: nothing to "
                            "certify (erase or image it first)", mac=mac)  # fmt: skip
+
+
+def _refuse_left_out(mac: str, run: Run, skipped: Sequence[Skipped]) -> None:
+    internal = [s for s in skipped if s.internal]
+    if not internal:
+        return
+    names = "; ".join(f"internal drive {s.device}: {s.reason}" for s in internal)
+    raise NotErased(
+        f"machine {mac}: no certificate of erasure, {len(internal)} internal drive(s) of the PC left out, not erased, "
+        f"in run {run.id}: {names}. Free the drive (or take it out) and erase the PC again (re-image it).",
+        mac=mac, run=run.id, device=internal[0].device, serial=None, reason=internal[0].reason,
+    )  # fmt: skip
 
 
 def _refuse_failed(mac: str, run: Run, records: Sequence[ErasureLike]) -> None:
@@ -164,13 +184,15 @@ def gather(
     chosen = _stated_run(store, mac, run)
     records = store.erasures(run=chosen.id)
     _refuse_failed(mac, chosen, records)
+    skipped = skipped_of(store, chosen)
+    _refuse_left_out(mac, chosen, skipped)
     drives = [CertifiedDrive(r.drive, r.operator, iso(r.recorded_at)) for r in records]
     lots = [r.lot for r in records if r.lot]
     hooks = [HookResult(h.name, h.ok, h.exit_code, h.place) for h in store.hook_results(chosen.id)]
     return Certificate(
         id=str(uuid.uuid4()), issued=iso(time.time() if now is None else now), software=SOFTWARE,
         workshop=Workshop(workshop), machine=machine_summary(store, machine, chosen), run=chosen.id, drives=drives,
-        skipped=skipped_of(store, chosen) if drives else [],
+        skipped=skipped if drives else [],
         imaging=imaging_of(store, chosen), hooks=hooks, lot=lots[-1] if lots else machine.lot,
     )  # fmt: skip
 

@@ -106,6 +106,9 @@ class Certificate(Message):
     def __post_init__(self) -> None:
         if self.skipped and not self.drives:
             raise ValueError("disks skipped by an erasure that erased no drive")
+        internal = [s.device for s in self.skipped if s.internal]
+        if internal:
+            raise ValueError(f"a certificate never states an incomplete erasure (internal drive {', '.join(internal)})")
         failed = [d.erasure.device for d in self.drives if not d.erasure.ok]
         if failed:
             raise ValueError(f"a certificate never states a failed erasure (drive {', '.join(failed)})")

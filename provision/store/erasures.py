@@ -3,9 +3,13 @@
 - ``record_erasure`` keeps each drive's erasure of a run as the agent reported it (``provision.wire.erasure``),
   once: only while the run is ``inventoried`` or ``erasing`` and its plan orders an erasure; the run then moves
   by the rules of ``provision.states`` (``Runs.erasure`` decides where to).
-- Each record names its ``operator``: the user who last acted on the machine from the dashboard or the CLI
-  (an ``action`` such as re-image, or setting its lot), else the server's configured operator (``erasure.
-  operator``), else ``unknown``; and the machine's ``lot`` (the donor's delivery) at that time.
+- The run's erasure as a whole is one ``erasure_runs`` row (``erasure_run``): complete or not, the disks it
+  left out (the wire's ``Skipped``: the live medium, removable media, an internal drive it could not erase),
+  which certificates state as not covered, the operator and the lot.
+- Each record names its ``operator``: the user who acted on the machine for this run, from the dashboard or the
+  CLI (an ``action`` such as re-image, or setting its lot), since the machine's previous run ended (a user who
+  acted in an earlier cycle is not named), else the server's configured operator (``erasure.operator``), else
+  ``unknown``; and the machine's ``lot`` (the donor's delivery) at that time.
 - ``set_lot`` sets the lot by an operator, or from the recipe's rendered ``erase.lot`` at hello; a recipe
   never replaces a lot an operator set.
 """
@@ -19,7 +23,15 @@ import time
 from provision.errors import NotFound, RequestError, RunConflict, RunError
 from provision.states import RunState, check_run_open
 from provision.store.base import Database
-from provision.store.records import ErasureRecord, Machine, erasure_columns, erasure_from_row, machine_from_row
+from provision.store.records import (
+    ErasureRecord,
+    ErasureRun,
+    Machine,
+    erasure_columns,
+    erasure_from_row,
+    erasure_run_from_row,
+    machine_from_row,
+)
 from provision.wire.erasure import ErasureReport
 
 UNKNOWN_OPERATOR = "unknown"
@@ -37,7 +49,7 @@ class ErasureRecords(Database):
         was recorded already."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT id, mac, state, plan FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute("SELECT id, mac, state, plan, started FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunError(f"no run {run_id[:64]!r}", run=run_id[:64])
             state = RunState(row["state"])
@@ -45,11 +57,12 @@ class ErasureRecords(Database):
             plan = json.loads(row["plan"]) if row["plan"] else {}
             if not plan.get("erase"):
                 raise RunError(f"run {run_id}: its plan orders no erasure", run=run_id)
-            done = db.execute("SELECT COUNT(*) FROM erasures WHERE run_id = ?", (run_id,)).fetchone()[0]
+            done = db.execute("SELECT COUNT(*) FROM erasure_runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+            done += db.execute("SELECT COUNT(*) FROM erasures WHERE run_id = ?", (run_id,)).fetchone()[0]
             if done or state not in ERASABLE:
                 raise RunConflict(f"run {run_id}: its erasure was recorded already", run=run_id, state=state.value)
             mac = str(row["mac"])
-            who = self._operator(db, mac) or operator or UNKNOWN_OPERATOR
+            who = self._operator(db, mac, float(row["started"])) or operator or UNKNOWN_OPERATOR
             lot_row = db.execute("SELECT lot FROM machines WHERE mac = ?", (mac,)).fetchone()
             lot = None if lot_row is None else lot_row["lot"]
             for drive in report.drives:
@@ -61,11 +74,17 @@ class ErasureRecords(Database):
                     f"INSERT INTO erasures ({names}) VALUES ({marks})",  # nosec B608  # noqa: S608 - fixed columns
                     tuple(columns.values()),
                 )
+            skipped = [s.to_dict() for s in report.skipped]
+            db.execute(
+                "INSERT INTO erasure_runs (run_id, mac, ok, skipped, operator, lot, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, mac, int(report.ok), json.dumps(skipped, sort_keys=True), who, lot, now),
+            )
             detail = {
                 "run": run_id, "ok": report.ok, "operator": who, "lot": lot,
                 "drives": [{"device": d.device, "serial": d.serial, "method": d.method, "ok": d.ok}
                            for d in report.drives],
-                "skipped": [s.to_dict() for s in report.skipped],
+                "skipped": skipped,
             }  # fmt: skip
             self._event(db, mac, "erasure", detail)
         return self.erasures(run=run_id)
@@ -82,16 +101,29 @@ class ErasureRecords(Database):
             rows = self._db.execute(query, (mac, mac, run, run, lot, lot)).fetchall()
         return [erasure_from_row(r) for r in rows]
 
-    def operator_of(self, mac: str) -> str | None:
-        """The user who last acted on the machine (an operator's action, or its lot set by hand), if any."""
+    def erasure_run(self, run_id: str) -> ErasureRun | None:
+        """The run's erasure as a whole (None: none recorded): complete or not, the disks it left out."""
         with self._read():
-            return self._operator(self._db, mac)
+            row = self._db.execute("SELECT * FROM erasure_runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else erasure_run_from_row(row)
+
+    def operator_of(self, mac: str) -> str | None:
+        """The user who would be named operator of the machine's next erasure: who acted on it (an operator's
+        action, or its lot set by hand) since its last run ended, if anyone."""
+        with self._read():
+            return self._operator(self._db, mac, float("inf"))
 
     @staticmethod
-    def _operator(db: sqlite3.Connection, mac: str) -> str | None:
+    def _operator(db: sqlite3.Connection, mac: str, started: float) -> str | None:
+        """Who acted on ``mac`` for its run that started at ``started``: since the end of the machine's previous
+        run (one superseded by this run ended at its very start: the one before counts)."""
+        since = db.execute(
+            "SELECT MAX(finished) FROM runs WHERE mac = ? AND finished IS NOT NULL AND finished < ?", (mac, started)
+        ).fetchone()[0]
         rows = db.execute(
-            "SELECT kind, detail FROM events WHERE mac = ? AND kind IN ('action', 'lot') ORDER BY id DESC LIMIT 200",
-            (mac,),
+            "SELECT kind, detail FROM events WHERE mac = ? AND kind IN ('action', 'lot') AND at > ? "
+            "ORDER BY id DESC LIMIT 200",
+            (mac, since or 0.0),
         ).fetchall()
         for row in rows:
             detail = json.loads(row["detail"])

@@ -128,6 +128,30 @@ class ErasureRecord:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ErasureRun:
+    """A run's erasure as a whole: ``ok`` (every drive ok and no internal drive left out, as reported), the
+    disks it left out as the agent reported them (wire ``Skipped`` as dicts: device, reason, internal; read by
+    ``provision.certificates``, which refuses what does not read rather than drop it), operator and lot."""
+
+    run_id: str
+    mac: str
+    ok: bool
+    skipped: list[dict[str, Any]]
+    operator: str
+    lot: str | None
+    recorded_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def erasure_run_from_row(row: sqlite3.Row) -> ErasureRun:
+    skipped = json.loads(row["skipped"])
+    return ErasureRun(row["run_id"], row["mac"], bool(row["ok"]), skipped if isinstance(skipped, list) else [skipped],
+                      row["operator"], row["lot"], row["recorded_at"])  # fmt: skip
+
+
 ERASURE_JSON = ("verification", "tools", "commands", "hidden_areas", "smart", "errors")  # kept as JSON text
 
 

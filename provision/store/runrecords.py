@@ -242,6 +242,9 @@ class RunRecords(Database):
             plan = db.execute("SELECT plan FROM runs WHERE id = ?", (run_id,)).fetchone()["plan"]
             erase = bool(plan and json.loads(plan).get("erase"))
             oks = [bool(r["ok"]) for r in db.execute("SELECT ok FROM erasures WHERE run_id = ?", (run_id,))]
+            whole = db.execute("SELECT ok FROM erasure_runs WHERE run_id = ?", (run_id,)).fetchone()
+            if whole is not None and not whole["ok"]:  # every drive ok, but an internal drive was left out
+                oks.append(False)
             check_run_move(
                 run_id, run.state, state, digest=run.digest, complete_digests=complete, erase=erase,
                 erase_only=run.erase_only, erasures_ok=oks,

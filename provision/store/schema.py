@@ -155,4 +155,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX erasures_mac ON erasures(mac, id);
     CREATE INDEX erasures_lot ON erasures(lot, id);
     """,
+    """
+    -- issue 15 (review): each run's erasure as a whole, once: whether it was complete (every drive ok, no
+    -- internal drive left out), the disks it left out (JSON list of wire Skipped: device, reason, internal) that
+    -- a certificate states as not covered, the operator and the lot. Erasures recorded before this migration
+    -- take theirs from their 'erasure' event, where they were kept.
+    CREATE TABLE erasure_runs (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        mac TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        skipped TEXT NOT NULL DEFAULT '[]',
+        operator TEXT NOT NULL,
+        lot TEXT,
+        recorded_at REAL NOT NULL
+    );
+    INSERT OR IGNORE INTO erasure_runs (run_id, mac, ok, skipped, operator, lot, recorded_at)
+        SELECT json_extract(detail, '$.run'), mac, COALESCE(json_extract(detail, '$.ok'), 0),
+               COALESCE(json_extract(detail, '$.skipped'), '[]'), COALESCE(json_extract(detail, '$.operator'),
+               'unknown'), json_extract(detail, '$.lot'), at
+        FROM events WHERE kind = 'erasure' AND json_extract(detail, '$.run') IN (SELECT id FROM runs) ORDER BY id;
+    """,
 )

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from provision.certificates.errors import NotErased, NothingToCertify
+from provision.certificates.errors import CertificateError, NotErased, NothingToCertify
 from provision.certificates.gather import gather, gather_lot, lot_macs, record_issued
 from provision.certificates.labels import label_of, short_cpu
 from provision.store import Store
+from provision.wire.erasure import ErasureReport, Skipped
 from tests.support.certificates import DIGEST, LABEL, seed
 from tests.support.erasures import drive
 
@@ -133,3 +134,55 @@ def test_a_label_says_what_the_machine_is_and_what_it_got(store: Store) -> None:
     seed(store, OTHER, verified=False)
     assert label_of(store, OTHER).image is None  # never read back complete: no image on its label
     assert short_cpu("AMD Ryzen 5 PRO 2400G with Radeon Vega Graphics") == "AMD Ryzen 5 PRO 2400G"
+
+
+def test_the_disks_left_out_come_from_the_store_not_an_event(store: Store) -> None:
+    run = seed(store, MAC, drive("sda"), skipped=(("sdc", "removable USB stick"),))
+    with store.atomic():  # the event log is for the dashboard: the certificate does not depend on it
+        store._db.execute("DELETE FROM events WHERE kind = 'erasure'")
+    assert [(s.device, s.reason, s.internal) for s in gather(store, MAC).skipped] == [
+        ("sdc", "removable USB stick", False)
+    ]
+    with store.atomic():  # a list that does not read is refused, never dropped
+        store._db.execute("UPDATE erasure_runs SET skipped = ? WHERE run_id = ?", ('[{"device": "SD C!"}]', run.id))
+    with pytest.raises(CertificateError, match="left out do not read"):
+        gather(store, MAC)
+
+
+def test_no_certificate_of_erasure_when_an_internal_drive_was_left_out(store: Store) -> None:
+    store.seen(MAC)
+    run = store.create_run(MAC, recipe="r", image="", label="", digest="", plan={"erase": {"only": True}},
+                           erase_only=True)  # fmt: skip
+    left = [Skipped("sdb", "held by md0 (a RAID member)", internal=True), Skipped("sdc", "removable")]
+    store.record_erasure(run.id, ErasureReport(token="t" * 32, drives=[drive("sda")], skipped=left), "marie")
+    with pytest.raises(NotErased) as caught:
+        gather(store, MAC)
+    assert "internal drive sdb: held by md0 (a RAID member)" in caught.value.message
+    assert caught.value.facts["device"] == "sdb" and caught.value.status_code == 409
+    store.set_lot(MAC, LOT, "marie")
+    with pytest.raises(NotErased, match="internal drive sdb"):
+        gather_lot(store, LOT)
+
+
+def test_erasures_recorded_before_the_migration_keep_their_skipped_disks(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from provision.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS[:7], start=1):
+        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+    db.execute("INSERT INTO machines (mac, state, first_seen, last_seen) VALUES (?, 'done', 1, 1)", (MAC,))
+    db.execute("INSERT INTO runs (id, mac, image, label, digest, state, started) VALUES ('r1', ?, '', '', '', "
+               "'done', 1)", (MAC,))  # fmt: skip
+    detail = {"run": "r1", "ok": True, "operator": "marie", "lot": LOT, "drives": [],
+              "skipped": [{"device": "sdc", "reason": "the live medium"}]}  # fmt: skip
+    db.execute("INSERT INTO events (mac, at, kind, detail) VALUES (?, 5, 'erasure', ?)", (MAC, json.dumps(detail)))
+    db.commit()
+    db.close()
+    with Store(path) as migrated:
+        whole = migrated.erasure_run("r1")
+    assert whole is not None and (whole.ok, whole.operator, whole.lot, whole.recorded_at) == (True, "marie", LOT, 5)
+    assert whole.skipped == [{"device": "sdc", "reason": "the live medium"}]

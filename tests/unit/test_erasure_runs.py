@@ -13,7 +13,7 @@ from provision.erasing import Erasing, erasure_reason
 from provision.errors import NotFound, RequestError, RunConflict, RunError
 from provision.states import MachineState, RunState, check_run_move, erasure_complete, powers_off
 from provision.store import Run, Store
-from provision.wire.erasure import ErasureProgress
+from provision.wire.erasure import ErasureProgress, ErasureReport, Skipped
 from tests.support.erasures import drive, report
 
 MAC = "52:54:00:12:34:56"
@@ -98,7 +98,7 @@ def test_records_keep_every_field_the_operator_and_the_lot(store: Store) -> None
     assert [e.detail["ok"] for e in store.events(MAC, "erasure")] == [True]
 
 
-def test_operator_is_the_user_who_last_acted_else_the_config_else_unknown(store: Store) -> None:
+def test_operator_is_the_user_who_acted_else_the_config_else_unknown(store: Store) -> None:
     first = erase_only(store)
     assert store.record_erasure(first.id, report(TOKEN, drive()), None)[0].operator == "unknown"
     store.set_run_state(first.id, RunState.ERASING)
@@ -171,3 +171,52 @@ def test_reason_names_a_method_that_failed_before_any_read_back() -> None:
         "0 drives erased and verified; drive nvme0n1 (serial WD-WCC4N1234567) was not erased (nvme-format-crypto): "
         "nvme format: Invalid Field; set it aside for a technician (the drive may be faulty: replace or destroy it)"
     )
+
+
+def test_an_internal_drive_left_out_sends_the_run_to_repair_naming_it(store: Store) -> None:
+    run = erase_only(store)
+    left = [Skipped("sdb", "held by a mounted file system (/dev/sdb1 on /mnt)", internal=True),
+            Skipped("sdc", "removable USB stick")]  # fmt: skip
+    sent = ErasureReport(token=TOKEN, drives=[drive("sda")], skipped=left)
+    answer = erasing(store).report(run.id, sent, None)
+    assert answer.state == "repair" and answer.reason is not None
+    assert answer.reason.startswith(
+        "1 drive erased and verified (sda: purge); internal drive sdb of the PC was left out, not erased: held by "
+        "a mounted file system (/dev/sdb1 on /mnt); sdc skipped: removable USB stick; the PC's erasure is incomplete"
+    )
+    whole = store.erasure_run(run.id)
+    assert whole is not None and not whole.ok and [s["device"] for s in whole.skipped] == ["sdb", "sdc"]
+    again = image_run(store)  # the store refuses 'writing' after such an erasure, every drive record ok or not
+    store.record_erasure(again.id, sent, None)
+    store.set_run_state(again.id, RunState.ERASING)
+    with pytest.raises(RunError, match="no complete erasure"):
+        store.set_run_state(again.id, RunState.WRITING)
+
+
+def test_the_skipped_disks_are_kept_with_the_runs_erasure_even_without_a_drive(store: Store) -> None:
+    run = erase_only(store)
+    erasing(store).report(run.id, report(TOKEN, skipped=(("sdc", "the live medium"),)), None)
+    whole = store.erasure_run(run.id)
+    assert whole is not None and (whole.ok, whole.skipped, whole.operator) == (
+        False, [{"device": "sdc", "reason": "the live medium", "internal": False}], "unknown"
+    )  # fmt: skip
+    assert store.erasure_run("other") is None
+
+
+def test_the_operator_is_who_acted_for_this_run_not_in_an_earlier_cycle(store: Store) -> None:
+    store.operator_action(MAC, "reimage", "marie")  # marie readies it for its first run
+    first = erase_only(store)
+    assert store.record_erasure(first.id, report(TOKEN, drive()), "atelier")[0].operator == "marie"
+    store.set_run_state(first.id, RunState.ERASING)
+    store.set_run_state(first.id, RunState.DONE)
+    assert store.operator_of(MAC) is None  # marie acted for the run that ended, not for the next one
+    second = erase_only(store)  # back months later: nobody acted since: the configured operator
+    assert store.record_erasure(second.id, report(TOKEN, drive()), "atelier")[0].operator == "atelier"
+    store.set_run_state(second.id, RunState.ERASING)
+    store.set_run_state(second.id, RunState.DONE)
+    assert store.record_erasure(erase_only(store).id, report(TOKEN, drive()), None)[0].operator == "unknown"
+    erase_only(store)  # a stuck run, superseded by the next run, which paul readied: paul is named
+    store.set_lot(MAC, "Lot 9", "paul")
+    assert store.operator_of(MAC) == "paul"
+    records = store.record_erasure(erase_only(store).id, report(TOKEN, drive()), "atelier")
+    assert (records[0].operator, records[0].lot) == ("paul", "Lot 9")

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from provision.agent.client import ErasurePoster, ServerApi
 from provision.agent.disks import Disk
-from provision.agent.erasure.engine import Erased, Stage, erase_drives, skip_reason
+from provision.agent.erasure.engine import Erased, Stage, erase_drives, skip
 from provision.agent.inventory import Runner
+from provision.agent.outcome import EXIT_DONE, EXIT_FAILED, EXIT_REPAIR, Outcome
 from provision.agent.screen import Console
 from provision.wire.api import RunAnswer
 from provision.wire.erasure import ErasePlan, ErasureProgress, ErasureReport
@@ -92,7 +93,7 @@ def erase_machine(
     """Erase every drive (but the live medium and removable ones), post the records; the server's answer.
 
     Raises what posting raises (``ServerUnreachable``, ``ApiRefused``): the caller reports the failure."""
-    devices = [d.name for d, _ in disks if skip_reason(d, live) is None]
+    devices = [d.name for d, _ in disks if skip(d, live) is None]
     meter = ErasureMeter(devices, 0.5 if plan.verify == "full" else 0.9)
     console.show(stage=ERASING, word=None, percent=0, reason=meter.line(), action=None)
     poster = ErasurePoster(api, run_id, console.number)
@@ -115,3 +116,17 @@ def erase_machine(
     answer = api.erasure(run_id, ErasureReport(api.token, erased.drives, erased.skipped))
     console.server(answer.screen)
     return answer, erased
+
+
+def erasure_outcome(run_id: str, answer: RunAnswer, *, only: bool, console: Console) -> Outcome | None:
+    """What the server's answer to the records means for the run: None: go on and write (an image run answered
+    ``writing``); else how the run ends (``done`` for an erase-only run, ``repair`` or ``failed`` with the
+    reason), drawn on the PC's screen."""
+    if answer.state == "writing" and not only:
+        return None
+    if answer.state == "done" and only:
+        console.show(stage="done", word=None, percent=100, reason=None, action=None)
+        return Outcome(EXIT_DONE, "done", None, run_id)
+    reason = answer.reason or f"server says {answer.state} after the erasure"
+    console.failed(reason, answer.screen)
+    return Outcome(EXIT_REPAIR if answer.state == "repair" else EXIT_FAILED, answer.state, reason, run_id)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,11 +36,14 @@ from provision.agent.disks import (
     live_medium_devices,
     parse_lsblk_disks,
 )
-from provision.agent.erasestep import erase_machine
+from provision.agent.erasestep import erase_machine, erasure_outcome
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
+from provision.agent.hello import boot_info, read_probe_folder, ssh_host_key
 from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
+from provision.agent.outcome import EXIT_DONE, EXIT_FAILED, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING, Outcome
+from provision.agent.outcome import EXIT_USAGE as EXIT_USAGE  # main still exports them (the CLI, the tests)
 from provision.agent.progress import Progress
 from provision.agent.report import WriteReport, verification, writer_summary
 from provision.agent.screen import CALL_IT, Console
@@ -50,9 +52,6 @@ from provision.agent.writer import WIPES, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire import paths
 from provision.wire.api import (
-    HOST_KEY,
-    PROBE_NAME,
-    BootInfo,
     EraseAnswer,
     ImageAnswer,
     LocalAnswer,
@@ -66,12 +65,8 @@ from provision.wire.erasure import ErasePlan
 
 log = logging.getLogger(__name__)
 
-EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING = 0, 1, 2, 3, 4, 5
-MAX_PROBE_FILE = 2 << 20  # bytes of one probe file sent; the API takes 4 MiB per call
-MAX_PROBE_TOTAL = 3 << 20
 MAX_WAIT = 300.0
 HOOKS_POLL = 5.0  # seconds between questions about a run whose hooks run
-SECURE_BOOT_VAR = "efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 
 @dataclass(frozen=True)
@@ -93,68 +88,6 @@ class AgentConfig:
     host_key_file: Path | None = Path("/etc/dropbear/dropbear_ed25519_host_key")  # what /init made dropbear use
     hooks_deadline: float = 4 * 3600.0  # seconds to wait for the server to run the hooks after the report
     screen: Path | None = None  # the console the PC's screen is drawn on (/dev/tty1), None: no screen
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    state: str  # done | failed | repair | waiting | local
-    reason: str | None = None
-    run: str | None = None
-
-
-def boot_info(sys_root: Path = Path("/sys")) -> BootInfo:
-    """Firmware kind and Secure Boot state (from the SecureBoot EFI variable), and the running kernel."""
-    uefi = (sys_root / "firmware" / "efi").is_dir()
-    secure: bool | None = None
-    if uefi:
-        try:
-            data = (sys_root / "firmware" / SECURE_BOOT_VAR).read_bytes()
-            secure = len(data) >= 5 and data[4] == 1  # 4 attribute bytes, then the value
-        except OSError:
-            secure = None
-    return BootInfo("uefi" if uefi else "bios", secure, os.uname().release[:200])
-
-
-def ssh_host_key(key_file: Path | None, run: Runner) -> str | None:
-    """The live environment's SSH host key as one public key line (dropbearkey -y), or None (no key file, no
-    dropbear: the server then cannot run this PC's hooks, and says so)."""
-    if key_file is None or not key_file.is_file():
-        return None
-    try:
-        done = run(["dropbearkey", "-y", "-f", str(key_file)], capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("ssh host key not read from %s: %s", key_file, exc)
-        return None
-    out = bytes(done.stdout or b"").decode("utf-8", "replace")
-    lines = [line for line in out.splitlines() if re.fullmatch(HOST_KEY, line)]
-    return lines[0] if lines else None
-
-
-def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
-    """The probe files as text for the hello; files too large for the API are left out with a warning."""
-    files: dict[str, str] = {}
-    warnings: list[str] = []
-    total = 0
-    sized: list[tuple[int, Path]] = []
-    for path in folder.iterdir():
-        try:
-            if path.is_file():
-                sized.append((path.stat().st_size, path))
-        except OSError as exc:
-            warnings.append(f"{path.name}: not readable ({exc.strerror or exc})")
-    for size, path in sorted(sized):
-        if not PROBE_NAME.fullmatch(path.name):
-            warnings.append(f"{path.name!r}: a name the server refuses, not sent")
-        elif size > MAX_PROBE_FILE or total + size > MAX_PROBE_TOTAL:
-            warnings.append(f"{path.name}: {size} bytes, not sent (limit {MAX_PROBE_FILE} per file)")
-        else:
-            try:
-                files[path.name] = path.read_bytes().decode("utf-8", errors="replace")
-                total += size
-            except OSError as exc:
-                warnings.append(f"{path.name}: not readable ({exc.strerror or exc})")
-    return files, warnings
 
 
 def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[Disk, Path]], set[str]]:
@@ -361,14 +294,7 @@ class Agent:
                                       sleep=self.sleep, direct=self.cfg.direct)  # fmt: skip
         except Exception as exc:  # reported: the run must not stay open
             return self._failed(run_id, exc, None, "the erasure failed: ")
-        if answer.state == "writing" and not only:
-            return None
-        if answer.state == "done" and only:
-            self.console.show(stage="done", word=None, percent=100, reason=None, action=None)
-            return Outcome(EXIT_DONE, "done", None, run_id)
-        reason = answer.reason or f"server says {answer.state} after the erasure"
-        self.console.failed(reason, answer.screen)
-        return Outcome(EXIT_REPAIR if answer.state == "repair" else EXIT_FAILED, answer.state, reason, run_id)
+        return erasure_outcome(run_id, answer, only=only, console=self.console)
 
     def run_once(self) -> Outcome:
         asked = self.ask()

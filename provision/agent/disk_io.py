@@ -89,6 +89,29 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _libc_call("fallocate", fd, mode, offset, length)
 
 
+def open_direct(path: Path, flags: int, block_size: int, *, probe: bool = True, log_id: str = "") -> int | None:
+    """An ``O_DIRECT`` descriptor of ``path`` (opened with ``flags``) if opening it and, with ``probe``, an
+    aligned read of the first logical block both work; None: buffered I/O (the reason logged). The one
+    open-and-probe of the image writer (``DiskTarget``) and the erasure (``erasure.drive_io``)."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_DIRECT)
+    except OSError as exc:
+        log.info("%s: %s: no O_DIRECT (%s): buffered I/O", log_id, path, exc.strerror)
+        return None
+    if not probe:
+        return fd
+    buf = AlignedBuffer(block_size)
+    try:
+        os.preadv(fd, [buf.view[:block_size]], 0)
+        return fd
+    except OSError as exc:
+        log.info("%s: %s: O_DIRECT read fails (%s): buffered I/O", log_id, path, exc.strerror)
+        os.close(fd)
+        return None
+    finally:
+        buf.close()
+
+
 class DiskTarget:
     """An open target. Thread-safe for positional I/O (pread/pwrite at distinct offsets)."""
 
@@ -131,7 +154,7 @@ class DiskTarget:
             if kind == "block":
                 block_size = struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0]
             want_direct = direct or (direct is None and kind == "block")
-            direct_fd = cls._open_direct(path, block_size, size) if want_direct else None
+            direct_fd = open_direct(path, os.O_RDWR, block_size, probe=size >= block_size) if want_direct else None
         except BaseException:
             os.close(fd)
             raise
@@ -139,26 +162,6 @@ class DiskTarget:
             os.close(fd)
             raise TargetError(f"{path}: O_DIRECT was asked for and does not work here", target=str(path))
         return cls(path, kind, size, block_size, fd, direct_fd)
-
-    @staticmethod
-    def _open_direct(path: Path, block_size: int, size: int) -> int | None:
-        """An O_DIRECT descriptor if opening it and an aligned read of the first block both work."""
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_DIRECT)
-        except OSError as exc:
-            log.info("%s: no O_DIRECT (%s): buffered I/O", path, exc.strerror)
-            return None
-        buf = AlignedBuffer(block_size)
-        try:
-            if size >= block_size:
-                os.preadv(fd, [buf.view[:block_size]], 0)
-            return fd
-        except OSError as exc:
-            log.info("%s: O_DIRECT read fails (%s): buffered I/O", path, exc.strerror)
-            os.close(fd)
-            return None
-        finally:
-            buf.close()
 
     @property
     def io_mode(self) -> str:

@@ -13,6 +13,7 @@ made from those records (``provision.certificates``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -202,7 +203,13 @@ class ErasureReport(Message):
 
     @property
     def ok(self) -> bool:
-        return bool(self.drives) and all(d.ok for d in self.drives) and not any(s.internal for s in self.skipped)
+        return erasure_complete(self.drives, self.skipped)
+
+
+def erasure_complete(drives: Sequence[DriveErasure], skipped: Sequence[Skipped]) -> bool:
+    """A machine's erasure is complete when it had at least one drive, all are ok and no internal drive was
+    left out (the one rule: ``ErasureReport.ok`` and the agent's ``Erased.ok``)."""
+    return bool(drives) and all(d.ok for d in drives) and not any(s.internal for s in skipped)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def machine(
         (disk("nvme0n1", paths["nvme0n1"], transport="nvme", serial=SERIAL, rotational=False), paths["nvme0n1"]),
         (disk("sda", paths["sda"], transport="sata", serial="WD-WCC4N1234567", model="WDC WD5000AAKX"), paths["sda"]),
         (disk("sdb", paths["sdb"], transport="usb", removable=True, model="SanDisk Cruzer"), paths["sdb"]),
-        (disk("sdc", paths["sdc"], transport="sata"), paths["sdc"]),
+        (disk("sdc", paths["sdc"], transport="usb"), paths["sdc"]),  # the live medium, a stick
     ]
     fake = FakeNvme({"nvme0n1": NvmeDrive(paths["nvme0n1"], SERIAL, behaviour, crypto)})
     return disks, fake
@@ -135,8 +135,8 @@ def test_overwrite_only_and_a_drive_that_cannot_be_written(tmp_path: Path) -> No
     assert nvme.fallback is not None and "erase: method: overwrite" in nvme.fallback
     assert sata.ok is False and sata.verification is None and sata.reason is not None
     assert sata.reason == (
-        "drive sda (serial WD-WCC4N1234567): the overwrite with zeros failed: opening for writing the drive gave "
-        "'Is a directory'; the drive is not erased, set it aside"
+        "drive sda (serial WD-WCC4N1234567): writing the verification marker failed: opening for writing the drive "
+        "gave 'Is a directory'; the drive is not erased, set it aside"
     )
     assert sata.errors == [f"{gone}: opening for writing failed: Is a directory (errno 21)"]
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from provision.agent.erasure.commands import PASSWORD, POLL, prepare_drive, run_method
+from provision.agent.erasure.commands import (
+    PASSWORD,
+    POLL,
+    after_suspend,
+    needs_unfreeze,
+    prepare_drive,
+    run_method,
+    suspend,
+)
 from provision.agent.erasure.drives import DriveInfo, inspect_drive
 from provision.agent.erasure.methods import Choice, choose_method
 from provision.agent.erasure.nvme import NvmeCaps
@@ -160,6 +168,31 @@ def test_ata_erase_that_leaves_a_password_is_a_failure() -> None:
     assert "still has a password" in caught.value.reason and tools.calls[-1] == DISABLE
 
 
+@pytest.mark.parametrize(
+    ("identify", "said"),
+    [
+        ((1, "", "SG_IO: bad/missing sense data\n"), "did not answer 'hdparm -I' after it"),
+        ((0, "\n/dev/sda:\nATA device, with non-removable media\n\tModel Number: X\n", ""), "cannot say"),
+    ],
+)
+def test_an_erase_whose_password_is_not_seen_gone_is_a_failure(identify: tuple[int, str, str], said: str) -> None:
+    # hdparm -I: the fake's answers (inspection, after the password is set), then the answer after the erase
+    tools = FakeTools({"/dev/sda": INTEL}, {tuple(ENHANCED): (0, "", ""), ("hdparm", "-I"): [None, None, identify]})
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert said in caught.value.reason and tools.calls[-1] == DISABLE and 1.0 not in rec.progress
+    assert caught.value.password_left is False and "password was removed again" in caught.value.reason
+
+
+def test_an_erase_and_its_undo_failing_leave_the_password_said(tmp_path: Path) -> None:
+    tools = FakeTools({"/dev/sda": INTEL}, {tuple(ENHANCED): (5, "", ""), tuple(DISABLE): (5, "", "")})
+    info, rec = drive(tools), Recorder()
+    with pytest.raises(MethodFailed) as caught:
+        run_method(choose_method(ErasePlan(), info), info, run=tools, sleep=rec.sleep, progress=rec.tell)
+    assert caught.value.password_left is True and caught.value.facts["password_left"] is True
+
+
 def test_locked_drive_is_erased_with_the_password_it_has(tmp_path: Path) -> None:
     folder = tmp_path / "locked"
     folder.mkdir()
@@ -211,12 +244,17 @@ def test_overwrite_is_not_run_here() -> None:
     assert tools.calls == []
 
 
+SUSPEND = ["rtcwake", "-m", "mem", "-s", "5"]
+
+
 def test_frozen_drive_unfrozen_by_a_suspend_then_security_erased(tmp_path: Path) -> None:
     tools, rec = FakeTools({"/dev/sda": frozen_copy(tmp_path)}), Recorder()
     info = drive(tools)
-    assert info.ata is not None and info.ata.frozen
-    prepared = prepare_drive(info, ErasePlan(), run=tools, sleep=rec.sleep)
-    assert tools.calls == [["rtcwake", "-m", "mem", "-s", "5"], ["hdparm", "-I", "/dev/sda"]]
+    assert info.ata is not None and info.ata.frozen and needs_unfreeze(info, ErasePlan())
+    assert prepare_drive(info, ErasePlan(), run=tools).commands == []  # the preparation never suspends the PC
+    suspended = suspend(tools, rec.sleep, "run-1")
+    prepared = after_suspend(info, suspended, tools, frozen=True, log_id="run-1")
+    assert tools.calls == [SUSPEND, IDENTIFY] and rec.slept == [2.0]
     assert prepared.commands == tools.calls and prepared.unfrozen is True
     assert prepared.notes == ["the drive was unfrozen by a suspend to RAM"]
     assert choose_method(ErasePlan(), prepared.info).method == "ata-security-erase-enhanced"
@@ -224,7 +262,8 @@ def test_frozen_drive_unfrozen_by_a_suspend_then_security_erased(tmp_path: Path)
 
 def test_frozen_drive_that_rtcwake_does_not_unfreeze(tmp_path: Path) -> None:
     tools, rec = FakeTools({"/dev/sda": frozen_copy(tmp_path)}, unfreezes=False), Recorder()
-    prepared = prepare_drive(drive(tools), ErasePlan(), run=tools, sleep=rec.sleep)
+    info = drive(tools)
+    prepared = after_suspend(info, suspend(tools, rec.sleep), tools, frozen=True)
     assert prepared.unfrozen is False and prepared.notes == ["the drive is still frozen after a suspend to RAM"]
     choice = choose_method(ErasePlan(), prepared.info)
     assert choice.method == "overwrite" and choice.fallback is not None and "could not be unfrozen" in choice.fallback
@@ -233,19 +272,27 @@ def test_frozen_drive_that_rtcwake_does_not_unfreeze(tmp_path: Path) -> None:
 def test_failed_suspend_is_a_note_not_an_exception(tmp_path: Path) -> None:
     tools = FakeTools({"/dev/sda": frozen_copy(tmp_path)}, {("rtcwake",): (1, "", "rtcwake: write error\n")},
                       unfreezes=False)  # fmt: skip
-    prepared = prepare_drive(drive(tools), ErasePlan(), run=tools, sleep=Recorder().sleep)
+    info = drive(tools)
+    prepared = after_suspend(info, suspend(tools, Recorder().sleep), tools, frozen=True)
     assert prepared.unfrozen is False and "suspend to RAM failed (rtcwake: write error)" in prepared.notes[0]
+
+
+def test_a_drive_that_was_not_frozen_is_only_asked_again(tmp_path: Path) -> None:
+    tools = FakeTools({"/dev/sda": INTEL})
+    info = drive(tools)
+    prepared = after_suspend(info, suspend(tools, Recorder().sleep), tools, frozen=False)
+    assert prepared.commands == [IDENTIFY] and prepared.notes == [] and prepared.unfrozen is None
 
 
 def test_no_suspend_when_not_needed_or_not_allowed(tmp_path: Path) -> None:
     tools = FakeTools({"/dev/sda": frozen_copy(tmp_path)})
     info = drive(tools)
-    assert prepare_drive(info, ErasePlan(unfreeze=False), run=tools, sleep=Recorder().sleep).commands == []
-    assert prepare_drive(info, ErasePlan(method="overwrite"), run=tools, sleep=Recorder().sleep).commands == []
+    assert not needs_unfreeze(info, ErasePlan(unfreeze=False))
+    assert not needs_unfreeze(info, ErasePlan(method="overwrite"))
     assert info.ata is not None
     sanitizer = replace(info, ata=replace(info.ata, sanitize=True, sanitize_block=True))
-    assert prepare_drive(sanitizer, ErasePlan(), run=tools, sleep=Recorder().sleep).commands == []
-    assert tools.calls == []
+    assert not needs_unfreeze(sanitizer, ErasePlan())
+    assert not needs_unfreeze(drive(FakeTools({"/dev/sda": INTEL})), ErasePlan())  # not frozen
 
 
 def test_hpa_removed_when_the_recipe_says_so() -> None:
@@ -254,8 +301,8 @@ def test_hpa_removed_when_the_recipe_says_so() -> None:
     info = drive(tools)
     assert info.hidden.hpa is True and not info.hidden.removed
     rescanned: list[str] = []
-    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
-                             rescan=rescanned.append)  # fmt: skip
+    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools,
+                             rescan=lambda device, _: rescanned.append(device))  # fmt: skip
     assert tools.calls[0] == ["hdparm", "--yes-i-know-what-i-am-doing", "-N", "p586072368", "/dev/sda"]
     assert rescanned == ["sda"] and prepared.commands == [tools.calls[0]]
     assert prepared.info.hidden.removed is True and prepared.info.hidden.hpa is False
@@ -271,8 +318,8 @@ def test_hpa_that_stays_is_said_so() -> None:
         ("hdparm", "--yes-i-know-what-i-am-doing"): refused,
     }
     tools = FakeTools({"/dev/sda": INTEL}, answers)
-    prepared = prepare_drive(drive(tools), ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
-                             rescan=lambda _: None)  # fmt: skip
+    prepared = prepare_drive(drive(tools), ErasePlan(hidden_areas="remove"), run=tools,
+                             rescan=lambda *_: None)  # fmt: skip
     assert not prepared.info.hidden.removed and prepared.info.hidden.hpa is True
     assert prepared.notes[0] == "the HPA could not be removed (SG_IO: error): its sectors stay hidden"
     choice = choose_method(ErasePlan(method="overwrite", hidden_areas="remove"), prepared.info)
@@ -282,7 +329,7 @@ def test_hpa_that_stays_is_said_so() -> None:
 def test_hpa_only_reported_by_default() -> None:
     tools = FakeTools({"/dev/sda": INTEL}, {("hdparm", "-N", "/dev/sda"): HPA / "hdparm-N.txt"})
     info = drive(tools)
-    prepared = prepare_drive(info, ErasePlan(), run=tools, sleep=Recorder().sleep, rescan=lambda _: None)
+    prepared = prepare_drive(info, ErasePlan(), run=tools, rescan=lambda *_: None)
     assert prepared.commands == [] and prepared.info.hidden.hpa is True and not prepared.info.hidden.removed
 
 
@@ -308,8 +355,8 @@ def test_hpa_and_dco_removed_in_that_order(tmp_path: Path) -> None:
     tools = FakeTools({"/dev/sda": folder}, answers)
     info = drive(tools)
     assert info.hidden.hpa and info.hidden.dco and info.hidden.dco_sectors == 100
-    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools, sleep=Recorder().sleep,
-                             rescan=lambda _: None)  # fmt: skip
+    prepared = prepare_drive(info, ErasePlan(hidden_areas="remove"), run=tools,
+                             rescan=lambda *_: None)  # fmt: skip
     assert prepared.commands == [
         ["hdparm", "--yes-i-know-what-i-am-doing", "-N", "p586072368", "/dev/sda"],
         ["hdparm", "--yes-i-know-what-i-am-doing", "--dco-restore", "/dev/sda"],

@@ -52,11 +52,12 @@ def test_ssd_with_enhanced_security_erase() -> None:
     assert choice.note is None
 
 
-def test_normal_security_erase_leaves_zeros(tmp_path: Path) -> None:
+def test_normal_security_erase_leaves_zeros_or_ones(tmp_path: Path) -> None:
+    """NIST SP 800-88 Rev. 1, Appendix A: the normal SECURITY ERASE UNIT writes binary 0s or 1s."""
     info = inspect(variant(tmp_path, INTEL))
     assert info.ata is not None
     choice = choose_method(AUTO, replace(info, ata=replace(info.ata, enhanced_erase=False)))
-    assert (choice.method, choice.pattern, choice.category) == ("ata-security-erase", "zeros", "purge")
+    assert (choice.method, choice.pattern, choice.category) == ("ata-security-erase", "zeros-or-ones", "purge")
 
 
 def test_frozen_ssd_that_stayed_frozen_falls_back_to_overwrite(tmp_path: Path) -> None:

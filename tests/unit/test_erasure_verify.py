@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from provision.agent.erasure.drive_io import DriveIoError, DriveReader, drive_size
+from provision.agent.erasure.drive_io import MARK, MARKER, DriveIoError, DriveReader, drive_size, write_markers
 from provision.agent.erasure.overwrite import overwrite
 from provision.agent.erasure.verify import (
     ALIGN,
     BLOCK,
     EDGE,
-    MIN_INFORMATIVE,
     check,
     fingerprint,
     full_blocks,
+    pieces,
     sample_blocks,
 )
 from tests.support.files import sparse_file
@@ -132,39 +132,49 @@ def test_changed_finds_a_crypto_erase_that_did_not_happen(tmp_path: Path) -> Non
     assert erased.ok and erased.note is None and erased.pattern == "changed"
 
 
-def test_changed_finds_old_data_moved_and_does_not_judge_blank_pieces(tmp_path: Path) -> None:
+def test_changed_finds_old_data_moved_and_a_blank_piece_read_as_before(tmp_path: Path) -> None:
     size = 40 * MiB
     path = sparse_file(tmp_path / "sdb", size)
     data = os.urandom(MiB)
-    for n in range(MIN_INFORMATIVE + 2):
+    for n in range(10):
         poke(path, n * MiB, data[n:] + data[:n])
     blocks = full_blocks(size)
     before = fingerprint(path, blocks)
-    assert before.informative == MIN_INFORMATIVE + 2
-    poke(path, 20 * MiB, data)  # piece 20 (blank before) now holds piece 0's old data
-    for n in range(MIN_INFORMATIVE + 2):
+    assert before.informative == 10
+    for n in range(40):
         poke(path, n * MiB, os.urandom(MiB))
+    assert check(path, blocks, "changed", before, method="full").ok
+    poke(path, 20 * MiB, data)  # piece 20 (blank before) now holds piece 0's old data
     moved = check(path, blocks, "changed", before, method="full")
     assert (moved.ok, moved.first_mismatches) == (False, [20 * MiB])
-    poke(path, 20 * MiB, bytes(MiB))  # blank again, as before: not judged
-    assert check(path, blocks, "changed", before, method="full").ok
+    poke(path, 20 * MiB, bytes(MiB))  # blank again, as before: nothing says the drive erased it
+    blank = check(path, blocks, "changed", before, method="full")
+    assert (blank.ok, blank.first_mismatches) == (False, [20 * MiB])
 
 
-def test_changed_on_a_nearly_blank_drive_says_it_cannot_tell(tmp_path: Path) -> None:
+def test_changed_on_a_blank_drive_that_did_nothing_is_not_ok_and_the_marker_makes_every_piece_count(
+    tmp_path: Path,
+) -> None:
     size = 40 * MiB
-    old = os.urandom(3 * MiB)
-    path = sparse_file(tmp_path / "sdb", size, fill=old)
-    blocks = full_blocks(size)
-    before = fingerprint(path, blocks)
-    assert before.informative == 3
-    poke(path, 0, os.urandom(3 * MiB))
-    told = check(path, blocks, "changed", before, method="full")
-    assert told.ok and told.note is not None and "cannot tell" in told.note and "only 3 of 40" in told.note
-    poke(path, MiB, old[MiB : 2 * MiB])  # a piece that still reads as before fails it all the same
-    still = check(path, blocks, "changed", before, method="full")
-    assert (still.ok, still.first_mismatches) == (False, [MiB]) and still.note is not None
+    path = sparse_file(tmp_path / "sdb", size)
+    blocks = sample_blocks(size, 5, "serial")
+    blank = fingerprint(path, blocks)
+    assert blank.informative == 0
+    nothing = check(path, blocks, "changed", blank)  # a crypto erase that did nothing on a blank drive
+    assert nothing.ok is False and nothing.mismatches == nothing.samples == len(blank) and nothing.note is None
+    assert write_markers(path, pieces(blocks)) == len(blank)
+    marked = fingerprint(path, blocks)
+    assert marked.informative == len(marked) and len({marked.digest(i) for i in range(len(marked))}) == len(marked)
+    zeros = check(path, blocks, "zeros")  # the marker is no pattern: a drive that ignored the erase fails it
+    assert zeros.ok is False and zeros.mismatches == zeros.samples and zeros.first_mismatches[:2] == [0, MiB]
+    assert not check(path, blocks, "zeros-or-ones").ok and not check(path, blocks, "changed", marked).ok
+    with path.open("rb") as f:  # the marker is at the start of every piece, and only there
+        f.seek(MiB)
+        piece = f.read(MiB)
+    assert piece.startswith(MARKER + MiB.to_bytes(8, "little")) and len(set(piece[:MARK])) > 200
+    assert piece[MARK:] == bytes(MiB - MARK)
     with pytest.raises(ValueError, match="fingerprint"):
-        check(path, sample_blocks(size, 5, "other"), "changed", before)
+        check(path, sample_blocks(size, 5, "other"), "changed", marked)
 
 
 def test_overwrite_zeros_every_byte_of_a_sparse_file_and_reports_progress(tmp_path: Path) -> None:

@@ -24,15 +24,18 @@ from provision.agent.erasure.drives import DriveInfo, inspect_ata
 from provision.agent.erasure.hdparm import parse_identify, parse_sanitize_status
 from provision.agent.erasure.methods import Choice
 from provision.agent.erasure.nvme import parse_sanitize_log
+from provision.agent.erasure.record import PASSWORD  # documented on purpose (docs/erasure.md), no secret
 from provision.agent.erasure.tools import MethodFailed, Ran, run_tool
 from provision.agent.inventory import Runner
 from provision.wire.erasure import ErasePlan
 
-__all__ = ["PASSWORD", "POLL", "MethodFailed", "Prepared", "prepare_drive", "run_method"]
+__all__ = [
+    "PASSWORD", "POLL", "MethodFailed", "Prepared", "after_suspend", "needs_unfreeze", "prepare_drive", "run_method",
+    "suspend",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-PASSWORD = "provision-erase"  # nosec B105  # noqa: S105 - documented on purpose (docs/erasure.md), no secret
 POLL = 10.0  # seconds between progress polls of a sanitize
 SUSPEND_SECONDS = 5  # rtcwake's alarm: the PC sleeps this long, and its drives lose power (unfreezing them)
 # An erase's deadline when the drive gives no estimate: an hour, plus the time to write it at 20 MB/s
@@ -54,15 +57,15 @@ class Prepared:
     unfrozen: bool | None = None
 
 
-def _rescan(device: str) -> None:
+def _rescan(device: str, log_id: str = "") -> None:
     """Ask the kernel to read the drive's size again after an HPA/DCO change (sysfs, no tool)."""
     try:
         Path(f"/sys/block/{device}/device/rescan").write_text("1\n")
     except OSError as exc:
-        log.warning("%s: rescan after the HPA/DCO change failed: %s", device, exc.strerror or exc)
+        log.warning("%s: %s: rescan after the HPA/DCO change failed: %s", log_id, device, exc.strerror or exc)
 
 
-def _remove_hidden(info: DriveInfo, run: Runner, rescan: Callable[[str], None]) -> Prepared:
+def _remove_hidden(info: DriveInfo, run: Runner, rescan: Callable[[str, str], None], log_id: str) -> Prepared:
     commands: list[list[str]] = []
     notes: list[str] = []
     dev = str(info.path)
@@ -80,8 +83,8 @@ def _remove_hidden(info: DriveInfo, run: Runner, rescan: Callable[[str], None]) 
             notes.append(f"the DCO could not be restored ({ran.tail() or ran.meaning}): its sectors stay hidden")
     if not commands:
         return Prepared(info, commands, notes)
-    rescan(info.device)
-    after = inspect_ata(info, run)
+    rescan(info.device, log_id)
+    after = inspect_ata(info, run, log_id=log_id)
     gone = not after.hidden.hpa and not after.hidden.dco
     sector = after.logical_sector
     size = after.native_max.visible * sector if after.native_max is not None else info.size_bytes
@@ -91,7 +94,7 @@ def _remove_hidden(info: DriveInfo, run: Runner, rescan: Callable[[str], None]) 
     return Prepared(after, commands, notes)
 
 
-def _needs_unfreeze(info: DriveInfo, plan: ErasePlan) -> bool:
+def needs_unfreeze(info: DriveInfo, plan: ErasePlan) -> bool:
     """Only when the security erase would be chosen: a drive with SANITIZE does not need it (sleeping the PC
     costs its network link for a while)."""
     ata = info.ata
@@ -99,34 +102,48 @@ def _needs_unfreeze(info: DriveInfo, plan: ErasePlan) -> bool:
                 and ata.security_supported and not (ata.sanitize_crypto or ata.sanitize_block))  # fmt: skip
 
 
-def prepare_drive(
-    info: DriveInfo, plan: ErasePlan, *, run: Runner, sleep: Sleep, rescan: Callable[[str], None] = _rescan
-) -> Prepared:
-    """Remove hidden areas (``plan.hidden_areas == "remove"``) and unfreeze a frozen ATA drive by a suspend
-    to RAM (``plan.unfreeze``), then ask the drive again. Never raises for a tool's failure: the notes say
-    what did not work, and ``methods.choose_method`` falls back accordingly."""
-    prepared = Prepared(info, [], [])
-    if info.ata is not None and plan.hidden_areas == "remove" and (info.hidden.hpa or info.hidden.dco):
-        prepared = _remove_hidden(info, run, rescan)
-    if not _needs_unfreeze(prepared.info, plan):
-        return prepared
+def suspend(run: Runner, sleep: Sleep, log_id: str = "") -> Ran:
+    """Suspend the PC to RAM once, for every frozen drive (``engine.erase_drives`` calls it before any drive's
+    erase starts: a suspend during another drive's SECURITY ERASE UNIT would cut it)."""
     # rtcwake(8): -m mem suspends to RAM, -s 5 wakes the PC after 5 seconds; the drives lose power and come
     # back unfrozen (the firmware's SECURITY FREEZE LOCK is only sent at boot)
     ran = run_tool(run, ["rtcwake", "-m", "mem", "-s", str(SUSPEND_SECONDS)], timeout=120.0)
-    commands, notes = [*prepared.commands, ran.argv], list(prepared.notes)
-    sleep(2.0)  # the disk's link comes back after the resume
+    log.info("%s: suspend to RAM to unfreeze the drives: %s", log_id, "done" if ran.ok else ran.tail() or ran.meaning)
+    sleep(2.0)  # the disks' links come back after the resume
+    return ran
+
+
+def after_suspend(info: DriveInfo, suspended: Ran, run: Runner, *, frozen: bool, log_id: str = "") -> Prepared:
+    """An ATA drive asked again (``hdparm -I``) after the suspend; ``frozen``: it was, and the notes say
+    whether it still is."""
     identify = run_tool(run, ["hdparm", "-I", str(info.path)])
-    commands.append(identify.argv)
     ata = parse_identify(identify.stdout) if identify.ok else None
-    after = replace(prepared.info, ata=ata) if ata is not None else prepared.info
+    after = replace(info, ata=ata) if ata is not None else info
+    if not frozen:
+        return Prepared(after, [identify.argv], [])
     unfrozen = ata is not None and ata.frozen is False
-    if not ran.ok:
-        notes.append(f"the suspend to RAM failed ({ran.tail() or ran.meaning}): the drive stays frozen")
+    if not suspended.ok:
+        note = f"the suspend to RAM failed ({suspended.tail() or suspended.meaning}): the drive stays frozen"
     else:
-        notes.append("the drive was unfrozen by a suspend to RAM" if unfrozen
-                     else "the drive is still frozen after a suspend to RAM")  # fmt: skip
-    log.info("%s: unfreeze by suspend to RAM: %s", info.device, "done" if unfrozen else "still frozen")
-    return Prepared(after, commands, notes, unfrozen)
+        note = (
+            "the drive was unfrozen by a suspend to RAM"
+            if unfrozen
+            else "the drive is still frozen after a suspend to RAM"
+        )
+    log.info("%s: %s: unfreeze by suspend to RAM: %s", log_id, info.device, "done" if unfrozen else "still frozen")
+    return Prepared(after, [suspended.argv, identify.argv], [note], unfrozen)
+
+
+def prepare_drive(
+    info: DriveInfo, plan: ErasePlan, *, run: Runner, rescan: Callable[[str, str], None] = _rescan,
+    log_id: str = "",
+) -> Prepared:  # fmt: skip
+    """Remove hidden areas (``plan.hidden_areas == "remove"``), then ask the drive again. Never raises for a
+    tool's failure: the notes say what did not work, and ``methods.choose_method`` falls back accordingly. (A
+    frozen drive is unfrozen before, once for the machine: ``suspend`` and ``after_suspend``.)"""
+    if info.ata is not None and plan.hidden_areas == "remove" and (info.hidden.hpa or info.hidden.dco):
+        return _remove_hidden(info, run, rescan, log_id)
+    return Prepared(info, [], [])
 
 
 class _Run:
@@ -147,8 +164,9 @@ class _Run:
             raise self.failed(reason + (" (the drive aborted it)" if ran.ok else ""), ran)
         return ran
 
-    def failed(self, reason: str, ran: Ran | None = None) -> MethodFailed:
-        return MethodFailed(self.info.device, self.choice.method, reason, ran, commands=list(self.commands))
+    def failed(self, reason: str, ran: Ran | None = None, *, password_left: bool = False) -> MethodFailed:
+        return MethodFailed(self.info.device, self.choice.method, reason, ran, commands=list(self.commands),
+                            password_left=password_left)  # fmt: skip
 
 
 def _deadline(info: DriveInfo, minutes: int | None = None) -> float:
@@ -253,18 +271,22 @@ def _ata_security(call: _Run, info: DriveInfo, password: str, progress: Progress
     if ran.ok and not ran.aborted:
         identify = call(["hdparm", "-I", dev])
         after = parse_identify(identify.stdout) if identify.ok else None
-        if after is None or not after.security_enabled:
+        if after is not None and after.security_enabled is False:  # the erase clears the password: proof it ran
             progress(1.0)
             return
-        reason = "the erase reported success but the drive still has a password set"
+        reason = ("the erase reported success but the drive did not answer 'hdparm -I' after it" if after is None
+                  else "the erase reported success but the drive cannot say its password is gone"
+                  if after.security_enabled is None
+                  else "the erase reported success but the drive still has a password set")  # fmt: skip
     else:
         reason = "SECURITY ERASE UNIT failed" + (" (the drive aborted it)" if ran.ok else "")
     # hdparm(8): --security-disable PWD clears the user password, so the drive is not left locked
     undo = call(["hdparm", "--user-master", "u", "--security-disable", password, dev])
-    left = ("the password was removed again" if undo.ok and not undo.aborted else
+    removed = undo.ok and not undo.aborted
+    left = ("the password was removed again" if removed else
             f"the drive may be left with the password '{password}': unlock it with "
             f"'hdparm --user-master u --security-disable {password} {dev}'")  # fmt: skip
-    raise call.failed(f"{reason}; {left}", ran)
+    raise call.failed(f"{reason}; {left}", ran, password_left=not removed)
 
 
 def _ata_sanitize(call: _Run, info: DriveInfo, *, sleep: Sleep, progress: Progress) -> None:
@@ -304,12 +326,14 @@ def _scsi(call: _Run, info: DriveInfo, *, sleep: Sleep, progress: Progress) -> N
 
 
 def run_method(
-    choice: Choice, info: DriveInfo, *, run: Runner, sleep: Sleep, progress: Progress, password: str = PASSWORD
-) -> list[list[str]]:
-    """Run ``choice`` (a firmware method) on ``info``; return every argv run. Raises ``MethodFailed``."""
+    choice: Choice, info: DriveInfo, *, run: Runner, sleep: Sleep, progress: Progress, password: str = PASSWORD,
+    log_id: str = "",
+) -> list[list[str]]:  # fmt: skip
+    """Run ``choice`` (a firmware method) on ``info``; return every argv run. Raises ``MethodFailed``
+    (``password_left``: an ATA erase password could not be removed again)."""
     call = _Run(choice, info, run)
     method = choice.method
-    log.info("%s: erasing with %s (NIST %s)", info.device, method, choice.category)
+    log.info("%s: %s: erasing with %s (NIST %s)", log_id, info.device, method, choice.category)
     if method == "overwrite":
         raise call.failed("the overwrite is not a firmware method: erasure.overwrite runs it")
     if method.startswith("nvme-"):

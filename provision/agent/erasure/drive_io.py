@@ -4,6 +4,8 @@ drive itself, not the page cache (standard library only).
 - ``drive_size(path)``: a block device's size from the kernel (``BLKGETSIZE64``), a regular file's from its
   length (tests and demos use files standing in for disks, as ``agent.disks.disks_in_folder`` does).
 - ``DriveIoError``: an I/O failure with the drive, what was done, the offset, the length and the errno.
+- ``write_markers``: a random marker at the start of every piece the read-back will judge, written before the
+  erase (see ``verify``).
 - ``DriveReader``: reads with ``O_DIRECT`` where the drive (or the file system of a file) takes it, so no
   cached page answers instead of the medium; elsewhere buffered reads after ``POSIX_FADV_DONTNEED`` (the
   cached pages of the range dropped first). Offsets and lengths not in whole logical blocks go through the
@@ -18,11 +20,11 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
-from provision.agent.disk_io import AlignedBuffer
+from provision.agent.disk_io import AlignedBuffer, open_direct
 from provision.errors import FatalError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ BLKSSZGET = 0x1268  # _IO(0x12, 104): the logical block size (int)
 BLKFLSBUF = 0x1261  # _IO(0x12, 97): drop the device's cached pages
 BLKRRPART = 0x125F  # _IO(0x12, 95): read the partition table again
 PIECE = 1 << 20  # bytes one verification piece holds (and one hash covers)
+MARK = 4096  # bytes of the marker written at the start of every piece before an erase
+MARKER = b"provision erasure marker, offset "  # its readable start (a technician reading the drive sees what it is)
 
 
 class DriveIoError(FatalError):
@@ -107,32 +111,55 @@ def logical_block(fd: int, block: bool) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0])
 
 
-def open_direct(path: Path, flags: int, block_size: int, probe: bool = True) -> int | None:
-    """An ``O_DIRECT`` descriptor if opening it and an aligned read of the first block both work."""
+def write_markers(path: Path, pieces: Iterable[tuple[int, int]], *, direct: bool | None = None,
+                  log_id: str = "") -> int:  # fmt: skip
+    """Write a marker (``MARK`` bytes: ``MARKER``, the piece's offset in 8 bytes, then ``os.urandom``) at the start of
+    every piece ``(offset, length)``, through ``O_DIRECT`` where the drive takes it, then fsync: before an
+    erase, so every piece the read-back judges holds data the erase must remove (a drive that ignores the
+    command keeps it). Returns the number of pieces marked; raises ``DriveIoError``."""
+    block = is_block(path)
+    size = drive_size(path)
+    with io_errors(path, "opening for writing"):
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_EXCL if block else 0))
+    direct_fd: int | None = None
+    buf = AlignedBuffer(MARK)
+    base = os.urandom(MARK)
+    count = 0
     try:
-        fd = os.open(path, flags | os.O_CLOEXEC | os.O_DIRECT)
-    except OSError as exc:
-        log.info("%s: no O_DIRECT (%s): buffered I/O", path, exc.strerror)
-        return None
-    if not probe:
-        return fd
-    buf = AlignedBuffer(block_size)
-    try:
-        os.preadv(fd, [buf.view[:block_size]], 0)
-        return fd
-    except OSError as exc:
-        log.info("%s: O_DIRECT read fails (%s): buffered I/O", path, exc.strerror)
-        os.close(fd)
-        return None
+        with io_errors(path, "asking the logical block size of"):
+            block_size = logical_block(fd, block)
+        if direct is not False and size >= block_size:
+            direct_fd = open_direct(path, os.O_RDWR, block_size, log_id=log_id)
+        for offset, length in pieces:
+            n = min(MARK, length, max(size - offset, 0))
+            if n <= 0:
+                continue
+            buf.view[:MARK] = (MARKER + offset.to_bytes(8, "little") + base)[:MARK]
+            aligned = offset % block_size == 0 and n % block_size == 0
+            target = direct_fd if aligned and direct_fd is not None else fd
+            with io_errors(path, "writing the verification marker", offset, n):
+                if os.pwrite(target, buf.view[:n], offset) != n:
+                    raise OSError(28, "the write stopped short")  # ENOSPC
+            count += 1
+        with io_errors(path, "fsync of"):
+            os.fsync(fd)
+            if direct_fd is not None:
+                os.fsync(direct_fd)
     finally:
         buf.close()
+        for each in (direct_fd, fd):
+            if each is not None:
+                with contextlib.suppress(OSError):
+                    os.close(each)
+    log.info("%s: %s: verification marker written in %d pieces", log_id, path, count)
+    return count
 
 
 class DriveReader:
     """A drive opened for reading back: ``read(offset, length)`` returns a view of its own aligned buffer
     (valid until the next read). ``direct``: None = O_DIRECT where it works, False = buffered only."""
 
-    def __init__(self, path: Path, *, direct: bool | None = None, buffer: int = PIECE) -> None:
+    def __init__(self, path: Path, *, direct: bool | None = None, buffer: int = PIECE, log_id: str = "") -> None:
         self.path = path
         self.block = is_block(path)
         with io_errors(path, "opening for reading"):
@@ -142,7 +169,7 @@ class DriveReader:
             with io_errors(path, "asking the logical block size of"):
                 self.block_size = logical_block(self._fd, self.block)
             usable = direct is not False and self.size >= self.block_size
-            self._direct = open_direct(path, os.O_RDONLY, self.block_size) if usable else None
+            self._direct = open_direct(path, os.O_RDONLY, self.block_size, log_id=log_id) if usable else None
         except BaseException:
             os.close(self._fd)
             raise

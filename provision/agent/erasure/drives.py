@@ -116,21 +116,21 @@ def _vendor(model: str | None, vendor_id: int | None) -> str | None:
 class _Asker:
     """Runs the queries of one drive, keeping each output for the record."""
 
-    def __init__(self, run: Runner, device: str) -> None:
-        self.run, self.device = run, device
+    def __init__(self, run: Runner, device: str, log_id: str = "") -> None:
+        self.run, self.device, self.log_id = run, device, log_id
         self.raw: dict[str, str] = {}
 
     def __call__(self, *argv: str) -> Ran:
         ran = run_tool(self.run, argv)
         self.raw[" ".join(ran.argv)] = ran.stdout
         if not ran.ok:
-            log.info("%s: %s: %s", self.device, " ".join(ran.argv), ran.tail() or ran.returncode)
+            log.info("%s: %s: %s: %s", self.log_id, self.device, " ".join(ran.argv), ran.tail() or ran.returncode)
         return ran
 
 
-def inspect_ata(info: DriveInfo, run: Runner) -> DriveInfo:
+def inspect_ata(info: DriveInfo, run: Runner, *, log_id: str = "") -> DriveInfo:
     """``info`` with its ATA part (identify, HPA, DCO) asked again (after an HPA/DCO change or a resume)."""
-    ask = _Asker(run, info.device)
+    ask = _Asker(run, info.device, log_id)
     dev = str(info.path)
     identify = ask("hdparm", "-I", dev)
     ata = parse_identify(identify.stdout) if identify.ok else None
@@ -157,10 +157,11 @@ def inspect_drive(
     model: str | None,
     serial: str | None,
     run: Runner,
+    log_id: str = "",
 ) -> DriveInfo:
     """Ask ``path``'s tools what the drive is and can do (never raises for a tool's failure)."""
     interface = interface_of(name, transport)
-    ask = _Asker(run, name)
+    ask = _Asker(run, name, log_id)
     info = DriveInfo(device=name, path=path, size_bytes=size_bytes, logical_sector=512, interface=interface,
                      rotational=rotational, model=model, serial=serial)  # fmt: skip
     tools: list[str] = []
@@ -176,7 +177,7 @@ def inspect_drive(
                        rotational=False if rotational is None else rotational)  # fmt: skip
     elif interface == "sata" or (interface == "unknown" and name[:2] in ("sd", "hd")):
         tools.append("hdparm")
-        info = inspect_ata(info, run)
+        info = inspect_ata(info, run, log_id=log_id)
         if info.ata is not None and interface == "unknown":
             info = replace(info, interface="sata")
         elif info.ata is None and interface == "unknown":

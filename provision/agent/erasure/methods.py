@@ -117,7 +117,8 @@ def _ata(plan: ErasePlan, info: DriveInfo) -> Choice:
     fallback = "no SANITIZE feature set on this drive; ATA SECURITY ERASE UNIT instead"
     if ata.enhanced_erase:
         return Choice("ata-security-erase-enhanced", "changed", fallback, note)
-    return Choice("ata-security-erase", "zeros", fallback + " (the drive has no enhanced erase)", note)
+    # NIST SP 800-88 Rev. 1, Appendix A: the normal SECURITY ERASE UNIT writes binary 0s or 1s (the vendor's choice)
+    return Choice("ata-security-erase", "zeros-or-ones", fallback + " (the drive has no enhanced erase)", note)
 
 
 def _scsi(info: DriveInfo) -> Choice:

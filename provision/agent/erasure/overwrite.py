@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.agent.disk_io import AlignedBuffer
-from provision.agent.erasure.drive_io import drive_size, io_errors, is_block, logical_block, open_direct
+from provision.agent.disk_io import AlignedBuffer, open_direct
+from provision.agent.erasure.drive_io import drive_size, io_errors, is_block, logical_block
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def overwrite(
         with io_errors(path, "asking the logical block size of"):
             block_size = logical_block(fd, block)
         if direct is not False and size >= block_size:
-            direct_fd = open_direct(path, os.O_RDWR, block_size)
+            direct_fd = open_direct(path, os.O_RDWR, block_size, log_id=log_id)
         mode = "O_DIRECT" if direct_fd is not None else "buffered"
         log.info("%s: overwriting %s with zeros: %d bytes, %s", log_id, path, size, mode)
         _zeros(path, fd, direct_fd, block_size, size, buf, progress, clock)

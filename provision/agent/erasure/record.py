@@ -23,6 +23,7 @@ from provision.wire.erasure import (
 )
 
 MAX_COMMANDS = 64
+PASSWORD = "provision-erase"  # nosec B105  # noqa: S105 - the ATA erase password, documented (docs/erasure.md): no secret
 SET_ASIDE = "set it aside"
 
 # a method in words, after "after the ..." / "the ... failed"
@@ -74,6 +75,15 @@ def failed(device: str, serial: str | None, what: str, detail: str) -> str:
     return f"{drive_words(device, serial)}: {what}: {detail}; the drive is not erased, {SET_ASIDE}"
 
 
+def password_left(device: str, serial: str | None, password: str) -> str:
+    """Why a drive whose ATA security erase failed is not ok even when the overwrite then erased it: our
+    password stays set, and the drive locks itself at its next power-on."""
+    return (
+        f"{drive_words(device, serial)}: the drive's security password '{password}' is still set: it will lock "
+        f"at power-on; unlock it with hdparm --security-disable {password}, or {SET_ASIDE}"
+    )
+
+
 @dataclass
 class Draft:
     """What is known of one drive's erasure so far; ``record()`` makes the wire's ``DriveErasure``."""
@@ -97,6 +107,7 @@ class Draft:
     fallback: str | None = None
     reason: str | None = None
     errors: list[str] = field(default_factory=list)
+    password_left: bool = False  # an ATA erase password could not be removed: the drive locks at power-on
 
     def error(self, text: str) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -108,6 +119,9 @@ class Draft:
         reason = self.reason
         if not ok and reason is None:
             reason = failed(self.device, self.serial, "the erasure did not finish", "no read-back was made")
+        if self.password_left:  # however well it was overwritten, the drive locks itself at its next power-on
+            left = password_left(self.device, self.serial, PASSWORD)
+            ok, reason = False, f"{reason}; {left}" if reason else left
         return DriveErasure(
             device=self.device, size_bytes=self.size_bytes, interface=(self.interface or "unknown")[:16],
             method=self.method, category=METHODS[self.method], ok=ok, started=iso(self.started),

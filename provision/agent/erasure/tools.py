@@ -83,20 +83,21 @@ class MethodFailed(AgentError):
 
     def __init__(
         self, device: str, method: str, reason: str, ran: Ran | None = None,
-        commands: list[list[str]] | None = None, **facts: object,
+        commands: list[list[str]] | None = None, password_left: bool = False, **facts: object,
     ) -> None:  # fmt: skip
         said = f" ({' '.join(ran.argv)}: {_status(ran)}: {ran.tail()})" if ran is not None else ""
         super().__init__(
             f"{device}: {method} failed: {reason}{said}",
             device=device, method=method, reason=reason,
             argv=ran.argv if ran else None, returncode=ran.returncode if ran else None,
-            stderr=ran.tail() if ran else None, commands=commands or [], **facts,
+            stderr=ran.tail() if ran else None, commands=commands or [], password_left=password_left, **facts,
         )  # fmt: skip
         self.device, self.method, self.reason = device, method, reason
         self.commands = commands or []  # every argv the method ran, up to and with the failing one
         self.argv = ran.argv if ran else None
         self.returncode = ran.returncode if ran else None
         self.stderr_tail = ran.tail() if ran else None
+        self.password_left = password_left  # an ATA erase password set and not removed: the drive will lock
 
 
 def _status(ran: Ran) -> str:

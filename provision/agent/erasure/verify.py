@@ -14,13 +14,14 @@ The patterns (``check``), judged per piece of at most 1 MiB:
 - ``zeros-or-ones``: every piece reads all 0x00 or all 0xff (an ATA security erase: the vendor chooses).
 - ``changed`` (a crypto erase: the drive forgets its media key and the old data reads as noise): a
   ``fingerprint`` of the same pieces taken BEFORE the method (the sha256 of each, and whether it was uniform,
-  one byte value throughout) is compared: every informative piece (not uniform before) must now read
-  differently, and no piece may read as any informative piece did before (the old data, moved). A piece that
-  was uniform holds nothing to leak and is not judged: after a crypto erase it may read zeros, as before.
-  When fewer than ``MIN_INFORMATIVE`` pieces held data before, the check cannot tell whether the drive erased
-  (a blank drive looks the same before and after): the verification is then not failed, it says so in
-  ``note`` (and a piece that still reads as before fails it all the same). A method that claims a pattern is
-  checked against that pattern instead, which a blank drive can fail.
+  one byte value throughout) is compared: every piece must now read differently, and no piece may read as any
+  informative piece (not uniform) did before (the old data, moved).
+
+Every pattern needs data to remove: a drive whose sampled pieces already read zeros passes ``zeros`` (and a
+blank piece reads the same before and after) whether or not it erased (FOG's FOS#125: a do-nothing NVMe
+erase of a mostly empty drive reported verified). So the engine writes a random marker at the start of every
+piece (``drive_io.write_markers``) BEFORE the method and the fingerprint: every piece then holds data, and a
+drive that ignores the command fails every pattern (the marker is not uniform; it reads as before).
 
 ``full`` reads every byte; after a crypto erase, the fingerprint is then of the whole drive too (read once
 before, once after). Mismatching pieces are counted and the first 16 byte offsets kept (the first byte that
@@ -44,7 +45,6 @@ from provision.wire.erasure import Pattern, Verification
 EDGE = 16 << 20  # the first and last bytes always read
 BLOCK = 1 << 20  # one sampled block
 ALIGN = 4096
-MIN_INFORMATIVE = 8  # pieces holding data before a crypto erase, below which "changed" cannot tell
 MAX_SHOWN = 16  # mismatch offsets kept
 PROGRESS_INTERVAL = 1.0
 ZEROS = bytes(PIECE)
@@ -134,13 +134,14 @@ def fingerprint(
     blocks: Sequence[Block],
     *,
     direct: bool | None = None,
+    log_id: str = "",
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Fingerprint:
     """The sha256 of every piece of ``blocks`` and whether it was uniform (taken before the method)."""
     digests, uniform = bytearray(), bytearray()
     meter = _Meter(blocks, progress, clock)
-    with DriveReader(path, direct=direct) as reader:
+    with DriveReader(path, direct=direct, log_id=log_id) as reader:
         for offset, length in pieces(blocks):
             data = bytes(reader.read(offset, length))
             digests += hashlib.sha256(data).digest()
@@ -172,6 +173,7 @@ def check(
     *,
     method: Literal["full", "sample"] = "sample",
     direct: bool | None = None,
+    log_id: str = "",
     progress: Progress | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Verification:
@@ -186,7 +188,7 @@ def check(
         former = {before.digest(i) for i in range(len(before)) if not before.uniform[i]}
     read = mismatches = count = 0
     shown: list[int] = []
-    with DriveReader(path, direct=direct) as reader:
+    with DriveReader(path, direct=direct, log_id=log_id) as reader:
         for i, (offset, length) in enumerate(pieces(blocks)):
             data = bytes(reader.read(offset, length))
             read += len(data)
@@ -197,7 +199,7 @@ def check(
             elif pattern == "changed":
                 assert before is not None
                 now = hashlib.sha256(data).digest()
-                same = not before.uniform[i] and now == before.digest(i)
+                same = now == before.digest(i)  # a piece that reads as before was not erased, blank or not
                 bad = offset if same or now in former else None
             else:
                 off = _first_off(data, pattern)
@@ -207,13 +209,7 @@ def check(
                 if len(shown) < MAX_SHOWN:
                     shown.append(bad)
             meter.add(length)
-    note = None
-    if pattern == "changed" and before is not None and before.informative < MIN_INFORMATIVE:
-        note = (
-            f"only {before.informative} of {len(before)} pieces read held data before the erase: the read-back "
-            f"cannot tell whether the drive erased (a blank drive reads the same before and after)"
-        )
     return Verification(
         method=method, pattern=pattern, ok=mismatches == 0, bytes_checked=read, samples=count,
-        mismatches=mismatches, first_mismatches=shown, seconds=round(max(clock() - started, 0.0), 3), note=note,
+        mismatches=mismatches, first_mismatches=shown, seconds=round(max(clock() - started, 0.0), 3),
     )  # fmt: skip

@@ -15,8 +15,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from provision.certificates.model import BatchCertificate, Certificate
+from provision.certificates.model import BatchCertificate, Certificate, CertifiedDrive
 from provision.certificates.strings import memory, moment, size, texts
+from provision.wire.erasure import DriveErasure
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,39 @@ def certificate_html(certificate: Certificate, *, lang: str, fingerprint: str) -
     return render("certificate.html", lang, c=certificate, fingerprint=fingerprint)
 
 
+def drive_notes(drive: DriveErasure, lang: str) -> list[str]:
+    """What a row of the batch table cannot hold and the machine's certificate states: what the read-back could
+    not tell, why not a stronger method, a hidden area (HPA/DCO) left in place, not erased."""
+    t = texts(lang)
+    notes = []
+    if drive.verification is not None and drive.verification.note:
+        notes.append(f"{t['verification']}: {drive.verification.note}")
+    if drive.fallback:
+        notes.append(f"{t['fallback']}: {drive.fallback}")
+    hidden = drive.hidden_areas
+    if (hidden.hpa or hidden.dco) and not hidden.removed:
+        parts = [f"{name} {t['sectors'].format(count='?' if count is None else count)}"
+                 for name, found, count in (("HPA", hidden.hpa, hidden.hpa_sectors), ("DCO", hidden.dco,
+                                            hidden.dco_sectors)) if found]  # fmt: skip
+        notes.append(t["hidden_left"].format(what=", ".join(parts)))
+    return notes
+
+
 def batch_html(batch: BatchCertificate, *, lang: str, fingerprint: str) -> str:
-    """A lot's certificate: one table of every drive of the delivery."""
+    """A lot's certificate: one table of every drive of the delivery, each row's notes (verification note,
+    fallback, hidden area left in place) as numbered marks below the table."""
     drives = batch.drives
     purge = sum(1 for _m, d in drives if d.erasure.category == "purge")
     counts = {"drives": len(drives), "machines": len(batch.machines), "purge": purge, "clear": len(drives) - purge}
-    return render("batch.html", lang, b=batch, rows=drives, counts=counts, fingerprint=fingerprint)
+    rows: list[tuple[Certificate, CertifiedDrive, list[int]]] = []
+    notes: list[tuple[int, Certificate, DriveErasure, str]] = []
+    for machine, drive in drives:
+        marks: list[int] = []
+        for text in drive_notes(drive.erasure, lang):
+            notes.append((len(notes) + 1, machine, drive.erasure, text))
+            marks.append(len(notes))
+        rows.append((machine, drive, marks))
+    return render("batch.html", lang, b=batch, rows=rows, notes=notes, counts=counts, fingerprint=fingerprint)
 
 
 def pdf(html: str) -> bytes:

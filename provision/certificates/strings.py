@@ -23,6 +23,14 @@ _STRINGS: dict[str, tuple[str, str]] = {  # key: (French, English)
         "{workshop} certifies that the storage drives of this computer were erased one by one per NIST "
         "SP 800-88 Rev. 1, then verified by reading them back, as detailed below.",
     ),
+    "intro_skipped": (
+        "{workshop} certifie que les supports de stockage internes de cet ordinateur ont été effacés un par un "
+        "selon la norme NIST SP 800-88 Rév. 1, puis vérifiés par relecture, comme détaillé ci-dessous ; les "
+        "supports amovibles listés plus bas n'ont pas été effacés.",
+        "{workshop} certifies that the internal storage drives of this computer were erased one by one per NIST "
+        "SP 800-88 Rev. 1, then verified by reading them back, as detailed below; the removable media listed "
+        "below were not erased.",
+    ),
     "intro_imaging": (
         "Aucun effacement n'est enregistré pour cet ordinateur : ce certificat n'atteste aucun "
         "effacement, seulement l'installation vérifiée ci-dessous.",
@@ -34,6 +42,14 @@ _STRINGS: dict[str, tuple[str, str]] = {  # key: (French, English)
         "« {lot} » a été effacé selon la norme NIST SP 800-88 Rév. 1 et vérifié par relecture.",
         "{workshop} certifies that every storage drive of the {machines} computers of lot "
         "\u201c{lot}\u201d was erased per NIST SP 800-88 Rev. 1 and verified by reading it back.",
+    ),
+    "batch_intro_skipped": (
+        "{workshop} certifie que chaque support de stockage interne des {machines} ordinateurs du lot "
+        "« {lot} » a été effacé selon la norme NIST SP 800-88 Rév. 1 et vérifié par relecture ; les supports "
+        "amovibles listés plus bas n'ont pas été effacés.",
+        "{workshop} certifies that every internal storage drive of the {machines} computers of lot "
+        "\u201c{lot}\u201d was erased per NIST SP 800-88 Rev. 1 and verified by reading it back; the removable "
+        "media listed below were not erased.",
     ),
     "certificate_id": ("Numéro du certificat", "Certificate number"),
     "issued": ("Émis le", "Issued"),
@@ -121,6 +137,11 @@ _STRINGS: dict[str, tuple[str, str]] = {  # key: (French, English)
     "media_errors": ("{count} erreurs de support", "{count} media errors"),
     "pending": ("{count} secteurs en attente", "{count} pending sectors"),
     "disk": ("Disque", "Disk"),
+    "notes": ("Notes", "Notes"),
+    "hidden_left": (
+        "zone cachée laissée en place, non effacée : {what}",
+        "hidden area left in place, not erased: {what}",
+    ),
     "cores": ("{count} cœurs", "{count} cores"),
     "sectors": ("{count} secteurs", "{count} sectors"),
 }

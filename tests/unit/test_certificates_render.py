@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html as markup
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -12,8 +13,17 @@ from provision.certificates.labels import A4_3X8, Label, labels_html
 from provision.certificates.model import Certificate, CertifiedDrive
 from provision.certificates.render import batch_html, certificate_html
 from provision.certificates.strings import LANGUAGES, memory, moment, size, texts
-from provision.wire.erasure import Skipped
-from tests.support.certificates import NVME_SERIAL, SATA_SERIAL, batch, certificate, failed_drive, machine, nvme_drive
+from provision.wire.erasure import HiddenAreas, Skipped, Verification
+from tests.support.certificates import (
+    NVME_SERIAL,
+    SATA_SERIAL,
+    batch,
+    certificate,
+    failed_drive,
+    machine,
+    nvme_drive,
+    sata_drive,
+)
 
 FINGERPRINT = "0123456789abcdef"
 
@@ -97,3 +107,52 @@ def test_labels_fill_sheets_of_24() -> None:
     assert "size: A4" in html and "70.0mm" in html and "37.0mm" in html
     single = labels_html(labels[:1], lang="fr", sheet=None)
     assert "size: 70.0mm 37.0mm" in single and "Disque inconnu" in _text(single)
+
+
+@pytest.mark.parametrize(
+    ("lang", "internal", "removable"),
+    [("fr", "les supports de stockage internes de cet ordinateur ont été effacés",
+      "les supports amovibles listés plus bas n'ont pas été effacés"),
+     ("en", "the internal storage drives of this computer were erased",
+      "the removable media listed below were not erased")],
+)  # fmt: skip
+def test_with_a_drive_left_out_the_intro_says_only_the_internal_ones_were_erased(
+    lang: str, internal: str, removable: str
+) -> None:
+    left = certificate(skipped=[Skipped("sdc", "removable USB stick")])
+    text = _text(certificate_html(left, lang=lang, fingerprint=FINGERPRINT))
+    assert internal in text and removable in text
+    whole = _text(certificate_html(certificate(), lang=lang, fingerprint=FINGERPRINT))
+    assert internal not in whole and removable not in whole  # nothing left out: every drive, as before
+    lot = batch(count=2)
+    lot = replace(lot, machines=[lot.machines[0], replace(lot.machines[1], skipped=[Skipped("sdc", "USB")])])
+    text = _text(batch_html(lot, lang=lang, fingerprint=FINGERPRINT))
+    assert removable in text and ("chaque support de stockage interne" if lang == "fr" else "every internal") in text
+    assert removable not in _text(batch_html(batch(count=2), lang=lang, fingerprint=FINGERPRINT))
+
+
+def test_a_batch_row_marks_its_notes_as_the_machine_certificate_states_them() -> None:
+    noted = nvme_drive(
+        verification=Verification(method="sample", pattern="changed", ok=True, bytes_checked=1 << 30, samples=1024,
+                                  note="the drive held almost no data: nothing to compare with"),
+        hidden_areas=HiddenAreas(hpa=True, hpa_sectors=2048, dco=False),
+    )  # fmt: skip
+    cert = certificate(drives=[CertifiedDrive(noted, "marie"), CertifiedDrive(sata_drive(), "marie")])
+    lot = replace(batch(count=1), machines=[cert])
+    html = batch_html(lot, lang="en", fingerprint=FINGERPRINT)
+    rows = _text(html.split("<tbody>")[1].split("</tbody>")[0])
+    assert "passed (sampled read-back) [1] [2]" in rows and "passed (full read-back) [3]" in rows
+    notes = _text(html.split("</tbody>")[1])
+    assert (
+        f"[1] poste-a1b2c3 · /dev/nvme0n1 · Serial number {NVME_SERIAL}: Verification: the drive held almost " in notes
+    )
+    assert (
+        "[2] poste-a1b2c3 · /dev/nvme0n1" in notes
+        and "hidden area left in place, not erased: HPA 2048 sectors" in notes
+    )
+    assert f"[3] poste-a1b2c3 · /dev/sda · Serial number {SATA_SERIAL}: Why not stronger: the drive is frozen" in notes
+    french = _text(batch_html(lot, lang="fr", fingerprint=FINGERPRINT))
+    assert "zone cachée laissée en place, non effacée : HPA 2048 secteurs" in french
+    removed = replace(noted, hidden_areas=HiddenAreas(hpa=True, hpa_sectors=2048, removed=True))
+    cert = certificate(drives=[CertifiedDrive(removed, "marie")])
+    assert "left in place" not in batch_html(replace(lot, machines=[cert]), lang="en", fingerprint=FINGERPRINT)

@@ -86,8 +86,8 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
         [
             r"^boot root ready in \d+\.\d s \(kernel \S+\)$",
             r"^live environment (built|reused) in \d+\.\d s \(\d+ MiB\)$",
-            r"^recipes: bios-pc, uefi-pc \(by firmware\): image tiny, wipe zero, grow the root file system, "
-            r"hook hostname$",
+            r"^recipes: bios-pc, uefi-pc \(by firmware\): erase every drive, image tiny, wipe zero, grow the root file "
+            r"system, hook hostname$",
             r"^lab: network namespace prov-\d+-\d+, bridge br0 198\.18\.0\.1/24",
             r"^server: provision serve \(pid \d+\) on br0: full DHCP 198\.18\.0\.100-198\.18\.0\.200",
             r"^dashboard: open http://127\.0\.0\.1:\d+/ in a browser of this machine",

@@ -183,3 +183,20 @@ def test_every_log_line_of_the_erasure_names_the_run(tmp_path: Path, caplog: pyt
     ours = [r for r in caplog.records if r.name.startswith("provision.agent")]
     assert any("smartctl" in r.getMessage() for r in ours) and any("erasing with" in r.getMessage() for r in ours)
     assert [r.getMessage() for r in ours if not r.getMessage().startswith("run-9f3: ")] == []
+
+
+def test_a_drive_locked_by_an_interrupted_erase_is_unlocked_marked_and_erased(tmp_path: Path) -> None:
+    """The locked sample is frozen too: the suspend, then provision's password unlocks it (it refuses reads and
+    writes while locked: the marker could not be written), then the enhanced erase."""
+    path = fill(tmp_path / "sda", 40 * MiB)
+    tools = ErasingTools({str(path): CAPTURED / "intel-ssdsc2ct240a4-locked"})
+    [sda] = erase_drives(ErasePlan(), [(disk("sda", path, transport="sata"), path)], live=set(), run=tools,
+                         sleep=no_sleep, log_id="run-lock").drives  # fmt: skip
+    unlock = ["hdparm", "--user-master", "u", "--security-unlock", "provision-erase", str(path)]
+    assert sda.ok and sda.method == "ata-security-erase-enhanced", sda
+    assert (
+        tools.calls.index(SUSPEND)
+        < tools.calls.index(unlock)
+        < next(i for i, c in enumerate(tools.calls) if "--security-erase-enhanced" in c)
+    )
+    assert unlock in sda.commands and pattern_left(path) == []

@@ -9,9 +9,10 @@ sample folder holding any of::
 
 A query whose file is missing answers like a tool that cannot talk to the drive (exit status 1, a message
 on stderr). The fake keeps the state a real drive would (per device): the user password set by
-``--security-set-pass`` and cleared by a successful erase or ``--security-disable``; the frozen state
-cleared by ``rtcwake`` (unless ``unfreezes=False``); the HPA removed by ``-N pNATIVE``; a sanitize that runs
-for ``sanitize_polls`` status polls (in progress) before it completes. ``hdparm -I`` reflects that state by
+``--security-set-pass`` and cleared by a successful erase or ``--security-disable``; a locked sample
+unlocked by ``--security-unlock``; the frozen state cleared by ``rtcwake`` (unless ``unfreezes=False``); the
+HPA removed by ``-N pNATIVE``; a sanitize that runs for ``sanitize_polls`` status polls (in progress) before
+it completes. ``hdparm -I`` reflects that state by
 rewriting the sample's Security lines.
 
 ``overrides`` answer an argv, or every argv starting with a prefix (the longest prefix wins), with an
@@ -59,6 +60,7 @@ class _Drive:
     password: str | None = None
     unfrozen: bool = False
     native_set: int | None = None  # -N pNATIVE given
+    unlocked: bool = False  # --security-unlock with the drive's password (the sample's "locked" cleared)
     sanitizing: int | None = None  # polls left in progress; None: no sanitize started
 
 
@@ -143,6 +145,8 @@ class FakeTools:
             code, out, err = self._sample(drive, "hdparm-I.txt")
             if drive.unfrozen:
                 out = security_line(out, "frozen", False)
+            if drive.unlocked:
+                out = security_line(out, "locked", False)
             return code, security_line(out, "enabled", drive.password is not None) if code == 0 else out, err
         if argv[:2] == ["hdparm", "-N"] and drive.native_set is not None:
             n = drive.native_set
@@ -156,6 +160,10 @@ class FakeTools:
                 f" max sectors   = {n}/{n}, HPA is disabled\n",
                 "",
             )
+        if "--security-unlock" in argv:  # a locked sample's password is provision's (an interrupted erase)
+            drive.unlocked = True
+            said = argv[argv.index("--security-unlock") + 1]
+            return 0, f'security_password: "{said}"\n\n{dev}:\n Issuing SECURITY_UNLOCK command\n', ""
         if "--security-set-pass" in argv:
             drive.password = argv[argv.index("--security-set-pass") + 1]
             return 0, f'security_password: "{drive.password}"\n\n{dev}:\n Issuing SECURITY_SET_PASS command\n', ""

@@ -193,6 +193,22 @@ def test_an_erase_and_its_undo_failing_leave_the_password_said(tmp_path: Path) -
     assert caught.value.password_left is True and caught.value.facts["password_left"] is True
 
 
+def test_a_drive_locked_by_another_password_stays_locked_and_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "hdparm-I.txt").write_text(security_line((LOCKED / "hdparm-I.txt").read_text(), "frozen", False))
+    unlock = ["hdparm", "--user-master", "u", "--security-unlock", PASSWORD, "/dev/sda"]
+    tools = FakeTools({"/dev/sda": folder}, {tuple(unlock): (5, "", "SG_IO: bad/missing sense data\n")})
+    info = drive(tools)
+    prepared = prepare_drive(info, ErasePlan(), run=tools)
+    assert tools.calls == [unlock, IDENTIFY] and prepared.commands == tools.calls
+    assert prepared.info.ata is not None and prepared.info.ata.locked
+    assert prepared.notes == [
+        "the drive is locked by an ATA password that is not provision's (SG_IO: bad/missing sense data): it "
+        "refuses reads and writes; unlock it with its password, or set it aside"
+    ]
+
+
 def test_locked_drive_is_erased_with_the_password_it_has(tmp_path: Path) -> None:
     folder = tmp_path / "locked"
     folder.mkdir()

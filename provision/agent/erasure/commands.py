@@ -134,16 +134,40 @@ def after_suspend(info: DriveInfo, suspended: Ran, run: Runner, *, frozen: bool,
     return Prepared(after, [suspended.argv, identify.argv], [note], unfrozen)
 
 
+def _unlock(info: DriveInfo, run: Runner, log_id: str) -> Prepared:
+    """A drive locked by an ATA password refuses reads and writes (the marker, the read-back, an overwrite): try
+    provision's own password, which an interrupted erase of ours left, then ask the drive again."""
+    dev = str(info.path)
+    # hdparm(8): --security-unlock PWD unlocks the drive until its next power-off (the password stays set)
+    ran = run_tool(run, ["hdparm", "--user-master", "u", "--security-unlock", PASSWORD, dev])
+    identify = run_tool(run, ["hdparm", "-I", dev])
+    ata = parse_identify(identify.stdout) if identify.ok else None
+    after = replace(info, ata=ata) if ata is not None else info
+    unlocked = ran.ok and not ran.aborted and ata is not None and ata.locked is False
+    why = ran.tail() or ran.meaning or "refused"
+    note = ("the drive was locked by provision's erase password (an interrupted erase) and is unlocked" if unlocked
+            else f"the drive is locked by an ATA password that is not provision's ({why}): it refuses reads and "
+            "writes; unlock it with its password, or set it aside")  # fmt: skip
+    log.info("%s: %s: %s", log_id, info.device, note)
+    return Prepared(after, [ran.argv, identify.argv], [note])
+
+
 def prepare_drive(
     info: DriveInfo, plan: ErasePlan, *, run: Runner, rescan: Callable[[str, str], None] = _rescan,
     log_id: str = "",
 ) -> Prepared:  # fmt: skip
-    """Remove hidden areas (``plan.hidden_areas == "remove"``), then ask the drive again. Never raises for a
-    tool's failure: the notes say what did not work, and ``methods.choose_method`` falls back accordingly. (A
-    frozen drive is unfrozen before, once for the machine: ``suspend`` and ``after_suspend``.)"""
+    """Unlock a drive locked by provision's password, remove hidden areas (``plan.hidden_areas == "remove"``),
+    then ask the drive again. Never raises for a tool's failure: the notes say what did not work, and
+    ``methods.choose_method`` falls back accordingly. (A frozen drive is unfrozen before, once for the
+    machine: ``suspend`` and ``after_suspend``.)"""
+    prepared = Prepared(info, [], [])
+    if info.ata is not None and info.ata.locked and not info.ata.frozen:  # frozen: SECURITY UNLOCK is refused
+        prepared = _unlock(info, run, log_id)
+    info = prepared.info
     if info.ata is not None and plan.hidden_areas == "remove" and (info.hidden.hpa or info.hidden.dco):
-        return _remove_hidden(info, run, rescan, log_id)
-    return Prepared(info, [], [])
+        removed = _remove_hidden(info, run, rescan, log_id)
+        return Prepared(removed.info, [*prepared.commands, *removed.commands], [*prepared.notes, *removed.notes])
+    return prepared
 
 
 class _Run:

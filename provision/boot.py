@@ -158,7 +158,11 @@ class Booter:
         if wrong is not None:
             return f"{wrong}: a boot token goes only to the PC that network-booted"
         run = self.store.open_run(mac)
-        if run is None or time.time() - run.started > self.config.boot.token_ttl_seconds:
+        if run is None:
+            return None
+        # in flight while its token lives: its first lifetime, extended by each accepted progress (a long erasure)
+        expires = self.store.newest_token_expiry(mac)
+        if time.time() > max(run.started + self.config.boot.token_ttl_seconds, expires or 0.0):
             return None
         netboot = self.store.last_event_at(mac, "netboot")
         if netboot is not None and netboot >= run.started:

@@ -138,6 +138,15 @@ class Store(UserRecords, ErasureRecords, RunRecords):
             return None
         return token_from_row(row) if secrets.compare_digest(str(row["token"]), token) else None
 
+    def newest_token_expiry(self, mac: str) -> float | None:
+        """When the MAC's newest boot token expires (each accepted progress of its run moves it: ``extend_token``);
+        None when it has none."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT expires_at FROM boot_tokens WHERE mac = ? ORDER BY issued_at DESC, rowid DESC LIMIT 1", (mac,)
+            ).fetchone()
+        return None if row is None else float(row["expires_at"])
+
     def check_token(self, mac: str, token: str) -> bool:
         """True when `token` was issued to `mac`, is the newest one for it, and has not expired."""
         return self.current_token(mac, token) is not None

@@ -85,6 +85,39 @@ def test_defect1_no_new_token_while_a_run_is_in_flight_unless_the_pc_netbooted(s
     assert token_in(booter.ipxe_script(MAC, PC)) is not None
 
 
+def started_long_ago(store: Store, run_id: str, token: str, *, extended: bool) -> None:
+    """The run started 7 h ago with a token of the default 6 h lifetime; ``extended``: its progress kept the
+    token alive (``extend_token`` 2 h ago, before it expired)."""
+    then = time.time() - 7 * 3600
+    expires = time.time() + 4 * 3600 if extended else then + 6 * 3600
+    with store._tx() as db:
+        db.execute("UPDATE runs SET started = ? WHERE id = ?", (then, run_id))
+        db.execute("UPDATE boot_tokens SET issued_at = ?, expires_at = ? WHERE token = ?", (then, expires, token))
+
+
+def test_a_long_run_whose_token_its_progress_extended_is_still_in_flight(store: Store) -> None:
+    """A 7 h erasure keeps posting progress (each extends its token): a boot script fetched now must not hand out
+    a new token that would take the run from it."""
+    booter = bound_booter(store)
+    token = token_in(booter.ipxe_script(MAC, PC))
+    assert token is not None
+    run = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token)
+    started_long_ago(store, run.id, token, extended=True)
+    assert store.check_token(MAC, token)
+    script = booter.ipxe_script(MAC, PC)
+    assert token_in(script) is None and f"run {run.id[:8]} is under way" in script
+
+
+def test_a_run_whose_token_expired_unextended_is_abandoned(store: Store) -> None:
+    booter = bound_booter(store)
+    token = token_in(booter.ipxe_script(MAC, PC))
+    assert token is not None
+    run = store.create_run(MAC, recipe="r", image="tiny", label="L", digest="a" * 64, token=token)
+    started_long_ago(store, run.id, token, extended=False)
+    assert not store.check_token(MAC, token)
+    assert token_in(booter.ipxe_script(MAC, PC)) is not None
+
+
 def test_a_tftp_read_from_the_pc_is_a_network_boot(store: Store) -> None:
     booter = bound_booter(store)
     token = token_in(booter.ipxe_script(MAC, PC))

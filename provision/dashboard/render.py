@@ -64,6 +64,13 @@ class Dashboard:
 DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard", Dashboard)
 
 
+def own_path(request: web.Request) -> str:
+    """The page's path as the browser sent it (still percent-encoded: a lot named ``A/B`` stays one segment),
+    for its own links (the language switch); never a scheme-relative ``//host`` link."""
+    path = request.raw_path.split("?", 1)[0]
+    return "/" + path.lstrip("/")
+
+
 @jinja2.pass_context
 def _gettext(context: jinja2.runtime.Context, message: str) -> str:
     tr: gettext.NullTranslations = context["tr"]
@@ -109,7 +116,7 @@ def context(request: web.Request, lang: str, **values: Any) -> dict[str, Any]:
         return explanation.render(tr.gettext)
 
     done = request.query.get("done")
-    base = {"lang": lang, "tr": tr, "fmt": Formats(lang), "path": request.path, "reason": reason}
+    base = {"lang": lang, "tr": tr, "fmt": Formats(lang), "path": own_path(request), "reason": reason}
     extra = {"session": request.get(SESSION_KEY), "done": done if done in DONE_ACTIONS else None}
     extra["done_ok"] = request.query.get("ok") != "0"
     return {**base, **extra, **values}

@@ -115,6 +115,7 @@ def test_a_lot_page_batch_certificate_and_label_sheet(served: Running, tmp_path:
     page = browser.get(f"{served.url}{LOT_URL}", timeout=10)
     assert page.status_code == 200 and MAC in page.text and OTHER in page.text and FAILED not in page.text
     assert f"{LOT_URL}/certificate.pdf" in page.text and f"{LOT_URL}/labels.pdf" in page.text
+    assert f'href="{LOT_URL}?lang=en"' in page.text  # the language switch keeps the lot one path segment
     batch = browser.get(f"{served.url}{LOT_URL}/certificate.json", timeout=30)
     verified = verify_bytes(batch.content, load_key(served.state / "keys" / "certificates_ed25519").public)
     assert isinstance(verified.certificate, BatchCertificate) and len(verified.certificate.drives) == 3

@@ -170,11 +170,12 @@ def test_first_events_since_reads_the_window_only(store: Store) -> None:
 
 
 class FakeRequest(dict[str, object]):
-    """What the templates' context reads of a request: its path, its query, what middlewares put in it."""
+    """What the templates' context reads of a request: its path (decoded and as sent), its query, what
+    middlewares put in it."""
 
     def __init__(self, path: str, values: dict[str, object] | None = None, query: dict[str, str] | None = None):
         super().__init__(values or {})
-        self.path = path
+        self.path = self.raw_path = path
         self.query = query or {}
 
 

@@ -31,6 +31,7 @@ from provision.wire.erasure import ErasePlan, ErasureProgress, ErasureReport
 log = logging.getLogger(__name__)
 
 ERASING = "erasing"
+HEARTBEAT = 300.0  # seconds between re-posts of the last progress while a drive reports none (a token kept alive)
 STAGE_FR = {"erasing": "", "verifying": "vérif. "}  # the screen's words for a drive's stage (French)
 
 
@@ -103,13 +104,26 @@ def erase_machine(
         console.show(stage=ERASING, percent=percent, reason=line)
         poster.put(meter.progress(api.token))
 
+    # a firmware erase (an ATA SECURITY ERASE UNIT of a large disk: hours) reports nothing while it runs: the last
+    # progress goes again every HEARTBEAT seconds, so the server keeps the run's token alive (it extends the token
+    # on each accepted progress) and the dashboard sees the PC is still at work
+    stopped = threading.Event()
+
+    def heartbeat() -> None:
+        while not stopped.wait(HEARTBEAT):
+            poster.put(meter.progress(api.token))
+
+    beating = threading.Thread(target=heartbeat, name=f"erasure-heartbeat-{run_id[:8]}", daemon=True)
     log.info("%s: run %s: erasing %d drives (%s)", api.mac, run_id, len(devices), ", ".join(devices) or "none")
+    beating.start()
     try:
         erased = erase_drives(
             plan, disks, live=live, run=run, sleep=sleep, progress=progress, clock=clock, log_id=run_id,
             direct=direct,
         )  # fmt: skip
     finally:
+        stopped.set()
+        beating.join()
         poster.close()
     done = sum(1 for d in erased.drives if d.ok)
     log.info("%s: run %s: %d of %d drives erased and verified", api.mac, run_id, done, len(erased.drives))

@@ -5,15 +5,19 @@ run (erase-only done or repair; an image run stopped by repair; a failure before
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from provision.agent.client import ApiRefused, ErasurePoster, ServerApi
+from provision.agent.disks import disks_in_folder
 from provision.agent.erasestep import ErasureMeter
 from provision.agent.main import EXIT_DONE, EXIT_FAILED, EXIT_REPAIR, Agent, AgentConfig
 from provision.agent.screen import Console, View, lines
-from provision.wire.erasure import ErasureProgress, ErasureReport
+from provision.wire.erasure import ErasePlan, ErasureProgress, ErasureReport
 from tests.support.erasure_disks import FakeNvme, fill, pattern_left
 from tests.support.paths import SAMPLE_PROBE
 
@@ -139,3 +143,24 @@ def test_the_meter_says_each_drive_and_the_whole_in_french() -> None:
 def test_the_screen_shows_the_erasing_stage_in_a_symbol_and_a_word() -> None:
     text = "\n".join(lines(View(tile=4, stage="erasing", percent=40, reason="1 disque : sda 40 %")))
     assert "▒  effacement" in text and " 40 %" in text and "1 disque : sda 40 %" in text
+
+
+def test_a_silent_firmware_erase_still_posts_progress_so_the_token_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ATA SECURITY ERASE UNIT of a large disk says nothing for hours: the last progress goes again every
+    HEARTBEAT seconds (each accepted progress extends the run's token on the server)."""
+    from provision.agent import erasestep
+    from provision.agent.erasure.engine import Erased
+
+    def silent(*args: Any, **kwargs: Any) -> Erased:
+        time.sleep(0.5)  # the drive's command, with no progress of its own
+        return Erased([], [])
+
+    monkeypatch.setattr(erasestep, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(erasestep, "erase_drives", silent)
+    api = FakeApi({})
+    disks = disks_in_folder(drives(tmp_path, "sda"))
+    erasestep.erase_machine("r1", ErasePlan(), disks, set(), api=api, console=Console(None, mac=MAC), run=FakeNvme({}))
+    assert len(api.bodies("/erasure/progress")) >= 3
+    assert all(b["token"] == TOKEN for b in api.bodies("/erasure/progress"))

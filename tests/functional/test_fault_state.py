@@ -122,12 +122,15 @@ def test_store_locked_on_and_off_through_a_run_leaves_nothing_half_recorded(site
     stop = threading.Event()
     locks: list[float] = []
 
-    def flap() -> None:  # another process takes the lock for 0.7 s (past the busy timeout) every second
+    # another process takes the lock for 1.5 s (past the 0.5 s busy timeout) with 0.2 s gaps: a call arriving in the
+    # first second of a lock (59 % of the time) meets "state store busy" (with 0.7 s / 0.3 s only 20 % did, and a
+    # run whose few calls all fell in the other 80 % left nothing to check)
+    def flap() -> None:
         while not stop.is_set():
-            with StoreLock(db(site), seconds=0.7) as lock:
+            with StoreLock(db(site), seconds=1.5) as lock:
                 locks.append(time.monotonic())
                 lock.wait()
-            stop.wait(0.3)
+            stop.wait(0.2)
 
     flapper = threading.Thread(target=flap, daemon=True)
     token = site.token(mac)

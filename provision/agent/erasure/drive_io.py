@@ -21,6 +21,7 @@ import os
 import stat
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -111,36 +112,40 @@ def logical_block(fd: int, block: bool) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0])
 
 
-def write_markers(path: Path, pieces: Iterable[tuple[int, int]], *, direct: bool | None = None,
-                  log_id: str = "") -> int:  # fmt: skip
-    """Write a marker (``MARK`` bytes: ``MARKER``, the piece's offset in 8 bytes, then ``os.urandom``) at the start of
-    every piece ``(offset, length)``, through ``O_DIRECT`` where the drive takes it, then fsync: before an
-    erase, so every piece the read-back judges holds data the erase must remove (a drive that ignores the
-    command keeps it). Returns the number of pieces marked; raises ``DriveIoError``."""
+@dataclass
+class Writable:
+    """A drive open for writing (``open_writable``): the buffered descriptor, the O_DIRECT one where the drive
+    takes it (None: buffered only), its size and logical block size, and an aligned buffer of the asked size."""
+
+    fd: int
+    direct_fd: int | None
+    size: int
+    block_size: int
+    buf: AlignedBuffer
+
+    @property
+    def io_mode(self) -> str:
+        return "O_DIRECT" if self.direct_fd is not None else "buffered"
+
+
+@contextlib.contextmanager
+def open_writable(path: Path, buffer: int, *, direct: bool | None = None, log_id: str = "") -> Iterator[Writable]:
+    """``path`` (a block device, held exclusively, or a file) open for writing; on a normal exit both descriptors
+    are fsynced; they are closed and the buffer freed in every case. ``direct``: None = O_DIRECT where it
+    works, True = only if it works (else buffered all the same, logged), False = buffered. Raises
+    ``DriveIoError``."""
     block = is_block(path)
     size = drive_size(path)
     with io_errors(path, "opening for writing"):
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_EXCL if block else 0))
     direct_fd: int | None = None
-    buf = AlignedBuffer(MARK)
-    base = os.urandom(MARK)
-    count = 0
+    buf = AlignedBuffer(buffer)
     try:
         with io_errors(path, "asking the logical block size of"):
             block_size = logical_block(fd, block)
         if direct is not False and size >= block_size:
             direct_fd = open_direct(path, os.O_RDWR, block_size, log_id=log_id)
-        for offset, length in pieces:
-            n = min(MARK, length, max(size - offset, 0))
-            if n <= 0:
-                continue
-            buf.view[:MARK] = (MARKER + offset.to_bytes(8, "little") + base)[:MARK]
-            aligned = offset % block_size == 0 and n % block_size == 0
-            target = direct_fd if aligned and direct_fd is not None else fd
-            with io_errors(path, "writing the verification marker", offset, n):
-                if os.pwrite(target, buf.view[:n], offset) != n:
-                    raise OSError(28, "the write stopped short")  # ENOSPC
-            count += 1
+        yield Writable(fd, direct_fd, size, block_size, buf)
         with io_errors(path, "fsync of"):
             os.fsync(fd)
             if direct_fd is not None:
@@ -151,6 +156,28 @@ def write_markers(path: Path, pieces: Iterable[tuple[int, int]], *, direct: bool
             if each is not None:
                 with contextlib.suppress(OSError):
                     os.close(each)
+
+
+def write_markers(path: Path, pieces: Iterable[tuple[int, int]], *, direct: bool | None = None,
+                  log_id: str = "") -> int:  # fmt: skip
+    """Write a marker (``MARK`` bytes: ``MARKER``, the piece's offset in 8 bytes, then ``os.urandom``) at the start of
+    every piece ``(offset, length)``, through ``O_DIRECT`` where the drive takes it, then fsync: before an
+    erase, so every piece the read-back judges holds data the erase must remove (a drive that ignores the
+    command keeps it). Returns the number of pieces marked; raises ``DriveIoError``."""
+    base = os.urandom(MARK)
+    count = 0
+    with open_writable(path, MARK, direct=direct, log_id=log_id) as drive:
+        for offset, length in pieces:
+            n = min(MARK, length, max(drive.size - offset, 0))
+            if n <= 0:
+                continue
+            drive.buf.view[:MARK] = (MARKER + offset.to_bytes(8, "little") + base)[:MARK]
+            aligned = offset % drive.block_size == 0 and n % drive.block_size == 0
+            target = drive.direct_fd if aligned and drive.direct_fd is not None else drive.fd
+            with io_errors(path, "writing the verification marker", offset, n):
+                if os.pwrite(target, drive.buf.view[:n], offset) != n:
+                    raise OSError(28, "the write stopped short")  # ENOSPC
+            count += 1
     log.info("%s: %s: verification marker written in %d pieces", log_id, path, count)
     return count
 

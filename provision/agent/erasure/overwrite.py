@@ -12,7 +12,6 @@ Every failure is a ``DriveIoError`` naming the drive, the offset, the length and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -20,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.agent.disk_io import AlignedBuffer, open_direct
-from provision.agent.erasure.drive_io import drive_size, io_errors, is_block, logical_block
+from provision.agent.disk_io import AlignedBuffer
+from provision.agent.erasure.drive_io import io_errors, open_writable
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +58,11 @@ def overwrite(
     ``direct``: None = O_DIRECT where it works, True = only if it works (else buffered all the same, logged),
     False = buffered. Raises ``DriveIoError`` at the first failure (nothing is retried: a drive that cannot
     be written is not erased, and the caller says so)."""
-    block = is_block(path)
-    size = drive_size(path)
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_EXCL if block else 0)
-    with io_errors(path, "opening for writing"):
-        fd = os.open(path, flags)
-    direct_fd: int | None = None
-    buf = AlignedBuffer(WRITE)
     started = clock()
-    try:
-        with io_errors(path, "asking the logical block size of"):
-            block_size = logical_block(fd, block)
-        if direct is not False and size >= block_size:
-            direct_fd = open_direct(path, os.O_RDWR, block_size, log_id=log_id)
-        mode = "O_DIRECT" if direct_fd is not None else "buffered"
+    with open_writable(path, WRITE, direct=direct, log_id=log_id) as drive:
+        size, mode = drive.size, drive.io_mode
         log.info("%s: overwriting %s with zeros: %d bytes, %s", log_id, path, size, mode)
-        _zeros(path, fd, direct_fd, block_size, size, buf, progress, clock)
-        with io_errors(path, "fsync of"):
-            os.fsync(fd)
-            if direct_fd is not None:
-                os.fsync(direct_fd)
-    finally:
-        buf.close()
-        for each in (direct_fd, fd):
-            if each is not None:
-                with contextlib.suppress(OSError):
-                    os.close(each)
+        _zeros(path, drive.fd, drive.direct_fd, drive.block_size, size, drive.buf, progress, clock)
     seconds = max(clock() - started, 0.0)
     if progress is not None:
         progress(size, size)

@@ -42,8 +42,15 @@ from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
 from provision.agent.hello import boot_info, read_probe_folder, ssh_host_key
 from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
-from provision.agent.outcome import EXIT_DONE, EXIT_FAILED, EXIT_POWEROFF, EXIT_REPAIR, EXIT_WAITING, Outcome
-from provision.agent.outcome import EXIT_USAGE as EXIT_USAGE  # main still exports them (the CLI, the tests)
+from provision.agent.outcome import (
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_POWEROFF,
+    EXIT_REPAIR,
+    EXIT_USAGE,
+    EXIT_WAITING,
+    Outcome,
+)
 from provision.agent.progress import Progress
 from provision.agent.report import WriteReport, verification, writer_summary
 from provision.agent.screen import CALL_IT, Console
@@ -63,6 +70,12 @@ from provision.wire.api import (
 )
 from provision.wire.erasure import ErasePlan
 
+# main still exports what moved to hello.py, outcome.py and report.py (the CLI, /init's tests, the test suite)
+__all__ = [
+    "EXIT_DONE", "EXIT_FAILED", "EXIT_POWEROFF", "EXIT_REPAIR", "EXIT_USAGE", "EXIT_WAITING", "Agent", "AgentConfig",
+    "Outcome", "args_from_kernel", "boot_info", "error_facts", "list_disks", "missing", "read_probe_folder",
+    "record_target", "run_agent", "ssh_host_key", "verification", "writer_summary",
+]  # fmt: skip
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 300.0

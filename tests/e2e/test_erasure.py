@@ -183,9 +183,9 @@ def test_no_byte_of_the_pattern_is_left_on_either_disk(site: Site) -> None:
     assert nonzero_outside(nvme, written) == [], "the NVMe disk holds data outside the image"
     in_root = set(range(root_range[0] // index.chunk_size, -(-root_range[1] // index.chunk_size)))
     bad = []
-    with nvme.open("rb") as disk, site.export_raw.open("rb") as export:
+    with nvme.open("rb") as nvme_file, site.export_raw.open("rb") as export:
         for i, chunk in enumerate(index.chunks):
-            on_disk, expected = disk.read(chunk.length), export.read(chunk.length)
+            on_disk, expected = nvme_file.read(chunk.length), export.read(chunk.length)
             if hashlib.sha256(on_disk).digest() != hashlib.sha256(expected).digest():
                 bad.append(i)
     assert set(bad) <= in_root, f"chunks of the image that differ on the NVMe disk outside its root: {bad}"

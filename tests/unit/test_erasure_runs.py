@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_the_rules_in_states() -> None:
     assert erasure_complete([True, True]) and not erasure_complete([]) and not erasure_complete([True, False])
     assert powers_off(MachineState.DONE, True) and not powers_off(MachineState.DONE, False)
     assert not powers_off(MachineState.REPAIR, True)
-    move = {"digest": "", "complete_digests": (), "erase": True, "erase_only": True}
+    move: dict[str, Any] = {"digest": "", "complete_digests": (), "erase": True, "erase_only": True}
     check_run_move("r", RunState.ERASING, RunState.DONE, **move, erasures_ok=[True, True])
     with pytest.raises(RunError, match="no complete erasure"):
         check_run_move("r", RunState.ERASING, RunState.DONE, **move, erasures_ok=[True, False])

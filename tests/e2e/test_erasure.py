@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,20 +34,17 @@ from typing import Any
 
 import pytest
 
-from provision.bootfiles import BootRoot, DebCache
-from provision.builder import build_image
+from provision.bootfiles import BootRoot
 from provision.images.index import ImageVersion
-from provision.images.store import ImageStore
 from provision.lab import PC, Lab, LabDisk
 from tests.support.disk_pattern import data_ranges, nonzero_outside, pattern_hits, write_pattern
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
-from tests.support.images import unzstd_file
 from tests.support.live import LiveEnv
-from tests.support.paths import DEB_CACHE, IMAGES, REPO
+from tests.support.paths import REPO
+from tests.support.sites import live_boot_root, only_run, tiny_export
 
 pytestmark = pytest.mark.e2e
 
-TINY = IMAGES / "tiny.yaml"
 MAC = "52:54:00:18:50:01"
 MiB = 1 << 20
 DISK_SIZE = 256 * MiB  # the tiny image is 128 MiB
@@ -99,42 +95,28 @@ def site(
 ) -> Iterator[Site]:
     require_lab("bios")
     tmp = tmp_path_factory.mktemp("erasure")
-    root = tmp / "boot"
-    shutil.copytree(netboot_root.dest, root, symlinks=True)
-    for name in ("vmlinuz", "initrd.img"):  # the session's live environment build (tests/conftest.py)
-        (root / "live" / name).unlink(missing_ok=True)
-        shutil.copyfile(live_env.out / name, root / "live" / name)
-    store = ImageStore(tmp / "store")
-    built = build_image(TINY, store, cache=DebCache(DEB_CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
-    zst, _bmap = store.export("tiny", tmp / "export")
-    export_raw = tmp / "export.raw"
-    unzstd_file(zst, export_raw)
+    root = live_boot_root(netboot_root, live_env, tmp / "boot")
+    tiny = tiny_export(tmp)
     recipes = tmp / "recipes"
     recipes.mkdir()
     (recipes / "erase-and-image.yaml").write_text(RECIPE)
     pattern = write_pattern(tmp / "pattern.raw", DISK_SIZE)
     with Lab(workdir=tmp / "lab") as lab:
-        config = {**provision_config(lab), "image_store": str(store.root), "recipes_dir": str(recipes)}
+        config = {**provision_config(lab), "image_store": str(tiny.store.root), "recipes_dir": str(recipes)}
         server = ProvisionServe.start(lab, root, config, dhcp="full")
         disks = [LabDisk("nvme", DISK_SIZE, NVME_SERIAL, pattern), LabDisk("sata", DISK_SIZE, SATA_SERIAL, pattern)]
         pc = lab.add_pc("erase", firmware="bios", mac=MAC, rom=trixie_rom, memory=1024, disks=disks)
         pattern.unlink()  # copied into both disks
         watch = BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120)
-        yield Site(lab, server, built.version, export_raw, pc, watch, tmp)
+        yield Site(lab, server, tiny.built.version, tiny.export_raw, pc, watch, tmp)
         for running in lab.pcs:
             running.stop()
-
-
-def run_of(site: Site) -> dict[str, Any]:
-    runs = site.server.api(f"/api/v1/runs?mac={MAC}")
-    assert len(runs) == 1, runs
-    return dict(runs[0])
 
 
 def imaged(site: Site) -> dict[str, Any]:
     """The PC's run once the PC has rebooted (QEMU ended); the test is skipped when the run is not done."""
     site.watch.result()
-    run = run_of(site)
+    run = only_run(site.server, MAC)
     if run["state"] != "done":
         pytest.skip(f"the run is {run['state']} (see test_every_drive_erased_verified_recorded_then_imaged)")
     return run
@@ -148,7 +130,7 @@ def seconds(record: dict[str, Any]) -> float:
 def test_every_drive_erased_verified_recorded_then_imaged(site: Site, timing: Timing) -> None:
     site.watch.result(timing, "erase+image:")
     assert site.watch.exit_code == 0, site.pc.tail(40)
-    run = run_of(site)
+    run = only_run(site.server, MAC)
     assert (run["state"], run["image"], run["digest"]) == ("done", "tiny", site.version.digest), run
     records = {r["serial"]: r for r in run["erasures"]}
     assert sorted(records) == sorted(EXPECTED), run["erasures"]

@@ -48,6 +48,7 @@ from tests.support.bundles import needs_repo_tools
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
 from tests.support.live import LiveEnv
 from tests.support.paths import DEB_CACHE, IMAGES, REPO
+from tests.support.sites import live_boot_root, only_run
 
 pytestmark = [pytest.mark.e2e, needs_repo_tools]
 
@@ -144,11 +145,7 @@ def site(
     require_lab("bios")
     tmp = tmp_path_factory.mktemp("hooks-debian")
     built = debian_mini()
-    root = tmp / "boot"
-    shutil.copytree(netboot_root.dest, root, symlinks=True)
-    for name in ("vmlinuz", "initrd.img"):  # the session's live environment build (tests/conftest.py)
-        (root / "live" / name).unlink(missing_ok=True)
-        shutil.copyfile(live_env.out / name, root / "live" / name)
+    root = live_boot_root(netboot_root, live_env, tmp / "boot")
     recipes = tmp / "recipes"
     (recipes / "bundles").mkdir(parents=True)
     (recipes / "debian-mini.yaml").write_text(RECIPE)
@@ -169,12 +166,6 @@ def site(
         yield Site(lab, server, built, pc, watch, sync_seconds)
         for running in lab.pcs:
             running.stop()
-
-
-def run_of(site: Site) -> dict[str, Any]:
-    runs = site.server.api(f"/api/v1/runs?mac={MAC}")
-    assert len(runs) == 1, runs
-    return dict(runs[0])
 
 
 def read_in_root(site: Site, disk: Path, path: str, *, recover: bool = False) -> str:
@@ -213,7 +204,7 @@ def test_imaged_hooks_and_bundle_ran(site: Site, timing: Timing) -> None:
     timing("bundles sync", site.sync_seconds)
     site.watch.result(timing, "bios imaging:")
     assert site.watch.exit_code == 0, site.pc.tail(40)
-    run = run_of(site)
+    run = only_run(site.server, MAC)
     assert (run["state"], run["image"], run["digest"]) == ("done", "debian-mini", site.built.version.digest), run
     hooks = run["hooks"]
     assert [h["name"] for h in hooks] == ["hostname", "identity", "bundle"], hooks
@@ -228,7 +219,7 @@ def test_imaged_hooks_and_bundle_ran(site: Site, timing: Timing) -> None:
 
 def test_first_boot_reports_host_name_machine_id_and_bundle(site: Site, timing: Timing) -> None:
     site.watch.result()
-    run = run_of(site)
+    run = only_run(site.server, MAC)
     if run["state"] != "done":
         pytest.skip("not imaged (see test_imaged_hooks_and_bundle_ran)")
     pc = site.lab.power_on(site.pc)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,22 +31,18 @@ from typing import Any
 
 import pytest
 
-from provision.bootfiles import BootRoot, DebCache
-from provision.builder import build_image
+from provision.bootfiles import BootRoot
 from provision.builder.tinyinit import CALLBACK_OK, FIRSTBOOT_MARKER
 from provision.credentials import firstboot_secret, load_or_create_key
 from provision.images.index import ImageVersion
-from provision.images.store import ImageStore
 from provision.lab import PC, Lab
 from provision.wire.api import FIRSTBOOT_SECRET_PATH
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, machines_json, provision_config, require_lab
-from tests.support.images import unzstd_file
 from tests.support.live import LiveEnv
-from tests.support.paths import DEB_CACHE, IMAGES
+from tests.support.sites import live_boot_root, only_run, tiny_export
 
 pytestmark = pytest.mark.e2e
 
-TINY = IMAGES / "tiny.yaml"
 MAC_BIOS = "52:54:00:18:20:01"
 MAC_SB = "52:54:00:18:20:02"
 MiB = 1 << 20
@@ -95,22 +90,14 @@ def site(
 ) -> Iterator[Site]:
     require_lab("bios", "uefi-secureboot")
     tmp = tmp_path_factory.mktemp("imaging")
-    root = tmp / "boot"
-    shutil.copytree(netboot_root.dest, root, symlinks=True)
-    for name in ("vmlinuz", "initrd.img"):  # the session's live environment build (tests/conftest.py)
-        (root / "live" / name).unlink(missing_ok=True)
-        shutil.copyfile(live_env.out / name, root / "live" / name)
-    store = ImageStore(tmp / "store")
-    built = build_image(TINY, store, cache=DebCache(DEB_CACHE), workdir=tmp / "work", log_dir=tmp / "logs")
-    zst, _bmap = store.export("tiny", tmp / "export")
-    export_raw = tmp / "export.raw"
-    unzstd_file(zst, export_raw)
+    root = live_boot_root(netboot_root, live_env, tmp / "boot")
+    tiny = tiny_export(tmp)
     recipes = tmp / "recipes"
     recipes.mkdir()
     for name, text in RECIPES.items():
         (recipes / name).write_text(text)
     with Lab(workdir=tmp / "lab") as lab:
-        config = {**provision_config(lab), "image_store": str(tmp / "store"), "recipes_dir": str(recipes)}
+        config = {**provision_config(lab), "image_store": str(tiny.store.root), "recipes_dir": str(recipes)}
         server = ProvisionServe.start(lab, root, config, dhcp="full")
         pcs = {
             MAC_BIOS: lab.add_pc(
@@ -121,7 +108,7 @@ def site(
         watches = {
             mac: BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
         }
-        yield Site(lab, server, built.version, built.label, export_raw, pcs, watches)
+        yield Site(lab, server, tiny.built.version, tiny.built.label, tiny.export_raw, pcs, watches)
         for pc in lab.pcs:
             pc.stop()
 
@@ -143,12 +130,6 @@ def zeros_after(disk: Path, start: int) -> bool:
             if block.count(0) != len(block):
                 return False
     return True
-
-
-def run_of(site: Site, mac: str) -> dict[str, object]:
-    runs = site.server.api(f"/api/v1/runs?mac={mac}")
-    assert len(runs) == 1, runs
-    return dict(runs[0])
 
 
 def secret_in_root(disk: Path, offset: int) -> tuple[str, str]:
@@ -173,9 +154,9 @@ def test_imaged_and_verified(site: Site, mac: str, timing: Timing) -> None:
     watch = site.watches[mac]
     watch.result(timing, f"{pc.name} imaging:")
     assert watch.exit_code == 0, pc.tail(40)
-    run = run_of(site, mac)
+    run = only_run(site.server, mac)
     assert (run["state"], run["digest"], run["image"]) == ("done", site.version.digest, "tiny"), run
-    verifications: list[dict[str, Any]] = run["verifications"]  # type: ignore[assignment]
+    verifications: list[dict[str, Any]] = run["verifications"]
     [verification] = verifications
     assert verification["complete"] and verification["read_back"] == "ok", verification
     hello = [e["detail"] for e in site.server.events(mac) if e["kind"] == "hello"][-1]
@@ -234,7 +215,7 @@ def test_imaged_and_verified(site: Site, mac: str, timing: Timing) -> None:
 def test_boots_its_own_disk_and_calls_back(site: Site, mac: str, timing: Timing) -> None:
     watch = site.watches[mac]
     watch.result()
-    if run_of(site, mac)["state"] != "done":
+    if only_run(site.server, mac)["state"] != "done":
         pytest.skip("not imaged (see test_imaged_and_verified)")
     pc = site.lab.power_on(site.pcs[mac])
     site.pcs[mac] = pc

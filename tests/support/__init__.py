@@ -23,6 +23,8 @@ rewritten by pytest like those of test modules (tests/__init__.py registers the 
 - ``runs``: whole imaging runs: a site (server, image, recipe), agents as processes or in process, the end
   state every fault-matrix case checks.
 - ``serve``: ``provision serve`` as a process on port 0, started and stopped.
+- ``sites``: what the e2e imaging sites share: a boot root with the session's live build, the tiny image
+  exported, the one run of a MAC.
 - ``sshkeys``: authorized_keys lines.
 - ``wait``: ``wait_for(condition, timeout)``, polling.
 """

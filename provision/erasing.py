@@ -108,12 +108,14 @@ class Erasing:
         token: str | None,
         live: tuple[str | None, str | None],
         facts: dict[str, Any],
+        destination: str | None = None,
     ) -> EraseAnswer:
-        """A new erase-only run (a PC that leaves as parts): nothing is written after."""
+        """A new erase-only run (a PC that leaves as parts): nothing is written after. ``destination``: the
+        recipe's (recorded with the run, for the city's report)."""
         plan = erase_plan(recipe_erase, self.lot_for(mac, recipe, recipe_erase), only=True)
         run = self.store.create_run(
             mac, recipe=recipe, image="", label="", digest="", token=token, plan={"erase": plan.to_dict()},
-            live_address=live[0], host_key=live[1], facts=facts, erase_only=True,
+            live_address=live[0], host_key=live[1], facts=facts, erase_only=True, destination=destination,
         )  # fmt: skip
         log.info("%s: erase-only run %s (recipe %s, lot %s)", mac, run.id, recipe, plan.lot)
         return EraseAnswer(run=run.id, erase=plan, recipe=recipe)

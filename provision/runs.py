@@ -25,7 +25,7 @@ from provision.hooks import Catalog, load_catalog
 from provision.images import ImageError, ImageStore
 from provision.postinstall import PostInstall
 from provision.probes import ProbeUnreadable, keep_probe
-from provision.recipes import Action, RecipeSet, load_dir, select
+from provision.recipes import Action, Decision, RecipeSet, load_dir, select
 from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
 from provision.wire import paths
@@ -207,7 +207,7 @@ class Runs:
         if decision.action is Action.ERASE and decision.plan is not None and decision.plan.erase is not None:
             self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
             return self.erasing.start(mac, recipe, decision.plan.erase, token=token, live=live,
-                                      facts=_json_facts(derived))  # fmt: skip
+                                      facts=_json_facts(derived), destination=_destination(decision))  # fmt: skip
         if decision.action is not Action.IMAGE or decision.plan is None or decision.plan.image is None:
             return self._wait(mac, "; ".join(reasons) or f"recipe {recipe} says wait", recipe=recipe, **ident)
         plan, image = decision.plan, decision.plan.image
@@ -236,6 +236,7 @@ class Runs:
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
             plan=given.to_dict(), live_address=live[0], host_key=live[1], facts=_json_facts(derived),
+            destination=_destination(decision),
         )  # fmt: skip
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
@@ -368,6 +369,12 @@ class Runs:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)[:200]
+
+
+def _destination(decision: Decision) -> str | None:
+    """The destination the chosen recipe gives its machines (recorded with the run, for the city's report)."""
+    found = None if decision.recipe is None else decision.recipe.recipe.destination
+    return None if found is None else found.value
 
 
 def _json_facts(derived: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,16 @@ class MachineState(enum.StrEnum):
     IGNORED = "ignored"  # never network-booted by this server
 
 
+class Destination(enum.StrEnum):
+    """Where a machine goes once refurbished: what the city's report counts it under. A recipe's
+    ``destination:`` (recorded with each run), or a machine's own, set by an operator (it wins)."""
+
+    SCHOOL = "school"
+    FAMILY = "family"
+    ASSOCIATION = "association"
+    RECYCLING = "recycling"  # leaves as parts or for recycling (an erase-only PC, typically)
+
+
 class RunState(enum.StrEnum):
     BOOTED = "booted"
     INVENTORIED = "inventoried"

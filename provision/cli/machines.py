@@ -1,5 +1,6 @@
 """`provision machines` and `provision runs MAC`: what the server knows about machines and their imaging runs
-(each drive's erasure among them); `provision machines lot MAC LOT`: the donor's delivery a machine came in."""
+(each drive's erasure among them); `provision machines lot MAC LOT`: the donor's delivery a machine came in;
+`provision machines destination MAC VALUE`: where it goes (school, family, association, recycling)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import time
 from typing import Any, TextIO
 
 from provision.cli.common import DEFAULT_STATE, Parser, UsageError, dump, state_dir_of
+from provision.states import Destination
+
+DESTINATIONS = tuple(d.value for d in Destination)
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -96,6 +100,27 @@ def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
         dump(machine.to_dict(), out)
     else:
         out.write(f"{mac}: lot {_clean(machine.lot)} (set by {_clean(by)})\n")
+    return 0
+
+
+def cmd_destination(args: argparse.Namespace, out: TextIO) -> int:
+    """Set (or with ``-``, clear) the destination of a machine, as operator ``--by``: it wins over the
+    destination its runs' recipes gave (the city's report, ``provision report``)."""
+    import getpass
+
+    from provision.macaddr import BadMac, normalize_mac
+
+    try:
+        mac = normalize_mac(args.mac)
+    except BadMac as exc:
+        raise UsageError(str(exc)) from None
+    by = args.by or getpass.getuser()
+    with _open_store(args) as store:
+        machine = store.set_destination(mac, None if args.destination == "-" else Destination(args.destination), by)
+    if args.json:
+        dump(machine.to_dict(), out)
+    else:
+        out.write(f"{mac}: destination {_clean(machine.destination)} (set by {_clean(by)})\n")
     return 0
 
 
@@ -188,13 +213,20 @@ def add_commands(sub: Any) -> None:
     p: Parser = sub.add_parser("machines", help="machines the server knows, with their last imaging run")
     _store_options(p)
     p.set_defaults(func=cmd_machines)
-    actions = p.add_subparsers(dest="machines_action", metavar="{lot}")
+    actions = p.add_subparsers(dest="machines_action", metavar="{lot,destination}")
     lot = actions.add_parser("lot", help="set the lot (the donor's delivery) of a machine: MAC LOT, or MAC - to clear")
     lot.add_argument("mac", metavar="MAC", help="the machine's MAC address")
     lot.add_argument("lot", metavar="LOT", help="the lot, e.g. 'Banque Dupont 2026-12' ('-': none)")
     lot.add_argument("--by", metavar="USER", help="the operator recorded with its erasures (default: your login)")
     _store_options(lot)
     lot.set_defaults(func=cmd_lot)
+    dest = actions.add_parser("destination", help="set where a machine goes: MAC VALUE, or MAC - to clear")
+    dest.add_argument("mac", metavar="MAC", help="the machine's MAC address")
+    dest.add_argument("destination", metavar="VALUE", choices=[*DESTINATIONS, "-"],
+                      help=f"one of {', '.join(DESTINATIONS)} ('-': none; its recipe's then counts)")  # fmt: skip
+    dest.add_argument("--by", metavar="USER", help="the operator recorded in its event (default: your login)")
+    _store_options(dest)
+    dest.set_defaults(func=cmd_destination)
     p = sub.add_parser("runs", help="the imaging runs of one machine")
     p.add_argument("mac", metavar="MAC", help="the machine's MAC address")
     _store_options(p)

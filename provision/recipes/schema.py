@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from provision.states import Destination
 from provision.wire.hooks import MAX_TIMEOUT
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -105,6 +106,7 @@ class Recipe(Strict):
     priority: StrictInt = Field(default=0, ge=-1000, le=1000)
     default: StrictBool = False
     action: Action = Action.IMAGE
+    destination: Destination | None = None  # where the machines go (school, family ...): the city's report
     match: dict[str, Any] = Field(default_factory=dict)
     image: StrictStr | None = None  # NAME or NAME@VERSION
     target_disk: TargetDisk = Field(default_factory=TargetDisk)

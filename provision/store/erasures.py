@@ -11,7 +11,8 @@
   acted in an earlier cycle is not named), else the server's configured operator (``erasure.operator``), else
   ``unknown``; and the machine's ``lot`` (the donor's delivery) at that time.
 - ``set_lot`` sets the lot by an operator, or from the recipe's rendered ``erase.lot`` at hello; a recipe
-  never replaces a lot an operator set.
+  never replaces a lot an operator set. ``set_destination``, the machine's destination (school, family ...;
+  what the city's report counts it under), set by an operator: it wins over the one its runs' recipes gave.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlite3
 import time
 
 from provision.errors import NotFound, RequestError, RunConflict, RunError
-from provision.states import RunState, check_run_open
+from provision.states import Destination, RunState, check_run_open
 from provision.store.base import Database
 from provision.store.records import (
     ErasureRecord,
@@ -151,6 +152,20 @@ class ErasureRecords(Database):
             if row["lot"] != lot:
                 db.execute("UPDATE machines SET lot = ? WHERE mac = ?", (lot, mac))
                 self._event(db, mac, "lot", {"lot": lot, "by": by, "source": source, "before": row["lot"]})
+            found = db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
+        return machine_from_row(found)
+
+    def set_destination(self, mac: str, destination: Destination | None, by: str) -> Machine:
+        """The machine's destination as an operator (user ``by``) sets it (None: none, its runs' recipes' then
+        count); a ``destination`` event says who. NotFound (404) for an unknown machine."""
+        value = None if destination is None else Destination(destination).value
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
+            if row is None:
+                raise NotFound(f"no machine {mac}", mac=mac)
+            if row["destination"] != value:
+                db.execute("UPDATE machines SET destination = ? WHERE mac = ?", (value, mac))
+                self._event(db, mac, "destination", {"destination": value, "by": by, "before": row["destination"]})
             found = db.execute("SELECT * FROM machines WHERE mac = ?", (mac,)).fetchone()
         return machine_from_row(found)
 

@@ -32,6 +32,7 @@ class Machine:
     hostname: str | None = None  # the name its hostname hook got (unique in the store)
     forgotten_at: float | None = None  # forgotten from the dashboard (runs kept) until it is seen again
     lot: str | None = None  # the donor's delivery it came in (recipe's erase.lot at hello, or an operator)
+    destination: str | None = None  # where it goes, set by an operator (wins over its runs' recipes'): Destination
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -253,6 +254,7 @@ def machine_from_row(row: sqlite3.Row) -> Machine:
         hostname=row["hostname"],
         forgotten_at=row["forgotten_at"],
         lot=row["lot"],
+        destination=row["destination"],
     )
 
 

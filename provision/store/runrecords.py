@@ -47,13 +47,15 @@ class RunRecords(Database):
         host_key: str | None = None,
         facts: dict[str, Any] | None = None,
         erase_only: bool = False,
+        destination: str | None = None,
     ) -> Run:
         """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
         the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
         what the agent was told (JSON); ``live_address`` and ``host_key``: where its live environment answers
         SSH and the host key its hello reported (pinned: the hooks run there or not at all); ``facts``: the
         machine's derived facts, for the hooks that need some; ``erase_only``: a run that erases every drive
-        and writes nothing (``image``, ``label`` and ``digest`` are then '')."""
+        and writes nothing (``image``, ``label`` and ``digest`` are then ''); ``destination``: where the recipe
+        says its machines go (provision.states.Destination), for the city's report."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -67,11 +69,13 @@ class RunRecords(Database):
                 self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
             db.execute(
                 "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
-                "live_address, host_key, facts, erase_only) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "live_address, host_key, facts, erase_only, destination) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, mac, recipe, image, label, digest, state.value, now,
                     None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
                     live_address, host_key, None if facts is None else json.dumps(facts), int(erase_only),
+                    destination,
                 ),
             )  # fmt: skip
             db.execute(
@@ -83,6 +87,12 @@ class RunRecords(Database):
         found = self.run(run_id)
         assert found is not None
         return found
+
+    def run_destination(self, run_id: str) -> str | None:
+        """The destination the run's recipe gave (None: none, or the run was made before destinations)."""
+        with self._read():
+            row = self._db.execute("SELECT destination FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else row["destination"]
 
     def run(self, run_id: str) -> Run | None:
         with self._read():

@@ -175,4 +175,11 @@ MIGRATIONS: tuple[str, ...] = (
                'unknown'), json_extract(detail, '$.lot'), at
         FROM events WHERE kind = 'erasure' AND json_extract(detail, '$.run') IN (SELECT id FROM runs) ORDER BY id;
     """,
+    """
+    -- issue 18: where a machine goes (school, family, association, recycling: provision.states.Destination),
+    -- for the city's report: the destination each run's recipe gave, recorded with the run, and the machine's
+    -- own, set by an operator (it wins over the recipe's).
+    ALTER TABLE runs ADD COLUMN destination TEXT;
+    ALTER TABLE machines ADD COLUMN destination TEXT;
+    """,
 )

@@ -1,6 +1,6 @@
 """The server's records (``Store``): machines and per-boot tokens here; runs, verification records and hook
-results in ``runrecords``; erasure records and lots in ``erasures``; users in ``users``; the database, its
-transactions and the event log in ``base``.
+results in ``runrecords``; erasure records and lots in ``erasures``; users in ``users``; the figures of /metrics
+in ``stats``; the database, its transactions and the event log in ``base``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from provision.store.base import BUSY_TIMEOUT, StoreUnavailable, unavailable
 from provision.store.erasures import ErasureRecords
 from provision.store.records import BootToken, Machine, machine_from_row, token_from_row
 from provision.store.runrecords import RunRecords
+from provision.store.stats import StatsRecords
 from provision.store.users import UserRecords
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ ACTIONS = ("reimage", "ready", "forget")
 ACTION_WORDS = {"reimage": "imaging it again", "ready": "marking it ready", "forget": "forgetting it"}
 
 
-class Store(UserRecords, ErasureRecords, RunRecords):
+class Store(UserRecords, ErasureRecords, RunRecords, StatsRecords):
     """All the server's records in one SQLite file. Safe to share between threads."""
 
     # -------------------------------------------------------------------------------------- machines

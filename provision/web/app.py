@@ -1,5 +1,6 @@
 """The aiohttp application: every route of ``provision serve`` (``provision.wire.paths``), the middlewares
-every request goes through, and where each route's handler lives (boot scripts, agent API, images, files).
+every request goes through, and where each route's handler lives (boot scripts, agent API, images, files,
+/metrics).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from provision.web import api, boot
 from provision.web.actions import setup_actions
 from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
+from provision.web.metrics import add_metrics
 from provision.wire import paths
 from provision.wire.api import MAX_BODY
 
@@ -58,6 +60,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     )  # fmt: skip
     app.on_cleanup.append(lambda _app: _close(postinstall))
     app.router.add_get(paths.HEALTHZ, boot.healthz)
+    add_metrics(app, booter.store)
     app.router.add_get(paths.BOOT_IPXE, boot.ipxe_script)
     app.router.add_get(paths.BOOT_GRUB_MAIN, boot.grub_main)
     app.router.add_get(paths.BOOT_GRUB_HOST, boot.grub_host)

@@ -156,6 +156,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", paths.CHUNK, "chunk", "One stored chunk: a zstd frame of the bytes whose sha256 names it",
           "application/zstd", tag="images", params={"sha256": "the plain chunk's sha256"}, errors=IMAGE_ERRORS),
     Route("GET", paths.HEALTHZ, "healthz", "The server is up", HEALTH, tag="server"),
+    Route("GET", paths.METRICS, "metrics", "Prometheus figures read from the store (docs/service.md)",
+          "text/plain", tag="server", errors=STORE),
     Route("GET", paths.OPENAPI, "openapi", "This document", Inline({"type": "object"}), tag="server"),
 )  # fmt: skip
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 # boot scripts and files
 HEALTHZ = "/healthz"
+METRICS = "/metrics"  # Prometheus (provision.metrics)
 BOOT_SCRIPTS = "/boot/"  # every boot script is under this prefix
 BOOT_IPXE = "/boot/{mac}.ipxe"
 BOOT_GRUB_MAIN = "/boot/grub/grub.cfg"

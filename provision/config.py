@@ -47,17 +47,34 @@ class _Model(BaseModel):
 
 
 class DhcpConfig(_Model):
-    mode: DhcpMode = DhcpMode.PROXY
-    range_start: IPv4Address | None = None
-    range_end: IPv4Address | None = None
-    netmask: IPv4Address = IPv4Address("255.255.255.0")
-    router: IPv4Address | None = None
-    dns: list[IPv4Address] = Field(default_factory=list)
-    lease_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
-    # How long an unconfirmed offer holds its address (a PXE ROM REQUESTs within a few seconds), and how long
-    # an address a client DECLINEd (found in use) is kept out of offers: never more than one lease.
-    offer_seconds: int = Field(default=10, ge=1, le=300)
-    decline_seconds: int = Field(default=600, ge=10, le=86400)
+    """DHCP on the imaging LAN (docs/dhcp.md)."""
+
+    mode: DhcpMode = Field(
+        description="proxy: answer PXE clients with boot information only, another server leases addresses; "
+        "full: lease addresses from range_start..range_end too; off: no DHCP at all "
+        "(the site's server is configured with `provision dhcp-config`)",
+        default=DhcpMode.PROXY,
+    )
+    range_start: IPv4Address | None = Field(
+        description="first address leased in full mode (required there)", default=None
+    )
+    range_end: IPv4Address | None = Field(description="last address leased in full mode (required there)", default=None)
+    netmask: IPv4Address = Field(description="subnet mask given with a lease", default=IPv4Address("255.255.255.0"))
+    router: IPv4Address | None = Field(description="default gateway given with a lease (null: none)", default=None)
+    dns: list[IPv4Address] = Field(description="DNS servers given with a lease", default_factory=list)
+    lease_seconds: int = Field(description="lease time in full mode", default=3600, ge=60, le=7 * 86400)
+    offer_seconds: int = Field(
+        description="how long an unconfirmed offer holds its address (a PXE ROM requests it within a few seconds)",
+        default=10,
+        ge=1,
+        le=300,
+    )
+    decline_seconds: int = Field(
+        description="how long an address a client declined (found in use) is kept out of offers",
+        default=600,
+        ge=10,
+        le=86400,
+    )
 
     @model_validator(mode="after")
     def _range(self) -> DhcpConfig:
@@ -70,76 +87,136 @@ class DhcpConfig(_Model):
 
 
 class Ports(_Model):
-    dhcp: int = Field(default=67, ge=0, le=65535)
-    proxy: int = Field(default=4011, ge=0, le=65535)
-    tftp: int = Field(default=69, ge=0, le=65535)
-    http: int = Field(default=8080, ge=0, le=65535)
+    """The ports the server listens on (0: any free port, for tests)."""
+
+    dhcp: int = Field(description="DHCP server port (full and proxy modes)", default=67, ge=0, le=65535)
+    proxy: int = Field(description="proxyDHCP port (PXE boot server discovery)", default=4011, ge=0, le=65535)
+    tftp: int = Field(description="TFTP port (boot loaders)", default=69, ge=0, le=65535)
+    http: int = Field(
+        description="HTTP port: boot scripts, boot files, images, the agent API, the dashboard",
+        default=8080,
+        ge=0,
+        le=65535,
+    )
 
 
 class BootConfig(_Model):
-    uefi_loader: UefiLoader = UefiLoader.SHIM
-    unknown: UnknownPolicy = UnknownPolicy.IMAGE
-    kernel: str = "live/vmlinuz"  # paths inside boot_root
-    initrd: str = "live/initrd.img"
-    cmdline: str = "console=ttyS0,115200n8 console=tty0 quiet"  # the last one, the screen, is /dev/console
-    token_ttl_seconds: int = Field(default=6 * 3600, ge=60)
-    # Treat an iPXE NIC ROM like a vendor PXE ROM: its first DHCP exchange of a boot gets undionly.kpxe over
-    # TFTP, the chained iPXE then gets its script. For QEMU labs (whose NIC ROMs are iPXE) and PCs with iPXE
-    # flashed, to exercise the same chain as real PCs.
-    chain_ipxe_roms: bool = False
-    # A per-boot token goes only to the PC that network-booted: the address fetching a boot script, and
-    # every agent call after, must be the machine's MAC on the LAN (provision/neighbors.py).
-    bind_tokens: TokenBinding = TokenBinding.AUTO
+    """What a network-booting PC gets (docs/live.md, docs/api.md)."""
+
+    uefi_loader: UefiLoader = Field(
+        description="shim: shimx64.efi -> signed GRUB -> signed kernel, boots with Secure Boot on or off; "
+        "ipxe: snponly.efi, unsigned, only for sites that switch Secure Boot off",
+        default=UefiLoader.SHIM,
+    )
+    unknown: UnknownPolicy = Field(
+        description="a machine never seen before -- image: boots the live environment and is imaged by its recipe; "
+        "register: boots it, reports, and waits for an operator; "
+        "ignore: not network-booted (full DHCP: a plain lease only)",
+        default=UnknownPolicy.IMAGE,
+    )
+    kernel: str = Field(description="the live environment's kernel, a path inside boot_root", default="live/vmlinuz")
+    initrd: str = Field(description="the live environment's initrd, a path inside boot_root", default="live/initrd.img")
+    cmdline: str = Field(
+        description="kernel command line of the live environment (the last console, the screen, is /dev/console)",
+        default="console=ttyS0,115200n8 console=tty0 quiet",
+    )
+    token_ttl_seconds: int = Field(
+        description="lifetime of a per-boot token (each accepted progress of a run extends it)", default=6 * 3600, ge=60
+    )
+    chain_ipxe_roms: bool = Field(
+        description="treat an iPXE NIC ROM like a vendor PXE ROM: its first DHCP exchange gets undionly.kpxe over TFTP "
+        "(QEMU labs, PCs with iPXE flashed)",
+        default=False,
+    )
+    bind_tokens: TokenBinding = Field(
+        description="bind a per-boot token to the PC that network-booted (its MAC in the kernel's neighbour table) -- "
+        "auto: neighbour when serving an interface, off without one; neighbour: always; off: never (PCs behind "
+        "a DHCP relay)",
+        default=TokenBinding.AUTO,
+    )
 
 
 class DashboardConfig(_Model):
-    """The dashboard (docs/dashboard.md): its rack view shows the machines seen in the last ``session_hours``."""
+    """The dashboard (docs/dashboard.md)."""
 
-    session_hours: float = Field(default=12.0, gt=0, le=31 * 24)
+    session_hours: float = Field(
+        description="the rack view shows the machines seen in the last this many hours", default=12.0, gt=0, le=31 * 24
+    )
 
 
 class HooksConfig(_Model):
     """Post-install hooks (docs/hooks.md): the site's hook folder, and how the server reaches a PC's live
     environment over SSH (its dropbear listens on 22; tests point the server at a dropbear of their own)."""
 
-    dir: Path | None = None  # the site's hooks, with the built-in ones (None: the built-in ones only)
-    ssh_port: int = Field(default=22, ge=1, le=65535)
-    # the private key the server logs in with (the one key the live environment trusts, baked in when it is
-    # built); None: state_dir/ssh/id_ed25519, the key `provision live build` trusts by default
-    ssh_key: Path | None = None
-    workers: int = Field(default=8, ge=1, le=256)  # machines whose hooks run at once (each one's in order)
+    dir: Path | None = Field(
+        description="the site's hook folder, next to the built-in hooks (null: built-in hooks only)", default=None
+    )
+    ssh_port: int = Field(description="SSH port of the live environment's dropbear", default=22, ge=1, le=65535)
+    ssh_key: Path | None = Field(
+        description="private key the server logs in to live environments with (the one `provision live build` "
+        "bakes in); null: state_dir/ssh/id_ed25519",
+        default=None,
+    )
+    workers: int = Field(
+        description="machines whose hooks run at once (each machine's hooks in order)", default=8, ge=1, le=256
+    )
 
 
 class AuthConfig(_Model):
-    """The dashboard's logins (docs/dashboard.md): sessions end after ``idle_minutes`` without a request or
-    ``session_hours`` after login; ``secure_cookies`` when the dashboard is reached over HTTPS (a proxy)."""
+    """The dashboard's logins (docs/dashboard.md)."""
 
-    idle_minutes: float = Field(default=120.0, gt=0, le=7 * 24 * 60)
-    session_hours: float = Field(default=12.0, gt=0, le=30 * 24)
-    secure_cookies: bool = False
+    idle_minutes: float = Field(
+        description="a session ends after this many minutes without a request", default=120.0, gt=0, le=7 * 24 * 60
+    )
+    session_hours: float = Field(
+        description="a session ends this many hours after login", default=12.0, gt=0, le=30 * 24
+    )
+    secure_cookies: bool = Field(
+        description="mark cookies Secure: the dashboard is reached over HTTPS (a proxy)", default=False
+    )
 
 
 class ErasureConfig(_Model):
-    """Donor data erasure (docs/recipes.md, ``erase:``): ``operator`` is the name each drive's erasure record
-    (and its certificate) gives as responsible, unless a user acted on the machine from the dashboard or the
-    CLI (re-image, lot): then that user. None: "unknown"."""
+    """Donor data erasure (docs/erasure.md, a recipe's ``erase:``)."""
 
-    operator: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    operator: str | None = Field(
+        description="the name each drive's erasure record (and its certificate) gives as responsible, unless a user "
+        'acted on the machine from the dashboard or the CLI; null: "unknown"',
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )
 
 
 class CertificatesConfig(_Model):
-    """Certificates of erasure and labels (docs/certificates.md): the workshop's name they state, and the server's
-    Ed25519 signing key (None: state_dir/keys/certificates_ed25519, made 0600 on first use; back it up)."""
+    """Certificates of erasure and labels (docs/certificates.md)."""
 
-    workshop: str = Field(default="provision", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
-    key: Path | None = None
+    workshop: str = Field(
+        description="the workshop's name the certificates and labels state",
+        default="provision",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )
+    key: Path | None = Field(
+        description="the Ed25519 signing key, made 0600 on first use (back it up: `provision backup`); "
+        "null: state_dir/keys/certificates_ed25519",
+        default=None,
+    )
 
 
 class ServerConfig(_Model):
-    interface: str | None = None
-    address: IPv4Address = IPv4Address("198.18.0.1")
-    network: IPv4Network | None = None
-    http_bind: IPv4Address | None = None  # default: `address`
+    interface: str | None = Field(
+        description="the imaging LAN interface: DHCP answers only there (null: any)", default=None
+    )
+    address: IPv4Address = Field(
+        description="this server's address on the imaging LAN", default=IPv4Address("198.18.0.1")
+    )
+    network: IPv4Network | None = Field(
+        description="the imaging LAN's network (informational: the server does not read it today)", default=None
+    )
+    http_bind: IPv4Address | None = Field(description="address the HTTP server binds (null: address)", default=None)
     dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
     ports: Ports = Field(default_factory=Ports)
     boot: BootConfig = Field(default_factory=BootConfig)
@@ -147,12 +224,27 @@ class ServerConfig(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     erasure: ErasureConfig = Field(default_factory=ErasureConfig)
     certificates: CertificatesConfig = Field(default_factory=CertificatesConfig)
-    state_dir: Path = Path("/var/lib/provision")
-    boot_root: Path = Path("/var/lib/provision/boot")
-    templates_dir: Path = Field(default_factory=lambda: data_dir("pxe"))  # the checkout's or the installed one
-    recipes_dir: Path = Field(default_factory=lambda: data_dir("recipes"))  # the sample recipes
-    image_store: Path | None = None  # default: state_dir/images
-    repo_dir: Path | None = None  # the bundles' Debian repository served at /repo/ (default: state_dir/repo)
+    state_dir: Path = Field(
+        description="the database, keys, leases, probes (`provision backup` saves it)",
+        default=Path("/var/lib/provision"),
+    )
+    boot_root: Path = Field(description="boot files served by TFTP and HTTP", default=Path("/var/lib/provision/boot"))
+    templates_dir: Path = Field(
+        description="boot script templates",
+        default_factory=lambda: data_dir("pxe"),
+        json_schema_extra={"default_text": "the package's pxe/"},
+    )
+    recipes_dir: Path = Field(
+        description="the recipes folder",
+        default_factory=lambda: data_dir("recipes"),
+        json_schema_extra={"default_text": "the package's sample recipes/"},
+    )
+    image_store: Path | None = Field(
+        description="the master images' chunk store (null: state_dir/images)", default=None
+    )
+    repo_dir: Path | None = Field(
+        description="the bundles' Debian repository served at /repo/ (null: state_dir/repo)", default=None
+    )
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @property
@@ -197,6 +289,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def check_config(path: Path) -> list[Problem]:
+    """Every problem of a configuration file at once, by line (``provision config check``): YAML syntax,
+    duplicate keys, unknown keys, wrong types and bad values. [] when ``load_config`` would accept it."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        return [Problem(file, None, "", f"cannot read: {reason}")]
+    doc = yamlsrc.load(text, file)
+    problems = list(doc.problems)
+    if doc.data is None and problems:  # not YAML, or a bound exceeded: nothing to validate
+        return problems
+    if doc.data is not None and not isinstance(doc.data, dict):
+        return [*problems, Problem(file, 1, "", "the configuration must be a YAML mapping")]
+    try:
+        ServerConfig.model_validate(doc.data or {})
+    except ValidationError as exc:
+        problems += yamlsrc.validation_problems(file, doc, exc)
+    return sorted(problems, key=lambda p: (p.line or 0, p.key))
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ServerConfig:

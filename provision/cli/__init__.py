@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from provision import __version__
-from provision.cli import bundles, certificates, facts, hooks, images, lab, live, machines, serve, users
+from provision.cli import bundles, certificates, config, facts, hooks, images, lab, live, machines, serve, users
 from provision.cli.common import EXIT_FAILED, EXIT_USAGE, Parser, UsageError
 from provision.errors import ConfigError, ProvisionError
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"provision {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (facts, hooks, bundles, serve, images, lab, machines, live, users, certificates):
+    for module in (facts, hooks, bundles, serve, config, images, lab, machines, live, users, certificates):
         module.add_commands(sub)
     return parser
 

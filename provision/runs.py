@@ -197,7 +197,10 @@ class Runs:
             return self._wait(mac, f"recipes do not load: {str(exc)[:300]}", **ident)
         recipe = decision.recipe.name if decision.recipe else None
         reasons = list(decision.reasons)
-        self.store.event(mac, "decision", {"action": decision.action.value, "recipe": recipe, "reasons": reasons})
+        chosen = {"action": decision.action.value, "recipe": recipe, "reasons": reasons}
+        # the machine's class and destination: what the city's report counts a machine set aside here under
+        self.store.event(mac, "decision", {**chosen, "class": _text(derived.get("form_factor")),
+                                           "destination": _destination(decision)})  # fmt: skip
         if decision.action is Action.REPAIR:
             self.store.set_state(mac, MachineState.REPAIR, "; ".join(reasons), recipe=recipe, **ident)
             return RepairAnswer(reasons, recipe)

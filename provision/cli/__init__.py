@@ -15,9 +15,24 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from provision import __version__
-from provision.cli import bundles, certificates, config, facts, hooks, images, lab, live, machines, serve, users
+from provision.cli import (
+    backup,
+    bundles,
+    certificates,
+    config,
+    facts,
+    hooks,
+    images,
+    lab,
+    live,
+    machines,
+    report,
+    serve,
+    users,
+)
 from provision.cli.common import EXIT_FAILED, EXIT_USAGE, Parser, UsageError
 from provision.errors import ConfigError, ProvisionError
+from provision.logcontext import configure as configure_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -31,7 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"provision {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging, and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (facts, hooks, bundles, serve, config, images, lab, machines, live, users, certificates):
+    for module in (
+        facts,
+        hooks,
+        bundles,
+        serve,
+        config,
+        images,
+        lab,
+        machines,
+        live,
+        users,
+        certificates,
+        report,
+        backup,
+    ):
         module.add_commands(sub)
     return parser
 
@@ -41,10 +70,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO if args.command == "serve" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=err,
+    configure_logging(
+        logging.DEBUG if args.debug else logging.INFO if args.command == "serve" else logging.WARNING,
+        err,
+        getattr(args, "log_format", None),  # serve's --log-format; else journal under systemd, text elsewhere
     )
     func: Callable[[argparse.Namespace, TextIO], int] | None = getattr(args, "func", None)
     if func is None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from provision.errors import FatalError, ProvisionError, RunConflict
 from provision.hooks import Catalog, HookEnvError, HookFile, OnFailure, ParamType, Where, hook_env, hook_job
+from provision.logcontext import bound
 from provision.ssh import HostKey, LiveSession, SshError
 from provision.states import RunState
 from provision.store import Run, Store
@@ -118,11 +119,12 @@ class PostInstall:
 
     # ------------------------------------------------------------------------------------------------ work
     def _guarded(self, run: Run, calls: list[HookCall], facts: dict[str, Any]) -> None:
-        try:
-            self.run_hooks(run, calls, facts)
-        except Exception as exc:  # a bug must still end the run, never leave it in `hooks`
-            log.exception("%s: run %s: hooks failed unexpectedly", run.mac, run.id)
-            self._end(run, RunState.FAILED, f"hooks could not run: {type(exc).__name__}: {exc}")
+        with bound(mac=run.mac, run=run.id):  # a pool thread: every line of the run's hooks says whose they are
+            try:
+                self.run_hooks(run, calls, facts)
+            except Exception as exc:  # a bug must still end the run, never leave it in `hooks`
+                log.exception("%s: run %s: hooks failed unexpectedly", run.mac, run.id)
+                self._end(run, RunState.FAILED, f"hooks could not run: {type(exc).__name__}: {exc}")
 
     def run_hooks(self, run: Run, calls: Sequence[HookCall], facts: Mapping[str, Any]) -> Run:
         """Run every hook of ``calls`` in order; the run's final state."""

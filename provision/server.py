@@ -209,6 +209,7 @@ class Server:
                 dynamic=booter.tftp_file,
                 interface=cfg.interface,
                 on_failure=lambda exc: self.report_failure("tftp", str(exc)),
+                client_mac=booter.neighbours,
             ),
         )
         self.bound.tftp = int(getattr(service, "port", cfg.ports.tftp))

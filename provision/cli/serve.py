@@ -99,6 +99,12 @@ def add_commands(sub: Any) -> None:
             f"--{name}-port", type=int, metavar="N", help=f"{name} port (default {default}; 0: any free port)"
         )
     p.add_argument("--ready-file", metavar="FILE", help="write the bound ports as JSON here once serving")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "journal"],
+        help="log lines with a time stamp (text), or with a syslog priority prefix and none (journal); default: "
+        "journal when systemd runs the server (JOURNAL_STREAM set), else text",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

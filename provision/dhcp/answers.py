@@ -26,6 +26,7 @@ from provision.dhcp.codec import MalformedPacket, mac_hint, parse
 from provision.dhcp.leases import LeasePool, LeaseTable
 from provision.dhcp.packet import BOOTREPLY, BOOTREQUEST, ZERO, DhcpPacket, MessageType, Opt
 from provision.dhcp.policy import BootAnswer, DhcpSettingsError, PxeSettings, Skip, boot_answer, boot_fields
+from provision.logcontext import bound
 
 # One logger for the service, named as before the split (log lines show it).
 log = logging.getLogger("provision.dhcp.server")
@@ -128,12 +129,14 @@ class DhcpResponder:
             self.count("errors")
             log.exception("%s: dropped from %s:%d: parser failure", mac_hint(bytes(data)) or "unknown MAC", *source)
             return []
-        try:
-            replies = [Reply(p, p.encode(), dest) for p, dest in self._answer(packet, source, channel)]
-        except Exception:
-            self.count("errors")
-            log.exception("%s: dropped a DHCP %s from %s:%d: error while answering", packet.mac, _kind(packet), *source)
-            return []
+        with bound(mac=packet.mac):  # every line about this packet, the booter's included, names its client
+            try:
+                replies = [Reply(p, p.encode(), dest) for p, dest in self._answer(packet, source, channel)]
+            except Exception:
+                self.count("errors")
+                log.exception("%s: dropped a DHCP %s from %s:%d: error while answering", packet.mac, _kind(packet),
+                              *source)  # fmt: skip
+                return []
         return replies
 
     def _ignore(self, packet: DhcpPacket, why: str, level: int = logging.DEBUG) -> _Out:

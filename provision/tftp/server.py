@@ -36,9 +36,10 @@ from typing import Self
 from tftpy.TftpPacketFactory import TftpPacketFactory
 
 from provision.errors import FatalError
+from provision.logcontext import bound
 from provision.tftp.limits import Throttle, Waiting
 from provision.tftp.protocol import DEFAULT_MAX_BLKSIZE, MIN_BLKSIZE, RFC_MAX_BLKSIZE, TftpErrorCode
-from provision.tftp.transfers import _IP_PKTINFO, _SO_BINDTODEVICE, DynamicFiles, _Handlers, _Transfer
+from provision.tftp.transfers import _IP_PKTINFO, _SO_BINDTODEVICE, ClientMac, DynamicFiles, _Handlers, _Transfer
 
 log = logging.getLogger("provision.tftp")  # the package name, as before the split: one logger for the service
 
@@ -126,7 +127,8 @@ class TftpService(_Handlers):
     `grub/grub.cfg`); bytes are served as the file (with their tsize), None falls back to the file tree.
     It runs in the server thread: keep it fast. `interface` binds the sockets to one network device.
     Per-request problems are answered and logged; should the server thread itself fail later,
-    `on_failure` is called with a ServiceError (from that thread).
+    `on_failure` is called with a ServiceError (from that thread). `client_mac(client_ip)`: the client's MAC,
+    asked once per request; the request's and its transfer's log lines carry it (provision.logcontext).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class TftpService(_Handlers):
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         on_failure: Callable[[ServiceError], None] | None = None,
+        client_mac: ClientMac | None = None,
     ) -> None:
         if not MIN_BLKSIZE <= max_blksize <= RFC_MAX_BLKSIZE:
             raise ValueError(f"max_blksize must be {MIN_BLKSIZE}..{RFC_MAX_BLKSIZE}, not {max_blksize}")
@@ -148,6 +151,7 @@ class TftpService(_Handlers):
         self.host = host
         self.interface = interface
         self.dynamic = dynamic
+        self.client_mac = client_mac
         self.max_blksize = max_blksize
         self.timeout = timeout
         self.retries = retries
@@ -272,7 +276,8 @@ class TftpService(_Handlers):
                     if key.fileobj is self._sock:
                         self._on_request()
                     elif isinstance(key.data, _Transfer):
-                        self._on_packet(key.data)
+                        with bound(mac=key.data.mac):
+                            self._on_packet(key.data)
                     else:
                         with contextlib.suppress(OSError):
                             self._wake_reader.recv(64)
@@ -286,7 +291,8 @@ class TftpService(_Handlers):
             self._waiting = Waiting()  # nothing starts any more
             for transfer in list(self._transfers.values()):
                 self._send(transfer.ctx.sock, transfer.client, TftpErrorCode.NOT_DEFINED, "server shutting down")
-                self._finish(transfer, "server stopping", logging.INFO)
+                with bound(mac=transfer.mac):
+                    self._finish(transfer, "server stopping", logging.INFO)
             self._selector.close()
             self._sock.close()
             self._wake_reader.close()

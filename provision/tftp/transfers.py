@@ -24,6 +24,7 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException, TftpTimeoutExpectACK
 from tftpy.TftpStates import TftpStateExpectACK
 
+from provision.logcontext import bound, context
 from provision.tftp.limits import FIRST_ACK_RETRIES, MAX_TRANSFERS, Throttle, Waiting, admit, first_ack_wait
 from provision.tftp.paths import normalize_path, open_regular, resolve_path
 from provision.tftp.protocol import (
@@ -40,6 +41,8 @@ log = logging.getLogger("provision.tftp")  # the package name, as before the spl
 
 DynamicFiles = Callable[[str, str], bytes | None]
 """`dynamic(path, client_ip)`: the bytes to serve for `path` (relative, '/'-separated), or None."""
+ClientMac = Callable[[str], str | None]
+"""`client_mac(client_ip)`: the client's MAC (the kernel's neighbour table), or None: bound to its log lines."""
 
 # What a refused client is told: the reason (symlink, '..') is for the log, not for whoever probes the server.
 _PUBLIC_TEXT = {1: "File not found", 2: "Access violation"}
@@ -60,6 +63,7 @@ class _Transfer:
     deadline: float
     retries: int = 0
     acked: bool = False  # the client ACKed something: it is there (a flood of RRQs never does)
+    mac: str | None = None  # the client's MAC in the neighbour table when it asked: its log lines carry it
 
     @property
     def who(self) -> str:
@@ -76,6 +80,7 @@ class _Handlers:
     host: str
     interface: str | None
     dynamic: DynamicFiles | None
+    client_mac: ClientMac | None
     max_blksize: int
     timeout: float
     retries: int
@@ -105,10 +110,15 @@ class _Handlers:
             log.warning("TFTP receive on port %d failed: %s", self._port, exc)
             return
         client = (str(address[0]), int(address[1]))
-        try:
-            self._handle_request(data, client, _local_address(ancdata))
-        except Exception:
-            log.exception("client %s:%d: unexpected error handling a request", *client)
+        with bound(mac=self._mac_of(client[0])):
+            try:
+                self._handle_request(data, client, _local_address(ancdata))
+            except Exception:
+                log.exception("client %s:%d: unexpected error handling a request", *client)
+
+    def _mac_of(self, ip: str) -> str | None:
+        """The MAC of ``ip`` for the log lines of its request (None: unknown, or no lookup)."""
+        return None if self.client_mac is None else self.client_mac(ip)
 
     def _handle_request(self, data: bytes, client: tuple[str, int], local: str | None) -> None:
         who = f"{client[0]}:{client[1]}"
@@ -181,7 +191,8 @@ class _Handlers:
                         break
                     client, (request, local) = waiting
                     if client not in self._transfers:
-                        self._serve(request, client, local)
+                        with bound(mac=self._mac_of(client[0])):
+                            self._serve(request, client, local)
         finally:
             self._resuming = False
 
@@ -222,7 +233,8 @@ class _Handlers:
             return
         now = time.monotonic()
         deadline = now + first_ack_wait(agreed.timeout)
-        transfer = _Transfer(ctx, client, requested, path, size, agreed.blksize, agreed.timeout, now, deadline)
+        mac = context().get("mac")  # bound by the request
+        transfer = _Transfer(ctx, client, requested, path, size, agreed.blksize, agreed.timeout, now, deadline, mac=mac)
         ctx.fileobj = fileobj
         ctx.file_to_transfer = path
         ctx.tidport = client[1]
@@ -308,7 +320,8 @@ class _Handlers:
         now = time.monotonic()
         for transfer in list(self._transfers.values()):
             if now >= transfer.deadline:
-                self._resend(transfer, now)
+                with bound(mac=transfer.mac):
+                    self._resend(transfer, now)
 
     def _resend(self, transfer: _Transfer, now: float) -> None:
         transfer.retries += 1

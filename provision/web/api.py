@@ -22,6 +22,7 @@ from aiohttp import web
 from provision.dashboard.render import DASHBOARD
 from provision.dashboard.screen import screen_of
 from provision.errors import NotFound
+from provision.logcontext import bound
 from provision.macaddr import normalize_mac
 from provision.runs import Runs
 from provision.store import Run, Store
@@ -63,14 +64,16 @@ async def hello(request: web.Request) -> web.Response:
         answer = request.app[RUNS].hello(msg, request.remote)
         return _with_screen(request, answer, msg.mac) if msg.screen else answer
 
-    answer = await asyncio.to_thread(answer_hello)
+    with bound(mac=msg.mac, keep=True):
+        answer = await asyncio.to_thread(answer_hello)
     return web.json_response(answer.to_dict())
 
 
 async def firstboot(request: web.Request) -> web.Response:
     """An installed system's boot, proven by its run's first-boot secret: an event of the machine only."""
     msg = await _message(request, FirstBoot)
-    await asyncio.to_thread(request.app[RUNS].firstboot, msg, request.remote)
+    with bound(mac=msg.mac, keep=True):
+        await asyncio.to_thread(request.app[RUNS].firstboot, msg, request.remote)
     return web.json_response({"ok": True})
 
 
@@ -95,8 +98,10 @@ def _run_handler(kind: type[M], call: RunCall, doc: str) -> Callable[[web.Reques
         run_id = request.match_info["run"]
 
         def answer() -> Message:
-            found = call(request.app[RUNS], run_id, msg, request.remote)
-            return _with_screen(request, found, _run_mac(request, run_id))
+            mac = _run_mac(request, run_id)
+            with bound(mac=mac, keep=True):  # the run id is bound already (provision.web.logs)
+                found = call(request.app[RUNS], run_id, msg, request.remote)
+            return _with_screen(request, found, mac)
 
         return web.json_response((await asyncio.to_thread(answer)).to_dict())
 

@@ -23,6 +23,7 @@ from provision.web import api, boot
 from provision.web.actions import setup_actions
 from provision.web.errors import provision_errors, quiet_malformed_http
 from provision.web.images import add_image_routes
+from provision.web.logs import log_context
 from provision.web.metrics import add_metrics
 from provision.wire import paths
 from provision.wire.api import MAX_BODY
@@ -39,7 +40,9 @@ async def _close(postinstall: PostInstall) -> None:
 
 def make_app(booter: Booter, images: ImageStore | None = None) -> web.Application:
     quiet_malformed_http()
-    app = web.Application(middlewares=[provision_errors, boot.grub_abortive_close], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[log_context, provision_errors, boot.grub_abortive_close], client_max_size=MAX_BODY
+    )
     app[boot.BOOTER] = booter
     app[api.STORE] = booter.store
     state = booter.config.state_dir

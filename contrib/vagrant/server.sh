@@ -50,6 +50,7 @@ from provision.lab.demorack import RECIPES
 for name, text in RECIPES.items():
     Path(sys.argv[1], name).write_text(text)
 PY
+"$provision" config check "$config"
 "$provision" recipes check "$etc/recipes"
 
 step "boot files (Debian packages) into /var/lib/provision/boot"

@@ -163,3 +163,11 @@ def test_vagrant_validate_with_the_libvirt_provider(tmp_path: Path) -> None:
     done = validate(tmp_path / "broken", broken)
     assert done.returncode != 0
     assert "no_such_setting" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("script", ["server.sh", "wait-imaged"])
+def test_the_lab_scripts_parse_and_are_executable(script: str) -> None:
+    path = REPO / "contrib" / "vagrant" / script
+    assert os.access(path, os.X_OK)
+    done = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr

@@ -4,6 +4,9 @@
 # `provision serve` with full DHCP on the imaging LAN as a systemd service. Idempotent: `vagrant provision
 # server` runs it again (what is built already is reused).
 #   contrib/vagrant/server.sh SERVER_IP
+# The service is the project's own unit (docs/service.md): it runs /opt/provision/.venv/bin/provision serve
+# --config /etc/provision/provision.yaml, so /opt/provision links to /vagrant and the configuration is written
+# there.
 set -euo pipefail
 address=${1:?usage: server.sh SERVER_IP}
 src=/vagrant
@@ -60,33 +63,8 @@ step "live environment (provision live build: ~2 min the first time)"
 step "the tiny image (provision image build images/tiny.yaml)"
 "$provision" image build images/tiny.yaml --config "$config"
 
-unit=/etc/systemd/system/provision.service
-if [ -f contrib/systemd/provision.service ]; then
-  step "systemd: contrib/systemd/provision.service, serving $config"
-  install -m 0644 contrib/systemd/provision.service "$unit"
-else
-  step "systemd: a simple provision.service, serving $config"
-  cat >"$unit" <<UNIT
-[Unit]
-Description=provision: network-boot imaging server (Vagrant lab)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/opt/provision/.venv/bin/provision serve --config $config
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-fi
-# whatever the unit's own command line, the lab's server reads the lab's configuration
-install -d "$unit.d"
-cat >"$unit.d/vagrant-lab.conf" <<UNIT
-[Service]
-ExecStart=
-ExecStart=/opt/provision/.venv/bin/provision serve --config $config
-UNIT
+step "systemd: contrib/systemd/provision.service (serves $config)"
+install -m 0644 contrib/systemd/provision.service /etc/systemd/system/provision.service
 systemctl daemon-reload
 systemctl enable provision.service
 systemctl restart provision.service

@@ -15,15 +15,15 @@ from __future__ import annotations
 import functools
 import gettext
 import io
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from importlib import resources
 
 from babel import Locale
-from babel.dates import format_datetime, format_timedelta
+from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 
 LANGUAGES = ("fr", "en")
 DEFAULT = "fr"
@@ -100,6 +100,14 @@ class Formats:
         while value >= 1000 and unit < len(units) - 1:
             value, unit = value / 1000, unit + 1
         return f"{self.number(value, 0 if unit == 0 or value >= 100 else 1)}\u00a0{units[unit]}"
+
+    def percent(self, fraction: float) -> str:
+        """``0.875`` as ``87,5 %`` / ``87.5%`` (to a tenth of a percent), in the language's own pattern."""
+        return format_percent(round(fraction, 3), locale=self.locale, decimal_quantization=False)
+
+    def day(self, day: date) -> str:
+        """A date, long: ``7 décembre 2026`` / ``December 7, 2026``."""
+        return format_date(day, format="long", locale=self.locale)
 
     def rate(self, per_second: float) -> str:
         return f"{self.size(per_second)}/s"

@@ -131,6 +131,8 @@ class MachinePage:
     events: tuple[EventView, ...]  # newest first
     lot: str | None = None  # the donor's delivery
     erasure: ErasureView | None = None  # the drives of its last erasure
+    destination: str | None = None  # where it goes (provision.states.Destination): the operator's, else its recipe's
+    destination_by_operator: bool = False
 
 
 def machine_page(views: Views, mac: str, recipes: Callable[[], RecipeSet] | None) -> MachinePage | None:
@@ -148,9 +150,10 @@ def machine_page(views: Views, mac: str, recipes: Callable[[], RecipeSet] | None
         EventView(e.id, e.at, e.kind, json.dumps(e.detail, ensure_ascii=False, sort_keys=True)[:4000])
         for e in reversed(events)
     )
+    destination = machine.destination or (store.run_destination(runs[-1].id) if runs else None)
     return MachinePage(tile, machine.serial, machine.first_seen, machine.boots, shown,
                        recipe_explanation(facts, recipes), run_views, event_views, machine.lot,
-                       last_erasure(store.erasures(mac=mac)))  # fmt: skip
+                       last_erasure(store.erasures(mac=mac)), destination, machine.destination is not None)  # fmt: skip
 
 
 def run_view(views: Views, run: Run) -> RunView:

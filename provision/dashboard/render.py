@@ -20,7 +20,7 @@ from aiohttp import web
 
 from provision.dashboard.i18n import COOKIE, LANGUAGES, Formats, choose, translations
 from provision.dashboard.reasons import N_, Explanation
-from provision.dashboard.views import FORM_WORDS, STAGE_WORDS, Views
+from provision.dashboard.views import DESTINATION_WORDS, FORM_WORDS, STAGE_WORDS, Views
 from provision.images import ImageStore
 from provision.recipes import RecipeSet
 
@@ -98,6 +98,7 @@ def setup_templates(app: web.Application) -> jinja2.Environment:
     env.install_gettext_callables(_gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals["stage_words"] = STAGE_WORDS
     env.globals["form_words"] = FORM_WORDS
+    env.globals["destination_words"] = DESTINATION_WORDS
     env.globals["languages"] = LANGUAGES
     env.globals["refresh_seconds"] = REFRESH_SECONDS
     return env

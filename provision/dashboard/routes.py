@@ -5,7 +5,9 @@
 - ``GET /images/{name}``: one image: its versions and the machines that hold each;
 - ``GET /dashboard/events``: the live updates (Server-Sent Events, ``provision.dashboard.live``);
 - ``/dashboard/static/``: the style sheet and the one small script;
-- certificates, labels and lots (``provision.dashboard.downloads``, behind a login).
+- certificates, labels and lots (``provision.dashboard.downloads``, behind a login);
+- ``GET /report``: the city's report, its charts and its CSV and JSON (``provision.dashboard.reportpage``, behind a
+  login).
 
 Each handler builds its view model in a worker thread (the store is SQLite) and renders it in the request's
 language (``provision.dashboard.render``). Actions (re-image, mark ready, forget, rerun a hook) need a login and
@@ -26,6 +28,7 @@ from provision.dashboard.downloads import Issuer, add_downloads
 from provision.dashboard.live import KEEPALIVE, Feed, comment, sse
 from provision.dashboard.pages import image_page, machine_page
 from provision.dashboard.render import DASHBOARD, Dashboard, fragment, language, page, setup_templates
+from provision.dashboard.reportpage import add_report
 from provision.dashboard.views import Session, Tile, Views
 from provision.images import ImageStore
 from provision.macaddr import BadMac, normalize_mac
@@ -138,6 +141,7 @@ def add_dashboard(
     app.router.add_get(MACHINE, machine, name="dashboard-machine")
     app.router.add_get(IMAGE, image, name="dashboard-image")
     app.router.add_get(EVENTS, events, name="dashboard-events")
+    add_report(app)
     if issuer is not None:
         add_downloads(app, issuer)
     app.router.add_static(STATIC, static_dir(), name="dashboard-static", follow_symlinks=False, show_index=False)

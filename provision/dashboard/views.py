@@ -82,6 +82,12 @@ FORM_WORDS: dict[str, str] = {
     "tower": N_("tower"),
     "desktop": N_("desktop"),
 }
+DESTINATION_WORDS: dict[str, str] = {  # provision.states.Destination
+    "school": N_("school"),
+    "family": N_("family"),
+    "association": N_("association"),
+    "recycling": N_("recycling"),
+}
 FINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.REPAIR})
 RUN_STAGES = {
     RunState.BOOTED: Stage.BOOTING,

@@ -9,72 +9,21 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from provision.cli import main
 from provision.facts import load_probe
 from provision.facts.derive import derive
-from provision.runs import Runs
-from provision.states import Destination, RunState
-from provision.store import Run, Store
-from provision.wire.api import Hello, VerificationReport
-from tests.support.erasures import drive, report
+from provision.store import Store
 from tests.support.paths import SAMPLE_PROBE
-
-DIGEST = "d" * 64
-GB = 10**9
-ERASE = {"erase": {"method": "auto", "verify": "sample", "only": True}}
-
-
-def image_run(store: Store, mac: str, recipe: str, destination: str, form: str) -> Run:
-    store.seen(mac)
-    return store.create_run(mac, recipe=recipe, image="educ", label="L", digest=DIGEST, destination=destination,
-                            facts={"form_factor": form, "ram_mb": 8192})  # fmt: skip
-
-
-def imaged(store: Store, run: Run, written: int) -> Run:
-    store.set_run_state(run.id, RunState.WRITING)
-    store.set_run_state(run.id, RunState.VERIFYING)
-    store.record_verification(run.id, VerificationReport(DIGEST, 10, 10, True, written, 60.0, written / 60))
-    return store.set_run_state(run.id, RunState.DONE, bytes_written=written, mean_rate=written / 60)
-
-
-def erase_run(store: Store, mac: str, *drives: Any) -> Run:
-    store.seen(mac)
-    run = store.create_run(mac, recipe="parts", image="", label="", digest="", plan=ERASE, erase_only=True,
-                           destination="recycling", facts={"form_factor": "tower"})  # fmt: skip
-    store.record_erasure(run.id, report("t" * 32, *drives), "atelier")
-    store.set_run_state(run.id, RunState.ERASING)
-    return run
+from tests.support.reports import GB, fill
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     with Store(tmp_path / "provision.db") as store:
-        first = imaged(store, image_run(store, "52:54:00:00:00:01", "desk", "school", "desktop"), 8 * GB)
-        second = imaged(store, image_run(store, "52:54:00:00:00:02", "laptop", "family", "laptop"), 6 * GB)
-        store.set_destination("52:54:00:00:00:02", Destination.ASSOCIATION, "paul")  # the operator's wins
-        failing = image_run(store, "52:54:00:00:00:03", "desk", "school", "desktop")
-        store.set_run_state(failing.id, RunState.WRITING)
-        store.set_run_state(failing.id, RunState.FAILED, "write failed: I/O error on /dev/sda", bytes_written=GB)
-        parts = erase_run(store, "52:54:00:00:00:04", drive("sda"), drive("nvme0n1", method="nvme-sanitize-crypto"))
-        store.set_run_state(parts.id, RunState.DONE)
-        bad = erase_run(store, "52:54:00:00:00:05", drive("sda", ok=False, verified=False))
-        store.set_run_state(bad.id, RunState.REPAIR, "sda: 3 of 25600 sampled blocks still hold data")
-        recipes = tmp_path / "recipes"  # the real selection sets a machine aside at hello: no run
-        recipes.mkdir()
-        (recipes / "desk.yaml").write_text("name: desk\ndefault: true\nimage: educ\ndestination: school\n"
-                                           "health: {min_ram_mb: 999999}\n")  # fmt: skip
-        runs = Runs(store, None, recipes, tmp_path / "probes")
-        aside = "52:54:00:00:00:06"
-        hello = Hello(aside, store.issue_token(aside, "ipxe", ttl=60), facts=load_probe(SAMPLE_PROBE).to_dict())
-        assert runs.hello(hello, None).action == "repair"
-        runs.hello(Hello(aside, store.issue_token(aside, "ipxe", ttl=60), facts=hello.facts), None)  # counted once
-        store.seen("52:54:00:00:00:07")  # a run still open: not in the report
-        store.create_run("52:54:00:00:00:07", recipe="desk", image="educ", label="L", digest=DIGEST)
-        times = [r.finished - r.started for r in (first, second) if r.finished is not None]
+        times = fill(store, tmp_path / "recipes", tmp_path / "probes")
     (tmp_path / "times.json").write_text(json.dumps(times))
     yield tmp_path
 

@@ -180,6 +180,17 @@ def test_lab_demo_images_the_default_rack_and_boots_it_from_its_own_disk(tmp_pat
         assert [(e["device"], e["method"], e["category"], e["ok"]) for e in run["erasures"]] == [
             ("vda", "overwrite", "clear", True)
         ]
+    # the city's report (issue 18) counts the demo's two PCs: one run each, imaged, its drive erased (overwrite)
+    listed = subprocess.run(
+        [sys.executable, "-m", "provision", "report", "--json", "--by", "recipe", "--state-dir", str(state)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    report = json.loads(listed.stdout)
+    total = report["total"]
+    assert (total["runs_ended"], total["imaged"], total["machines_imaged"], total["success_rate"]) == (2, 2, 2, 1.0)
+    assert total["erasures"] == [{"method": "overwrite", "drives": 2, "ok": 2, "bytes": total["erasures"][0]["bytes"]}]
+    assert {g["key"]: g["imaged"] for g in report["groups"]} == {"bios-pc": 1, "uefi-pc": 1}
+    assert total["bytes_written"] > 0 and total["bytes_http"] == total["bytes_written"]
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not re.search(rf"^prov-{proc.pid}-", namespaces, re.MULTILINE), namespaces
     if seen is not None:  # the dashboard, in chromium on this machine, followed the PCs live (no reload):

@@ -44,7 +44,10 @@ ERROR_TITLES = {
 ERROR_ADVICE = {
     500: N_("Try again; if it happens again, the server's log says why."),
     400: N_("The reason is below. Go back, correct the value and try again."),
-    401: N_("Reading the rack needs no login; actions, lots, certificates and labels do. Log in, then try again."),
+    401: N_(
+        "Reading the rack needs no login; actions, lots, the report, certificates and labels do. "
+        "Log in, then try again."
+    ),
     403: N_("The page was out of date or the form came from elsewhere. Reload the page and try again."),
     404: N_("Check the address, or go back to the rack."),
     409: N_("The machine is busy or in a state that does not allow this. Wait, reload the page and try again."),

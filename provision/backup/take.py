@@ -25,6 +25,7 @@ from provision.backup.manifest import (
     write_entry,
 )
 from provision.config import ServerConfig
+from provision.images.files import TMP_PREFIX
 from provision.store.base import BUSY_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,11 @@ class _Taking:
                 self.dirs[f"{root}/{(here / d).relative_to(source)}"] = mode_of(here / d)
             for name in sorted(names):
                 path = here / name
-                if path in skip or (here == source and root == "state" and name in DB_FILES):
+                if (
+                    path in skip
+                    or name.startswith(TMP_PREFIX)
+                    or (here == source and root == "state" and name in DB_FILES)
+                ):
                     continue
                 try:
                     kind = path.lstat().st_mode

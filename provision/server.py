@@ -229,7 +229,7 @@ class Server:
         log.info(
             "dhcp: %s mode on %s, ports %d/%d",
             cfg.dhcp.mode.value,
-            cfg.interface,
+            cfg.interface or f"{cfg.address} (no interface: unicast only, no broadcast heard)",
             self.bound.dhcp,
             self.bound.proxy,
         )

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tests.support.cli import run
+from tests.support.paths import REPO
 
 GOOD = "address: 10.20.0.1\ndhcp:\n  mode: full\n  range_start: 10.20.0.100\n  range_end: 10.20.0.250\n"
 
@@ -84,3 +85,14 @@ def test_defaults_and_reference(tmp_path: Path) -> None:
     doc.write_text("no markers\n")
     code, _, err = run("config", "reference", "--write", str(doc))
     assert code == 2 and "markers are missing" in err
+
+
+def test_the_example_of_the_docs_is_true(tmp_path: Path) -> None:
+    """docs/configuration.md's example file gives exactly the output it shows."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    example = text.split("Example:\n\n```yaml\n")[1].split("```\n")[0]
+    shown = text.split("$ provision config check provision.yaml\n")[1].split("```\n")[0]
+    path = tmp_path / "provision.yaml"
+    path.write_text(example)
+    code, out, _ = run("config", "check", str(path))
+    assert code == 1 and out.replace(f"{tmp_path}/", "") == shown

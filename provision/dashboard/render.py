@@ -26,7 +26,7 @@ from provision.recipes import RecipeSet
 
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("dashboard_templates", jinja2.Environment)
 SESSION_KEY = "provision.session"  # request[SESSION_KEY]: the logged-in session (provision.web.auth sets it)
-DONE_ACTIONS = ("reimage", "ready", "forget", "rerun", "lot")  # ?done=ACTION after a form: said on the next page
+DONE_ACTIONS = ("reimage", "ready", "forget", "rerun", "lot", "destination")  # ?done=ACTION after a form: said next
 COOKIE_AGE = 365 * 86400
 REFRESH_SECONDS = 10  # the page without JavaScript reloads itself this often (<noscript> meta refresh)
 

@@ -6,8 +6,10 @@
 - ``POST /machines/{mac}/actions/{action}`` with ``reimage`` (imaged again at its next network boot),
   ``ready`` (a machine set aside or failed is repaired), ``forget`` (off the dashboard, its records kept)
   -> 303 to the machine's page (the rack for ``forget``) with ``?done=ACTION``; and ``lot`` with the form's
-  ``lot`` field (the donor's delivery; empty: none) -> 303 to the machine's page with ``?done=lot``. The user
-  who acts is recorded as the operator of the machine's next erasure (provision.store.erasures).
+  ``lot`` field (the donor's delivery; empty: none) -> 303 to the machine's page with ``?done=lot``; and
+  ``destination`` with the form's ``destination`` (school, family, association, recycling; empty: none, its
+  recipe's counts; anything else: 400) -> ``?done=destination``. The user who acts is recorded as the
+  operator of the machine's next erasure (provision.store.erasures).
 - ``POST /machines/{mac}/hooks/{hook}/rerun`` runs one hook again in the PC's live environment
   (provision.postinstall) -> 303 to the machine's page with ``?done=rerun&ok=0|1``.
 
@@ -26,9 +28,10 @@ from aiohttp import web
 
 from provision.config import AuthConfig
 from provision.dashboard import render
-from provision.errors import NotFound, ProvisionError
+from provision.errors import NotFound, ProvisionError, RequestError
 from provision.macaddr import normalize_mac
 from provision.postinstall import PostInstall
+from provision.states import Destination
 from provision.store.db import ACTIONS
 from provision.web import auth
 from provision.web.api import STORE
@@ -40,6 +43,7 @@ POSTINSTALL: web.AppKey[PostInstall] = web.AppKey("postinstall", PostInstall)
 ROUTE_PREFIX = "dashboard"  # route names of pages and forms: their errors are HTML pages
 HOOK_NAME_MAX = 64
 LOT = "lot"  # the machine's lot: POST /machines/{mac}/actions/lot with the form's ``lot``
+DESTINATION = "destination"  # where it goes: POST /machines/{mac}/actions/destination, the form's ``destination``
 
 
 def machine_path(mac: str) -> str:
@@ -95,12 +99,27 @@ async def machine_action(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(request.app[STORE].set_lot, mac, lot, session.user)
         log.info("%s: lot %r set by %s (from %s)", mac, lot, session.user, request.remote)
         raise web.HTTPSeeOther(f"{machine_path(mac)}?{urlencode({'done': LOT})}")
+    if action == DESTINATION:
+        await _set_destination(request, mac, form.get("destination", ""), session.user)
     if action not in ACTIONS:
-        raise NotFound(f"no action {action[:40]!r} (the actions: {', '.join((*ACTIONS, LOT))})")
+        raise NotFound(f"no action {action[:40]!r} (the actions: {', '.join((*ACTIONS, LOT, DESTINATION))})")
     await asyncio.to_thread(request.app[STORE].operator_action, mac, action, session.user)
     log.info("%s: %s by %s (from %s)", mac, action, session.user, request.remote)
     target = "/" if action == "forget" else machine_path(mac)
     raise web.HTTPSeeOther(f"{target}?{urlencode({'done': action})}")
+
+
+async def _set_destination(request: web.Request, mac: str, value: str, user: str) -> None:
+    """The machine's destination as the operator chose it ('': none, its recipe's then counts); RequestError
+    (400) for a value that is none of them. Answers with the machine page."""
+    try:
+        destination = Destination(value) if value else None
+    except ValueError:
+        raise RequestError(f"destination {value[:40]!r} is none of {', '.join(d.value for d in Destination)}",
+                           mac=mac) from None  # fmt: skip
+    await asyncio.to_thread(request.app[STORE].set_destination, mac, destination, user)
+    log.info("%s: destination %s set by %s (from %s)", mac, destination, user, request.remote)
+    raise web.HTTPSeeOther(f"{machine_path(mac)}?{urlencode({'done': DESTINATION})}")
 
 
 async def rerun_hook(request: web.Request) -> web.StreamResponse:

@@ -124,3 +124,27 @@ def test_the_machine_page_shows_its_destination(served: Running) -> None:
     assert "<dt>Destination</dt><dd>école (selon sa recette)</dd>" in recipes
     none = requests.get(f"{served.url}/machines/52:54:00:00:00:07", params={"lang": "en"}, timeout=10).text
     assert "<dt>Destination</dt><dd>\u2013</dd>" in none  # a dash: none
+
+
+def test_an_operator_sets_the_destination_from_the_machine_page(served: Running, browser: requests.Session) -> None:
+    mac = "52:54:00:00:00:07"
+    page = browser.get(f"{served.url}/machines/{mac}", params={"lang": "en"}, timeout=10).text
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None and 'action="/machines/52:54:00:00:00:07/actions/destination"' in page
+    url = f"{served.url}/machines/{mac}/actions/destination"
+    assert requests.post(url, data={"csrf": found.group(1), "destination": "school"}, timeout=5).status_code == 401
+    bad = browser.post(url, data={"csrf": found.group(1), "destination": "museum"}, allow_redirects=False, timeout=5)
+    assert bad.status_code == 400 and "museum" in bad.text
+    done = browser.post(url, data={"csrf": found.group(1), "destination": "family"}, allow_redirects=False, timeout=5)
+    assert done.status_code == 303 and done.headers["Location"] == f"/machines/{mac}?done=destination"
+    shown = browser.get(f"{served.url}{done.headers['Location']}", params={"lang": "fr"}, timeout=10).text
+    assert "la destination de la machine est choisie" in shown
+    assert "<dt>Destination</dt><dd>famille (choisie par un opérateur)</dd>" in shown
+    assert '<option value="family" selected>' in shown
+    events = requests.get(f"{served.url}/api/v1/machines/{mac}/events", timeout=5).json()
+    assert [e["detail"] for e in events if e["kind"] == "destination"] == [
+        {"destination": "family", "by": "alice", "before": None}
+    ]
+    cleared = browser.post(url, data={"csrf": found.group(1), "destination": ""}, allow_redirects=False, timeout=5)
+    assert cleared.status_code == 303
+    assert "<dt>Destination</dt><dd>\u2013</dd>" in browser.get(f"{served.url}/machines/{mac}", timeout=10).text

@@ -24,9 +24,9 @@ writes every file with its mode (through a temporary file, renamed), and checks 
 
 from provision.backup.manifest import MANIFEST, BackupError, FileEntry, Manifest, read_manifest
 from provision.backup.restore import Restored, restore_backup, target_of, verify_backup
-from provision.backup.take import check_database, copy_database, take_backup
+from provision.backup.take import check_database, copy_database, dated_folder, prune_backups, take_backup
 
 __all__ = [
     "MANIFEST", "BackupError", "FileEntry", "Manifest", "Restored", "check_database", "copy_database",
-    "read_manifest", "restore_backup", "take_backup", "target_of", "verify_backup",
+    "dated_folder", "prune_backups", "read_manifest", "restore_backup", "take_backup", "target_of", "verify_backup",
 ]  # fmt: skip

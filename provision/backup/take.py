@@ -177,3 +177,24 @@ def _take(config: ServerConfig, work: Path, config_file: Path | None, with_image
             taking.copy_file(public, f"{root}/{public.name}")
     created = datetime.now(UTC).isoformat(timespec="seconds")
     return Manifest(FORMAT, __version__, created, schema, with_images, roots, taking.dirs, taking.files)
+
+
+DATED_PREFIX = "provision-"
+
+
+def dated_folder(parent: Path, now: datetime | None = None) -> Path:
+    """``parent/provision-YYYYMMDDTHHMMSSZ``: a new backup's folder named by its time (UTC), for timers."""
+    return parent / f"{DATED_PREFIX}{(now or datetime.now(UTC)):%Y%m%dT%H%M%SZ}"
+
+
+def prune_backups(parent: Path, keep: int) -> list[Path]:
+    """Remove the dated backups of ``parent`` but the ``keep`` newest (only whole ones: folders named by
+    ``dated_folder`` holding a manifest; nothing else is touched). Returns the removed folders."""
+    if keep < 1:
+        raise BackupError(f"keep {keep}: at least the newest backup is kept", keep=keep)
+    dated = sorted(p for p in parent.iterdir() if p.name.startswith(DATED_PREFIX) and (p / MANIFEST).is_file())
+    removed = dated[:-keep]
+    for folder in removed:
+        shutil.rmtree(folder)
+        log.info("backup %s removed: %d newer backups are kept", folder, keep)
+    return removed

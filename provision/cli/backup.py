@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli.common import DEFAULT_STATE
+from provision.cli.common import DEFAULT_STATE, UsageError
 
 MiB = 1 << 20
 
@@ -14,19 +14,25 @@ MiB = 1 << 20
 def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
     import time
 
-    from provision.backup import take_backup
+    from provision.backup import dated_folder, prune_backups, take_backup
     from provision.config import load_config
 
+    if args.keep is not None and not args.dated:
+        raise UsageError("--keep removes older dated backups: it goes with --dated")
     config_file = Path(args.config) if args.config else None
     config = load_config(config_file, {"state_dir": args.state_dir} if args.state_dir else None)
+    dest = dated_folder(Path(args.dir)) if args.dated else Path(args.dir)
     started = time.monotonic()
-    manifest = take_backup(config, Path(args.dir), config_file=config_file, with_images=args.with_images)
+    manifest = take_backup(config, dest, config_file=config_file, with_images=args.with_images)
     seconds = time.monotonic() - started
     out.write(
-        f"{args.dir}: backup of {config.state_dir}: {len(manifest.files)} files, {manifest.size / MiB:.1f} MiB, "
+        f"{dest}: backup of {config.state_dir}: {len(manifest.files)} files, {manifest.size / MiB:.1f} MiB, "
         f"database schema {manifest.schema_version}, integrity ok, {seconds:.1f} s"
         f"{'' if manifest.with_images else '; images not included'}\n"
     )
+    if args.keep is not None:
+        for folder in prune_backups(Path(args.dir), args.keep):
+            out.write(f"{folder}: removed (older than the {args.keep} kept)\n")
     return 0
 
 
@@ -58,10 +64,12 @@ def add_commands(sub: Any) -> None:
         "the copied database passes PRAGMA integrity_check before the backup is declared good. Images are left "
         "out unless --with-images (docs/backup.md).",
     )
-    p.add_argument("dir", metavar="DIR", help="the backup folder to make (must not exist, or be empty)")
+    p.add_argument("dir", metavar="DIR", help="the backup folder to make (must not exist, or be empty; see --dated)")
     p.add_argument("--config", metavar="FILE", help="the server's YAML configuration (backed up too)")
     p.add_argument("--state-dir", metavar="DIR", help=f"the state folder (default: the config's, else {DEFAULT_STATE})")
     p.add_argument("--with-images", action="store_true", help="include the image store (large: rebuildable)")
+    p.add_argument("--dated", action="store_true", help="DIR is a parent: back up into DIR/provision-UTCTIME")
+    p.add_argument("--keep", type=int, metavar="N", help="with --dated: then remove all but the N newest backups")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser(

@@ -8,11 +8,21 @@ import json
 import os
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from provision.backup import BackupError, check_database, read_manifest, restore_backup, take_backup, verify_backup
+from provision.backup import (
+    BackupError,
+    check_database,
+    dated_folder,
+    prune_backups,
+    read_manifest,
+    restore_backup,
+    take_backup,
+    verify_backup,
+)
 from provision.config import ServerConfig, load_config
 from provision.credentials import load_or_create_key
 from provision.store import MIGRATIONS, Store
@@ -207,3 +217,24 @@ def test_the_commands(tmp_path: Path) -> None:
     assert code == 1 and f"provision: error: {cfg.state_dir}: not empty" in err
     code, out, err = run("backup", str(tmp_path / "b"), "--state-dir", str(cfg.state_dir))
     assert code == 1 and "exists and is not empty" in err
+
+
+def test_dated_backups_and_keeping_the_newest(tmp_path: Path) -> None:
+    cfg = make_state(tmp_path)
+    parent = tmp_path / "backups"
+    for day in (1, 2):
+        take_backup(cfg, dated_folder(parent, datetime(2026, 12, day, 2, 30, tzinfo=UTC)))
+    (parent / "provision-notes").mkdir()  # no manifest: not a backup, never removed
+    (parent / "other").mkdir()
+    code, out, err = run("backup", str(parent), "--dated", "--keep", "2", "--state-dir", str(cfg.state_dir))
+    assert code == 0, err
+    [made] = [line.split(":")[0] for line in out.splitlines() if "backup of" in line]
+    assert Path(made).parent == parent and Path(made).name.startswith("provision-20")
+    assert out.splitlines()[1:] == [f"{parent / 'provision-20261201T023000Z'}: removed (older than the 2 kept)"]
+    assert sorted(p.name for p in parent.iterdir()) == sorted(
+        ["provision-20261202T023000Z", Path(made).name, "provision-notes", "other"]
+    )
+    with pytest.raises(BackupError, match="at least the newest"):
+        prune_backups(parent, 0)
+    code, _, err = run("backup", str(parent), "--keep", "2", "--state-dir", str(cfg.state_dir))
+    assert code == 2 and "it goes with --dated" in err

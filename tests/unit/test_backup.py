@@ -238,3 +238,19 @@ def test_dated_backups_and_keeping_the_newest(tmp_path: Path) -> None:
         prune_backups(parent, 0)
     code, _, err = run("backup", str(parent), "--keep", "2", "--state-dir", str(cfg.state_dir))
     assert code == 2 and "it goes with --dated" in err
+
+
+def test_an_image_store_outside_the_state_with_images(tmp_path: Path) -> None:
+    store = tmp_path / "srv-images"
+    (store / "chunks" / "ab").mkdir(parents=True)
+    (store / "chunks" / "ab" / "abcd.zst").write_bytes(b"chunk")
+    cfg = make_state(tmp_path, image_store=str(store))
+    assert "images" not in take_backup(cfg, tmp_path / "b").roots  # not without --with-images
+    manifest = take_backup(cfg, tmp_path / "bi", with_images=True)
+    assert manifest.roots["images"] == str(store) and "images/chunks/ab/abcd.zst" in {f.path for f in manifest.files}
+    assert "state/images/big" in {f.path for f in manifest.files}  # state/images is not the store here: state
+    (store / "chunks" / "ab" / "abcd.zst").unlink()
+    done = restore_backup(tmp_path / "bi", tmp_path / "new")
+    assert (
+        store / "chunks" / "ab" / "abcd.zst"
+    ).read_bytes() == b"chunk" and store / "chunks/ab/abcd.zst" in done.written

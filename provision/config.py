@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from provision import yamlsrc
 from provision.errors import ConfigError, Problem
@@ -214,7 +214,9 @@ class ServerConfig(_Model):
         description="this server's address on the imaging LAN", default=IPv4Address("198.18.0.1")
     )
     network: IPv4Network | None = Field(
-        description="the imaging LAN's network (informational: the server does not read it today)", default=None
+        description="the imaging LAN's network, e.g. 198.18.0.0/24 (null: not checked); when set, the address, "
+        "the full DHCP range, the router and the netmask must agree with it",
+        default=None,
     )
     http_bind: IPv4Address | None = Field(description="address the HTTP server binds (null: address)", default=None)
     dhcp: DhcpConfig = Field(default_factory=DhcpConfig)
@@ -246,6 +248,30 @@ class ServerConfig(_Model):
         description="the bundles' Debian repository served at /repo/ (null: state_dir/repo)", default=None
     )
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+
+    # A typo in one address (198.18.1.1 for 198.18.0.1) is caught at start, not by a rack that gets no lease. Field
+    # validators (not one model validator), so that `config check` names the line of the key that disagrees.
+    @field_validator("network")
+    @classmethod
+    def _address_inside(cls, network: IPv4Network | None, info: ValidationInfo) -> IPv4Network | None:
+        address = info.data.get("address")
+        if network is not None and address is not None and address not in network:
+            raise ValueError(f"address {address} is outside network {network}")
+        return network
+
+    @field_validator("dhcp")
+    @classmethod
+    def _dhcp_inside(cls, dhcp: DhcpConfig, info: ValidationInfo) -> DhcpConfig:
+        network: IPv4Network | None = info.data.get("network")
+        if network is None:
+            return dhcp
+        named = {"range_start": dhcp.range_start, "range_end": dhcp.range_end, "router": dhcp.router}
+        outside = [f"{key} {value}" for key, value in named.items() if value is not None and value not in network]
+        if outside:
+            raise ValueError(f"outside network {network}: {', '.join(outside)}")
+        if dhcp.mode is DhcpMode.FULL and dhcp.netmask != network.netmask:
+            raise ValueError(f"netmask {dhcp.netmask} is not network {network}'s {network.netmask}")
+        return dhcp
 
     @property
     def tokens_bound(self) -> bool:

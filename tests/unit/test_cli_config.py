@@ -24,6 +24,7 @@ def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
 def test_a_good_file_is_ok(tmp_path: Path) -> None:
     assert check(tmp_path, GOOD) == (0, ["c.yaml: ok"])
     assert check(tmp_path, "") == (0, ["c.yaml: ok"])  # an empty file: every default
+    assert check(tmp_path, GOOD + "network: 10.20.0.0/24\n") == (0, ["c.yaml: ok"])  # everything inside it
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,11 @@ def test_a_good_file_is_ok(tmp_path: Path) -> None:
         ("hooks:\n  workers: 0\n", "c.yaml:2: hooks.workers: Input should be greater than or equal to 1"),
         ("address: [1\n", "c.yaml:2: YAML syntax error"),
         ("- a list\n", "c.yaml:1: the configuration must be a YAML mapping"),
+        ("address: 10.20.1.1\nnetwork: 10.20.0.0/24\n", "c.yaml:2: network: address 10.20.1.1 is outside network"),
+        (GOOD + "network: 10.20.0.0/25\n", "c.yaml:2: dhcp: outside network 10.20.0.0/25: range_end 10.20.0.250"),
+        ("network: 10.20.0.0/24\naddress: 10.20.0.1\ndhcp:\n  router: 10.9.0.1\n", "c.yaml:3: dhcp: outside network"),
+        (GOOD + "  netmask: 255.255.0.0\nnetwork: 10.20.0.0/24\n", "c.yaml:2: dhcp: netmask 255.255.0.0 is not"),
+        ("network: 10.20.0.1/24\n", "c.yaml:1: network: Input is not a valid IPv4 network"),
     ],
 )
 def test_each_kind_of_problem_names_its_line(tmp_path: Path, text: str, problem: str) -> None:

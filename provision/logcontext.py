@@ -31,6 +31,7 @@ Style = Literal["text", "journal"]
 STYLES: tuple[Style, ...] = ("text", "journal")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(context)s%(message)s"
 JOURNAL_FORMAT = "%(name)s: %(context)s%(message)s"
+FIELD_MAX = 64  # a MAC is 17 characters, a run id 32
 
 _MAC: ContextVar[str | None] = ContextVar("provision_log_mac", default=None)
 _RUN: ContextVar[str | None] = ContextVar("provision_log_run", default=None)
@@ -57,9 +58,16 @@ def context() -> dict[str, str]:
     return {k: v for k, v in found.items() if v is not None}
 
 
+def _field(value: object) -> str:
+    """A context value as one token of the line: a run id comes from a request's path (URL-decoded), so a
+    newline, a space or a control character in it could forge a line or a field; each becomes ``?``."""
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value)[:FIELD_MAX])
+
+
 class ContextFilter(logging.Filter):
     """Gives every record ``mac`` and ``run`` (its own ``extra``, else the bound ones, else None) and
-    ``context``: ``"mac=.. run=.. "`` with those set, or ``""``. On the handler: every logger's lines pass it."""
+    ``context``: ``"mac=.. run=.. "`` with those set, or ``""`` (each value one token: see ``_field``). On the
+    handler: every logger's lines pass it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         bound_now = context()
@@ -68,7 +76,7 @@ class ContextFilter(logging.Filter):
             value = getattr(record, key, None) or bound_now.get(key)
             setattr(record, key, value)
             if value:
-                fields[key] = str(value)
+                fields[key] = _field(value)
         record.context = "".join(f"{k}={v} " for k, v in fields.items())
         return True
 

@@ -112,3 +112,14 @@ def test_text_lines_keep_the_time_stamp() -> None:
 def test_journal_by_default_only_under_systemd() -> None:
     assert default_style({"JOURNAL_STREAM": "8:12345"}) == "journal"
     assert default_style({}) == "text"
+
+
+def test_a_bound_value_is_one_token_of_one_line() -> None:
+    """A run id comes from a request's path, URL-decoded: its newline or space must not forge a line or a field."""
+    forged = "x\n<3>provision.runs: mac=52:54:00:00:00:01 run=y"
+    with bound(run=forged):
+        line = JournalFormatter().format(record(msg="no such run"))
+    assert "\n" not in line and " mac=" not in line, line  # one line, no second field
+    assert line == "<6>provision.runs: run=x?<3>provision.runs:?mac=52:54:00:00:00:01?run=y no such run"
+    with bound(run="r" * 200):
+        assert text(record()) == f"INFO provision.runs: run={'r' * 64} hello"

@@ -23,6 +23,7 @@ FILE_ROOTS = (
     "ssh_key",
     "certificates_key",
 )  # roots that are one file (and the SSH key its .pub), not a folder
+ROOTS = ("state", "images", *FILE_ROOTS)  # every root a backup makes (provision.backup.take)
 
 
 class BackupError(FatalError):
@@ -81,10 +82,28 @@ def read_manifest(folder: Path) -> Manifest:
                  for f in data["files"]]  # fmt: skip
         dirs = {_relative(p, 1): int(mode, 8) for p, mode in data["dirs"].items()}
         roots = {str(k): str(v) for k, v in data["roots"].items()}
+        _check_roots(roots, [f.path for f in files], list(dirs))
         return Manifest(int(data["format"]), str(data["provision"]), str(data["created"]),
                         int(data["schema_version"]), bool(data["with_images"]), roots, dirs, files)  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BackupError(f"{path}: not a backup manifest ({type(exc).__name__}: {exc})", path=str(path)) from None
+
+
+def _check_roots(roots: dict[str, str], files: list[str], dirs: list[str]) -> None:
+    """ValueError unless every root is one a backup makes, at an absolute path, and every file and folder is
+    under one of them; a one-file root (``FILE_ROOTS``) holds only its file (and the SSH key its ``.pub``).
+    Restore writes a root's files back at its path: a made-up root or a deeper path would write anywhere."""
+    for name, where in roots.items():
+        if name not in ROOTS or not Path(where).is_absolute():
+            raise ValueError(f"root {name!r} at {where!r} is none of {', '.join(ROOTS)} at an absolute path")
+    for path in [*files, *dirs]:
+        root, _, rel = path.partition("/")
+        if root not in roots:
+            raise ValueError(f"path {path!r} is under no root of the manifest")
+        if rel and root in FILE_ROOTS:
+            name = Path(roots[root]).name
+            if rel not in (name, *((f"{name}.pub",) if root == "ssh_key" else ())):
+                raise ValueError(f"path {path!r}: the root {root!r} holds only {name}")
 
 
 def _relative(path: str, parts_at_least: int = 2) -> str:

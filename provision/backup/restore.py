@@ -23,6 +23,8 @@ from provision.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
+PERMISSIONS = 0o777  # what restore gives a file or folder of the manifest's mode: never setuid, setgid or sticky
+
 
 @dataclass
 class Restored:
@@ -112,7 +114,7 @@ def _make_dirs(manifest: Manifest, state_dir: Path) -> None:
             continue
         folder = state_dir / rel if rel else state_dir
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        folder.chmod(mode)
+        folder.chmod(mode & PERMISSIONS)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
@@ -123,7 +125,7 @@ def _restore_file(folder: Path, entry: FileEntry, target: Path) -> None:
     partial.unlink(missing_ok=True)
     try:
         with (folder / entry.path).open("rb") as src:
-            written = write_entry(src, partial, entry.mode, entry.path)
+            written = write_entry(src, partial, entry.mode & PERMISSIONS, entry.path)
         if written.sha256 != entry.sha256:
             raise BackupError(f"{entry.path}: changed while it was restored", path=entry.path)
         partial.replace(target)

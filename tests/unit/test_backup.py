@@ -254,3 +254,39 @@ def test_an_image_store_outside_the_state_with_images(tmp_path: Path) -> None:
     assert (
         store / "chunks" / "ab" / "abcd.zst"
     ).read_bytes() == b"chunk" and store / "chunks/ab/abcd.zst" in done.written
+
+
+def test_a_crafted_manifest_writes_nowhere_but_its_roots(tmp_path: Path) -> None:
+    """Restore writes a root's files back at the manifest's path: a root no backup makes, a relative root or a
+    file deeper than a one-file root's own name is refused before anything is written; no mode gets setuid."""
+    keys = tmp_path / "etc"
+    keys.mkdir()
+    (keys / "id_ed25519").write_bytes(b"SSH PRIVATE")
+    cfg = make_state(tmp_path, hooks={"ssh_key": str(keys / "id_ed25519")})
+    take_backup(cfg, tmp_path / "b")
+    manifest = tmp_path / "b" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    (tmp_path / "b" / "cron" / "d").mkdir(parents=True)
+    (tmp_path / "b" / "cron" / "d" / "x").write_bytes(b"SSH PRIVATE")
+    (tmp_path / "b" / "ssh_key" / "sub").mkdir()
+    (tmp_path / "b" / "ssh_key" / "sub" / "x").write_bytes(b"SSH PRIVATE")
+    key = next(f for f in data["files"] if f["path"] == "ssh_key/id_ed25519")
+    crafted = {
+        "cron/d/x": {**data, "roots": {**data["roots"], "cron": str(elsewhere)},
+                     "files": [*data["files"], {**key, "path": "cron/d/x"}]},
+        "ssh_key/sub/x": {**data, "files": [*data["files"], {**key, "path": "ssh_key/sub/x"}]},
+        "relative": {**data, "roots": {**data["roots"], "ssh_key": "etc/id_ed25519"}},
+        "unrooted": {**data, "roots": {"state": data["roots"]["state"]}},
+    }  # fmt: skip
+    for name, content in crafted.items():
+        manifest.write_text(json.dumps(content))
+        with pytest.raises(BackupError, match="not a backup manifest"):
+            restore_backup(tmp_path / "b", tmp_path / "new")
+        assert not (tmp_path / "new").exists() and not elsewhere.exists(), name
+    assert not (keys / "sub").exists()
+    files = [{**f, "mode": "4755"} if f["path"] == "state/leases.json" else f for f in data["files"]]
+    manifest.write_text(json.dumps({**data, "files": files, "dirs": {**data["dirs"], "state/keys": "2770"}}))
+    restore_backup(tmp_path / "b", tmp_path / "new")
+    assert (tmp_path / "new" / "leases.json").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "new" / "keys").stat().st_mode & 0o7777 == 0o770

@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta
 from provision.errors import RequestError
 
 GROUPINGS = ("class", "recipe", "destination", "month")  # --by
+FIRST_YEAR = 1970  # the epoch: no record is older
 UNKNOWN = "unknown"  # the group of a row without the grouping's value (no class recorded, no destination ...)
 NOT_BY_MULTICAST = "bytes by multicast: none, this server sends images over HTTP only (no multicast yet)"
 
@@ -58,9 +59,12 @@ def _date(name: str, text: str | None) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        found = date.fromisoformat(text)
     except ValueError:
         raise RequestError(f"{name} {text[:40]!r} is not a date (YYYY-MM-DD)") from None
+    if found.year < FIRST_YEAR:  # year 1's midnight has no time stamp: a 500 and a traceback, not a report
+        raise RequestError(f"{name} {found.isoformat()} is before {FIRST_YEAR}: nothing was recorded then")
+    return found
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ figure, ``group, section, item, value``, which a spreadsheet filters and pivots)
 In the CSV, ``group`` is ``(all)`` for the period's totals, else the group's key; ``section`` is ``figures`` (one
 row per number of ``Figures``), ``failures`` and ``repairs`` (item: the reason, value: how many) or
 ``erasures`` (item: the method, one row each for ``drives``, ``ok`` and ``bytes``, as ``METHOD drives``...).
-An empty value is a figure that has none (a rate with nothing to divide).
+An empty value is a figure that has none (a rate with nothing to divide). A text cell that a spreadsheet would
+read as a formula (``=``, ``+``, ``-``, ``@``, tab, carriage return first: a failure reason or a hardware class
+comes from a PC's agent) starts with ``'`` (OWASP's CSV injection).
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def _rows(group: str, found: Figures) -> list[list[Any]]:
     return rows
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: '' for None, a text a spreadsheet would run as a formula quoted with ``'``."""
+    if value is None:
+        return ""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def report_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -60,8 +72,8 @@ def report_csv(report: Report) -> str:
     writer.writerow([TOTAL, "period", "from", report.period.start.isoformat()])
     writer.writerow([TOTAL, "period", "to", report.period.end.isoformat()])
     for row in _rows(TOTAL, report.total):
-        writer.writerow(["" if v is None else v for v in row])
+        writer.writerow([_cell(v) for v in row])
     for g in report.groups:
         for row in _rows(g.key, g.figures):
-            writer.writerow(["" if v is None else v for v in row])
+            writer.writerow([_cell(v) for v in row])
     return out.getvalue()

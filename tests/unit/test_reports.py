@@ -151,4 +151,19 @@ def test_the_period() -> None:
         Period.parse("yesterday", None, date(2026, 12, 7))
     with pytest.raises(RequestError, match="before it starts"):
         Period.parse("2026-02-01", "2026-02-01", date(2026, 12, 7))
+    for start, end in ((None, "0001-01-01"), ("0001-01-01", "0001-01-02"), ("1969-12-31", None)):
+        with pytest.raises(RequestError, match="is before 1970: nothing was recorded then"):
+            Period.parse(start, end, date(2026, 12, 7))
+    assert Period.parse("1970-01-01", "9999-12-31", date(2026, 12, 7)).last > 0
     assert PERIOD.last - PERIOD.first == pytest.approx(365 * 86400, abs=3600)  # a DST change may shift an hour
+
+
+def test_a_csv_cell_is_never_a_formula() -> None:
+    """A failure reason and a hardware class come from a PC's agent: a spreadsheet must not run them."""
+    evil = [run("r11", "failed", at(2, 9), reason='=HYPERLINK("http://127.0.0.1/x","y")', hw_class="@SUM(1)"),
+            run("r12", "failed", at(2, 10), reason="-2+3", hw_class="desktop")]  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(report_csv(build_report(PERIOD, evil, [], "class")))))
+    assert {r["item"] for r in rows if r["section"] == "failures"} == {"'=HYPERLINK(\"http://127.0.0.1/x\",\"y\")",
+                                                                        "'-2+3"}  # fmt: skip
+    assert {r["group"] for r in rows} == {"(all)", "'@SUM(1)", "desktop"}
+    assert {r["value"] for r in rows if r["item"] == "failed"} == {"2", "1"}

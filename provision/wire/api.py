@@ -4,6 +4,7 @@ answers. The server validates bodies with these classes, the agent builds them; 
     hello:     Hello -> HelloAnswer (ImageAnswer | EraseAnswer | WaitAnswer | RepairAnswer | LocalAnswer)
     erasure:   ErasureReport (provision.wire.erasure; when the plan says ``erase``) -> RunAnswer
     progress:  Progress -> ProgressAnswer
+    multicast: MulticastCall (join, keepalive, leave; provision.wire.carousel) -> MulticastAnswer
     report:    Report (with a VerificationReport when the write got that far) -> RunAnswer
     firstboot: FirstBoot (an installed system's boot) -> {"ok": true}
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from provision.macaddr import normalize_mac
+from provision.wire.carousel import MulticastPlan, TransferReport
 from provision.wire.erasure import ErasePlan
 from provision.wire.schema import Message, rule
 
@@ -126,6 +128,8 @@ class Plan(Message):
     firstboot_secret: str | None = field(default=None, metadata=rule(pattern=HEX_SECRET))
     # the recipe's ``erase:``: every disk of the machine erased and verified (and reported) before the write
     erase: ErasePlan | None = None
+    # the version's carousel when the run's chunks come by multicast (provision.wire.carousel); else by HTTP only
+    multicast: MulticastPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ class Report(Message):
     error: dict[str, Any] | None = None
     grow: dict[str, Any] | None = None
     writer: dict[str, Any] | None = None
+    transfer: TransferReport | None = None  # how the chunks came: multicast, HTTP, repairs (provision.wire.carousel)
 
     def __post_init__(self) -> None:
         if self.ok and self.report is None:

@@ -29,6 +29,7 @@ RUN_PROGRESS = "/api/v1/runs/{run}/progress"
 RUN_REPORT = "/api/v1/runs/{run}/report"
 RUN_ERASURE = "/api/v1/runs/{run}/erasure"  # every drive's erasure record (provision.wire.erasure)
 RUN_ERASURE_PROGRESS = "/api/v1/runs/{run}/erasure/progress"
+RUN_MULTICAST = "/api/v1/runs/{run}/multicast"  # join, keepalive, leave a carousel (provision.wire.carousel)
 OPENAPI = "/api/v1/openapi.json"  # the OpenAPI 3.1 document of the JSON API (provision.web.openapi)
 
 # the image store
@@ -58,6 +59,10 @@ def run_erasure(run: str) -> str:
 
 def run_erasure_progress(run: str) -> str:
     return fill(RUN_ERASURE_PROGRESS, run=run)
+
+
+def run_multicast(run: str) -> str:
+    return fill(RUN_MULTICAST, run=run)
 
 
 def run(run: str) -> str:

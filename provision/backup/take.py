@@ -31,13 +31,19 @@ from provision.store.base import BUSY_TIMEOUT
 log = logging.getLogger(__name__)
 
 
+def _uri(path: Path, mode: str) -> str:
+    """SQLite's URI of ``path`` opened in ``mode``, quoted: a ``#`` or ``?`` in a folder's name is no fragment or
+    query (``file:/srv/st#1/provision.db?mode=rw`` opened, and made, an empty ``/srv/st``)."""
+    return f"{path.resolve().as_uri()}?mode={mode}"
+
+
 def copy_database(source: Path, target: Path) -> int:
     """SQLite's online backup of ``source`` into a new ``target`` (one self-contained file, no WAL), checked with
     ``PRAGMA integrity_check``; returns its schema version. Writers of ``source`` go on meanwhile."""
     if not source.is_file():
         raise BackupError(f"{source}: no database (is this the state folder?)", path=str(source))
     try:
-        src = sqlite3.connect(f"file:{source}?mode=rw", uri=True, timeout=BUSY_TIMEOUT)
+        src = sqlite3.connect(_uri(source, "rw"), uri=True, timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
         raise BackupError(f"{source}: the database cannot be opened: {exc}", path=str(source)) from None
     try:
@@ -57,7 +63,7 @@ def copy_database(source: Path, target: Path) -> int:
 def check_database(path: Path) -> int:
     """``PRAGMA integrity_check`` of a database copy: its schema version, or BackupError with SQLite's findings."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(_uri(path, "ro"), uri=True)
     except sqlite3.Error as exc:
         raise BackupError(f"{path}: the database cannot be opened: {exc}", path=str(path)) from None
     try:

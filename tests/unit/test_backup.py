@@ -290,3 +290,16 @@ def test_a_crafted_manifest_writes_nowhere_but_its_roots(tmp_path: Path) -> None
     restore_backup(tmp_path / "b", tmp_path / "new")
     assert (tmp_path / "new" / "leases.json").stat().st_mode & 0o7777 == 0o755
     assert (tmp_path / "new" / "keys").stat().st_mode & 0o7777 == 0o770
+
+
+@pytest.mark.parametrize("name", ["state#1", "state?x", "100%"])
+def test_a_state_folder_named_with_uri_characters(tmp_path: Path, name: str) -> None:
+    """SQLite opens the database by URI: a '#', '?' or '%' in a folder's name is quoted, not a fragment or query
+    (the copy was an empty database made at the name's head)."""
+    cfg = make_state(tmp_path / name)
+    manifest = take_backup(cfg, tmp_path / "b")
+    assert manifest.schema_version == len(MIGRATIONS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "b"])
+    restored = restore_backup(tmp_path / "b", tmp_path / "new#2")
+    with Store(restored.state_dir / "provision.db") as store:
+        assert [m.mac for m in store.machines()] == [MACS[0]]

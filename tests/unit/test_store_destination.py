@@ -81,3 +81,38 @@ def test_the_hello_records_the_chosen_recipes_destination_with_its_run(store: St
     assert answer.action == "erase"
     run = store.open_run(MAC)
     assert run is not None and run.erase_only and store.run_destination(run.id) == "recycling"
+
+
+def test_a_store_of_schema_8_is_migrated_and_reported(tmp_path: Path) -> None:
+    """The upgrade path: a database the previous provision left (schema 8, a machine and a run done, with its
+    facts) gains the destination columns when opened, keeps its rows, and reports them (destination unknown)."""
+    import json
+    import sqlite3
+    import time
+
+    from provision.store import MIGRATIONS
+
+    path = tmp_path / "provision.db"
+    db = sqlite3.connect(path)
+    for number, script in enumerate(MIGRATIONS[:8], start=1):
+        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+    now = time.time()
+    db.execute("INSERT INTO machines (mac, state, first_seen, last_seen) VALUES (?, 'done', ?, ?)", (MAC, now, now))
+    db.execute(
+        "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, finished, bytes_written, facts) "
+        "VALUES ('r1', ?, 'desk', 'educ', 'L1', 'd', 'done', ?, ?, 1000, ?)",
+        (MAC, now - 600, now - 60, json.dumps({"form_factor": "laptop"})),
+    )
+    db.commit()
+    db.close()
+    out = io.StringIO()
+    assert main(["report", "--state-dir", str(tmp_path), "--json", "--by", "destination"], out) == 0
+    report = json.loads(out.getvalue())
+    assert (report["total"]["imaged"], report["total"]["bytes_written"]) == (1, 1000)
+    assert [(g["key"], g["imaged"]) for g in report["groups"]] == [("unknown", 1)]
+    with Store(path) as store:
+        assert store.schema_version == len(MIGRATIONS) and store.run_destination("r1") is None
+        assert store.set_destination(MAC, Destination.SCHOOL, "paul").destination == "school"
+    out = io.StringIO()
+    assert main(["report", "--state-dir", str(tmp_path), "--json", "--by", "destination"], out) == 0
+    assert [(g["key"], g["imaged"]) for g in json.loads(out.getvalue())["groups"]] == [("school", 1)]

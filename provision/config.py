@@ -42,6 +42,12 @@ class TokenBinding(enum.StrEnum):
     OFF = "off"  # for sites whose PCs reach the server through a router (a DHCP relay): no binding
 
 
+class TransferMode(enum.StrEnum):
+    AUTO = "auto"  # multicast when multicast.min_agents or more runs want the same image version, else HTTP
+    MULTICAST = "multicast"  # the version's carousel, HTTP range repair for what it missed
+    UNICAST = "unicast"  # HTTP only
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -206,6 +212,60 @@ class CertificatesConfig(_Model):
     )
 
 
+class MulticastConfig(_Model):
+    """The rack multicast carousel (docs/multicast.md): how a run's chunks come, and how the sender sends."""
+
+    transfer: TransferMode = Field(
+        description="how a run's chunks come, unless its recipe says -- auto: multicast when min_agents or more "
+        "runs want the same image version at once, else HTTP; multicast: always the carousel (with HTTP range "
+        "repair); unicast: HTTP only",
+        default=TransferMode.AUTO,
+    )
+    min_agents: int = Field(
+        description="auto: runs in flight wanting the same version (this one counted) from which it is multicast",
+        default=3,
+        ge=1,
+        le=10000,
+    )
+    group: IPv4Network = Field(
+        description="the multicast groups: one address per image version, chosen from its digest "
+        "(administratively scoped 239.0.0.0/8 is the usual place)",
+        default=IPv4Network("239.255.18.0/24"),
+    )
+    port: int = Field(description="UDP port the carousels send to", default=18018, ge=1, le=65535)
+    rate: int = Field(
+        description="bytes per second each carousel paces to (default: 90 % of 1 Gbit/s)",
+        default=112_500_000,
+        ge=10_000,
+        le=12_500_000_000,
+    )
+    keepalive_seconds: int = Field(
+        description="an agent says keepalive at least this often; one not heard for 3 times as long is dropped",
+        default=10,
+        ge=1,
+        le=3600,
+    )
+    max_loss: float = Field(
+        description="share of datagrams lost above which an agent leaves the carousel and finishes by HTTP",
+        default=0.2,
+        ge=0,
+        le=1,
+    )
+    recent_minutes: float = Field(
+        description="auto: a run in flight counts toward min_agents if it started this recently",
+        default=60.0,
+        gt=0,
+        le=7 * 24 * 60,
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _multicast(cls, group: IPv4Network) -> IPv4Network:
+        if not group.network_address.is_multicast or not group.broadcast_address.is_multicast:
+            raise ValueError(f"{group} is not inside 224.0.0.0/4 (IPv4 multicast)")
+        return group
+
+
 class ServerConfig(_Model):
     interface: str | None = Field(
         description="the imaging LAN interface: DHCP answers only there (null: any)", default=None
@@ -226,6 +286,7 @@ class ServerConfig(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     erasure: ErasureConfig = Field(default_factory=ErasureConfig)
     certificates: CertificatesConfig = Field(default_factory=CertificatesConfig)
+    multicast: MulticastConfig = Field(default_factory=MulticastConfig)
     state_dir: Path = Field(
         description="the database, keys, leases, probes (`provision backup` saves it)",
         default=Path("/var/lib/provision"),

@@ -117,6 +117,8 @@ class Recipe(Strict):
     health: Health = Field(default_factory=Health)
     hooks: list[Hook] = Field(default_factory=list)
     bundles: list[Name] = Field(default_factory=list, max_length=64)  # recipes/bundles/NAME.yaml, after the hooks
+    # how the image's chunks come (docs/multicast.md): None = the server's multicast.transfer
+    transfer: Literal["auto", "multicast", "unicast"] | None = None
 
     @field_validator("bundles")
     @classmethod

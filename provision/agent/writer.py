@@ -52,6 +52,18 @@ WIPE_PIECE = 256 << 20  # one BLKZEROOUT / fallocate call (and one progress step
 MAX_INCIDENTS = 100  # kept in the report; all are counted
 IndexSource = str | bytes | Mapping[str, Any] | Index
 T = TypeVar("T")
+# A chunk source (the seam between where chunks come from and the write path): given the chunks to fetch
+# grouped by sha256 (after the checking stage) and the run's Fetcher, it yields each group with a ``Load``: a
+# call that puts the group's plain bytes, decoded and checked against its sha256, into a worker's buffer and
+# returns (that view, bytes received). ``http_source`` is unicast; ``provision.agent.multicast`` the carousel.
+Load = Callable[[zstandard.ZstdDecompressor, memoryview], tuple[memoryview, int]]
+ChunkSource = Callable[[dict[str, list[Chunk]], Fetcher], Iterable[tuple[list[Chunk], Load]]]
+
+
+def http_source(needed: dict[str, list[Chunk]], fetcher: Fetcher) -> Iterable[tuple[list[Chunk], Load]]:
+    """Every group fetched by HTTP (``Fetcher.fetch_chunk``: decoded and checked)."""
+    for group in needed.values():
+        yield group, functools.partial(fetcher.fetch_chunk, group[0])
 
 
 class RunLog(logging.LoggerAdapter[logging.Logger]):
@@ -93,9 +105,10 @@ def on_disk_sha256(target: DiskTarget, chunk: Chunk, buf: AlignedBuffer) -> str:
 class _Run:
     def __init__(
         self, index: Index, target: DiskTarget, fetcher: Fetcher, meter: ProgressMeter, *, wipe: Wipe,
-        workers: int, log: RunLog,
+        workers: int, log: RunLog, source: ChunkSource = http_source,
     ) -> None:  # fmt: skip
         self.index, self.target, self.fetcher, self.meter = index, target, fetcher, meter
+        self.source = source
         self.wipe_policy, self.workers, self.log = wipe, workers, log
         self.lock = threading.Lock()
         self.fetched = self.skipped = self.downloads = self.bytes_fetched = self.bytes_written = 0
@@ -127,8 +140,9 @@ class _Run:
     def write(self, needed: dict[str, list[Chunk]]) -> None:
         self.meter.start("writing", sum(c.length for group in needed.values() for c in group))
 
-        def work(group: list[Chunk], scratch: _Scratch) -> None:
-            plain, size = self.fetcher.fetch_chunk(group[0], scratch.dctx, scratch.buf.view)  # checked, in buf
+        def work(item: tuple[list[Chunk], Load], scratch: _Scratch) -> None:
+            group, load = item
+            plain, size = load(scratch.dctx, scratch.buf.view)  # decoded and checked, in buf
             with plain:
                 for chunk in group:
                     self.target.write(plain, chunk.offset, scratch.buf)
@@ -139,7 +153,7 @@ class _Run:
                 self.fetched += len(group)
                 self.bytes_written += sum(c.length for c in group)
 
-        self._pool(needed.values(), work, "write")
+        self._pool(self.source(needed, self.fetcher), work, "write")
         self.meter.end()
 
     def wipe(self) -> tuple[str, list[Range]]:
@@ -226,6 +240,7 @@ def write_image(
     direct: bool | None = None,
     reread_from_media: bool | None = None,
     log_id: str | None = None,
+    source: ChunkSource = http_source,
 ) -> WriteReport:
     """Write the image version described by ``index`` from ``server`` onto ``target`` and verify it.
 
@@ -236,6 +251,7 @@ def write_image(
       pages after fsync, so the read-back comes from the medium (None: on block devices; O_DIRECT reads come
       from the medium anyway; a regular file is read back through the page cache).
     - ``progress``: called about every ``progress_interval`` s; ``log_id``: run id or MAC for the log lines.
+    - ``source``: where the chunks to write come from (``http_source``; the multicast receiver's source).
 
     Raises a ``WriteError`` (fatal), or ``FetchFailed``/``ChunkCorrupt`` (retryable: run again, the chunks
     already right are skipped).
@@ -271,7 +287,7 @@ def write_image(
                         ix.name, ix.digest[:12], ix.disk_size, len(ix.chunks), ix.chunk_size, ix.holes,
                         disk.describe(), wipe, workers)  # fmt: skip
             meter = ProgressMeter(progress, interval=progress_interval, log=runlog)
-            run = _Run(ix, disk, fetcher, meter, wipe=wipe, workers=workers, log=runlog)
+            run = _Run(ix, disk, fetcher, meter, wipe=wipe, workers=workers, log=runlog, source=source)
             needed = run.check()
             runlog.info("%d chunks already right, %d to fetch", run.skipped, sum(len(g) for g in needed.values()))
             run.write(needed)

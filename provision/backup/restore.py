@@ -75,6 +75,13 @@ def restore_backup(folder: Path, state_dir: Path, *, config_to: Path | None = No
     """Restore ``folder`` into ``state_dir`` (empty or absent, unless ``force``) and the files that were outside
     it back where they were. Nothing is written unless every check passes. Stop the server first."""
     manifest = verify_backup(folder)
+    if f"state/{DB_NAME}" not in {f.path for f in manifest.files}:
+        raise BackupError(f"{folder}: the manifest lists no state/{DB_NAME}: not a backup of a server's state",
+                          path=str(folder))  # fmt: skip
+    version = check_database(folder / "state" / DB_NAME)  # before anything is written, as the schema check
+    if version != manifest.schema_version:
+        raise BackupError(f"{folder}: its database has schema version {version}, the manifest says "
+                          f"{manifest.schema_version}", path=str(folder))  # fmt: skip
     if manifest.schema_version > len(MIGRATIONS):
         raise BackupError(f"{folder}: its database has schema version {manifest.schema_version}; this provision "
                           f"knows {len(MIGRATIONS)}: restore it with a newer provision", path=str(folder))  # fmt: skip

@@ -23,6 +23,7 @@ from provision.backup import (
     take_backup,
     verify_backup,
 )
+from provision.backup.manifest import hash_file
 from provision.config import ServerConfig, load_config
 from provision.credentials import load_or_create_key
 from provision.store import MIGRATIONS, Store
@@ -146,8 +147,20 @@ def test_manifests_that_cannot_be_restored(tmp_path: Path) -> None:
     take_backup(cfg, tmp_path / "b")
     manifest = tmp_path / "b" / "manifest.json"
     data = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**data, "schema_version": len(MIGRATIONS) + 1}))
+    manifest.write_text(json.dumps({**data, "schema_version": len(MIGRATIONS) + 1}))  # the database's is not
+    with pytest.raises(BackupError, match=f"schema version {len(MIGRATIONS)}, the manifest says {len(MIGRATIONS) + 1}"):
+        restore_backup(tmp_path / "b", tmp_path / "new")
+    copy = tmp_path / "b" / "state" / "provision.db"
+    with sqlite3.connect(copy) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    size, sha = hash_file(copy)
+    files = [{**f, "size": size, "sha256": sha} if f["path"] == "state/provision.db" else f for f in data["files"]]
+    manifest.write_text(json.dumps({**data, "schema_version": len(MIGRATIONS) + 1, "files": files}))
     with pytest.raises(BackupError, match=f"schema version {len(MIGRATIONS) + 1}; this provision knows"):
+        restore_backup(tmp_path / "b", tmp_path / "new")
+    manifest.write_text(json.dumps({**data, "files": [f for f in data["files"] if f["path"] != "state/provision.db"]}))
+    with pytest.raises(BackupError, match=r"the manifest lists no state/provision\.db"):
         restore_backup(tmp_path / "b", tmp_path / "new")
     manifest.write_text(json.dumps({**data, "format": 2}))
     with pytest.raises(BackupError, match="format 2; this provision reads format 1"):

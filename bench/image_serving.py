@@ -37,6 +37,8 @@ from typing import Any
 import requests
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: `bench.` imports from a clone
+
 from bench.image_import import make_disk, size_arg, stats, timed
 from provision.images import ImageStore
 from provision.web.images import image_app

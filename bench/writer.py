@@ -43,6 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: `bench.` imports from a clone
+
 from bench.image_import import make_disk, size_arg
 from provision.images import ImageStore, ImageVersion
 
@@ -114,7 +116,7 @@ class Server:
 
 def agent_argv(server: str, index: str, target: Path, workers: int, direct: bool) -> list[str]:
     spec = json.dumps({"server": server, "index": index, "target": str(target), "workers": workers, "direct": direct})
-    return [sys.executable, "-m", "bench.writer", "--agent-run", spec]
+    return [sys.executable, str(Path(__file__).resolve()), "--agent-run", spec]  # from any folder
 
 
 def agent_run(spec_text: str) -> int:

@@ -133,6 +133,8 @@ def test_an_operator_sets_the_destination_from_the_machine_page(served: Running,
     assert found is not None and 'action="/machines/52:54:00:00:00:07/actions/destination"' in page
     url = f"{served.url}/machines/{mac}/actions/destination"
     assert requests.post(url, data={"csrf": found.group(1), "destination": "school"}, timeout=5).status_code == 401
+    forged = browser.post(url, data={"csrf": "forged", "destination": "school"}, allow_redirects=False, timeout=5)
+    assert forged.status_code == 403  # logged in, but not this page's form: nothing set (the events below)
     bad = browser.post(url, data={"csrf": found.group(1), "destination": "museum"}, allow_redirects=False, timeout=5)
     assert bad.status_code == 400 and "museum" in bad.text
     done = browser.post(url, data={"csrf": found.group(1), "destination": "family"}, allow_redirects=False, timeout=5)

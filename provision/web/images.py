@@ -5,7 +5,9 @@
 - ``GET /images/{name}/{version}/disk.bmap``: bmap 2.0 for bmaptool;
 - ``GET /images/{name}/{version}/disk.img.zst``: the stored frames in disk order, each sent with
   ``loop.sendfile`` (zero copy) and hole frames written from memory, under one Content-Length;
-- ``GET /chunks/{sha256}``: one stored frame (``loop.sendfile`` too).
+- ``GET /chunks/{sha256}``: one stored frame (``loop.sendfile`` too). A single byte range
+  (``Range: bytes=A-B`` or ``bytes=A-``) is answered 206 with those bytes of the frame (the multicast agent's
+  repair of a frame it got in part), 416 when A is past the end; any other Range form gets the whole frame.
 
 A stored frame is sent only from a descriptor opened without following a symlink and only once checked
 (decoded, sha256 equal to its name), first time by a worker thread, then from the per-process record
@@ -63,11 +65,29 @@ async def index_json(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/json", headers=_cache_headers(request, version))
 
 
-async def _sendfile(request: web.Request, frame: Frame, size: int) -> None:
+async def _sendfile(request: web.Request, frame: Frame, size: int, offset: int = 0) -> None:
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
-    await asyncio.get_running_loop().sendfile(transport, frame.file(), 0, size)
+    await asyncio.get_running_loop().sendfile(transport, frame.file(), offset, size)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) of a single ``bytes=A-B`` / ``bytes=A-`` range clipped to ``size`` bytes; None to send the
+    whole body (no header, or a form this server does not serve: several ranges, suffixes); ValueError when A
+    is at or past the end (416)."""
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or not first.isdigit() or not (last.isdigit() or last == ""):
+        return None
+    start, end = int(first), (int(last) if last else size - 1)
+    if start >= size:
+        raise ValueError(f"range starts at {start}, the frame has {size} bytes")
+    if end < start:
+        return None
+    return start, min(end, size - 1)
 
 
 async def disk_bmap(request: web.Request) -> web.Response:
@@ -118,12 +138,19 @@ async def chunk(request: web.Request) -> web.StreamResponse:
     with store.open_chunk(sha256) as frame:  # 400, 404, or 500 for a symlink or a frame recorded bad
         if not frame.checked:
             await asyncio.to_thread(store.frames.check, frame)  # 500 if bad: never sent
-        headers = {"Content-Type": ZSTD, "Cache-Control": IMMUTABLE, "ETag": f'"{sha256}"'}
-        response = web.StreamResponse(headers=headers)
-        response.content_length = frame.size
+        headers = {"Content-Type": ZSTD, "Cache-Control": IMMUTABLE, "ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}
+        try:
+            wanted = byte_range(request.headers.get("Range"), frame.size)
+        except ValueError:
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{frame.size}"}) from None
+        start, end = wanted or (0, frame.size - 1)
+        response = web.StreamResponse(status=206 if wanted else 200, headers=headers)
+        if wanted:
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{frame.size}"
+        response.content_length = end - start + 1
         await response.prepare(request)
         if request.method != "HEAD":
-            await _sendfile(request, frame, frame.size)
+            await _sendfile(request, frame, end - start + 1, start)
         await response.write_eof()
     return response
 

@@ -111,6 +111,27 @@ def test_chunks(served: Served) -> None:
     assert plain == served.raw
 
 
+def test_chunk_byte_ranges(served: Served) -> None:
+    """A single range is a 206 of exactly those bytes (the multicast agent's repair); past the end a 416; other
+    forms the whole frame."""
+    sha = max(served.version.index.unique_chunks(), key=lambda s: served.store.chunks.path(s).stat().st_size)
+    whole = served.get(f"/chunks/{sha}").content
+    assert len(whole) > 3000
+    for header, first, last in [("bytes=0-99", 0, 99), ("bytes=1400-2799", 1400, 2799),
+                                (f"bytes=1000-{len(whole) + 50}", 1000, len(whole) - 1),
+                                ("bytes=2000-", 2000, len(whole) - 1)]:  # fmt: skip
+        response = served.get(f"/chunks/{sha}", headers={"Range": header})
+        assert response.status_code == 206, header
+        assert response.headers["Content-Range"] == f"bytes {first}-{last}/{len(whole)}"
+        assert response.content == whole[first : last + 1], header
+    past = served.get(f"/chunks/{sha}", headers={"Range": f"bytes={len(whole)}-"})
+    assert past.status_code == 416
+    assert past.headers["Content-Range"] == f"bytes */{len(whole)}"
+    for header in ("bytes=-100", "bytes=0-1,5-6", "items=0-1", "bytes=9-3"):
+        response = served.get(f"/chunks/{sha}", headers={"Range": header})
+        assert (response.status_code, response.content) == (200, whole), header
+
+
 def test_list(served: Served) -> None:
     [image] = served.get("/images").json()
     assert image["name"] == "educ" and image["current"]["digest"] == served.version.digest

@@ -83,8 +83,9 @@ def cmd_machines(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
-    """Set (or with ``-``, clear) the lot of a machine, as operator ``--by``."""
+def _mac_and_operator(args: argparse.Namespace) -> tuple[str, str]:
+    """The machine (``args.mac``, normalized; UsageError if it is no MAC) and the operator (``--by``, else
+    your login) of a ``provision machines`` change."""
     import getpass
 
     from provision.macaddr import BadMac, normalize_mac
@@ -93,7 +94,12 @@ def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
         mac = normalize_mac(args.mac)
     except BadMac as exc:
         raise UsageError(str(exc)) from None
-    by = args.by or getpass.getuser()
+    return mac, args.by or getpass.getuser()
+
+
+def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
+    """Set (or with ``-``, clear) the lot of a machine, as operator ``--by``."""
+    mac, by = _mac_and_operator(args)
     with _open_store(args) as store:
         machine = store.set_lot(mac, None if args.lot == "-" else args.lot, by)
     if args.json:
@@ -106,15 +112,7 @@ def cmd_lot(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_destination(args: argparse.Namespace, out: TextIO) -> int:
     """Set (or with ``-``, clear) the destination of a machine, as operator ``--by``: it wins over the
     destination its runs' recipes gave (the city's report, ``provision report``)."""
-    import getpass
-
-    from provision.macaddr import BadMac, normalize_mac
-
-    try:
-        mac = normalize_mac(args.mac)
-    except BadMac as exc:
-        raise UsageError(str(exc)) from None
-    by = args.by or getpass.getuser()
+    mac, by = _mac_and_operator(args)
     with _open_store(args) as store:
         machine = store.set_destination(mac, None if args.destination == "-" else Destination(args.destination), by)
     if args.json:

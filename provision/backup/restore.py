@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def restore_backup(folder: Path, state_dir: Path, *, config_to: Path | None = No
     if state_dir.exists() and (not state_dir.is_dir() or any(state_dir.iterdir())) and not force:
         raise BackupError(f"{state_dir}: not empty: restore into a new state folder, or add --force to write over "
                           "it (stop the server first)", path=str(state_dir))  # fmt: skip
+    _not_in_use(state_dir / DB_NAME)
     plan = [(entry, target_of(entry.path, manifest, state_dir, config_to)) for entry in manifest.files]
     done = Restored(manifest, state_dir, config_file=next((t for e, t in plan if e.path.startswith("config/")), None))
     conflicts = []
@@ -112,6 +114,29 @@ def restore_backup(folder: Path, state_dir: Path, *, config_to: Path | None = No
     check_database(state_dir / DB_NAME)
     log.info("restored %s into %s: %d files written, %d kept", folder, state_dir, len(done.written), len(done.kept))
     return done
+
+
+def _not_in_use(db: Path) -> None:
+    """BackupError when a process has the database ``db`` open (a server still running: ``--force`` would
+    remove its WAL under it). Every open connection of a WAL database keeps another from taking it in
+    exclusive locking mode; this connection only reads, and lets go at once."""
+    if not db.exists():
+        return
+    try:
+        conn = sqlite3.connect(db, timeout=0)
+    except sqlite3.Error as exc:
+        raise BackupError(f"{db}: cannot be opened to check it is not in use: {exc}", path=str(db)) from None
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        raise BackupError(f"{db}: in use ({exc}): stop the server first (systemctl stop provision)",
+                          path=str(db)) from None  # fmt: skip
+    except sqlite3.DatabaseError:
+        pass  # not a database (what --force writes over): nobody serves it
+    finally:
+        conn.close()
 
 
 def _make_dirs(manifest: Manifest, state_dir: Path) -> None:

@@ -316,3 +316,18 @@ def test_a_state_folder_named_with_uri_characters(tmp_path: Path, name: str) -> 
     restored = restore_backup(tmp_path / "b", tmp_path / "new#2")
     with Store(restored.state_dir / "provision.db") as store:
         assert [m.mac for m in store.machines()] == [MACS[0]]
+
+
+def test_restore_force_refuses_a_database_in_use(tmp_path: Path) -> None:
+    """--force writes over a state folder, its WAL removed: never under a server that still has it open."""
+    cfg = make_state(tmp_path)
+    take_backup(cfg, tmp_path / "b")
+    target = tmp_path / "old"
+    with Store(target / "provision.db") as serving:
+        serving.seen(MACS[1])
+        with pytest.raises(BackupError, match=r"in use .*: stop the server first"):
+            restore_backup(tmp_path / "b", target, force=True)
+        assert serving.machine(MACS[1]) is not None  # untouched
+    restore_backup(tmp_path / "b", target, force=True)
+    with Store(target / "provision.db") as store:
+        assert [m.mac for m in store.machines()] == [MACS[0]]

@@ -23,6 +23,7 @@ from provision.facts import Facts, facts_from_dict
 from provision.facts.derive import derive
 from provision.hooks import Catalog, load_catalog
 from provision.images import ImageError, ImageStore
+from provision.multicast import Multicast, choose
 from provision.postinstall import PostInstall
 from provision.probes import ProbeUnreadable, keep_probe
 from provision.recipes import Action, Decision, RecipeSet, load_dir, select
@@ -45,6 +46,7 @@ from provision.wire.api import (
     VerificationReport,
     WaitAnswer,
 )
+from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan
 from provision.wire.erasure import ErasePlan
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class Runs:
         catalog: Callable[[], Catalog] = load_catalog,
         erasure_operator: str | None = None,
         token_ttl: float = TOKEN_TTL,
+        multicast: Multicast | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -107,6 +110,7 @@ class Runs:
         self._last_progress: dict[str, float] = {}
         self.token_ttl = token_ttl  # config boot.token_ttl_seconds: each accepted progress extends the token so far
         self.erasing = Erasing(store, self.open_run, erasure_operator, token_ttl)  # erasure progress and reports
+        self.multicast = multicast  # the carousels (None: every run's chunks come by HTTP)
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -235,6 +239,7 @@ class Runs:
             hostname=plan.hostname,
             hooks=plan.hooks,
             erase=None if erase is None else erase_plan(erase, self.erasing.lot_for(mac, recipe, erase), only=False),
+            multicast=self._transfer(mac, decision, version.name, version.digest),
         )
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
@@ -244,6 +249,22 @@ class Runs:
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
         )
+
+    def _transfer(self, mac: str, decision: Decision, image: str, digest: str) -> MulticastPlan | None:
+        """The plan's carousel when the new run's chunks come by multicast (provision.multicast.choose)."""
+        if self.multicast is None:
+            return None
+        config = self.multicast.config
+        wanted = None if decision.recipe is None else decision.recipe.recipe.transfer
+        wanting = 1 + self.store.runs_wanting(digest, since=time.time() - config.recent_minutes * 60, mac=mac)
+        choice = choose(wanted, config, wanting)
+        try:
+            plan = self.multicast.plan(image, digest) if choice.multicast else None
+        except (ImageError, OSError, ValueError) as exc:  # ValueError: the index does not read
+            log.warning("%s: multicast of %s@%s not planned: %s", mac, image, digest[:12], exc)
+            plan = None
+        log.info("%s: chunks by %s: %s", mac, "multicast" if plan else "HTTP", choice.why)
+        return plan
 
     # -------------------------------------------------------------------------------------------- runs
     def open_run(self, run_id: str, token: str, remote: str | None = None) -> Run:
@@ -301,6 +322,21 @@ class Runs:
                 self.store.event(run.mac, "progress", {**detail, "rate": msg.rate})
         return ProgressAnswer(run.id, run.state.value)
 
+    def multicast_call(self, run_id: str, msg: MulticastCall, remote: str | None = None) -> MulticastAnswer:
+        """An agent's join, keepalive or leave of its run's carousel (checked like progress: the token that
+        started the run, the run open, its plan multicast)."""
+        run = self.open_run(run_id, msg.token, remote)
+        planned = (self.store.run_plan(run.id) or {}).get("multicast")
+        if planned is None or self.multicast is None:
+            raise RunConflict(f"run {run.id}'s plan has no multicast: its chunks come by HTTP", run=run.id,
+                              state=run.state.value)  # fmt: skip
+        answer = self.multicast.call(run.id, run.mac, run.image, MulticastPlan.from_dict(planned), msg)
+        if msg.event != "keepalive":
+            detail = {"run": run.id, "event": msg.event, "chunks_done": msg.chunks_done,
+                      "bytes_received": msg.bytes_received, "listeners": answer.listeners}  # fmt: skip
+            self.store.event(run.mac, "multicast", {**detail, **({"reason": msg.reason} if msg.reason else {})})
+        return answer
+
     def data_chunks(self, run: Run) -> int | str | None:
         """The number of data chunks of the run's image version, from the server's index; the reason when
         that version cannot be loaded (a report is then not trusted); None when the server has no store."""
@@ -332,6 +368,10 @@ class Runs:
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})
         self._last_progress.pop(run.id, None)
+        if self.multicast is not None:
+            self.multicast.leave(run.id, "the run reported")
+        if msg.transfer is not None:
+            self.store.record_transfer(run.id, msg.transfer)
         if msg.report is None:
             reason = msg.reason or "no reason given"
             error = {"error": msg.error} if msg.error else {}

@@ -53,6 +53,7 @@ class Run:
     bytes_written: int
     mean_rate: float | None
     erase_only: bool = False  # a PC that leaves as parts: every drive erased, no image (image '', digest '')
+    transfer: dict[str, Any] | None = None  # how its chunks came: the report's wire TransferReport (None: none)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -274,7 +275,9 @@ _RUN_FIELDS = (
 
 
 def run_from_row(row: sqlite3.Row) -> Run:
-    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]), erase_only=bool(row["erase_only"]))
+    transfer = row["transfer"]
+    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]), erase_only=bool(row["erase_only"]),
+               transfer=None if transfer is None else json.loads(transfer))  # fmt: skip
 
 
 def verification_from_row(row: sqlite3.Row) -> Verification:

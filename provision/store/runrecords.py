@@ -25,6 +25,7 @@ from provision.store.records import (
     verification_from_row,
 )
 from provision.wire.api import VerificationReport
+from provision.wire.carousel import TransferReport
 from provision.wire.hooks import HookResult
 
 
@@ -210,6 +211,25 @@ class RunRecords(Database):
         with self._read():
             rows = self._db.execute(query, (mac, mac)).fetchall()
         return [run_from_row(r) for r in rows]
+
+    def runs_wanting(self, digest: str, *, since: float, mac: str | None = None) -> int:
+        """Runs not ended of version ``digest`` started at ``since`` or later, other than ``mac``'s (the
+        transfer decision at hello, provision.multicast.choose)."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM runs WHERE digest = ? AND finished IS NULL AND erase_only = 0 "
+                "AND started >= ? AND mac != COALESCE(?, '')",
+                (digest, since, mac),
+            ).fetchone()
+        return int(row[0])
+
+    def record_transfer(self, run_id: str, transfer: TransferReport) -> None:
+        """Keep how the run's chunks came (its report's ``transfer``), and a ``transfer`` event of its machine."""
+        detail = transfer.to_dict()
+        with self._tx() as db:
+            run = self._locked_run(db, run_id)
+            db.execute("UPDATE runs SET transfer = ? WHERE id = ?", (json.dumps(detail), run_id))
+            self._event(db, run.mac, "transfer", {"run": run_id, **detail})
 
     def verifications(self, run_id: str) -> list[Verification]:
         with self._read():

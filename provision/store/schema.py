@@ -182,4 +182,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN destination TEXT;
     ALTER TABLE machines ADD COLUMN destination TEXT;
     """,
+    """
+    -- issue 16: how each run's chunks came (the agent's wire TransferReport as JSON: mode, bytes by multicast
+    -- and by HTTP, repairs, datagrams lost), recorded with its report; NULL: the run reported none (before
+    -- multicast, or it never reported).
+    ALTER TABLE runs ADD COLUMN transfer TEXT;
+    """,
 )

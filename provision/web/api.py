@@ -29,6 +29,7 @@ from provision.store import Run, Store
 from provision.web.errors import json_body
 from provision.web.openapi import openapi_bytes
 from provision.wire.api import MAX_BODY, FirstBoot, Hello, Progress, Report
+from provision.wire.carousel import MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.schema import Message
 
@@ -116,6 +117,10 @@ run_progress = _run_handler(
 run_report = _run_handler(
     Report, lambda runs, run, msg, remote: runs.report(run, msg, remote),
     "The end of the write (``Report``): verified, the run ends ``done`` (or goes on to its hooks), else ``failed``.",
+)  # fmt: skip
+run_multicast = _run_handler(
+    MulticastCall, lambda runs, run, msg, remote: runs.multicast_call(run, msg, remote),
+    "Join, keepalive or leave of the run's carousel (``MulticastCall``): whether it sends, how many listen.",
 )  # fmt: skip
 run_erasure = _run_handler(
     ErasureReport, lambda runs, run, msg, remote: runs.erasing.report(run, msg, remote),

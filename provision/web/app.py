@@ -17,6 +17,7 @@ from provision.dashboard import add_dashboard
 from provision.dashboard.downloads import Issuer
 from provision.hooks import Catalog, default_folders, load_catalog
 from provision.images import ImageStore
+from provision.multicast import Multicast
 from provision.postinstall import PostInstall
 from provision.runs import Runs
 from provision.web import api, boot
@@ -34,8 +35,10 @@ BOOTER = boot.BOOTER
 REPO = "/repo/"  # the bundles' repository (docs/bundles.md); the bundle hook derives it from provision.server=
 
 
-async def _close(postinstall: PostInstall) -> None:
+async def _close(postinstall: PostInstall, multicast: Multicast | None) -> None:
     postinstall.close()
+    if multicast is not None:
+        multicast.close()
 
 
 def make_app(booter: Booter, images: ImageStore | None = None) -> web.Application:
@@ -56,12 +59,15 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     postinstall = PostInstall(booter.store, catalog, booter.config.ssh_key_path, state_dir=state,
                               repo_key=booter.config.repo_path / KEY_ASC,
                               port=hooks.ssh_port, workers=hooks.workers)  # fmt: skip
+    config = booter.config
+    multicast = None if images is None else Multicast(images, config.multicast, address=str(config.address),
+                                                      device=config.interface)  # fmt: skip
     app[api.RUNS] = Runs(
         booter.store, images, booter.config.recipes_dir, state / "probes", key=key, address_check=booter.address_is,
         postinstall=postinstall, catalog=catalog, erasure_operator=booter.config.erasure.operator,
-        token_ttl=booter.config.boot.token_ttl_seconds,
+        token_ttl=booter.config.boot.token_ttl_seconds, multicast=multicast,
     )  # fmt: skip
-    app.on_cleanup.append(lambda _app: _close(postinstall))
+    app.on_cleanup.append(lambda _app: _close(postinstall, multicast))
     app.router.add_get(paths.HEALTHZ, boot.healthz)
     add_metrics(app, booter.store)
     app.router.add_get(paths.BOOT_IPXE, boot.ipxe_script)
@@ -74,6 +80,7 @@ def make_app(booter: Booter, images: ImageStore | None = None) -> web.Applicatio
     app.router.add_post(paths.RUN_PROGRESS, api.run_progress)
     app.router.add_post(paths.RUN_REPORT, api.run_report)
     app.router.add_post(paths.RUN_ERASURE, api.run_erasure)
+    app.router.add_post(paths.RUN_MULTICAST, api.run_multicast)
     app.router.add_post(paths.RUN_ERASURE_PROGRESS, api.run_erasure_progress)
     app.router.add_get(paths.RUNS, api.list_runs)
     app.router.add_get(paths.RUN, api.get_run)

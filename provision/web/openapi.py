@@ -30,6 +30,7 @@ from provision.store.base import StoreUnavailable
 from provision.store.records import ErasureRecord, Event, HookRecord, Machine, Run, Verification
 from provision.wire import paths
 from provision.wire.api import FirstBoot, Hello, HelloAnswer, Progress, ProgressAnswer, Report, RunAnswer, Screen
+from provision.wire.carousel import MulticastAnswer, MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.index import FORMAT_VERSION, SHA256
 from provision.wire.openapi import ArrayOf, Inline, Param, Record, Route, document, json_schema
@@ -134,6 +135,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", paths.RUN_ERASURE_PROGRESS, "run_erasure_progress", "Each drive's erasure progress",
           ProgressAnswer, ErasureProgress, tag="agent", params=RUN_ID,
           errors=(TokenRefused, NotFound, RunConflict, *STORE)),
+    Route("POST", paths.RUN_MULTICAST, "run_multicast", "Join, keepalive or leave the run's multicast carousel",
+          MulticastAnswer, MulticastCall, tag="agent", params=RUN_ID,
+          errors=(TokenRefused, NotFound, RunConflict, *STORE),
+          description="Only for a run whose plan has `multicast` (else 409). The carousel of the plan's version "
+                      "sends while one of its agents is joined and alive; a listener not heard from for 3 "
+                      "keepalive periods is dropped (docs/multicast.md)."),
     Route("POST", paths.FIRSTBOOT, "firstboot", "An installed system's boot, proven by its run's secret", OK,
           FirstBoot, tag="agent", errors=(TokenRefused, NotFound, *STORE)),
     Route("GET", paths.MACHINES, "machines", "Every machine the server knows", ArrayOf(Record(Machine)),

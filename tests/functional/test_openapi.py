@@ -124,11 +124,16 @@ def test_real_answers_follow_the_served_document(served: tuple[Running, str, int
         body = {"token": token, "stage": stage, "bytes_done": done, "bytes_total": 4 * MiB, "rate": 1e6}
         status, progress = api.post(paths.RUN_PROGRESS, body, run=run_id)
         assert status == 200 and progress["state"] == stage
+    # one PC alone wants its version: its plan is HTTP only, so a multicast call is refused (409)
+    assert answer["plan"].get("multicast") is None
+    assert api.post(paths.RUN_MULTICAST, {"token": token, "event": "join"}, run=run_id)[0] == 409
     report = {"digest": digest, "chunks": data, "verified": data, "read_back_ok": True, "bytes_written": 4 * MiB,
               "seconds": 2.0, "mean_rate": 2e6, "wipe_method": "BLKZEROOUT", "wipe_ranges": [[0, 4096]]}  # fmt: skip
     forged = {"token": "0" * 32, "ok": True, "report": report}
     assert api.post(paths.RUN_REPORT, forged, run=run_id)[0] == 403
-    status, ended = api.post(paths.RUN_REPORT, {"token": token, "ok": True, "report": report}, run=run_id)
+    transfer = {"mode": "unicast", "bytes_http": 4 * MiB, "chunks_http": data}
+    status, ended = api.post(paths.RUN_REPORT, {"token": token, "ok": True, "report": report, "transfer": transfer},
+                             run=run_id)  # fmt: skip
     assert status == 200 and ended["state"] == "done", ended
     secret = answer["plan"]["firstboot_secret"]
     call = {"event": "firstboot", "mac": MAC, "image": "tiny", "label": "L", "firmware": "uefi", "secret": secret,
@@ -162,6 +167,7 @@ def test_real_answers_follow_the_served_document(served: tuple[Running, str, int
     assert status == 200 and {"progress", "firstboot"} <= {e["kind"] for e in events}
     status, runs = api.get(paths.RUNS, {"mac": MAC})
     assert status == 200 and [r["id"] for r in runs] == [run_id] and runs[0]["verifications"][0]["complete"]
+    assert {k: runs[0]["transfer"][k] for k in transfer} == transfer and runs[0]["transfer"]["bytes_multicast"] == 0
     assert api.get(paths.RUN, run=run_id)[1]["state"] == "done"
 
     # refusals: each error body follows the document too

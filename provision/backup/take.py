@@ -175,12 +175,13 @@ def _take(config: ServerConfig, work: Path, config_file: Path | None, with_image
             if root == "config":
                 raise BackupError(f"{path}: the configuration file cannot be read", path=str(path))
             continue  # a key not made yet
-        roots[root] = str(path.resolve())
+        resolved = path.resolve()  # a symlinked file goes back where its contents were, under its own name
+        roots[root] = str(resolved)
         taking.dirs[root] = 0o700
-        taking.copy_file(path, f"{root}/{path.name}")
+        taking.copy_file(path, f"{root}/{resolved.name}")
         public = path.with_name(f"{path.name}.pub")
         if root == "ssh_key" and public.is_file():
-            taking.copy_file(public, f"{root}/{public.name}")
+            taking.copy_file(public, f"{root}/{resolved.name}.pub")
     created = datetime.now(UTC).isoformat(timespec="seconds")
     return Manifest(FORMAT, __version__, created, schema, with_images, roots, taking.dirs, taking.files)
 

@@ -331,3 +331,20 @@ def test_restore_force_refuses_a_database_in_use(tmp_path: Path) -> None:
     restore_backup(tmp_path / "b", target, force=True)
     with Store(target / "provision.db") as store:
         assert [m.mac for m in store.machines()] == [MACS[0]]
+
+
+def test_a_symlinked_configuration_is_restored_where_its_contents_were(tmp_path: Path) -> None:
+    """/etc/provision/provision.yaml a link to a file of another name: the backup names the file by its real
+    name, so restore writes it back there (it wrote a new file under the link's name beside it)."""
+    real = tmp_path / "srv" / "site.yaml"
+    real.parent.mkdir()
+    real.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    link = tmp_path / "provision.yaml"
+    link.symlink_to(real)
+    cfg = make_state(tmp_path)
+    manifest = take_backup(cfg, tmp_path / "b", config_file=link)
+    assert manifest.roots["config"] == str(real) and "config/site.yaml" in {f.path for f in manifest.files}
+    real.unlink()
+    done = restore_backup(tmp_path / "b", tmp_path / "new")
+    assert done.config_file == real and real.read_text() == f"state_dir: {tmp_path / 'state'}\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["site.yaml"]

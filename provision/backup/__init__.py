@@ -17,10 +17,11 @@ original path, and every file (path, size, mode, sha256) and folder (mode). A ba
 sibling folder and renamed into place once whole: a folder named DIR is always a complete backup. Before it is
 declared good, ``PRAGMA integrity_check`` runs on the copied database.
 
-``restore`` checks the manifest, every file's sha256 and the backed-up database (integrity, its schema version
-the manifest's) before it writes anything, refuses a state folder that is
-not empty (unless ``force``) and a file outside it that exists with other contents (unless ``force``), then
-writes every file with its mode (through a temporary file, renamed), and checks the restored database again.
+``restore`` checks the manifest (only the roots a backup makes, each file under one), every file's sha256 and the
+backed-up database (integrity, its schema version the manifest's) before it writes anything; refuses a state
+folder that is not empty (unless ``force``), a database still open (a server running, even with ``force``) and
+a file outside it that exists with other contents (unless ``force``); then writes every file with its mode (no
+setuid, setgid or sticky bit; through a temporary file, renamed), and checks the restored database again.
 """
 
 from provision.backup.manifest import MANIFEST, BackupError, FileEntry, Manifest, read_manifest

@@ -1,5 +1,5 @@
-"""The agent's side of the server API (version 1): hello, progress, report, and the erasure report and its
-progress.
+"""The agent's side of the server API (version 1): hello, progress, report, the erasure report and its
+progress, and the multicast carousel's join, keepalive and leave.
 
 Every call carries the MAC and the per-boot token. ``hello``, ``report`` and ``erasure`` are retried with
 backoff while the server is unreachable or answers 5xx (a workshop server restarting takes seconds), up to a
@@ -24,6 +24,7 @@ from provision.agent.errors import AgentError, ServerUnreachable
 from provision.errors import InvalidPayload, ProvisionError
 from provision.wire import paths
 from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Screen, Stage
+from provision.wire.carousel import MulticastAnswer, MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,11 @@ class ServerApi:
     def erasure_progress(self, run: str, progress: ErasureProgress) -> Screen | None:
         """Post one erasure progress report (each drive's fraction); the screen of the server's answer."""
         return screen_of(self.post(paths.run_erasure_progress(run), progress.to_dict(), retry=False))
+
+    def multicast(self, run: str, call: MulticastCall) -> MulticastAnswer:
+        """A join, keepalive or leave of the run's carousel (one attempt: the listener never waits for the
+        server); ServerUnreachable, ApiRefused, or InvalidPayload for an answer that does not read."""
+        return MulticastAnswer.from_dict(self.post(paths.run_multicast(run), call.to_dict(), retry=False))
 
     def get(self, path: str) -> dict[str, Any]:
         """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""

@@ -214,6 +214,20 @@ def _stated_reason(response: HttpResponse) -> str:
     return ": " + "".join(c if c.isprintable() else "?" for c in reason)[:300]
 
 
+def decode_checked(dctx: zstandard.ZstdDecompressor, frame: bytes, into: memoryview, chunk: Chunk) -> str:
+    """Decode ``frame`` into ``into`` and check it is ``chunk``: "" when its plain bytes have the chunk's length
+    and sha256, else what is wrong (the bytes in ``into`` are then not to be used). For frames that did not
+    come by ``fetch_chunk`` (the multicast carousel's)."""
+    try:
+        got = _decode_into(dctx, frame, into, chunk.length)
+    except zstandard.ZstdError as exc:
+        return f"undecodable ({exc})"
+    if got != chunk.length:
+        return f"{got} bytes instead of {chunk.length}"
+    actual = hashlib.sha256(into[: chunk.length]).hexdigest()
+    return "" if actual == chunk.sha256 else f"sha256 {actual}, expected {chunk.sha256}"
+
+
 def _decode_into(dctx: zstandard.ZstdDecompressor, frame: bytes, into: memoryview, length: int) -> int:
     """Decode one zstd frame into ``into``; the plain size, or ``length + 1`` if the frame holds more.
 

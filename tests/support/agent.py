@@ -7,7 +7,8 @@
   raw disk, in memory.
 - ``random_disk(size, data)``: a raw disk of random chunks (listed, or a fraction) and zeros.
 - ``FakeSession``: serves a FakeImage like provision's HTTP routes, with faults scripted per chunk, and counts
-  every GET. It is a plain object with ``get()``, as the agent's ``HttpSession`` protocol asks.
+  every GET. It is a plain object with ``get()``, as the agent's ``HttpSession`` protocol asks; a chunk GET
+  with ``Range: bytes=A-B`` is a 206 of those bytes, recorded in ``ranges``.
 - ``RecordingTarget``: a real ``DiskTarget`` that records the sha256 of every write (and can lie).
 - ``GROW_LAYOUT``, ``fake_ext4(path, offset, size)``, ``make_grow_disk(path, grow_to)``: a 64 MiB GPT disk file
   (builder.layout) whose root partition holds only an ext4 superblock, for grow and seed with fake tools.
@@ -141,11 +142,14 @@ class FakeSession:
     on_get: Callable[[str], None] | None = None
     gets: list[str] = field(default_factory=list)
     chunk_gets: Counter[str] = field(default_factory=Counter)
+    ranges: list[tuple[str, int, int]] = field(default_factory=list)  # (sha256, first, last) of range GETs
 
     def fault(self, digest: str, *kinds: str) -> None:
         self.faults.setdefault(digest, deque()).extend(kinds)
 
-    def get(self, url: str, *, timeout: tuple[float, float], stream: bool) -> FakeResponse:
+    def get(
+        self, url: str, *, timeout: tuple[float, float], stream: bool, headers: Mapping[str, str] | None = None
+    ) -> FakeResponse:
         assert url.startswith(SERVER + "/"), url
         assert stream and timeout[0] > 0 and timeout[1] > 0
         self.gets.append(url)
@@ -163,6 +167,12 @@ class FakeSession:
         if digest not in self.image.frames:
             return FakeResponse(404, b'{"error": "no chunk"}')
         body = self.image.frames[digest]
+        if headers and "Range" in headers:
+            first, last = (int(x) for x in headers["Range"].removeprefix("bytes=").split("-"))
+            self.ranges.append((digest, first, last))
+            response = FakeResponse(206, body[first : last + 1])
+            response.headers["Content-Range"] = f"bytes {first}-{min(last, len(body) - 1)}/{len(body)}"
+            return response
         queue = self.faults.get(digest)
         kind = queue.popleft() if queue else "ok"
         if kind == "corrupt":

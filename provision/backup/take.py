@@ -199,7 +199,11 @@ def prune_backups(parent: Path, keep: int) -> list[Path]:
     ``dated_folder`` holding a manifest; nothing else is touched). Returns the removed folders."""
     if keep < 1:
         raise BackupError(f"keep {keep}: at least the newest backup is kept", keep=keep)
-    dated = sorted(p for p in parent.iterdir() if p.name.startswith(DATED_PREFIX) and (p / MANIFEST).is_file())
+    dated = sorted(
+        p
+        for p in parent.iterdir()
+        if p.name.startswith(DATED_PREFIX) and not p.is_symlink() and p.is_dir() and (p / MANIFEST).is_file()
+    )  # a symlink named like a backup is not ours to remove (and rmtree refuses it)
     removed = dated[:-keep]
     for folder in removed:
         shutil.rmtree(folder)

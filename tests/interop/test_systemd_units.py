@@ -146,7 +146,11 @@ def test_serve_runs_with_the_unit_s_capabilities_only(serve_argv: list[str], tmp
         assert requests.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "provision: stopped" in out
 

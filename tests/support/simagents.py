@@ -3,9 +3,10 @@ does (boot script -> hello -> progress -> report), without writing any disk (fun
 concurrent load: tests/functional/test_backup.py).
 
 - ``boot(url, mac)``: the per-boot token of the machine's iPXE script; ``hello(url, mac, token)``: the answer.
-- ``Agents(url, digest, chunks, macs, runs)``: one thread per MAC; each machine goes through ``runs`` imaging runs,
-  every one with a hello, three progress calls and a report: all but the last report another digest than the
-  plan's (the run fails and the machine boots the live environment again), the last a good one (done).
+- ``Agents(url, digest, chunks, macs, runs)``: one thread per MAC; each machine goes through at least ``runs``
+  imaging runs, every one with a hello, three progress calls and a report: all but the last report another digest
+  than the plan's (the run fails and the machine boots the live environment again), and they go on failing until
+  the test sets ``finish``; then the last run, a good one (done).
   ``start()``, ``join()``; ``acknowledged`` (the run ids whose report the server answered, in order) and
   ``errors`` (what went wrong in a thread) are read under ``lock``.
 """
@@ -53,6 +54,9 @@ class Agents:
 
     def __init__(self, url: str, digest: str, chunks: int, macs: list[str], runs: int) -> None:
         self.url, self.digest, self.chunks, self.macs, self.runs = url, digest, chunks, macs, runs
+        # set by the test: until then each agent goes on with failing runs after its first runs - 1, so that the
+        # load lasts as long as what the test does meanwhile (a backup), however slow the machine
+        self.finish = threading.Event()
         self.lock = threading.Lock()
         self.acknowledged: list[str] = []
         self.errors: list[str] = []
@@ -73,8 +77,11 @@ class Agents:
 
     def _agent(self, mac: str) -> None:
         try:
-            for number in range(self.runs):
-                self._run(mac, last=number == self.runs - 1)
+            for _ in range(self.runs - 1):
+                self._run(mac, last=False)
+            while not self.finish.is_set():
+                self._run(mac, last=False)
+            self._run(mac, last=True)
         except Exception as exc:  # a thread's failure is reported by the test, not lost
             with self.lock:
                 self.errors.append(f"{mac}: {type(exc).__name__}: {exc}")

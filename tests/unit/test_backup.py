@@ -239,13 +239,14 @@ def test_dated_backups_and_keeping_the_newest(tmp_path: Path) -> None:
         take_backup(cfg, dated_folder(parent, datetime(2026, 12, day, 2, 30, tzinfo=UTC)))
     (parent / "provision-notes").mkdir()  # no manifest: not a backup, never removed
     (parent / "other").mkdir()
+    (parent / "provision-20000101T000000Z").symlink_to(parent / "provision-20261201T023000Z")  # not ours: kept
     code, out, err = run("backup", str(parent), "--dated", "--keep", "2", "--state-dir", str(cfg.state_dir))
     assert code == 0, err
     [made] = [line.split(":")[0] for line in out.splitlines() if "backup of" in line]
     assert Path(made).parent == parent and Path(made).name.startswith("provision-20")
     assert out.splitlines()[1:] == [f"{parent / 'provision-20261201T023000Z'}: removed (older than the 2 kept)"]
     assert sorted(p.name for p in parent.iterdir()) == sorted(
-        ["provision-20261202T023000Z", Path(made).name, "provision-notes", "other"]
+        ["provision-20261202T023000Z", Path(made).name, "provision-notes", "other", "provision-20000101T000000Z"]
     )
     with pytest.raises(BackupError, match="at least the newest"):
         prune_backups(parent, 0)

@@ -10,7 +10,7 @@ import yaml
 from tests.support.cli import run
 from tests.support.paths import REPO
 
-GOOD = "address: 10.20.0.1\ndhcp:\n  mode: full\n  range_start: 10.20.0.100\n  range_end: 10.20.0.250\n"
+GOOD = "address: 198.19.0.1\ndhcp:\n  mode: full\n  range_start: 198.19.0.100\n  range_end: 198.19.0.250\n"
 
 
 def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
@@ -24,28 +24,28 @@ def check(tmp_path: Path, text: str) -> tuple[int, list[str]]:
 def test_a_good_file_is_ok(tmp_path: Path) -> None:
     assert check(tmp_path, GOOD) == (0, ["c.yaml: ok"])
     assert check(tmp_path, "") == (0, ["c.yaml: ok"])  # an empty file: every default
-    assert check(tmp_path, GOOD + "network: 10.20.0.0/24\n") == (0, ["c.yaml: ok"])  # everything inside it
+    assert check(tmp_path, GOOD + "network: 198.19.0.0/24\n") == (0, ["c.yaml: ok"])  # everything inside it
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (GOOD + "adress: 10.20.0.1\n", "c.yaml:6: adress: unknown key"),
+        (GOOD + "adress: 198.19.0.1\n", "c.yaml:6: adress: unknown key"),
         (GOOD + "boot:\n  kernl: x\n", "c.yaml:7: boot.kernl: unknown key"),
         (GOOD + "ports:\n  http: eighty\n", "c.yaml:7: ports.http: Input should be a valid integer, unable to parse"),
         (GOOD + "ports:\n  http: 70000\n", "c.yaml:7: ports.http: Input should be less than or equal to 65535"),
         (GOOD + "boot:\n  unknown: maybe\n", "c.yaml:7: boot.unknown: Input should be 'image', 'register' or"),
-        (GOOD + "address: 10.20.0.2\n", "c.yaml:6: address: duplicate key (first set on line 1)"),
+        (GOOD + "address: 198.19.0.2\n", "c.yaml:6: address: duplicate key (first set on line 1)"),
         ("dhcp:\n  mode: full\n", "c.yaml:1: dhcp: full DHCP needs range_start and range_end"),
-        ("address: 10.20.0.300\n", "c.yaml:1: address: Input is not a valid IPv4 address"),
+        ("address: 198.19.0.300\n", "c.yaml:1: address: Input is not a valid IPv4 address"),
         ("hooks:\n  workers: 0\n", "c.yaml:2: hooks.workers: Input should be greater than or equal to 1"),
         ("address: [1\n", "c.yaml:2: YAML syntax error"),
         ("- a list\n", "c.yaml:1: the configuration must be a YAML mapping"),
-        ("address: 10.20.1.1\nnetwork: 10.20.0.0/24\n", "c.yaml:2: network: address 10.20.1.1 is outside network"),
-        (GOOD + "network: 10.20.0.0/25\n", "c.yaml:2: dhcp: outside network 10.20.0.0/25: range_end 10.20.0.250"),
-        ("network: 10.20.0.0/24\naddress: 10.20.0.1\ndhcp:\n  router: 10.9.0.1\n", "c.yaml:3: dhcp: outside network"),
-        (GOOD + "  netmask: 255.255.0.0\nnetwork: 10.20.0.0/24\n", "c.yaml:2: dhcp: netmask 255.255.0.0 is not"),
-        ("network: 10.20.0.1/24\n", "c.yaml:1: network: Input is not a valid IPv4 network"),
+        ("address: 198.19.1.1\nnetwork: 198.19.0.0/24\n", "c.yaml:2: network: address 198.19.1.1 is outside network"),
+        (GOOD + "network: 198.19.0.0/25\n", "c.yaml:2: dhcp: outside network 198.19.0.0/25: range_end 198.19.0.250"),
+        ("network: 198.19.0.0/24\naddress: 198.19.0.1\ndhcp:\n  router: 10.9.0.1\n", "c.yaml:3: dhcp: outside network"),
+        (GOOD + "  netmask: 255.255.0.0\nnetwork: 198.19.0.0/24\n", "c.yaml:2: dhcp: netmask 255.255.0.0 is not"),
+        ("network: 198.19.0.1/24\n", "c.yaml:1: network: Input is not a valid IPv4 network"),
     ],
 )
 def test_each_kind_of_problem_names_its_line(tmp_path: Path, text: str, problem: str) -> None:
@@ -74,7 +74,7 @@ def test_show_is_the_file_then_every_default(tmp_path: Path) -> None:
     code, out, _ = run("config", "show", str(path))
     assert code == 0
     shown = yaml.safe_load(out)
-    assert shown["address"] == "10.20.0.1" and shown["dhcp"]["mode"] == "full"
+    assert shown["address"] == "198.19.0.1" and shown["dhcp"]["mode"] == "full"
     assert shown["ports"]["http"] == 8080 and shown["boot"]["uefi_loader"] == "shim"
     path.write_text("adress: x\n")
     code, _, err = run("config", "show", str(path))

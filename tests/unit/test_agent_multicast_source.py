@@ -1,0 +1,201 @@
+"""write_image with the multicast source: datagrams from a list (no sockets), the fake chunk server for the
+HTTP part (ranges included), a fake agent API for join, keepalive and leave."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+from provision.agent import WriteReport, read_index, write_image
+from provision.agent.index import Index
+from provision.agent.multicast import Limits, MulticastSource, Timeouts
+from provision.agent.multicast.reassembly import pieces_of
+from provision.agent.multicast.source import Receiver
+from provision.errors import ProvisionError
+from provision.wire.carousel import (
+    MAX_PAYLOAD,
+    MulticastAnswer,
+    MulticastCall,
+    MulticastPlan,
+    carousel_order,
+    decode,
+    encode,
+    pieces,
+)
+from tests.support.agent import CHUNK, FAST, SERVER, FakeImage, FakeSession, RecordingTarget, build_image, frame, sha
+from tests.support.carousel import stream
+from tests.support.files import sha256_file, sparse_file
+
+TOKEN = "t0ken-of-the-run"
+RUN = "run-1"
+
+
+class ListReceiver:
+    """The datagrams of a list, then silence."""
+
+    def __init__(self, datagrams: Iterable[bytes]) -> None:
+        self.datagrams = deque(datagrams)
+        self.closed = False
+
+    def recv(self) -> bytes | None:
+        if self.datagrams:
+            return self.datagrams.popleft()
+        time.sleep(0.01)
+        return None
+
+    def drops(self) -> int | None:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeApi:
+    def __init__(self, refuse: bool = False) -> None:
+        self.calls: list[MulticastCall] = []
+        self.refuse = refuse
+
+    def multicast(self, run: str, call: MulticastCall) -> MulticastAnswer:
+        assert run == RUN and call.token == TOKEN
+        self.calls.append(call)
+        if self.refuse:
+            raise ProvisionError("POST /api/v1/runs/run-1/multicast: HTTP 404: no such route")
+        return MulticastAnswer(run, call.event != "leave", 1)
+
+
+def image_with_repeats() -> FakeImage:
+    raw = bytearray()
+    blocks = [bytes([i]) * 100 + bytes(range(256)) * (CHUNK // 256 - 1) + bytes(156) for i in range(1, 9)]
+    rng = random.Random(4)
+    for i in range(20):
+        if i in (3, 9):
+            raw += bytes(CHUNK)  # holes
+        elif i in (6, 15):
+            raw += blocks[0]  # a chunk repeated at three offsets (with 1)
+        else:
+            raw += rng.randbytes(CHUNK) if i != 1 else blocks[0]
+    return build_image(bytes(raw))
+
+
+def plan_of(index: Index) -> MulticastPlan:
+    return MulticastPlan("239.255.1.1", 9, index.digest, len(carousel_order(index.chunks)), 10_000_000, keepalive=1)
+
+
+def write(
+    image: FakeImage, target: Path | RecordingTarget, datagrams: Iterable[bytes], api: FakeApi, **kw: object
+) -> tuple[WriteReport, MulticastSource, FakeSession, ListReceiver]:
+    index = read_index(image.index)
+    receiver = ListReceiver(datagrams)
+
+    def open_receiver(plan: MulticastPlan) -> Receiver:
+        assert plan.digest == index.digest
+        return receiver
+
+    source = MulticastSource(plan_of(index), index, run=RUN, token=TOKEN, api=api, open_receiver=open_receiver,
+                             timeouts=Timeouts(join=0.3, idle=0.3), **kw)  # type: ignore[arg-type]  # fmt: skip
+    session = FakeSession(image)
+    report = write_image(SERVER, index, target, session=session, retry=FAST, source=source)
+    return report, source, session, receiver
+
+
+def frames_of(image: FakeImage) -> list[bytes]:
+    return [image.frames[s] for s in carousel_order(read_index(image.index).chunks)]
+
+
+def test_written_from_the_carousel_with_loss_repaired_by_ranges(tmp_path: Path) -> None:
+    image = image_with_repeats()
+    index = read_index(image.index)
+    frames = frames_of(image)
+    target = sparse_file(tmp_path / "disk.img", len(image.raw))
+    right = index.chunks[2]  # already right on disk: never asked for
+    with target.open("r+b") as f:
+        f.seek(right.offset)
+        f.write(image.raw[right.offset : right.offset + right.length])
+    datagrams = list(stream(frames, index.digest, first=(7, 4), chunks=len(frames) + 3))
+    lost = {5, 6, 7, 60, 200}  # of datagram numbers
+    kept = [d for i, d in enumerate(datagrams) if i not in lost]
+    report, source, session, receiver = write(image, target, kept, api := FakeApi())
+    assert sha256_file(target, len(image.raw)) == sha(image.raw) and report.ok
+    transfer = source.report()
+    order = carousel_order(index.chunks)
+    missing = [p for p in (decode(datagrams[i]) for i in sorted(lost)) if order[p.chunk] != right.sha256]
+    assert len(missing) == len(lost)
+    expected_ranges = {(order[p.chunk], p.offset, p.offset + len(p.payload) - 1) for p in missing}
+    merged = {(s, a, b) for s, a, b in session.ranges}
+    assert merged == merge(expected_ranges)  # exactly the missing bytes, adjacent pieces in one range
+    assert transfer.repair_bytes == transfer.bytes_http == sum(len(p.payload) for p in missing)
+    distinct = len(frames) - 1  # the chunk already right is not taken
+    assert (transfer.mode, transfer.chunks_multicast, transfer.chunks_http) == ("multicast", distinct, 0)
+    needed_bytes = sum(len(f) for f in frames) - len(image.frames[right.sha256 or ""])
+    assert transfer.bytes_multicast + transfer.repair_bytes == needed_bytes
+    assert sum(session.chunk_gets.values()) == len(session.ranges)  # no whole chunk by HTTP
+    assert transfer.datagrams_lost == len(lost) and transfer.left_because == "all chunks received"
+    assert api.calls[0].event == "join" and api.calls[-1].event == "leave"
+    assert api.calls[-1].reason == "all chunks received" and api.calls[-1].chunks_done > 0
+    assert receiver.closed and report.verified == len(image.data_indexes())
+
+
+def merge(ranges: set[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
+    out: list[tuple[str, int, int]] = []
+    for s, a, b in sorted(ranges):
+        if out and out[-1][0] == s and out[-1][2] + 1 == a:
+            out[-1] = (s, out[-1][1], b)
+        else:
+            out.append((s, a, b))
+    return set(out)
+
+
+def test_a_wrong_frame_is_never_written_and_comes_by_http(tmp_path: Path) -> None:
+    image = image_with_repeats()
+    index = read_index(image.index)
+    order = carousel_order(index.chunks)
+    frames = frames_of(image)
+    bad = bytearray(image.plain[order[1]])
+    bad[100] ^= 1
+    forged = frame(bytes(bad))  # well formed, of the chunk's length: only its sha256 tells
+    d16 = bytes.fromhex(index.digest)[:16]
+    datagrams = [d for d in stream(frames, index.digest) if decode(d).chunk != 1]
+    datagrams += [encode(p) for p in pieces(forged, digest=d16, pass_number=0, chunk=1)]
+    path = sparse_file(tmp_path / "disk.img", len(image.raw))
+    with RecordingTarget.open(path) as target:
+        report, source, session, _ = write(image, target, datagrams, FakeApi())
+        writes = target.writes
+    assert report.ok and sha256_file(path, len(image.raw)) == sha(image.raw)
+    good = {c.sha256 for c in index.data_chunks}
+    assert all(digest in good for _, digest in writes)  # nothing unverified reached the disk
+    transfer = source.report()
+    assert session.chunk_gets == {order[1]: 1} and transfer.chunks_http == 1
+    assert transfer.bytes_http == len(image.frames[order[1]]) and source.tally.bad_frames == 1
+
+
+def test_join_refused_or_no_multicast_everything_by_http(tmp_path: Path) -> None:
+    image = image_with_repeats()
+    frames = frames_of(image)
+    for api, reason in [
+        (FakeApi(refuse=True), "join refused: ProvisionError: POST /api/v1/runs/run-1/multicast: HTTP 404"),
+        (FakeApi(), "no multicast: no datagram within 0.3 s of joining"),
+    ]:
+        target = sparse_file(tmp_path / "disk.img", len(image.raw))
+        report, source, session, receiver = write(image, target, [], api)
+        transfer = source.report()
+        assert report.ok and receiver.closed and transfer.left_because and transfer.left_because.startswith(reason)
+        assert (transfer.chunks_multicast, transfer.chunks_http) == (0, len(frames))
+        assert transfer.bytes_http == sum(map(len, frames)) and set(session.chunk_gets.values()) == {1}
+        assert [c.event for c in api.calls] == (["join"] if api.refuse else ["join", "leave"])
+
+
+def test_memory_bound_held_while_the_writer_is_slow(tmp_path: Path) -> None:
+    image = image_with_repeats()
+    frames = frames_of(image)
+    index = read_index(image.index)
+    limit = 3 * len(frames[0])
+    target = sparse_file(tmp_path / "disk.img", len(image.raw))
+    report, source, _, _ = write(image, target, list(stream(frames, index.digest, chunks=2 * len(frames))), FakeApi(),
+                                 limits=Limits(bytes=limit))  # fmt: skip
+    assert report.ok and source.reassembly is not None and source.reassembly.held == 0  # all released
+    transfer = source.report()
+    assert transfer.chunks_multicast + transfer.chunks_http == len(frames)
+    assert max(pieces_of(len(f)) for f in frames) * MAX_PAYLOAD < limit

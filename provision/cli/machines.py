@@ -142,6 +142,20 @@ def erasure_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def transfer_line(t: dict[str, Any]) -> str:
+    """How a run's chunks came (its report's transfer, docs/multicast.md), on one line."""
+    mib = 2**20
+    line = (f"transfer {_clean(t.get('mode'))}: {t.get('bytes_multicast', 0) / mib:.1f} MiB by multicast "
+            f"({t.get('chunks_multicast', 0)} chunks), {t.get('bytes_http', 0) / mib:.1f} MiB by HTTP "
+            f"({t.get('chunks_http', 0)} chunks, {t.get('repair_bytes', 0) / mib:.1f} MiB of repairs)")  # fmt: skip
+    lost, kept = t.get("datagrams_lost", 0), t.get("datagrams", 0)
+    if lost or kept:
+        line += f", {lost} of {lost + kept} datagrams lost ({100 * lost / max(1, lost + kept):.1f} %)"
+    if t.get("left_because"):
+        line += f"; left: {_clean(t['left_because'])}"
+    return line
+
+
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     from provision.macaddr import BadMac, normalize_mac
 
@@ -184,6 +198,8 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         )
         for line in erasure_lines(r["erasures"]):
             out.write(f"{'':32}  {line}\n")
+        if r["transfer"]:
+            out.write(f"{'':32}  {transfer_line(r['transfer'])}\n")
         for h in r["hooks"]:
             code = "-" if h["exit_code"] is None else h["exit_code"]
             status = "ok" if h["ok"] else "timed out" if h["timed_out"] else "error" if h["error"] else "failed"

@@ -90,9 +90,11 @@ async def machine_events(request: web.Request) -> web.Response:
 RunCall = Callable[[Runs, str, Any, "str | None"], Message]  # (runs, run id, message, remote) -> answer
 
 
-def _run_handler(kind: type[M], call: RunCall, doc: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _run_handler(
+    kind: type[M], call: RunCall, doc: str, *, screen: bool = True
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The handler of one call about a run: parse ``kind``, ``call`` in a worker thread, the answer with the
-    machine's screen."""
+    machine's screen (unless not ``screen``: an answer without one)."""
 
     async def handler(request: web.Request) -> web.Response:
         msg = await _message(request, kind)
@@ -102,7 +104,7 @@ def _run_handler(kind: type[M], call: RunCall, doc: str) -> Callable[[web.Reques
             mac = _run_mac(request, run_id)
             with bound(mac=mac, keep=True):  # the run id is bound already (provision.web.logs)
                 found = call(request.app[RUNS], run_id, msg, request.remote)
-            return _with_screen(request, found, mac)
+            return _with_screen(request, found, mac) if screen else found
 
         return web.json_response((await asyncio.to_thread(answer)).to_dict())
 
@@ -121,6 +123,7 @@ run_report = _run_handler(
 run_multicast = _run_handler(
     MulticastCall, lambda runs, run, msg, remote: runs.multicast_call(run, msg, remote),
     "Join, keepalive or leave of the run's carousel (``MulticastCall``): whether it sends, how many listen.",
+    screen=False,
 )  # fmt: skip
 run_erasure = _run_handler(
     ErasureReport, lambda runs, run, msg, remote: runs.erasing.report(run, msg, remote),

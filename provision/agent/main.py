@@ -42,6 +42,8 @@ from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
 from provision.agent.hello import boot_info, read_probe_folder, ssh_host_key
 from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
+from provision.agent.multicast import MulticastSource, UdpReceiver
+from provision.agent.multicast.source import Receiver
 from provision.agent.outcome import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -52,10 +54,10 @@ from provision.agent.outcome import (
     Outcome,
 )
 from provision.agent.progress import Progress
-from provision.agent.report import WriteReport, verification, writer_summary
+from provision.agent.report import WriteReport, transfer_report, verification, writer_summary
 from provision.agent.screen import CALL_IT, Console
 from provision.agent.seed import SeedResult
-from provision.agent.writer import WIPES, new_session, write_image
+from provision.agent.writer import WIPES, http_source, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire import paths
 from provision.wire.api import (
@@ -68,6 +70,7 @@ from provision.wire.api import (
     RunAnswer,
     Stage,
 )
+from provision.wire.carousel import MulticastPlan, TransferReport
 from provision.wire.erasure import ErasePlan
 
 # main still exports what moved to hello.py, outcome.py and report.py (the CLI, /init's tests, the test suite)
@@ -152,6 +155,7 @@ class Agent:
         seed: Callable[[Path, str], SeedResult] | None = None,  # write_firstboot_secret, or None: never write it
         chunk_session: Callable[[int], HttpSession] | None = None,  # workers -> the session for index and chunks
         console: Console | None = None,  # the PC's screen (default: on cfg.screen)
+        multicast_receiver: Callable[[MulticastPlan], Receiver] | None = None,  # default: the plan's UDP group
     ) -> None:
         self.cfg = cfg
         self.console = console or Console(cfg.screen, mac=cfg.mac)
@@ -161,6 +165,8 @@ class Agent:
         self.grow = grow
         self.seed = seed
         self.chunk_session = chunk_session or new_session
+        self.multicast_receiver = multicast_receiver or (lambda plan: UdpReceiver(plan, cfg.server))
+        self.transfer: TransferReport | None = None  # how the chunks came (the report's ``transfer``)
 
     def probe(self) -> tuple[dict[str, str], list[str]]:
         if self.cfg.probe_dir is not None:
@@ -241,17 +247,30 @@ class Agent:
         progress: Callable[[Progress], None],
         session: HttpSession,
     ) -> WriteReport:
-        for attempt in range(1, self.cfg.write_attempts + 1):
-            try:
-                return write_image(
-                    self.cfg.server, index, path, wipe=wipe, workers=self.cfg.workers, progress=progress,
-                    session=session, expected_digest=plan.digest, retry=self.cfg.retry,
-                    direct=self.cfg.direct, log_id=run_id,
-                )  # fmt: skip
-            except RetryableError as exc:
-                if attempt == self.cfg.write_attempts:
-                    raise
-                log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
+        """Write passes (a retried pass resumes); the first by the plan's multicast carousel when it has one,
+        the others by HTTP. ``self.transfer`` says how the chunks came."""
+        multicast = None if plan.multicast is None else MulticastSource(
+            plan.multicast, index, run=run_id, token=self.cfg.token, api=self.api, open_receiver=self.multicast_receiver
+        )  # fmt: skip
+        try:
+            for attempt in range(1, self.cfg.write_attempts + 1):
+                try:
+                    report = write_image(
+                        self.cfg.server, index, path, wipe=wipe, workers=self.cfg.workers, progress=progress,
+                        session=session, expected_digest=plan.digest, retry=self.cfg.retry, direct=self.cfg.direct,
+                        log_id=run_id, source=multicast if attempt == 1 and multicast is not None else http_source,
+                    )  # fmt: skip
+                except RetryableError as exc:
+                    self.transfer = multicast.report() if multicast else None
+                    if attempt == self.cfg.write_attempts:
+                        raise
+                    log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
+                    continue
+                self.transfer = transfer_report(report, multicast.report() if multicast else None, attempt)
+                return report
+        finally:
+            if multicast is not None:
+                multicast.close()
         raise AssertionError("unreachable")
 
     def wait_for_hooks(self, run_id: str) -> RunAnswer:
@@ -279,7 +298,7 @@ class Agent:
         log.error("%s: run %s failed: %s", self.cfg.mac, run_id, reason)
         verified = None if report is None else verification(report)
         writer = None if report is None else writer_summary(report)
-        body = Report(self.cfg.token, False, reason, verified, error_facts(exc), writer=writer)
+        body = Report(self.cfg.token, False, reason, verified, error_facts(exc), writer=writer, transfer=self.transfer)
         try:
             answer = self.api.report(run_id, body)
         except Exception:
@@ -336,7 +355,8 @@ class Agent:
                 writer.update(self._seed(run_id, path, plan.firstboot_secret))
             except Exception as exc:
                 return self._failed(run_id, exc, report, "writing the first-boot credential failed: ")
-        body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer)
+        body = Report(self.cfg.token, True, None, verification(report), grow=grown, writer=writer,
+                      transfer=self.transfer)  # fmt: skip
         answer = self.api.report(run_id, body)
         self.console.server(answer.screen)
         if answer.state == "hooks":  # verified: the server now runs the hooks over SSH; the PC stays up for them

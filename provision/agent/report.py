@@ -1,14 +1,16 @@
 """What a write did: ``WriteReport`` (returned only when every chunk read back right) and ``Incident``; the
-API's ``VerificationReport`` made from it (``verification``) and the writer's figures for the run's events
-(``writer_summary``)."""
+API's ``VerificationReport`` made from it (``verification``), the writer's figures for the run's events
+(``writer_summary``) and how its chunks came, by HTTP or the multicast carousel (``transfer_report``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from provision.agent.ranges import Range, compact
 from provision.wire.api import MAX_WIPE_RANGES, VerificationReport
+from provision.wire.carousel import TransferReport
 
 
 @dataclass(frozen=True)
@@ -139,3 +141,14 @@ def writer_summary(report: WriteReport) -> dict[str, Any]:
     summary = {k: full[k] for k in keep}
     summary["failures"] = full["failures"][:20]
     return summary
+
+
+def transfer_report(report: WriteReport, multicast: TransferReport | None, attempt: int) -> TransferReport:
+    """How the chunks of the write pass that verified came: unicast (every chunk by HTTP), or the multicast
+    source's figures, plus the HTTP of a later pass when the first one failed."""
+    if multicast is None:
+        return TransferReport("unicast", bytes_http=report.bytes_fetched, chunks_http=report.downloads)
+    if attempt == 1:
+        return multicast
+    return dataclasses.replace(multicast, bytes_http=multicast.bytes_http + report.bytes_fetched,
+                               chunks_http=multicast.chunks_http + report.downloads)  # fmt: skip

@@ -1,5 +1,6 @@
 """A carousel sender for the agent's tests: the datagrams of an image version in carousel order
-(``stream``), and a real UDP sender of them on a multicast group (``CarouselSender``), with loss injected.
+(``stream``), a receiver that hands out a list of them (``ListReceiver``, no socket), and a real UDP sender of
+them on a multicast group (``CarouselSender``), with loss injected.
 
 Both are built from the wire contract only (``provision.wire.carousel.pieces`` / ``encode``), not from the
 server's sender, so the agent's receiver is tested against the contract.
@@ -10,7 +11,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from provision.wire.carousel import digest16, encode, pieces
 
@@ -34,6 +36,26 @@ def stream(
         number += 1
         if number == len(frames):
             number, pass_number = 0, pass_number + 1
+
+
+class ListReceiver:
+    """The datagrams of a list, then silence (the agent's ``multicast.source.Receiver``)."""
+
+    def __init__(self, datagrams: Iterable[bytes]) -> None:
+        self.datagrams = deque(datagrams)
+        self.closed = False
+
+    def recv(self) -> bytes | None:
+        if self.datagrams:
+            return self.datagrams.popleft()
+        time.sleep(0.01)
+        return None
+
+    def drops(self) -> int | None:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class CarouselSender:

@@ -36,7 +36,9 @@ from provision.agent.main import (
 from provision.agent.report import WriteReport
 from provision.agent.seed import SeedResult, write_firstboot_secret
 from provision.wire.api import Report, RunAnswer
+from provision.wire.carousel import MAX_PAYLOAD, MulticastPlan, carousel_order
 from tests.support.agent import FAST, INDEX_PATH, SERVER, FakeDebugfs, FakeSession, build_image, random_disk, sha
+from tests.support.carousel import ListReceiver, stream
 from tests.support.files import sha256_file, sparse_file
 from tests.support.paths import SAMPLE_PROBE
 
@@ -60,6 +62,8 @@ class FakeApi(ServerApi):
             return self.answers.pop(0)
         if path.endswith("/report"):
             return {"run": "r1", "state": self.report_state if body["ok"] else "failed", "reason": body.get("reason")}
+        if path.endswith("/multicast"):
+            return {"run": "r1", "sending": body["event"] != "leave", "listeners": 1}
         return {"ok": True}
 
     def bodies(self, suffix: str) -> list[dict[str, Any]]:
@@ -119,6 +123,40 @@ def test_a_plan_is_written_verified_grown_and_reported(tmp_path: Path, image_ses
     assert (body["chunks"], body["verified"], body["holes"]) == (5, 5, 19)
     assert body["holes_verified"] == 19 and body["digest"] == digest and body["read_back_ok"] is True
     assert report["writer"]["fetched"] == 5 and report["writer"]["skipped"] == 0
+    frames = image_session.image.frames.values()
+    assert report["transfer"] == {"mode": "unicast", "bytes_http": sum(map(len, frames)), "chunks_http": 5,
+                                  "bytes_multicast": 0, "repair_bytes": 0, "chunks_multicast": 0, "datagrams": 0,
+                                  "datagrams_lost": 0, "datagrams_dropped": 0, "seconds_listening": 0.0}  # fmt: skip
+
+
+def test_a_multicast_plan_takes_the_chunks_from_the_carousel(tmp_path: Path, image_session: FakeSession) -> None:
+    disks(tmp_path, 32 * 65536)
+    index = read_index(canonical_json(image_session.image.index))
+    order = carousel_order(index.chunks)
+    frames = [image_session.image.frames[s] for s in order]
+    carousel = {"group": "239.255.1.1", "port": 9, "digest": index.digest, "chunks": len(order), "rate": 10**7}
+    api = FakeApi([plan(digest=index.digest, multicast=carousel)])
+    lost = {3, 50}
+    datagrams = [d for i, d in enumerate(stream(frames, index.digest, first=(2, 3), chunks=8)) if i not in lost]
+    groups: list[MulticastPlan] = []
+
+    def receiver(plan: MulticastPlan) -> ListReceiver:
+        groups.append(plan)
+        return ListReceiver(datagrams)
+
+    agent = Agent(config(tmp_path), api=api, chunk_session=lambda n: image_session, multicast_receiver=receiver)
+    assert agent.run_once().code == EXIT_DONE
+    assert sha256_file(tmp_path / "disks" / "vda", len(image_session.image.raw)) == sha(image_session.image.raw)
+    assert [g.group for g in groups] == ["239.255.1.1"]
+    calls = api.bodies("/multicast")
+    assert [c["event"] for c in calls] == ["join", "leave"] and calls[1]["reason"] == "all chunks received"
+    assert all(c["token"] == "t" * 32 for c in calls)
+    [report] = api.bodies("/report")
+    transfer = report["transfer"]
+    assert (transfer["mode"], transfer["chunks_multicast"], transfer["chunks_http"]) == ("multicast", 5, 0)
+    assert transfer["repair_bytes"] == transfer["bytes_http"] == 2 * MAX_PAYLOAD and transfer["datagrams_lost"] == 2
+    assert transfer["left_because"] == "all chunks received"
+    assert len(image_session.ranges) == 2 and sum(image_session.chunk_gets.values()) == 2
 
 
 def test_a_write_failure_is_reported_with_its_facts(tmp_path: Path, image_session: FakeSession) -> None:

@@ -4,8 +4,6 @@ HTTP part (ranges included), a fake agent API for join, keepalive and leave."""
 from __future__ import annotations
 
 import random
-import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,31 +24,11 @@ from provision.wire.carousel import (
     pieces,
 )
 from tests.support.agent import CHUNK, FAST, SERVER, FakeImage, FakeSession, RecordingTarget, build_image, frame, sha
-from tests.support.carousel import stream
+from tests.support.carousel import ListReceiver, stream
 from tests.support.files import sha256_file, sparse_file
 
 TOKEN = "t0ken-of-the-run"
 RUN = "run-1"
-
-
-class ListReceiver:
-    """The datagrams of a list, then silence."""
-
-    def __init__(self, datagrams: Iterable[bytes]) -> None:
-        self.datagrams = deque(datagrams)
-        self.closed = False
-
-    def recv(self) -> bytes | None:
-        if self.datagrams:
-            return self.datagrams.popleft()
-        time.sleep(0.01)
-        return None
-
-    def drops(self) -> int | None:
-        return 0
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class FakeApi:

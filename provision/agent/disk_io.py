@@ -67,6 +67,11 @@ class AlignedBuffer:
             with contextlib.suppress(BufferError):
                 self._map.close()  # else it is unmapped when the last view goes
 
+    def starts_with(self, data: bytes | memoryview) -> bool:
+        """True if the buffer's first ``len(data)`` bytes are ``data``: one memcmp (``mmap.find`` anchored at 0;
+        ``memoryview == memoryview`` compares item by item, 40 times slower)."""
+        return len(data) <= self.size and self._map.find(data, 0, len(data)) == 0
+
     def holds(self, data: bytes | memoryview) -> bool:
         """True if ``data`` is a view of this buffer (then nothing needs copying into it)."""
         return isinstance(data, memoryview) and data.obj is self._map

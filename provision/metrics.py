@@ -15,6 +15,8 @@ What it exposes (every state of ``provision.states`` appears, 0 when none):
 - ``provision_run_duration_seconds{state}``: start to end of every run that ended, by its final state (histogram);
 - ``provision_hook_results_total{hook}``, ``provision_hook_failures_total{hook}``: hook results, and those not ok;
 - ``provision_erasures_total{method,result}``, ``provision_erased_bytes_total{method}``: drive erasures by method;
+- ``provision_transfer_bytes_total{transfer}``: image bytes the runs' transfer reports say came by ``multicast``,
+  by ``http``, and of those by HTTP, ``repair`` (byte ranges completing frames the carousel missed);
 - ``provision_build_info{version,python}``: 1.
 
 Nothing secret is in it: counts, states, hook and method names, the version (no MAC, token, path or address).
@@ -79,6 +81,13 @@ class StoreCollector(Collector):
         yield self._durations(stats)
         yield from self._hooks(stats)
         yield from self._erasures(stats)
+        moved = CounterMetricFamily(
+            "provision_transfer_bytes", "Image bytes by transfer (multicast, http; repair: of http), per the runs' "
+            "transfer reports.", labels=["transfer"],
+        )  # fmt: skip
+        for transfer in ("multicast", "http", "repair"):
+            moved.add_metric([transfer], stats.transfer_bytes.get(transfer, 0))
+        yield moved
         info = InfoMetricFamily("provision_build", "The server's version.")
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
         yield info

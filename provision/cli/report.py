@@ -15,7 +15,7 @@ from provision.cli.common import DEFAULT_STATE, Parser, UsageError, state_dir_of
 GROUPINGS = ("class", "recipe", "destination", "month")  # provision.reports.GROUPINGS (imported late)
 COLUMNS = (("GROUP", 20), ("ENDED", 6), ("IMAGED", 6), ("MACHINES", 8), ("ERASED", 6), ("FAILED", 6),
            ("REPAIR", 6), ("SET ASIDE", 9), ("SUCCESS", 7), ("MEAN TIME", 9), ("PER DAY", 7), ("PER HOUR", 8),
-           ("BYTES (HTTP)", 12), ("DRIVES", 6))  # fmt: skip
+           ("BYTES (HTTP)", 12), ("MULTICAST", 9), ("DRIVES", 6))  # fmt: skip
 
 
 def _cell(value: object) -> str:
@@ -40,7 +40,7 @@ def _row(key: str, f: Any) -> list[str]:
     per = ["-" if v is None else f"{v:.1f}" for v in (f.per_day, f.per_hour)]
     return [key, str(f.runs_ended), str(f.imaged), str(f.machines_imaged), str(f.erased_only), str(f.failed),
             str(f.repair), str(f.set_aside), rate, _minutes(f.mean_imaging_seconds), *per, _size(f.bytes_http),
-            str(f.drives_erased)]  # fmt: skip
+            _size(f.bytes_multicast), str(f.drives_erased)]  # fmt: skip
 
 
 def table(report: Any) -> str:

@@ -63,6 +63,7 @@ def figures(ended: Iterable[Ended], erased: Iterable[Erased]) -> Figures:
     days = {datetime.fromtimestamp(r.finished).date() for r in imaged}
     hours = {_hour(r.finished) for r in imaged}
     written = sum(r.bytes_written for r in runs)
+    http = sum(r.bytes_written if r.bytes_http is None else r.bytes_http for r in runs)
     return Figures(
         runs_ended=len(runs), done=len(done), imaged=len(imaged), machines_imaged=len({r.mac for r in imaged}),
         erased_only=len(done) - len(imaged), failed=len(failed), repair=sum(r.run is not None for r in repairs),
@@ -70,7 +71,7 @@ def figures(ended: Iterable[Ended], erased: Iterable[Erased]) -> Figures:
         failures=_by_reason(failed), repairs=_by_reason(repairs), erasures=_by_method(drives),
         mean_imaging_seconds=sum(times) / len(times) if times else None,
         per_day=len(imaged) / len(days) if days else None, per_hour=len(imaged) / len(hours) if hours else None,
-        bytes_written=written, bytes_http=written, bytes_multicast=None,
+        bytes_written=written, bytes_http=http, bytes_multicast=sum(r.bytes_multicast for r in runs),
     )  # fmt: skip
 
 

@@ -15,7 +15,10 @@ from provision.errors import RequestError
 GROUPINGS = ("class", "recipe", "destination", "month")  # --by
 FIRST_YEAR = 1970  # the epoch: no record is older
 UNKNOWN = "unknown"  # the group of a row without the grouping's value (no class recorded, no destination ...)
-NOT_BY_MULTICAST = "bytes by multicast: none, this server sends images over HTTP only (no multicast yet)"
+BY_TRANSFER = (
+    "bytes by HTTP and by multicast: as each run's agent reported them (compressed, on the wire); a run "
+    "that reported no transfer counts its bytes written as HTTP"
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Ended:
     recipe: str | None = None
     destination: str | None = None  # the machine's own, else its recipe's
     hw_class: str | None = None  # the form factor the recipe selection saw (laptop, desktop, tower, mini ...)
+    bytes_http: int | None = None  # its report's transfer (docs/multicast.md); None: it reported none
+    bytes_multicast: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,8 @@ class Figures:
     ``success_rate``: runs done / runs ended (done, failed, repair), None when none ended; machines set aside
     at hello are no run: they are counted in ``set_aside`` and in ``repairs``, not in the rate. ``per_day`` and
     ``per_hour``: machines imaged per day, and per hour, in which at least one was (the workshop's working
-    days and hours, not the calendar's). ``bytes_http``: every byte, since images go over HTTP only;
-    ``bytes_multicast`` stays None until multicast exists."""
+    days and hours, not the calendar's). ``bytes_http`` and ``bytes_multicast``: the runs' transfer reports
+    (compressed bytes on the wire); a run that reported none counts its ``bytes_written`` as HTTP."""
 
     runs_ended: int = 0
     done: int = 0
@@ -143,7 +148,7 @@ class Figures:
     per_hour: float | None = None
     bytes_written: int = 0
     bytes_http: int = 0
-    bytes_multicast: int | None = None
+    bytes_multicast: int = 0
 
     @property
     def drives_erased(self) -> int:
@@ -162,4 +167,4 @@ class Report:
     by: str | None
     total: Figures
     groups: tuple[Group, ...] = field(default=())
-    notes: tuple[str, ...] = (NOT_BY_MULTICAST,)
+    notes: tuple[str, ...] = (BY_TRANSFER,)

@@ -4,8 +4,8 @@ Its own connection, read-only (``mode=ro``), to the store's file: a report never
 the server's writes (WAL). Three reads over the period ``[first, last)``:
 
 - the runs that ended in it (``done``, ``failed``, ``repair``), with the machine's destination (an operator's)
-  else the one the run's recipe gave, and the hardware class (``form_factor``) of the facts the run was
-  planned with;
+  else the one the run's recipe gave, the hardware class (``form_factor``) of the facts the run was
+  planned with, and the bytes by HTTP and by multicast of its transfer report;
 - the machines its recipe's health gate set aside at hello (``decision`` events whose action is ``repair``:
   no run is made), each once, its latest reasons;
 - each drive's erasure recorded in it (``erasures``), with its run's recipe, destination and class.
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RUNS = """
     SELECT r.id, r.mac, r.recipe, r.state, r.reason, r.started, r.finished, r.bytes_written, r.erase_only,
+           CASE WHEN json_valid(r.transfer) THEN json_extract(r.transfer, '$.bytes_http') END AS transfer_http,
+           CASE WHEN json_valid(r.transfer) THEN json_extract(r.transfer, '$.bytes_multicast') END AS transfer_mc,
            COALESCE(m.destination, r.destination) AS destination,
            CASE WHEN json_valid(r.facts) THEN json_extract(r.facts, '$.form_factor') END AS hw_class
     FROM runs r LEFT JOIN machines m ON m.mac = r.mac
@@ -57,6 +59,8 @@ def _ended(row: sqlite3.Row) -> Ended:
         run=row["id"], mac=row["mac"], state=row["state"], reason=row["reason"], started=row["started"],
         finished=row["finished"], bytes_written=int(row["bytes_written"] or 0), erase_only=bool(row["erase_only"]),
         recipe=row["recipe"], destination=row["destination"], hw_class=_text(row["hw_class"]),
+        bytes_http=None if row["transfer_http"] is None else int(row["transfer_http"]),
+        bytes_multicast=int(row["transfer_mc"] or 0),
     )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ figures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from provision.store.base import Database
 
@@ -23,6 +23,8 @@ class StoreStats:
     hooks: dict[tuple[str, bool], int]  # (hook name, ok) -> hook results
     erasures: dict[tuple[str, bool], int]  # (method, ok) -> drive erasure records
     erased_bytes: dict[str, int]  # method -> bytes of the drives erased ok
+    # "multicast", "http", "repair" (of http) -> bytes the runs' transfer reports say came so (docs/multicast.md)
+    transfer_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class StatsRecords(Database):
@@ -47,6 +49,11 @@ class StatsRecords(Database):
             erasures = db.execute(
                 "SELECT method, ok, COUNT(*), SUM(size_bytes) FROM erasures GROUP BY method, ok"
             ).fetchall()
+            moved = db.execute(
+                "SELECT COALESCE(SUM(json_extract(transfer, '$.bytes_multicast')), 0), "
+                "COALESCE(SUM(json_extract(transfer, '$.bytes_http')), 0), "
+                "COALESCE(SUM(json_extract(transfer, '$.repair_bytes')), 0) FROM runs WHERE json_valid(transfer)"
+            ).fetchone()
         return StoreStats(
             machines={str(r[0]): int(r[1]) for r in machines},
             runs={str(r[0]): int(r[1]) for r in runs},
@@ -56,4 +63,5 @@ class StatsRecords(Database):
             hooks={(str(r[0]), bool(r[1])): int(r[2]) for r in hooks},
             erasures={(str(r[0]), bool(r[1])): int(r[2]) for r in erasures},
             erased_bytes={str(r[0]): int(r[3]) for r in erasures if r[1]},
+            transfer_bytes={"multicast": int(moved[0]), "http": int(moved[1]), "repair": int(moved[2])},
         )

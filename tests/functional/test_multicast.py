@@ -198,6 +198,13 @@ def test_three_pcs_one_carousel_byte_identical_then_paused_and_reported(
                            capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
     assert "transfer multicast: 1.0 MiB by multicast" in shown and "7 of 707 datagrams lost" in shown, shown
     assert "left: one full cycle" in shown, shown
+    english = ["Transfer", "by multicast", "by HTTP", "1% of datagrams lost", "left the carousel: one full cycle"]
+    for lang, words in (("en", english), ("fr", ["Transfert", "en multidiffusion", "par HTTP", "de réparations"])):
+        page = netns.run(lambda lang=lang: requests.get(f"{run.url}/machines/{MACS[2]}?lang={lang}", timeout=10))
+        assert page.status_code == 200 and all(w in page.text for w in words), (lang, words)
+    metrics = netns.run(lambda: requests.get(run.url + paths.METRICS, timeout=10)).text
+    moved = dict(re.findall(r'^provision_transfer_bytes_total\{transfer="(\w+)"\} (\S+)$', metrics, re.M))
+    assert {k: float(v) for k, v in moved.items()} == {"multicast": 1e6, "http": 5e4, "repair": 2e4}, metrics
     rc, _out, err = stop(run)
     assert rc == 0, err
     for line in ("joins carousel", "sending to", "dropped from carousel", "paused at pass"):

@@ -92,7 +92,7 @@ def test_totals() -> None:
     assert t.mean_imaging_seconds == pytest.approx(20 * 60)  # (10 + 20 + 30) / 3 minutes, erase-only left out
     assert t.per_day == 3 / 2  # imaged on two days
     assert t.per_hour == 3 / 2  # in two clock hours (9 h on the 2nd, 14 h on the 3rd)
-    assert t.bytes_written == t.bytes_http == 6500 and t.bytes_multicast is None
+    assert t.bytes_written == t.bytes_http == 6500 and t.bytes_multicast == 0
 
 
 def test_groups_by_recipe_destination_class_and_month() -> None:
@@ -128,14 +128,14 @@ def test_json_and_csv_parse_and_say_the_same() -> None:
     report = build_report(PERIOD, ENDED, ERASED, "destination")
     data = json.loads(json.dumps(report_json(report)))
     assert data["period"] == {"from": "2026-01-01", "to": "2027-01-01"} and data["by"] == "destination"
-    assert data["total"]["imaged"] == 3 and data["total"]["bytes_multicast"] is None
+    assert data["total"]["imaged"] == 3 and data["total"]["bytes_multicast"] == 0
     assert [g["key"] for g in data["groups"]] == ["family", "recycling", "school", "unknown"]
     assert "multicast" in data["notes"][0]
     rows = list(csv.DictReader(io.StringIO(report_csv(report))))
     assert set(rows[0]) == {"group", "section", "item", "value"}
     figures = {(r["group"], r["item"]): r["value"] for r in rows if r["section"] == "figures"}
     assert figures[("(all)", "imaged")] == "3" and figures[("school", "imaged")] == "2"
-    assert figures[("(all)", "bytes_multicast")] == "" and figures[("(all)", "success_rate")] == "0.5"
+    assert figures[("(all)", "bytes_multicast")] == "0" and figures[("(all)", "success_rate")] == "0.5"
     failures = {r["item"]: r["value"] for r in rows if r["section"] == "failures" and r["group"] == "(all)"}
     assert failures == {"superseded by run …": "2", "read-back failed at chunk 12": "1"}
     erased = {r["item"]: r["value"] for r in rows if r["section"] == "erasures" and r["group"] == "(all)"}

@@ -55,7 +55,7 @@ def test_the_report_counts_the_store_exactly(state: Path) -> None:
     times = json.loads((state / "times.json").read_text())
     assert t["mean_imaging_seconds"] == pytest.approx(sum(times) / 2)
     assert t["per_day"] == 2.0 and t["per_hour"] in (1.0, 2.0)  # two machines today (in one hour, or two)
-    assert t["bytes_written"] == t["bytes_http"] == 15 * GB and t["bytes_multicast"] is None
+    assert t["bytes_written"] == t["bytes_http"] == 15 * GB and t["bytes_multicast"] == 0
 
 
 def test_grouped_by_destination_the_machines_own_wins(state: Path) -> None:
@@ -89,7 +89,7 @@ def test_csv_parses_and_the_table_reads(state: Path) -> None:
     assert header.split()[:3] == ["GROUP", "ENDED", "IMAGED"] and total.split()[:9] == [
         "(all)", "5", "2", "2", "1", "1", "1", "1", "60.0"]  # fmt: skip
     assert "Failures by reason" in text and "write failed: I/O error on /dev/sda" in text
-    assert "Drives erased by method" in text and "note: bytes by multicast: none" in text
+    assert "Drives erased by method" in text and "note: bytes by HTTP and by multicast" in text
 
 
 def test_a_period_without_runs_and_bad_options(state: Path) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from provision.agent.index import read_index
-from provision.agent.multicast.listen import Timeouts, listen
+from provision.agent.multicast.listen import Keepalive, Timeouts, listen
 from provision.agent.multicast.reassembly import Event, Limits, Ready, Reassembly, Repair, pieces_of
+from provision.agent.multicast.receiver import socket_drops
 from provision.wire.carousel import HEADER, MAX_PAYLOAD, Piece, carousel_order, decode, digest16, encode, pieces
 from tests.support.agent import CHUNK, build_image, random_disk
 from tests.support.carousel import stream
@@ -234,3 +239,39 @@ def test_listen_leaves_when_no_multicast_comes_or_it_stops(carousel: Carousel) -
 
 def test_header_is_the_contract_s(carousel: Carousel) -> None:
     assert HEADER.size == 40 and all(len(d) <= HEADER.size + MAX_PAYLOAD for d in carousel.datagrams(chunks=1))
+
+
+def test_keepalive_beats_until_stopped_and_survives_failures() -> None:
+    beats: list[float] = []
+    done = threading.Event()
+
+    def beat() -> None:
+        beats.append(time.monotonic())
+        if len(beats) == 2:
+            raise ConnectionError("server restarting")  # logged; the next beat still comes
+        if len(beats) >= 4:
+            done.set()
+
+    keepalive = Keepalive(beat, 0.01).start()
+    assert done.wait(5)
+    keepalive.stop()
+    count = len(beats)
+    time.sleep(0.05)
+    assert len(beats) == count >= 4
+
+
+def test_kernel_drops_are_read_by_the_socket_s_inode(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    udp = tmp_path / "net" / "udp"
+    with (tmp_path / "stand-in").open("w") as socket_file:  # any descriptor: its inode is what is looked up
+        inode = os.fstat(socket_file.fileno()).st_ino
+        header = (
+            "sl local_address rem_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode ref pointer drops"
+        )
+        line = (
+            "{n}: 0100007F:B30D 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 {inode} 2 00000000 {drops}"
+        )
+        udp.write_text("\n".join([header, line.format(n=1, inode=1, drops=5), line.format(n=2, inode=inode, drops=17)]))
+        assert socket_drops(socket_file.fileno(), tmp_path) == 17
+        udp.write_text("\n".join([header, line.format(n=1, inode=1, drops=5)]))
+        assert socket_drops(socket_file.fileno(), tmp_path) is None

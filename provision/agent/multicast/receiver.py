@@ -70,10 +70,10 @@ def receive(sock: socket.socket) -> bytes | None:
         return None
 
 
-def socket_drops(sock: socket.socket, proc: Path = Path("/proc")) -> int | None:
-    """Datagrams the kernel dropped for this socket (its buffer was full: the reader fell behind), from
-    /proc/net/udp by the socket's inode; None when it cannot be read."""
-    inode = str(os.fstat(sock.fileno()).st_ino)
+def socket_drops(fileno: int, proc: Path = Path("/proc")) -> int | None:
+    """Datagrams the kernel dropped for the socket ``fileno`` (its buffer was full: the reader fell behind),
+    from /proc/net/udp by the socket's inode; None when it cannot be read."""
+    inode = str(os.fstat(fileno).st_ino)
     try:
         lines = (proc / "net" / "udp").read_text().splitlines()[1:]
     except OSError:

@@ -52,7 +52,7 @@ class UdpReceiver:
         return receive(self.sock)
 
     def drops(self) -> int | None:
-        return socket_drops(self.sock)
+        return socket_drops(self.sock.fileno())
 
     def close(self) -> None:
         self.sock.close()

@@ -105,6 +105,7 @@ class Sender:
         rate: int,
         *,
         gso: bool = True,
+        opener: Callable[[Target], socket.socket] = open_socket,
     ) -> None:
         self.digest = digest
         self.order = list(order)
@@ -113,6 +114,7 @@ class Sender:
         self.stats = SenderStats()
         self.position = (0, 0)  # (pass number, chunk number) being sent
         self._want_gso = gso
+        self._opener = opener
         self._stop = threading.Event()
         self._go = threading.Event()  # set: sending; clear: paused
         self._pacer = Pacer(rate, sleep=self._stop.wait)
@@ -125,16 +127,23 @@ class Sender:
         return self._go.is_set() and not self._stop.is_set()
 
     def resume(self) -> None:
-        """Send (the thread starts on the first call), from where it paused."""
+        """Send (the thread starts on the first call), from where it paused. A socket the host refuses (no
+        route to the group ...) is logged and the carousel does not send; the next call tries again."""
         if self._stop.is_set():
             return
+        if self._sock is None:
+            try:
+                self._sock = self._opener(self.target)
+            except OSError as exc:
+                log.error("carousel %s: cannot send to %s:%d: %s", self.digest[:12], self.target.group,
+                          self.target.port, exc.strerror or exc)  # fmt: skip
+                return
         if not self._go.is_set():
             log.info("carousel %s: sending to %s:%d from pass %d chunk %d of %d", self.digest[:12],
                      self.target.group, self.target.port, *self.position, len(self.order))  # fmt: skip
         self._pacer.reset()
         self._go.set()
         if self._thread is None:
-            self._sock = open_socket(self.target)
             self._thread = threading.Thread(target=self._run, name=f"carousel-{self.digest[:12]}", daemon=True)
             self._thread.start()
 

@@ -1,0 +1,130 @@
+"""The carousel sender (provision.multicast.sender) on a fake socket: every frame in carousel order, cut into
+datagrams a receiver decodes, in GSO batches; a kernel that refuses GSO is detected once and every datagram
+then goes alone; pause keeps the position; stop is prompt even mid-sleep; a socket the host refuses is logged
+and nothing is sent."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from provision.multicast.sender import SOL_UDP, UDP_SEGMENT, Sender, Target
+from provision.wire.carousel import HEADER, decode, digest16
+
+DIGEST = "ab" * 32
+FRAMES = {"a" * 64: b"A" * 5000, "b" * 64: b"B" * 100, "c" * 64: b"C" * 70_000}
+ORDER = list(FRAMES)
+
+
+class FakeSocket:
+    def __init__(self, gso: bool = True) -> None:
+        self.gso = gso
+        self.datagrams: list[bytes] = []
+        self.gso_sends = 0
+        self.sent = threading.Event()
+
+    def sendmsg(self, buffers: list[bytes], cmsgs: list[tuple[int, int, bytes]]) -> int:
+        if not self.gso:
+            raise OSError(errno.EIO, "Input/output error")
+        [(level, kind, data)] = cmsgs
+        assert (level, kind) == (SOL_UDP, UDP_SEGMENT)
+        size = int.from_bytes(data, "little")
+        blob = b"".join(buffers)
+        self.datagrams += [blob[i : i + size] for i in range(0, len(blob), size)]
+        self.gso_sends += 1
+        self.sent.set()
+        return len(blob)
+
+    def send(self, datagram: bytes) -> int:
+        self.datagrams.append(datagram)
+        self.sent.set()
+        return len(datagram)
+
+    def close(self) -> None:
+        pass
+
+
+def sender(sock: FakeSocket, rate: int = 10**9) -> Sender:
+    def opener(target: Target) -> socket.socket:
+        return sock  # type: ignore[return-value]
+
+    return Sender(DIGEST, ORDER, FRAMES.__getitem__, Target("239.255.18.1", 18018), rate, opener=opener)
+
+
+def wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def reassembled(datagrams: list[bytes]) -> dict[tuple[int, int], bytes]:
+    parts: dict[tuple[int, int], dict[int, bytes]] = {}
+    for d in datagrams:
+        piece = decode(d, digest16(DIGEST))
+        parts.setdefault((piece.pass_number, piece.chunk), {})[piece.offset] = piece.payload
+    return {k: b"".join(v[o] for o in sorted(v)) for k, v in parts.items()}
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_one_pass_in_order_decodable_with_or_without_gso(gso: bool) -> None:
+    sock = FakeSocket(gso)
+    s = sender(sock)
+    s.resume()
+    wait(lambda: s.stats.passes >= 1)
+    s.stop()
+    frames = reassembled(sock.datagrams)
+    assert [frames[(0, n)] for n in range(3)] == list(FRAMES.values())
+    assert all(len(d) <= HEADER.size + 1400 for d in sock.datagrams)
+    assert s.stats.gso is gso and (sock.gso_sends > 0) is gso
+    assert s.stats.datagrams >= 4 + 1 + 50 and s.stats.dropped == 0
+
+
+def test_pause_keeps_the_position_and_stop_is_prompt() -> None:
+    sock = FakeSocket()
+    s = sender(sock, rate=20_000)  # 20 kB/s: the 70 kB frame takes seconds
+    s.resume()
+    wait(lambda: s.position[1] == 2)
+    s.pause()
+    time.sleep(0.1)
+    count = len(sock.datagrams)
+    time.sleep(0.3)
+    paused = s.sending
+    assert len(sock.datagrams) <= count + 45 and not paused  # at most the batch in hand
+    assert s.position == (0, 2)
+    s.resume()
+    resumed = s.sending
+    assert resumed
+    started = time.monotonic()
+    s.stop()
+    assert time.monotonic() - started < 1.0 and not s.sending
+
+
+def test_an_unreadable_chunk_is_skipped() -> None:
+    sock = FakeSocket()
+
+    def read(sha: str) -> bytes:
+        if sha == ORDER[1]:
+            raise OSError(errno.ENOENT, "gone")
+        return FRAMES[sha]
+
+    s = Sender(DIGEST, ORDER, read, Target("239.255.18.1", 18018), 10**9, opener=lambda t: sock)  # type: ignore[arg-type,return-value]
+    s.resume()
+    wait(lambda: s.stats.passes >= 1)
+    s.stop()
+    assert s.stats.skipped_chunks >= 1 and (0, 1) not in reassembled(sock.datagrams)
+
+
+def test_a_refused_socket_sends_nothing() -> None:
+    def refuse(target: Target) -> socket.socket:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    s = Sender(DIGEST, ORDER, FRAMES.__getitem__, Target("239.255.18.1", 18018), 10**9, opener=refuse)
+    s.resume()
+    assert not s.sending
+    s.stop()

@@ -4,8 +4,9 @@ An agent ``join``s (its carousel is made on the first join of its version and st
 ``keepalive`` at least every ``keepalive`` seconds, and ``leave``s. A listener not heard from for
 ``EXPIRY`` keepalives (a PC switched off, an agent killed) is dropped by ``expire`` (called at each call and
 by a reaper thread every keepalive). A carousel sends while it has listeners and pauses, keeping its
-position, when the last one goes; a keepalive of a run that is not listening (dropped, or the server
-restarted) joins it again. Every change is logged with the run id and the MAC.
+position, when the last one goes (and is stopped, its thread ended, after ``IDLE_STOP`` seconds without one);
+a keepalive of a run that is not listening (dropped, or the server restarted) joins it again. Every change
+is logged with the run id and the MAC.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from provision.wire.carousel import MulticastPlan
 log = logging.getLogger(__name__)
 
 EXPIRY = 3  # keepalive periods without a word after which a listener is dropped
+IDLE_STOP = 600.0  # seconds a carousel without listeners keeps its thread (and position) before it is stopped
 
 
 class SenderLike(Protocol):
@@ -56,6 +58,7 @@ class Carousel:
     plan: MulticastPlan
     sender: SenderLike
     listeners: dict[str, Listener] = field(default_factory=dict)
+    idle_since: float | None = None  # when its last listener went
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Sessions:
                              plan.group, plan.port, len(carousel.listeners))  # fmt: skip
             else:
                 listener.seen = now
+            carousel.idle_since = None
             carousel.sender.resume()
             self._start_reaper(plan.keepalive)
             return Status(carousel.sender.sending, len(carousel.listeners))
@@ -172,6 +176,7 @@ class Sessions:
         self._runs.pop(run, None)
         if not carousel.listeners:
             carousel.sender.pause()
+            carousel.idle_since = self.clock()
 
     def _expire_locked(self) -> list[str]:
         now = self.clock()
@@ -186,6 +191,11 @@ class Sessions:
                                 limit)  # fmt: skip
                 self._remove(carousel, listener.run)
                 dropped.append(listener.run)
+        for digest, carousel in list(self._carousels.items()):
+            if carousel.idle_since is not None and now - carousel.idle_since > IDLE_STOP:
+                log.info("carousel %s stopped: no listener for %.0f s", digest[:12], now - carousel.idle_since)
+                carousel.sender.stop()
+                del self._carousels[digest]
         return dropped
 
     def _start_reaper(self, keepalive: int) -> None:

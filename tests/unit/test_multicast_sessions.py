@@ -120,6 +120,21 @@ def test_a_run_listens_to_one_version(sessions: Sessions, made: dict[str, FakeSe
     assert not made[A].sending and made[B].sending
 
 
+def test_an_idle_carousel_is_stopped_after_ten_minutes(
+    sessions: Sessions, made: dict[str, FakeSender], clock: Clock
+) -> None:
+    sessions.join("r1", "m1", plan())
+    sessions.leave("r1")
+    first = made[A]
+    clock.now += 599
+    sessions.expire()
+    assert first.calls[-1] == "pause" and sessions.status(A) == Status(False, 0)
+    clock.now += 2
+    sessions.expire()
+    assert first.calls[-1] == "stop" and sessions.status(A) is None
+    assert sessions.join("r2", "m2", plan()).sending and made[A] is not first  # a new carousel
+
+
 def test_close_stops_every_sender(sessions: Sessions, made: dict[str, FakeSender]) -> None:
     sessions.join("r1", "m1", plan(A))
     sessions.join("r2", "m2", plan(B))

@@ -4,10 +4,13 @@ HTTP part (ranges included), a fake agent API for join, keepalive and leave."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from provision.agent import WriteReport, read_index, write_image
+import pytest
+
+from provision.agent import HttpRefused, WriteReport, read_index, write_image
 from provision.agent.index import Index
 from provision.agent.multicast import Limits, MulticastSource, Timeouts
 from provision.agent.multicast.reassembly import pieces_of
@@ -177,3 +180,26 @@ def test_memory_bound_held_while_the_writer_is_slow(tmp_path: Path) -> None:
     transfer = source.report()
     assert transfer.chunks_multicast + transfer.chunks_http == len(frames)
     assert max(pieces_of(len(f)) for f in frames) * MAX_PAYLOAD < limit
+
+
+def test_a_failed_write_stops_the_listener_and_leaves(tmp_path: Path) -> None:
+    image = image_with_repeats()
+    index = read_index(image.index)
+    order = carousel_order(index.chunks)
+    bad = bytearray(image.plain[order[0]])
+    bad[5] ^= 1
+    d16 = bytes.fromhex(index.digest)[:16]
+    datagrams = [encode(p) for p in pieces(frame(bytes(bad)), digest=d16, pass_number=0, chunk=0)]
+    receiver = ListReceiver(datagrams)  # then silence: only the write's failure can end the listening
+    api = FakeApi()
+    source = MulticastSource(plan_of(index), index, run=RUN, token=TOKEN, api=api, open_receiver=lambda p: receiver,
+                             timeouts=Timeouts(join=60, idle=60))  # fmt: skip
+    session = FakeSession(image)
+    session.fault(order[0], "404")  # the HTTP fetch of the wrong frame's chunk is refused: the write fails
+    started = time.monotonic()
+    with pytest.raises(HttpRefused):
+        write_image(SERVER, index, sparse_file(tmp_path / "disk.img", len(image.raw)), session=session, retry=FAST,
+                    source=source)  # fmt: skip
+    source.close()
+    assert time.monotonic() - started < 10 and receiver.closed
+    assert [c.event for c in api.calls] == ["join", "leave"] and api.calls[-1].reason == "stopped"

@@ -103,8 +103,8 @@ class MulticastSource:
             yield from self._http(needed.values(), fetcher)
             return
         events: queue.SimpleQueue[Event | _End] = queue.SimpleQueue()
-        listener = threading.Thread(target=self._listen, args=(receiver, reassembly, events), name="agent-multicast",
-                                    daemon=True)  # fmt: skip
+        listener = threading.Thread(target=self._listen, args=(receiver, reassembly, events, fetcher.cancel),
+                                    name="agent-multicast", daemon=True)  # fmt: skip
         keepalive = Keepalive(lambda: self._call("keepalive"), max(1.0, self.plan.keepalive / 2)).start()
         self._ending = (listener, keepalive, receiver, self.clock())
         listener.start()
@@ -128,14 +128,22 @@ class MulticastSource:
             return ready_load(event, chunk, fetcher, self.tally, reassembly.release)
         return repair_load(event, chunk, fetcher, self.tally, reassembly.release)
 
-    def _listen(self, receiver: Receiver, reassembly: Reassembly, events: queue.SimpleQueue[Event | _End]) -> None:
+    def _listen(
+        self, receiver: Receiver, reassembly: Reassembly, events: queue.SimpleQueue[Event | _End],
+        cancel: threading.Event,
+    ) -> None:  # fmt: skip
+        def recv() -> bytes | None:
+            if cancel.is_set():  # the write is stopping (a worker failed): stop listening too
+                self._stop.set()
+            return receiver.recv()
+
         def emit(event: Event) -> None:
             if isinstance(event, Ready):
                 self._ready += 1
             events.put(event)
 
         try:
-            self.left_because = listen(receiver.recv, reassembly, emit, max_loss=self.plan.max_loss,
+            self.left_because = listen(recv, reassembly, emit, max_loss=self.plan.max_loss,
                                        timeouts=self.timeouts, stop=self._stop, clock=self.clock)  # fmt: skip
         except Exception as exc:  # a bug in the receiver must not fail the run: the rest comes by HTTP
             log.exception("[%s] multicast receiver failed", self.run)

@@ -5,7 +5,8 @@
 file system to the end of the disk, and ``write_firstboot_secret`` writes the run's first-boot credential into
 it. ``erasure`` erases every drive of the machine by its strongest method and verifies it
 (``erasure.engine.erase_drives``; docs/erasure.md), the erasure step of the run (``erasestep``) posts the
-records. See ``docs/agent.md``.
+records. ``multicast`` takes a run's chunks from the server's carousel when its plan says so (the writer's
+chunk source; docs/multicast.md). See ``docs/agent.md``.
 """
 
 from provision.agent.disk_io import DiskTarget

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import gc
 import logging
 import mmap
@@ -26,7 +27,7 @@ import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from provision.agent.errors import TargetError
 
@@ -68,24 +69,59 @@ class AlignedBuffer:
                 self._map.close()  # else it is unmapped when the last view goes
 
     def starts_with(self, data: bytes | memoryview) -> bool:
-        """True if the buffer's first ``len(data)`` bytes are ``data``: one memcmp (``mmap.find`` anchored at 0;
-        ``memoryview == memoryview`` compares item by item, 40 times slower)."""
-        return len(data) <= self.size and self._map.find(data, 0, len(data)) == 0
+        """True if the buffer's first ``len(data)`` bytes are ``data``: one memcmp, without the GIL for a
+        writable view (another worker's buffer); else ``mmap.find`` anchored at 0 (``memoryview ==
+        memoryview`` compares item by item, 40 times slower)."""
+        n = len(data)
+        if n > self.size:
+            return False
+        if isinstance(data, memoryview) and not data.readonly and data.c_contiguous and data.itemsize == 1 and n:
+            ours, theirs = (ctypes.c_char * n).from_buffer(self._map), (ctypes.c_char * n).from_buffer(data)
+            try:
+                return bool(_memcmp(ours, theirs, n) == 0)
+            finally:
+                del ours, theirs  # the buffer exports, so that the mmap can close
+        return self._map.find(data, 0, n) == 0
 
     def holds(self, data: bytes | memoryview) -> bool:
         """True if ``data`` is a view of this buffer (then nothing needs copying into it)."""
         return isinstance(data, memoryview) and data.obj is self._map
 
 
-def _libc_call(name: str, fd: int, a: int, b: int, c: int) -> None:
-    """``name(fd, a, b, c)`` of the C library (fallocate, sync_file_range: not in the os module)."""
+def copy_into(into: memoryview, data: bytes) -> None:
+    """``into[:len(data)] = data`` without holding the GIL (``ctypes.memmove``: the other workers run)."""
+    n = len(data)
+    if n > len(into):
+        raise ValueError(f"{n} bytes do not fit in a buffer of {len(into)}")
+    if n == 0:
+        return
+    target = (ctypes.c_char * n).from_buffer(into)
+    try:
+        ctypes.memmove(target, data, n)
+    finally:
+        del target  # the buffer export, so that the mmap can close
+
+
+_memcmp = ctypes.CDLL(None).memcmp  # a foreign call: the GIL is released while it runs
+_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_memcmp.restype = ctypes.c_int
+
+
+@functools.cache
+def _libc_function(name: str) -> Any:
+    """The C library's ``name`` with its argument types (looked up once: sync_file_range runs per chunk)."""
     func = getattr(ctypes.CDLL(None, use_errno=True), name)
     if name == "fallocate":  # int fallocate(int fd, int mode, off_t offset, off_t len)
         func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     else:  # int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags)
         func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     func.restype = ctypes.c_int
-    if func(fd, a, b, c) != 0:
+    return func
+
+
+def _libc_call(name: str, fd: int, a: int, b: int, c: int) -> None:
+    """``name(fd, a, b, c)`` of the C library (fallocate, sync_file_range: not in the os module)."""
+    if _libc_function(name)(fd, a, b, c) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 

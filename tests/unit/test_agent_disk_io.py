@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provision.agent import DiskTarget, TargetError
-from provision.agent.disk_io import AlignedBuffer
+from provision.agent.disk_io import AlignedBuffer, copy_into
 from tests.support.agent import MiB
 from tests.support.files import sparse_file
 
@@ -24,6 +24,23 @@ def test_aligned_buffer_is_page_aligned_and_zeroed() -> None:
     assert buf.size == 8192 and bytes(buf.view) == bytes(8192)
     buf.view[:3] = b"abc"
     buf.close()
+
+
+def test_copy_into_and_starts_with_compare_every_byte() -> None:
+    a, b = AlignedBuffer(3 * 4096), AlignedBuffer(3 * 4096)
+    data = os.urandom(9000)
+    copy_into(a.view, data)
+    copy_into(b.view[:9500], data)
+    assert bytes(a.view[:9000]) == data and a.starts_with(b.view[:9000]) and a.starts_with(data)
+    for at in (0, 4095, 8999):  # a difference anywhere, in a writable view (memcmp) or bytes (find)
+        b.view[at] ^= 1
+        assert not a.starts_with(b.view[:9000]) and not a.starts_with(bytes(b.view[:9000]))
+        b.view[at] ^= 1
+    assert a.starts_with(b.view[:0]) and not a.starts_with(bytes(a.size + 1))
+    with pytest.raises(ValueError, match="do not fit"):
+        copy_into(a.view[:10], data)
+    a.close()
+    b.close()  # no buffer export left behind by the comparisons
 
 
 def test_file_is_buffered_and_reads_and_writes(tmp_path: Path) -> None:

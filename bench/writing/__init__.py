@@ -1,0 +1,1 @@
+"""Parts of ``bench/writer.py``: the physical floor (``floor``) and nginx serving the chunk files (``nginx``)."""

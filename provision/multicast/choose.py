@@ -20,7 +20,7 @@ from provision.wire.carousel import MulticastPlan
 
 @dataclass(frozen=True)
 class Choice:
-    """How a run's chunks come, and why (logged, and kept in the run's ``decision`` event)."""
+    """How a run's chunks come, and why (logged at hello)."""
 
     multicast: bool
     why: str

@@ -1,0 +1,158 @@
+"""The rack's network: a switch namespace with bridge ``br0``, the server's namespace and one per agent, each
+joined to the bridge by a veth pair whose two ends are shaped with tbf (the link's rate both ways), netem
+loss under it where asked. Addresses in 198.18.0.0/24 (RFC 2544's 198.18.0.0/15): the server .1, agent i
+.(10 + i). Names carry this process's PID (``rack-PID-...``): everything is deleted by name at the end, the
+processes in a namespace killed by PID first, and namespaces a killed run left behind (PID gone) at the start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SERVER_IP = "198.18.0.1"
+NS_RE = re.compile(r"^rack-(\d+)-")
+
+
+class RackError(Exception):
+    pass
+
+
+def ip(*argv: str, check: bool = True, tool: str = "ip") -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([tool, *argv], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RackError(f"{tool} {' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+def agent_ip(i: int) -> str:
+    return f"198.18.0.{10 + i}"
+
+
+def mac_of(i: int) -> str:
+    """Agent i's eth0 address: the server gives a boot token only to the MAC its neighbour table shows."""
+    return f"52:54:00:18:{i // 256:02x}:{i % 256:02x}"
+
+
+def rate_bits(text: str) -> int:
+    """``100mbit`` -> 100_000_000 (tc's units: kbit, mbit, gbit)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(kbit|mbit|gbit)?", text.strip().lower())
+    if not match:
+        raise RackError(f"rate {text!r}: a number with kbit, mbit or gbit, e.g. 100mbit")
+    scale = {"kbit": 10**3, "mbit": 10**6, "gbit": 10**9, None: 1}[match.group(2)]
+    return int(float(match.group(1)) * scale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def delete_namespace(name: str) -> None:
+    for pid in ip("netns", "pids", name, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    ip("netns", "delete", name, check=False)
+
+
+def cleanup_stale() -> list[str]:
+    """Delete the namespaces of rack benches whose process is gone; their names."""
+    gone = []
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        name = (line.split() or [""])[0]
+        match = NS_RE.match(name)
+        if match and not _alive(int(match.group(1))):
+            delete_namespace(name)
+            gone.append(name)
+    return gone
+
+
+@dataclass(frozen=True)
+class Link:
+    """One host's namespace and its bridge port (the veth end in the switch)."""
+
+    ns: str
+    port: str
+    address: str
+    mac: str | None = None
+
+
+class Rack:
+    """The switch, the server and ``agents`` agent namespaces, all links at ``rate`` (tc units)."""
+
+    def __init__(self, agents: int, rate: str) -> None:
+        self.prefix = f"rack-{os.getpid()}"
+        self.switch = f"{self.prefix}-sw"
+        self.rate = rate
+        self.server = Link(f"{self.prefix}-srv", "srv", SERVER_IP)
+        self.agents = [Link(f"{self.prefix}-a{i}", f"a{i}", agent_ip(i), mac_of(i)) for i in range(agents)]
+        self.made: list[str] = []
+
+    def __enter__(self) -> Rack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _add(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.made.append(name)
+        self.exec(name, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
+        ip("-n", name, "link", "set", "lo", "up")
+
+    def start(self) -> None:
+        self._add(self.switch)
+        ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0")
+        ip("-n", self.switch, "link", "set", "br0", "up")
+        for link in [self.server, *self.agents]:
+            self._add(link.ns)
+            ip("-n", self.switch, "link", "add", link.port, "type", "veth", "peer", "name", "eth0", "netns", link.ns)
+            ip("-n", self.switch, "link", "set", link.port, "master", "br0", "up")
+            if link.mac is not None:
+                ip("-n", link.ns, "link", "set", "eth0", "address", link.mac)
+            ip("-n", link.ns, "addr", "add", f"{link.address}/24", "brd", "+", "dev", "eth0")  # udpcast: broadcast
+            ip("-n", link.ns, "link", "set", "eth0", "up")
+            ip("-n", link.ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
+            self.shape(link, self.rate)
+        deadline = time.monotonic() + 15
+        for link in [self.server, *self.agents]:
+            while "forwarding" not in self.exec(self.switch, ["bridge", "link", "show", "dev", link.port]).stdout:
+                if time.monotonic() > deadline:
+                    raise RackError(f"bridge port {link.port} never forwarding")
+                time.sleep(0.05)
+
+    def shape(self, link: Link, rate: str, loss: float = 0.0) -> None:
+        """Both ends of ``link`` at ``rate``; ``loss`` (a share) dropped by netem toward the host."""
+        for ns, dev, lossy in ((self.switch, link.port, loss), (link.ns, "eth0", 0.0)):
+            ip("-n", ns, "qdisc", "del", "dev", dev, "root", check=False, tool="tc")
+            # 100 ms of queue at the rate, bursts of 64 KiB (a GSO batch of datagrams)
+            ip("-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
+               "burst", "64kb", "latency", "100ms", tool="tc")  # fmt: skip
+            if lossy > 0:
+                ip("-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem",
+                   "loss", f"{lossy * 100:g}%", "limit", "10000", tool="tc")  # fmt: skip
+
+    def exec(self, ns: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=False)
+
+    def close(self) -> None:
+        for name in reversed(self.made):
+            delete_namespace(name)
+        self.made.clear()

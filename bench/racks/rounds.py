@@ -1,0 +1,167 @@
+"""One timed round: N agents imaging at once through one transport (``unicast`` or ``multicast``, the
+server's ``multicast.transfer``), or udpcast's sender and N receivers; with a scenario's twist (a late
+joiner, a slow link, a client killed, netem loss). The time is from the start to the last verified agent
+(the last receiver done for udpcast); each agent's own time, its run's TransferReport and the server's CPU
+come back in a ``Round``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.racks.hosts import Procs, Server, proc_cpu, start_agent, udp_receiver, udp_sender
+from bench.racks.net import Rack, RackError, mac_of
+
+AGENT_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Twist:
+    """A scenario: ``late``: the last agent starts this many seconds after the others; ``slow``: the last
+    agent's link at this rate (tc units); ``kill``: the last agent killed after this many seconds; ``loss``:
+    netem's share on the down links of ``loss_on`` (``one``: the last agent's, ``all``)."""
+
+    late: float = 0.0
+    slow: str = ""
+    kill: float = 0.0
+    loss: float = 0.0
+    loss_on: str = "all"
+
+
+@dataclass
+class Round:
+    transport: str
+    n: int
+    seconds: float  # to the last verified (the killed one left out)
+    server_cpu: float
+    times: list[float | None] = field(default_factory=list)  # per agent, from its own start; None: failed
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # per verified run: its TransferReport
+    ok: bool = True
+    note: str = ""
+
+
+def fresh_disk(folder: Path, size: int) -> Path:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    with (folder / "vda").open("wb") as f:
+        f.truncate(size)
+    return folder
+
+
+def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, disk_size: int, rate: int,
+                 twist: Twist = Twist()) -> Round:  # fmt: skip
+    """N agents against a fresh server whose config says ``transfer: transport``."""
+    procs = Procs()
+    links = rack.agents[:n]
+    try:
+        for i, link in enumerate(links):
+            slow = twist.slow if twist.slow and i == n - 1 else rack.rate
+            lossy = twist.loss if twist.loss and (twist.loss_on == "all" or i == n - 1) else 0.0
+            rack.shape(link, slow, lossy)
+        server = Server(rack, procs, work / "server", store, transport, rate)
+        macs = [mac_of(i) for i in range(n)]
+        tokens = {link.mac or "": server.token(link) for link in links}
+        disks = [fresh_disk(work / f"pc{i}", disk_size) for i in range(n)]
+        cpu = server.cpu()
+        started = [0.0] * n
+        procs_by_i: dict[int, Any] = {}
+        t0 = time.monotonic()
+        for i in range(n):
+            if twist.late and i == n - 1:
+                continue
+            started[i] = time.monotonic()
+            procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i], work / f"agent{i}.log")
+        ends: dict[int, float] = {}
+        killed = False
+        while len(ends) < n:
+            now = time.monotonic()
+            if twist.late and n - 1 not in procs_by_i and now - t0 >= twist.late:
+                started[n - 1] = now
+                procs_by_i[n - 1] = start_agent(procs, links[n - 1], macs[n - 1], tokens[macs[n - 1]],
+                                                disks[n - 1], work / f"agent{n - 1}.log")  # fmt: skip
+            if twist.kill and not killed and now - t0 >= twist.kill:
+                procs.kill(procs_by_i[n - 1])
+                killed = True
+            for i, proc in procs_by_i.items():
+                if i not in ends and proc.poll() is not None:
+                    ends[i] = time.monotonic()
+            if now - t0 > AGENT_TIMEOUT:
+                raise RackError(f"{transport} x{n}: agents still running after {AGENT_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+        server_cpu = server.cpu() - cpu
+        codes = {i: procs_by_i[i].returncode for i in range(n)}
+        times: list[float | None] = [ends[i] - started[i] if codes[i] == 0 else None for i in range(n)]
+        counted = [ends[i] for i in range(n) if not (twist.kill and i == n - 1)]
+        runs = {r["mac"]: r for r in server.runs()}
+        transfers = [dict(runs[m].get("transfer") or {"mode": "none"}) for m in macs if m in runs]
+        done = [runs.get(m, {}).get("state") == "done" for m in macs]
+        expect = [not (twist.kill and i == n - 1) for i in range(n)]
+        server.stop()
+        rnd = Round(transport, n, max(counted) - t0, server_cpu, times, transfers, ok=done == expect)
+        if not rnd.ok:
+            rnd.note = f"runs done {done}, exit codes {codes}: see {work}/agent*.log"
+        return rnd
+    finally:
+        procs.close()
+        for link in links:
+            rack.shape(link, rack.rate)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int, bitrate: int) -> Round:
+    """udp-sender of the export file to N udp-receivers writing files: the time to all received."""
+    procs = Procs()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        targets = [work / f"recv{i}.zst" for i in range(n)]
+        for t in targets:
+            t.unlink(missing_ok=True)
+        receivers = [udp_receiver(procs, rack.agents[i], targets[i], work / f"recv{i}.log") for i in range(n)]
+        time.sleep(0.3)  # listening before the sender's hello
+        t0 = time.monotonic()
+        sender = udp_sender(procs, rack, export, n, bitrate, work / "sender.log")
+        ends: dict[int, float] = {}
+        sender_cpu = 0.0
+        while len(ends) < n:
+            try:  # its last reading before it exits: udp-sender's own CPU
+                sender_cpu = proc_cpu(sender.pid)
+            except (OSError, IndexError, ValueError):
+                pass
+            for i, proc in enumerate(receivers):
+                if i not in ends and proc.poll() is not None:
+                    ends[i] = time.monotonic()
+            if time.monotonic() - t0 > AGENT_TIMEOUT:
+                raise RackError(f"udpcast x{n}: receivers still running after {AGENT_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+        seconds = max(ends.values()) - t0
+        sender.wait(timeout=30)
+        ok = all(p.returncode == 0 for p in receivers) and all(sha256_of(t) == export_sha for t in targets)
+        rnd = Round("udpcast", n, seconds, sender_cpu, [ends[i] - t0 for i in range(n)], ok=ok)
+        if not ok:
+            rnd.note = f"a receiver failed or its file differs: see {work}"
+        return rnd
+    finally:
+        procs.close()
+
+
+def transfer_totals(rounds: list[Round]) -> dict[str, int]:
+    keys = ("bytes_multicast", "bytes_http", "repair_bytes", "datagrams_lost", "chunks_http", "chunks_multicast")
+    return {k: sum(int(t.get(k, 0)) for r in rounds for t in r.transfers) for k in keys}
+
+
+def dump(rounds: list[Round]) -> str:
+    return json.dumps([r.__dict__ for r in rounds], default=str)

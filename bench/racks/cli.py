@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     scenarios = [s for s in args.scenarios.split(",") if s in SCENARIOS]
     bits = rate_bits(args.rate)
     send_rate = int(bits * 0.9 / 8)  # the carousel's pace: 90 % of the link, bytes/s
-    raw, disk = make_disk(work, args.disk_size, args.content)
+    raw, _ = make_disk(work, args.disk_size, args.content)
     store = ImageStore(work / "store")
     version = store.import_raw(raw, "bench")
     export, _ = store.export(version.ref, work / "export")
@@ -121,8 +121,16 @@ def multicast_used(rnd: Round) -> bool:
     return any(t.get("mode") == "multicast" and int(t.get("bytes_multicast", 0)) > 0 for t in rnd.transfers)
 
 
-def report(rounds: dict[tuple[str, int], Round], scen: dict[str, Round], ns: list[int], transports: list[str],
-           wire: dict[str, int], one_pass: float, twists: dict[str, Twist], args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+def report(
+    rounds: dict[tuple[str, int], Round],
+    scen: dict[str, Round],
+    ns: list[int],
+    transports: list[str],
+    wire: dict[str, int],
+    one_pass: float,
+    twists: dict[str, Twist],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     print(f"\n{'N':>3} {'transport':10} {'seconds':>8} {'t(N)/t(1)':>9} {'aggr MB/s':>9} {'server CPU':>16}  verified")
     table = []
     for t in transports:
@@ -138,12 +146,13 @@ def report(rounds: dict[tuple[str, int], Round], scen: dict[str, Round], ns: lis
             cpu = f"{r.server_cpu:5.2f}s {100 * r.server_cpu / r.seconds:4.0f}%"
             print(f"{n:>3} {t:10} {r.seconds:8.1f} {ratio:9.2f} {aggr:9.1f} {cpu:>16}  {r.ok}")
             table.append({"transport": t, "n": n, "seconds": round(r.seconds, 2), "ratio": round(ratio, 3),
-                          "aggregate_MBps": round(aggr, 2), "server_cpu_s": round(r.server_cpu, 2), "ok": r.ok})  # fmt: skip
+                          "aggregate_MBps": round(aggr, 2), "server_cpu_s": round(r.server_cpu, 2),
+                          "ok": r.ok})  # fmt: skip
     base = rounds.get(("multicast", args.scenario_agents))
     out: dict[str, Any] = {"table": table, "one_pass_s": round(one_pass, 2), "rate": args.rate, "scenarios": {}}
-    if scen:
+    if scen and base is not None:
         print(f"\nscenarios at N={args.scenario_agents}, multicast (baseline: all {base.seconds:.1f} s"
-              f"{'' if base and multicast_used(base) else ', NOT multicast'}); one pass of the carousel "
+              f"{'' if multicast_used(base) else ', NOT multicast'}); one pass of the carousel "
               f"{one_pass:.1f} s")  # fmt: skip
     for s, r in scen.items():
         others = [x for x in r.times[:-1] if x is not None]

@@ -72,7 +72,8 @@ class Server:
         ready = work / "ready.json"
         argv = [sys.executable, "-m", "provision", "serve", "--config", str(config), "--interface", "eth0",
                 "--address", SERVER_IP, "--dhcp", "off", "--tftp-port", "0", "--http-port", str(HTTP_PORT),
-                "--state-dir", str(work / "state"), "--boot-root", str(work / "boot"), "--ready-file", str(ready)]  # fmt: skip
+                "--state-dir", str(work / "state"), "--boot-root", str(work / "boot"),
+                "--ready-file", str(ready)]  # fmt: skip
         self.log = (work / "server.log").open("ab")
         self.proc = procs.start(rack.server.ns, argv, self.log)
         deadline = time.monotonic() + 30

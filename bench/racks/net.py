@@ -7,6 +7,7 @@ processes in a namespace killed by PID first, and namespaces a killed run left b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -60,10 +61,8 @@ def _alive(pid: int) -> bool:
 
 def delete_namespace(name: str) -> None:
     for pid in ip("netns", "pids", name, check=False).stdout.split():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
     ip("netns", "delete", name, check=False)
 
 

@@ -7,6 +7,7 @@ come back in a ``Round``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -137,10 +138,8 @@ def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int,
         ends: dict[int, float] = {}
         sender_cpu = 0.0
         while len(ends) < n:
-            try:  # its last reading before it exits: udp-sender's own CPU
+            with contextlib.suppress(OSError, IndexError, ValueError):  # its last reading before it exits
                 sender_cpu = proc_cpu(sender.pid)
-            except (OSError, IndexError, ValueError):
-                pass
             for i, proc in enumerate(receivers):
                 if i not in ends and proc.poll() is not None:
                     ends[i] = time.monotonic()

@@ -24,7 +24,15 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_bench_is_listed() -> None:
-    assert {"writer", "boot_burst", "image_serving", "image_import"} <= set(BENCHES)
+    assert {"writer", "boot_burst", "image_serving", "image_import", "rack"} <= set(BENCHES)
+
+
+def test_rack_help_names_its_transports_and_scenarios() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "rack.py"), "--help"], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for word in ("unicast", "multicast", "udpcast", "late", "slow", "kill", "loss", "--rate"):
+        assert word in done.stdout, word
 
 
 @pytest.mark.parametrize("name", BENCHES)

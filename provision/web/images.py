@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -72,17 +73,23 @@ async def _sendfile(request: web.Request, frame: Frame, size: int, offset: int =
     await asyncio.get_running_loop().sendfile(transport, frame.file(), offset, size)
 
 
+_RANGE = re.compile(r"\s*bytes\s*=\s*([0-9]+)-([0-9]*)\s*", re.ASCII | re.IGNORECASE)
+_FAR = 1 << 63  # any position past every frame: a longer number is not converted (int() refuses 4300 digits)
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _FAR
+
+
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) of a single ``bytes=A-B`` / ``bytes=A-`` range clipped to ``size`` bytes; None to send the
     whole body (no header, or a form this server does not serve: several ranges, suffixes); ValueError when A
     is at or past the end (416)."""
-    if header is None:
+    found = None if header is None else _RANGE.fullmatch(header)
+    if found is None:
         return None
-    unit, _, spec = header.strip().partition("=")
-    first, dash, last = spec.strip().partition("-")
-    if unit.strip().lower() != "bytes" or not dash or not first.isdigit() or not (last.isdigit() or last == ""):
-        return None
-    start, end = int(first), (int(last) if last else size - 1)
+    start, end = _position(found[1]), (_position(found[2]) if found[2] else size - 1)
     if start >= size:
         raise ValueError(f"range starts at {start}, the frame has {size} bytes")
     if end < start:

@@ -275,3 +275,17 @@ def test_kernel_drops_are_read_by_the_socket_s_inode(tmp_path: Path) -> None:
         assert socket_drops(socket_file.fileno(), tmp_path) == 17
         udp.write_text("\n".join([header, line.format(n=1, inode=1, drops=5)]))
         assert socket_drops(socket_file.fileno(), tmp_path) is None
+
+
+def test_a_piece_more_than_a_pass_ahead_is_dropped(carousel: Carousel) -> None:
+    """One datagram with a forged pass number (or of the pass before the start, reordered) neither ends the
+    cycle nor counts a pass of loss: the listener goes on and every frame comes."""
+    n = len(carousel.order)
+    datagrams = carousel.datagrams(first=(7, 0), chunks=n)
+    forged = Piece(digest16(carousel.digest), 7 + 5, 2, 0, len(carousel.frames[2]), b"!" * MAX_PAYLOAD)
+    before = pieces(carousel.frames[n - 1], digest=digest16(carousel.digest), pass_number=6, chunk=n - 1)[0]
+    mixed = [*datagrams[:100], encode(forged), encode(before), *datagrams[100:]]
+    r = carousel.reassembly()
+    reason, events = run_listen(r, mixed)
+    assert reason == "all chunks received" and ready(events) == dict(enumerate(carousel.frames))
+    assert r.counts.dropped == 2 and r.counts.lost == 0

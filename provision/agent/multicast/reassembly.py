@@ -16,6 +16,8 @@ frames handed out until the consumer ``release``s them; a piece over the bound i
 
 Passes: the first piece kept after joining sets the start (its pass and chunk number); positions are counted
 from there (pass wraps at 2**32). One full cycle is done once the position is a whole pass past the start.
+A piece more than a pass ahead of the carousel's position (a forged pass number, a piece of the pass before
+the start, another server's carousel) is dropped: it would end the cycle and count a pass of loss at once.
 Loss: pieces expected (each frame's length says how many; a chunk number skipped entirely counts the mean) vs
 received, in all and over the last ``Limits.window`` expected pieces (``window_loss``).
 """
@@ -195,6 +197,9 @@ class Reassembly:
         if self.start is None:
             self.start = (piece.pass_number, n)
         position = ((piece.pass_number - self.start[0]) % PASS_MOD) * len(self.order) + n
+        if self._position >= 0 and position > self._position + len(self.order):
+            self.counts.dropped += 1  # more than a pass ahead (or before the start): forged, or another sender's
+            return []
         events: list[Event] = []
         if not self._count(position, piece):
             return events

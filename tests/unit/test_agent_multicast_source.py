@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from provision.agent import HttpRefused, WriteReport, read_index, write_image
+from provision.agent.fetch import Fetcher
 from provision.agent.index import Index
 from provision.agent.multicast import Limits, MulticastSource, Timeouts
-from provision.agent.multicast.reassembly import pieces_of
+from provision.agent.multicast.loads import MAX_RANGES, RepairFailed, fetch_ranges
+from provision.agent.multicast.reassembly import Repair, pieces_of
 from provision.agent.multicast.source import Receiver
 from provision.errors import ProvisionError
 from provision.wire.carousel import (
@@ -203,3 +207,57 @@ def test_a_failed_write_stops_the_listener_and_leaves(tmp_path: Path) -> None:
     source.close()
     assert time.monotonic() - started < 10 and receiver.closed
     assert [c.event for c in api.calls] == ["join", "leave"] and api.calls[-1].reason == "stopped"
+
+
+def test_a_frame_with_many_gaps_is_repaired_by_one_range(tmp_path: Path) -> None:
+    """Scattered loss (or forged pieces) in one frame: one range from the first gap to the last, not a GET per
+    gap; fewer gaps: exactly the missing ranges."""
+    image = image_with_repeats()
+    index = read_index(image.index)
+    frames = frames_of(image)
+    order = carousel_order(index.chunks)
+    datagrams = list(stream(frames, index.digest, chunks=len(frames)))
+    of = [i for i, d in enumerate(datagrams) if decode(d).chunk in (2, 4)]
+    lost = {i for i in of if decode(datagrams[i]).chunk == 2 and i % 2 and decode(datagrams[i]).offset < 40 * 1400}
+    lost |= {i for i in of if decode(datagrams[i]).chunk == 4 and i % 2 and decode(datagrams[i]).offset < 8 * 1400}
+    target = sparse_file(tmp_path / "disk.img", len(image.raw))
+    report, source, session, _ = write(image, target, [d for i, d in enumerate(datagrams) if i not in lost], FakeApi())
+    assert sha256_file(target, len(image.raw)) == sha(image.raw) and report.ok
+    gaps = sorted(decode(datagrams[i]).offset for i in lost if decode(datagrams[i]).chunk == 2)
+    assert len(gaps) > MAX_RANGES
+    assert [(a, b) for s, a, b in session.ranges if s == order[2]] == [(gaps[0], gaps[-1] + MAX_PAYLOAD - 1)]
+    assert len([r for r in session.ranges if r[0] == order[4]]) == len(lost) - len(gaps) <= MAX_RANGES
+    assert source.report().chunks_http == 0
+
+
+class EndlessResponse:
+    """A 206 with the right Content-Range whose body never ends (a hostile or broken server)."""
+
+    status_code = 206
+
+    def __init__(self, content_range: str) -> None:
+        self.headers = {"Content-Range": content_range}
+        self.read = 0
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        while True:
+            self.read += chunk_size
+            yield bytes(chunk_size)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_range_body_longer_than_asked_is_not_read_to_its_end() -> None:
+    event = Repair(0, "ab" * 32, 3 * MAX_PAYLOAD, {0: b"x" * MAX_PAYLOAD})
+    responses: list[EndlessResponse] = []
+
+    class Session:
+        def get(self, url: str, **kw: object) -> EndlessResponse:
+            responses.append(EndlessResponse(f"bytes {MAX_PAYLOAD}-{3 * MAX_PAYLOAD - 1}/{3 * MAX_PAYLOAD}"))
+            return responses[-1]
+
+    fetcher = SimpleNamespace(session=Session(), chunk_url=lambda sha: f"{SERVER}/chunks/{sha}", policy=FAST)
+    with pytest.raises(RepairFailed, match="bytes for bytes 1400-4199"):
+        fetch_ranges(cast(Fetcher, fetcher), event)
+    assert [r.read for r in responses] == [1 << 20]

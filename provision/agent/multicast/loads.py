@@ -4,8 +4,9 @@ chunk source seam (``provision.agent.writer.Load``), and the run's byte counts (
 - ``ready_load``: the frame received whole is decoded into the worker's buffer and checked against the chunk's
   length and sha256; a frame that fails is dropped whole and the chunk fetched by HTTP (``Fetcher.fetch_chunk``).
 - ``repair_load``: the frame's missing byte ranges are fetched with HTTP Range from ``GET /chunks/<sha256>``
-  (each a 206 with the very range asked, else the repair is given up), the frame put together, decoded and
-  checked; anything wrong: the chunk fetched whole by HTTP.
+  (each a 206 with the very range asked, else the repair is given up; more than ``MAX_RANGES`` gaps: one range
+  from the first to the last), the frame put together, decoded and checked; anything wrong: the chunk fetched
+  whole by HTTP.
 - ``http_load``: the chunk fetched whole by HTTP, as unicast does.
 
 Nothing reaches the writer's buffer as usable unless it decoded to the chunk's sha256.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -28,6 +29,9 @@ from provision.agent.multicast.reassembly import Ready, Repair
 log = logging.getLogger(__name__)
 
 Load = Callable[[zstandard.ZstdDecompressor, memoryview], tuple[memoryview, int]]
+
+
+MAX_RANGES = 16  # a frame missing more pieces apart is repaired by one range from the first to the last
 
 
 class RangeSession(Protocol):
@@ -95,10 +99,13 @@ def fetch_ranges(fetcher: Fetcher, event: Repair) -> tuple[bytes, int]:
     for offset, payload in event.pieces.items():
         frame[offset : offset + len(payload)] = payload
     fetched = 0
-    for first, last in event.missing:
+    missing = event.missing
+    if len(missing) > MAX_RANGES:  # scattered loss (or forged pieces): one range over them all, not a GET each
+        missing = [(missing[0][0], missing[-1][1])]
+    for first, last in missing:
         response = session.get(url, headers={"Range": f"bytes={first}-{last}"}, timeout=timeout, stream=True)
         try:
-            body = b"".join(_body(response))
+            body = _body(response, last - first + 2)
             expected = f"bytes {first}-{last}/{event.frame_length}"
             got = response.headers.get("Content-Range")
             if response.status_code != 206 or got != expected or len(body) != last - first + 1:
@@ -111,8 +118,14 @@ def fetch_ranges(fetcher: Fetcher, event: Repair) -> tuple[bytes, int]:
     return bytes(frame), fetched
 
 
-def _body(response: HttpResponse) -> Iterator[bytes]:
-    yield from response.iter_content(1 << 20)
+def _body(response: HttpResponse, limit: int) -> bytes:
+    """The body, read up to ``limit`` bytes (a longer one is wrong anyway: it is not read to its end)."""
+    body = bytearray()
+    for part in response.iter_content(1 << 20):
+        body += part
+        if len(body) >= limit:
+            break
+    return bytes(body)
 
 
 def repair_load(event: Repair, chunk: Chunk, fetcher: Fetcher, tally: Tally, release: Callable[[int], None]) -> Load:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from bench.image_import import make_disk, size_arg
 from bench.racks import __doc__ as DOC
+from bench.racks.hosts import snapshot
 from bench.racks.net import Rack, RackError, cleanup_stale, rate_bits
 from bench.racks.rounds import Round, Twist, agents_round, sha256_of, transfer_totals, udpcast_round
 from provision.images import ImageStore
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     scenarios = [s for s in args.scenarios.split(",") if s in SCENARIOS]
     bits = rate_bits(args.rate)
     send_rate = int(bits * 0.9 / 8)  # the carousel's pace: 90 % of the link, bytes/s
+    code = snapshot(work)
     raw, _ = make_disk(work, args.disk_size, args.content)
     store = ImageStore(work / "store")
     version = store.import_raw(raw, "bench")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"image: {version.index.disk_size / 2**20:.0f} MiB disk, {version.index.mapped_bytes / 2**20:.0f} MiB "
           f"mapped, {stored / 2**20:.1f} MiB stored (zstd), export {wire['udpcast'] / 2**20:.1f} MiB; links "
           f"{args.rate} (tbf); carousel and udp-sender paced at {send_rate * 8 / 1e6:.0f} Mbit/s; "
-          f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
+          f"{os.cpu_count()} CPUs; provision from a copy in {code}", flush=True)  # fmt: skip
     rounds: dict[tuple[str, int], Round] = {}
     scen: dict[str, Round] = {}
     count = max([*ns, args.scenario_agents if scenarios else 0])

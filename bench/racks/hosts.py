@@ -1,13 +1,15 @@
 """What runs in the rack's namespaces: ``provision serve`` in the server's (a fresh state folder per round,
 the shared image store, ``multicast.transfer`` as the round asks), the real agent (``python -m
 provision.agent`` with the sample probe of a QEMU PC and a file standing in for its disk) in each agent's, and
-udpcast's udp-sender / udp-receiver. Every process is tracked and killed by its PID at the end.
+udpcast's udp-sender / udp-receiver. Server and agents import provision from a copy made at the start
+(``snapshot``). Every process is tracked and killed by its PID at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,19 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_PROBE = REPO / "tests" / "samples" / "probes" / "debian-vm"
 HTTP_PORT = 8080
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+CODE = [REPO]  # where the server and the agents import provision from: ``snapshot`` sets it
+
+
+def snapshot(work: Path) -> Path:
+    """Copy ``provision/`` into ``work`` and run every server and agent from the copy: each round runs the same
+    code even while the tree is being edited (a shared working tree: an agent once started mid-edit)."""
+    dest = work / "code"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(REPO / "provision", dest / "provision", ignore=shutil.ignore_patterns("__pycache__"))
+    CODE[0] = dest
+    return dest
+
+
 RECIPE = "name: default\ndefault: true\nimage: bench\nwipe: zero\nhostname: rack-pc\ngrow_root: false\n"
 FETCH = """import json, sys, urllib.request
 print(json.dumps([urllib.request.urlopen(u, timeout=30).read().decode() for u in sys.argv[1:]]))"""
@@ -40,7 +54,7 @@ class Procs:
 
     def start(self, ns: str, argv: list[str], out: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out, stderr=subprocess.STDOUT,
-                                env=ENV, cwd=REPO)  # fmt: skip
+                                env={**os.environ, "PYTHONPATH": str(CODE[0])}, cwd=CODE[0])  # fmt: skip
         self.live.append(proc)
         return proc
 

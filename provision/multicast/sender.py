@@ -138,10 +138,12 @@ class Sender:
                 log.error("carousel %s: cannot send to %s:%d: %s", self.digest[:12], self.target.group,
                           self.target.port, exc.strerror or exc)  # fmt: skip
                 return
+        # every join and keepalive comes here: only a paused (or new) carousel's pacer forgets the past, a
+        # reset while sending would let each call's batch out early (over the rate, racing the thread)
         if not self._go.is_set():
             log.info("carousel %s: sending to %s:%d from pass %d chunk %d of %d", self.digest[:12],
                      self.target.group, self.target.port, *self.position, len(self.order))  # fmt: skip
-        self._pacer.reset()
+            self._pacer.reset()
         self._go.set()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"carousel-{self.digest[:12]}", daemon=True)

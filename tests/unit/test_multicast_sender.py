@@ -128,3 +128,17 @@ def test_a_refused_socket_sends_nothing() -> None:
     s.resume()
     assert not s.sending
     s.stop()
+
+
+def test_a_resume_while_sending_keeps_the_pace() -> None:
+    """Every join and keepalive resumes the carousel: while it sends, that must not reset its pacer (the batch
+    it waits for would go at once: a flood of keepalives would send over the rate)."""
+    sock = FakeSocket()
+    s = sender(sock, rate=2_000)  # the first frame (4 datagrams) costs 3 s: the thread sleeps that long
+    s.resume()
+    wait(lambda: s._pacer.slept > 0)  # the first batch went at once; the thread sleeps 3 s before the second
+    due = s._pacer.due
+    for _ in range(10):
+        s.resume()
+    assert due is not None and s._pacer.due == due
+    s.stop()

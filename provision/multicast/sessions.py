@@ -87,8 +87,11 @@ class Sessions:
 
     # ------------------------------------------------------------------------------------------ calls
     def join(self, run: str, mac: str | None, plan: MulticastPlan) -> Status:
-        """``run`` listens to ``plan``'s carousel (made and started if need be); again: a keepalive."""
+        """``run`` listens to ``plan``'s carousel (made and started if need be); again: a keepalive. After
+        ``close`` (a call still in flight as the server stops) nothing is made: not sending."""
         with self._lock:
+            if self._closed.is_set():
+                return Status(False, 0)
             self._expire_locked()
             now = self.clock()
             carousel = self._carousels.get(plan.digest)

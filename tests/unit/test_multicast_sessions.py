@@ -135,8 +135,11 @@ def test_an_idle_carousel_is_stopped_after_ten_minutes(
     assert sessions.join("r2", "m2", plan()).sending and made[A] is not first  # a new carousel
 
 
-def test_close_stops_every_sender(sessions: Sessions, made: dict[str, FakeSender]) -> None:
+def test_close_stops_every_sender_and_makes_none_after(sessions: Sessions, made: dict[str, FakeSender]) -> None:
     sessions.join("r1", "m1", plan(A))
     sessions.join("r2", "m2", plan(B))
     sessions.close()
     assert all(s.calls[-1] == "stop" for s in made.values())
+    sessions.join("r3", "m3", plan("c" * 64))  # a call still in flight as the server stops
+    sessions.keepalive("r1", "m1", plan(A), 1, 1)
+    assert sessions.status("c" * 64) is None and sessions.status(A) is None and set(made) == {A, B}

@@ -31,14 +31,16 @@ class StatsRecords(Database):
     """The aggregate reads of the store (no writes)."""
 
     def stats(self) -> StoreStats:
+        """The figures; sums by TOTAL (a float: SUM raises "integer overflow" past 2**63, and an agent's report
+        may say up to 2**63 - 1 bytes, so two of them stopped every /metrics scrape)."""
         with self._read():
             db = self._db
             machines = db.execute(
                 "SELECT state, COUNT(*) FROM machines WHERE forgotten_at IS NULL GROUP BY state"
             ).fetchall()
             runs = db.execute("SELECT state, COUNT(*) FROM runs GROUP BY state").fetchall()
-            written = db.execute("SELECT COALESCE(SUM(bytes_written), 0) FROM runs").fetchone()[0]
-            chunks = db.execute("SELECT COALESCE(SUM(verified), 0) FROM verifications").fetchone()[0]
+            written = db.execute("SELECT TOTAL(bytes_written) FROM runs").fetchone()[0]
+            chunks = db.execute("SELECT TOTAL(verified) FROM verifications").fetchone()[0]
             ended = db.execute(
                 "SELECT state, finished - started FROM runs WHERE finished IS NOT NULL ORDER BY rowid"
             ).fetchall()
@@ -47,12 +49,11 @@ class StatsRecords(Database):
                 "GROUP BY 1, 2"
             ).fetchall()
             erasures = db.execute(
-                "SELECT method, ok, COUNT(*), SUM(size_bytes) FROM erasures GROUP BY method, ok"
+                "SELECT method, ok, COUNT(*), TOTAL(size_bytes) FROM erasures GROUP BY method, ok"
             ).fetchall()
             moved = db.execute(
-                "SELECT COALESCE(SUM(json_extract(transfer, '$.bytes_multicast')), 0), "
-                "COALESCE(SUM(json_extract(transfer, '$.bytes_http')), 0), "
-                "COALESCE(SUM(json_extract(transfer, '$.repair_bytes')), 0) FROM runs WHERE json_valid(transfer)"
+                "SELECT TOTAL(json_extract(transfer, '$.bytes_multicast')), TOTAL(json_extract(transfer, "
+                "'$.bytes_http')), TOTAL(json_extract(transfer, '$.repair_bytes')) FROM runs WHERE json_valid(transfer)"
             ).fetchone()
         return StoreStats(
             machines={str(r[0]): int(r[1]) for r in machines},

@@ -45,3 +45,11 @@ def test_transfer_is_kept_with_the_run(tmp_path: Path) -> None:
         events = [e for e in store.events("52:54:00:00:00:01") if e.kind == "transfer"]
         assert len(events) == 1 and events[0].detail["bytes_multicast"] == 900
         assert store.stats().transfer_bytes == {"multicast": 900, "http": 10, "repair": 0}
+
+
+def test_stats_sum_figures_past_what_sqlite_s_sum_holds(tmp_path: Path) -> None:
+    """Two agents' reports of 2**62 bytes each (valid: below 2**63): /metrics still reads (SUM overflowed)."""
+    with Store(tmp_path / "db.sqlite") as store:
+        for mac in ("52:54:00:00:00:01", "52:54:00:00:00:02"):
+            store.record_transfer(run(store, mac), TransferReport(mode="unicast", bytes_http=1 << 62))
+        assert store.stats().transfer_bytes == {"multicast": 0, "http": 1 << 63, "repair": 0}

@@ -27,11 +27,14 @@ CODE = [REPO]  # where the server and the agents import provision from: ``snapsh
 
 
 def snapshot(work: Path) -> Path:
-    """Copy ``provision/`` into ``work`` and run every server and agent from the copy: each round runs the same
-    code even while the tree is being edited (a shared working tree: an agent once started mid-edit)."""
+    """Copy ``provision/`` (and the data folders beside it) into ``work`` and run every server and agent from
+    the copy: each round runs the same code even while the tree is being edited (an agent once started
+    mid-edit)."""
     dest = work / "code"
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(REPO / "provision", dest / "provision", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("provision", "pxe", "hooks", "recipes", "images"):  # the data folders: provision.resources
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "pyproject.toml", dest / "pyproject.toml")  # a checkout: its data folders are used
     CODE[0] = dest
     return dest
 

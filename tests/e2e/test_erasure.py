@@ -22,7 +22,6 @@ cached under /var/cache/provision). Times: docs/lab.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from tests.support.disk_pattern import data_ranges, nonzero_outside, pattern_hit
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
 from tests.support.live import LiveEnv
 from tests.support.paths import REPO
-from tests.support.sites import live_boot_root, only_run, tiny_export
+from tests.support.sites import chunk_mismatches, live_boot_root, only_run, root_chunks, tiny_export
 
 pytestmark = pytest.mark.e2e
 
@@ -163,14 +162,10 @@ def test_no_byte_of_the_pattern_is_left_on_either_disk(site: Site) -> None:
     root_range = (root.start * index.sector_size, (root.start + root.size) * index.sector_size)
     written = [*data_ranges(index), root_range]
     assert nonzero_outside(nvme, written) == [], "the NVMe disk holds data outside the image"
-    in_root = set(range(root_range[0] // index.chunk_size, -(-root_range[1] // index.chunk_size)))
-    bad = []
-    with nvme.open("rb") as nvme_file, site.export_raw.open("rb") as export:
-        for i, chunk in enumerate(index.chunks):
-            on_disk, expected = nvme_file.read(chunk.length), export.read(chunk.length)
-            if hashlib.sha256(on_disk).digest() != hashlib.sha256(expected).digest():
-                bad.append(i)
-    assert set(bad) <= in_root, f"chunks of the image that differ on the NVMe disk outside its root: {bad}"
+    bad = chunk_mismatches(nvme, site.export_raw, site.version)
+    assert set(bad) <= root_chunks(site.version), (
+        f"chunks of the image that differ on the NVMe disk outside its root: {bad}"
+    )
 
 
 def certificate_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:

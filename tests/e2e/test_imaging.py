@@ -20,7 +20,6 @@ cached under /var/cache/provision). Measured times: docs/live.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -39,7 +38,7 @@ from provision.lab import PC, Lab
 from provision.wire.api import FIRSTBOOT_SECRET_PATH
 from tests.support.e2e import BootWatch, ProvisionServe, Timing, machines_json, provision_config, require_lab
 from tests.support.live import LiveEnv
-from tests.support.sites import live_boot_root, only_run, tiny_export
+from tests.support.sites import chunk_mismatches, live_boot_root, only_run, tiny_export
 
 pytestmark = pytest.mark.e2e
 
@@ -111,16 +110,6 @@ def site(
         yield Site(lab, server, tiny.built.version, tiny.built.label, tiny.export_raw, pcs, watches)
         for pc in lab.pcs:
             pc.stop()
-
-
-def chunk_mismatches(disk: Path, export_raw: Path, version: ImageVersion) -> list[int]:
-    """Chunks of the image whose bytes on ``disk`` differ from the export's (sha256 of each chunk)."""
-    bad = []
-    with disk.open("rb") as d, export_raw.open("rb") as e:
-        for i, chunk in enumerate(version.index.chunks):
-            if hashlib.sha256(d.read(chunk.length)).digest() != hashlib.sha256(e.read(chunk.length)).digest():
-                bad.append(i)
-    return bad
 
 
 def zeros_after(disk: Path, start: int) -> bool:

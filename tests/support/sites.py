@@ -7,10 +7,14 @@
   the export decompressed to a raw disk the tests compare written disks against: a ``TinyExport``.
 - ``only_run(server, mac)``: the one run the server recorded for ``mac`` (``GET /api/v1/runs?mac=``), asserting
   there is exactly one.
+- ``chunk_mismatches(disk, export_raw, version)``: the image's chunks whose bytes on a written disk differ from
+  the export's (sha256 of each); ``root_chunks(version)``: the chunk numbers inside the image's root partition
+  (where the agent writes the run's first-boot secret, so they may differ).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 from provision.bootfiles import BootRoot, DebCache
 from provision.builder import build_image
 from provision.builder.progress import BuildResult
+from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import LabServer
 from tests.support.images import unzstd_file
@@ -60,3 +65,21 @@ def only_run(server: LabServer, mac: str) -> dict[str, Any]:
     runs = server.api(f"/api/v1/runs?mac={mac}")
     assert len(runs) == 1, runs
     return dict(runs[0])
+
+
+def chunk_mismatches(disk: Path, export_raw: Path, version: ImageVersion) -> list[int]:
+    """Chunks of the image whose bytes on ``disk`` differ from the export's (sha256 of each chunk)."""
+    bad = []
+    with disk.open("rb") as d, export_raw.open("rb") as e:
+        for i, chunk in enumerate(version.index.chunks):
+            if hashlib.sha256(d.read(chunk.length)).digest() != hashlib.sha256(e.read(chunk.length)).digest():
+                bad.append(i)
+    return bad
+
+
+def root_chunks(version: ImageVersion) -> set[int]:
+    """The numbers of the image's chunks that hold part of its root partition (the last one on the disk)."""
+    index = version.index
+    root = max(index.layout.partitions, key=lambda p: p.start)
+    start, end = root.start * index.sector_size, (root.start + root.size) * index.sector_size
+    return set(range(start // index.chunk_size, -(-end // index.chunk_size)))

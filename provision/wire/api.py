@@ -131,6 +131,14 @@ class Plan(Message):
     # the version's carousel when the run's chunks come by multicast (provision.wire.carousel); else by HTTP only
     multicast: MulticastPlan | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Without ``multicast`` when it is None: an agent older than multicast refuses a key it does not know,
+        so a plan by HTTP stays one it reads."""
+        found = super().to_dict()
+        if found.get("multicast", False) is None:
+            del found["multicast"]
+        return found
+
 
 @dataclass(frozen=True)
 class ImageAnswer(Answer):

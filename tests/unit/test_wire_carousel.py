@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 
 from provision.errors import InvalidPayload
 from provision.wire import carousel
+from provision.wire.api import ImageAnswer, Plan
 from provision.wire.carousel import HEADER, MAX_PAYLOAD, BadDatagram, MulticastPlan, Piece, TransferReport
 from provision.wire.index import Chunk
 
@@ -72,3 +74,14 @@ def test_the_messages_check_their_fields() -> None:
         MulticastPlan.from_dict({**plan.to_dict(), "group": "198.18.0.1"})  # not a multicast address
     report = TransferReport(mode="multicast", bytes_multicast=10, bytes_http=2, repair_bytes=2)
     assert TransferReport.from_dict(report.to_dict()) == report
+
+
+def test_a_plan_by_http_has_no_multicast_key_an_older_agent_would_refuse() -> None:
+    plan = Plan(image="img", version="L", digest=DIGEST, index_url="/images/img/L/index.json", wipe="zero")
+    answer = ImageAnswer(run="r1", plan=plan).to_dict()
+    assert "multicast" not in answer["plan"] and Plan.from_dict(answer["plan"]) == plan
+    with pytest.raises(InvalidPayload):  # what an agent does with a key its Plan does not have
+        Plan.from_dict({**answer["plan"], "carousel": None})
+    carousel_plan = MulticastPlan(group="239.255.18.1", port=9000, digest=DIGEST, chunks=2, rate=11_250_000)
+    with_multicast = replace(plan, multicast=carousel_plan)
+    assert Plan.from_dict(ImageAnswer(run="r1", plan=with_multicast).to_dict()["plan"]) == with_multicast

@@ -4,6 +4,7 @@ HTTP part (ranges included), a fake agent API for join, keepalive and leave."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -261,3 +262,23 @@ def test_a_range_body_longer_than_asked_is_not_read_to_its_end() -> None:
     with pytest.raises(RepairFailed, match="bytes for bytes 1400-4199"):
         fetch_ranges(cast(Fetcher, fetcher), event)
     assert [r.read for r in responses] == [1 << 20]
+
+
+def test_a_listener_that_cannot_start_stops_the_keepalive_and_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = image_with_repeats()
+    start = threading.Thread.start
+
+    def refuse_listener(thread: threading.Thread) -> None:
+        if thread.name == "agent-multicast":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_listener)
+    target = sparse_file(tmp_path / "disk.img", len(image.raw))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        write(image, target, [], api := FakeApi())
+    monkeypatch.undo()
+    assert [c.event for c in api.calls] == ["join", "leave"]
+    assert not [t for t in threading.enumerate() if t.name == "agent-keepalive"]  # no beat keeps it joined

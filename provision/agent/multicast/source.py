@@ -105,10 +105,11 @@ class MulticastSource:
         events: queue.SimpleQueue[Event | _End] = queue.SimpleQueue()
         listener = threading.Thread(target=self._listen, args=(receiver, reassembly, events, fetcher.cancel),
                                     name="agent-multicast", daemon=True)  # fmt: skip
-        keepalive = Keepalive(lambda: self._call("keepalive"), max(1.0, self.plan.keepalive / 2)).start()
+        keepalive = Keepalive(lambda: self._call("keepalive"), max(1.0, self.plan.keepalive / 2))
         self._ending = (listener, keepalive, receiver, self.clock())
-        listener.start()
-        try:
+        try:  # from here every way out (a thread that cannot start too) stops both threads and leaves
+            keepalive.start()
+            listener.start()
             while not isinstance(event := events.get(), _End):
                 yield wanted[event.number], self._load(event, wanted[event.number][0], fetcher, reassembly)
         finally:
@@ -182,7 +183,7 @@ class MulticastSource:
         if ending is None:
             return
         listener, keepalive, receiver, started = ending
-        if listener is not threading.current_thread():
+        if listener.ident is not None and listener is not threading.current_thread():  # started
             listener.join()
         keepalive.stop()
         self.seconds = self.clock() - started

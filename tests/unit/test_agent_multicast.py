@@ -289,3 +289,23 @@ def test_a_piece_more_than_a_pass_ahead_is_dropped(carousel: Carousel) -> None:
     reason, events = run_listen(r, mixed)
     assert reason == "all chunks received" and ready(events) == dict(enumerate(carousel.frames))
     assert r.counts.dropped == 2 and r.counts.lost == 0
+
+
+def test_old_datagrams_sent_again_do_not_keep_it_listening(carousel: Carousel) -> None:
+    """A replay of datagrams the carousel has passed (late pieces) is not a sign of life: the listener leaves
+    when the carousel's own datagrams stop, not when the replay does."""
+    first = carousel.datagrams(chunks=2)
+    replay = carousel.datagrams(chunks=1) * 400  # 20 000 datagrams, 1 ms apart on the clock: 20 s
+    clock, events = Clock(), list[Event]()
+    feed_ = recv_from(first + replay, clock)
+    reason = listen(lambda: next(feed_), carousel.reassembly(wanted=[5]), events.append, max_loss=0.2,
+                    timeouts=Timeouts(3, 4), clock=clock)  # fmt: skip
+    assert reason == "the carousel stopped: no datagram for 4 s" and clock.now < 10
+
+
+def test_listening_ends_after_the_longest_time_whatever_comes(carousel: Carousel) -> None:
+    clock, events = Clock(), list[Event]()
+    feed_ = recv_from(carousel.datagrams(chunks=1) * 400, clock)
+    reason = listen(lambda: next(feed_), carousel.reassembly(wanted=[5]), events.append, max_loss=0.2,
+                    timeouts=Timeouts(3, 100), clock=clock, longest=2.5)  # fmt: skip
+    assert reason == "listening longer than 2 s" and 2.5 < clock.now < 2.6

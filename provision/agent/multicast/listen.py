@@ -9,7 +9,10 @@ Reasons to leave, checked after every datagram and every silence:
 - the loss over the last window above ``max_loss`` (``loss N % above M %``): the link is bad, or this agent falls
   behind (its socket drops, or its writer holds too much: pieces over the memory bound count as lost);
 - no datagram within ``join_timeout`` s of joining (``no multicast ...``): the group does not reach this PC;
-- no datagram for ``idle_timeout`` s after some came (``the carousel stopped ...``);
+- no datagram for ``idle_timeout`` s after some came (``the carousel stopped ...``): only pieces at or past the
+  carousel's position count, so old datagrams sent again (a replay on the LAN) do not keep it listening;
+- listening longer than ``longest`` s (``listening longer than ...``): the source gives two passes' time at
+  the plan's rate, a bound whatever the datagrams say;
 - ``stop`` set (``stopped``): the run is ending.
 
 The sender never waits for anyone, so leaving never slows the others; what is missing then comes by HTTP.
@@ -37,7 +40,7 @@ class Timeouts:
 def listen(
     recv: Callable[[], bytes | None], reassembly: Reassembly, emit: Callable[[Event], None], *, max_loss: float,
     timeouts: Timeouts = Timeouts(), stop: threading.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.monotonic, longest: float | None = None,
 ) -> str:  # fmt: skip
     """Feed ``reassembly`` from ``recv`` and ``emit`` what it completes; the reason it stopped."""
     joined = last = clock()
@@ -45,19 +48,22 @@ def listen(
     while not stop.is_set():
         data = recv()
         now = clock()
-        if data is None:
-            if reassembly.start is None and now - joined >= timeouts.join:
-                return f"no multicast: no datagram within {timeouts.join:g} s of joining"
-            if reassembly.start is not None and now - last >= timeouts.idle:
-                return f"the carousel stopped: no datagram for {timeouts.idle:g} s"
-            continue
-        kept = reassembly.counts.datagrams
-        for event in reassembly.datagram(data):
-            emit(event)
-        if reassembly.counts.datagrams > kept:
-            last = now
-        elif reassembly.start is None and now - joined >= timeouts.join:
-            return f"no multicast: no datagram of this version within {timeouts.join:g} s of joining"
+        if longest is not None and now - joined > longest:
+            return f"listening longer than {longest:.0f} s"
+        if data is not None:
+            counts = reassembly.counts
+            kept = counts.datagrams - counts.late
+            for event in reassembly.datagram(data):
+                emit(event)
+            if counts.datagrams - counts.late > kept:  # a piece at or past the carousel's position
+                last = now
+        # checked after every datagram too: others (another version's carousel on the same group, a replay,
+        # forged ones) may keep coming after this carousel's have stopped
+        if reassembly.start is None and now - joined >= timeouts.join:
+            what = "datagram" if data is None and not reassembly.counts.dropped else "datagram of this version"
+            return f"no multicast: no {what} within {timeouts.join:g} s of joining"
+        if reassembly.start is not None and now - last >= timeouts.idle:
+            return f"the carousel stopped: no datagram for {timeouts.idle:g} s"
         if reassembly.finished:
             return "all chunks received"
         if reassembly.cycle_done:

@@ -24,7 +24,7 @@ from provision.agent.fetch import Fetcher
 from provision.agent.index import Chunk, Index
 from provision.agent.multicast.listen import Keepalive, Timeouts, listen
 from provision.agent.multicast.loads import Load, Tally, http_load, ready_load, repair_load
-from provision.agent.multicast.reassembly import Event, Limits, Ready, Reassembly
+from provision.agent.multicast.reassembly import Event, Limits, Ready, Reassembly, frame_bound
 from provision.agent.multicast.receiver import local_address, open_receiver, receive, socket_drops
 from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan, TransferReport, carousel_order
 from provision.wire.carousel import digest16 as header_digest
@@ -144,8 +144,9 @@ class MulticastSource:
             events.put(event)
 
         try:
-            self.left_because = listen(recv, reassembly, emit, max_loss=self.plan.max_loss,
-                                       timeouts=self.timeouts, stop=self._stop, clock=self.clock)  # fmt: skip
+            longest = 2 * sum(map(frame_bound, reassembly.lengths)) / self.plan.rate + self.timeouts.join
+            self.left_because = listen(recv, reassembly, emit, max_loss=self.plan.max_loss, timeouts=self.timeouts,
+                                       stop=self._stop, clock=self.clock, longest=longest)  # fmt: skip
         except Exception as exc:  # a bug in the receiver must not fail the run: the rest comes by HTTP
             log.exception("[%s] multicast receiver failed", self.run)
             self.left_because = f"receiver failed: {type(exc).__name__}: {exc}"[:200]

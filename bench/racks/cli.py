@@ -179,7 +179,8 @@ def report(
             print(f"{head}; the late one joined at {twists['late'].late:.1f} s, done {last:.1f} s after joining "
                   f"({(last or 0) / one_pass:.2f} passes)")  # fmt: skip
         elif s == "slow":
-            print(f"{head}; the slow one ({twists['slow'].slow}) {last} s, {lastt.get('mode')}, left because "
+            print(f"{head}; the slow one ({twists['slow'].slow}) {last or math.nan:.1f} s, {lastt.get('mode')}, "
+                  f"left because "
                   f"{lastt.get('left_because')}, {int(lastt.get('bytes_http', 0)) / 1e6:.1f} MB by HTTP")  # fmt: skip
         elif s == "kill":
             print(f"{head}; one killed at {twists['kill'].kill:.1f} s; verified as expected: {r.ok}")

@@ -118,7 +118,11 @@ class Rack:
 
     def start(self) -> None:
         self._add(self.switch)
-        ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0")
+        # IGMP snooping with the bridge as querier: a port gets a group's datagrams only while its host is in
+        # the group (a leave is followed at once); without it every port is flooded with the carousel, and an
+        # agent that left for HTTP on a slow link shares it with datagrams it no longer wants
+        ip("-n", self.switch, "link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "1",
+           "mcast_querier", "1", "mcast_query_interval", "1000", "mcast_last_member_interval", "50")  # fmt: skip
         ip("-n", self.switch, "link", "set", "br0", "up")
         for link in [self.server, *self.agents]:
             self._add(link.ns)

@@ -28,6 +28,9 @@ from provision.wire.api import VerificationReport
 from provision.wire.carousel import TransferReport
 from provision.wire.hooks import HookResult
 
+# the states of a run that still fetches its image's chunks (runs_wanting): verifying and hooks need none
+WANTING_CHUNKS = tuple(s.value for s in (RunState.BOOTED, RunState.INVENTORIED, RunState.ERASING, RunState.WRITING))
+
 
 class RunRecords(Database):
     """The runs part of the store."""
@@ -213,13 +216,14 @@ class RunRecords(Database):
         return [run_from_row(r) for r in rows]
 
     def runs_wanting(self, digest: str, *, since: float, mac: str | None = None) -> int:
-        """Runs not ended of version ``digest`` started at ``since`` or later, other than ``mac``'s (the
-        transfer decision at hello, provision.multicast.choose)."""
+        """Runs of version ``digest`` that still need its chunks (not yet past writing: a run verifying or
+        running its hooks fetches no chunk) started at ``since`` or later, other than ``mac``'s (the transfer
+        decision at hello, provision.multicast.choose)."""
         with self._read():
             row = self._db.execute(
                 "SELECT COUNT(*) FROM runs WHERE digest = ? AND finished IS NULL AND erase_only = 0 "
-                "AND started >= ? AND mac != COALESCE(?, '')",
-                (digest, since, mac),
+                "AND state IN (?, ?, ?, ?) AND started >= ? AND mac != COALESCE(?, '')",
+                (digest, *WANTING_CHUNKS, since, mac),
             ).fetchone()
         return int(row[0])
 

@@ -33,6 +33,18 @@ def test_runs_wanting_counts_open_recent_runs_of_other_machines(tmp_path: Path) 
         assert store.runs_wanting(OTHER, since=since) == 1
 
 
+def test_runs_wanting_counts_only_runs_that_still_need_chunks(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite") as store:
+        since = time.time() - 60
+        writing = run(store, "52:54:00:00:00:01")
+        store.set_run_state(writing, RunState.WRITING)
+        verifying = run(store, "52:54:00:00:00:02")
+        store.set_run_state(verifying, RunState.WRITING)
+        store.set_run_state(verifying, RunState.VERIFYING)
+        run(store, "52:54:00:00:00:03")  # inventoried
+        assert store.runs_wanting(DIGEST, since=since) == 2  # the one verifying fetches no chunk any more
+
+
 def test_transfer_is_kept_with_the_run(tmp_path: Path) -> None:
     with Store(tmp_path / "db.sqlite") as store:
         run_id = run(store, "52:54:00:00:00:01")

@@ -355,6 +355,8 @@ class Runs:
         each thing once."""
         with self.store.atomic():
             answer = self._report(run_id, msg, remote)
+        if self.multicast is not None:  # after the commit: a stuck carousel never holds the store's transaction
+            self.multicast.leave(answer.run, "the run reported")
         if answer.state == RunState.HOOKS.value and self.postinstall is not None:
             plan = self.store.run_plan(answer.run) or {}
             run = self.store.run(answer.run)
@@ -368,8 +370,6 @@ class Runs:
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})
         self._last_progress.pop(run.id, None)
-        if self.multicast is not None:
-            self.multicast.leave(run.id, "the run reported")
         if msg.transfer is not None:
             self.store.record_transfer(run.id, msg.transfer)
         if msg.report is None:

@@ -92,26 +92,31 @@ class Sessions:
         with self._lock:
             if self._closed.is_set():
                 return Status(False, 0)
-            self._expire_locked()
-            now = self.clock()
-            carousel = self._carousels.get(plan.digest)
-            if carousel is None:
-                carousel = Carousel(plan, self.make_sender(plan))
-                self._carousels[plan.digest] = carousel
-            listener = carousel.listeners.get(run)
-            if listener is None:
-                self._drop_other(run, plan.digest)
-                carousel.listeners[run] = Listener(run, mac, now, now)
-                self._runs[run] = plan.digest
-                with bound(run=run, mac=mac):
-                    log.info("%s: run %s joins carousel %s (%s:%d): %d listening", mac, run, plan.digest[:12],
-                             plan.group, plan.port, len(carousel.listeners))  # fmt: skip
-            else:
-                listener.seen = now
-            carousel.idle_since = None
-            carousel.sender.resume()
-            self._start_reaper(plan.keepalive)
-            return Status(carousel.sender.sending, len(carousel.listeners))
+            _dropped, idle = self._expire_locked()
+            status = self._join_locked(run, mac, plan)
+        _stop(idle)
+        return status
+
+    def _join_locked(self, run: str, mac: str | None, plan: MulticastPlan) -> Status:
+        now = self.clock()
+        carousel = self._carousels.get(plan.digest)
+        if carousel is None:
+            carousel = Carousel(plan, self.make_sender(plan))
+            self._carousels[plan.digest] = carousel
+        listener = carousel.listeners.get(run)
+        if listener is None:
+            self._drop_other(run, plan.digest)
+            carousel.listeners[run] = Listener(run, mac, now, now)
+            self._runs[run] = plan.digest
+            with bound(run=run, mac=mac):
+                log.info("%s: run %s joins carousel %s (%s:%d): %d listening", mac, run, plan.digest[:12],
+                         plan.group, plan.port, len(carousel.listeners))  # fmt: skip
+        else:
+            listener.seen = now
+        carousel.idle_since = None
+        carousel.sender.resume()
+        self._start_reaper(plan.keepalive)
+        return Status(carousel.sender.sending, len(carousel.listeners))
 
     def keepalive(self, run: str, mac: str | None, plan: MulticastPlan, chunks_done: int, received: int) -> Status:
         """``run`` still listens (joined again if it was dropped); its figures so far are kept."""
@@ -125,22 +130,30 @@ class Sessions:
     def leave(self, run: str, reason: str | None = None) -> Status:
         """``run`` stops listening (nothing if it was not); its carousel pauses when it was the last."""
         with self._lock:
-            self._expire_locked()
-            digest = self._runs.get(run)
-            if digest is None:
-                return Status(False, 0)
-            carousel = self._carousels[digest]
-            listener = carousel.listeners[run]
-            with bound(run=run, mac=listener.mac):
-                log.info("%s: run %s leaves carousel %s after %.0f s: %s", listener.mac, run, digest[:12],
-                         self.clock() - listener.joined, reason or "no reason given")  # fmt: skip
-            self._remove(carousel, run)
-            return Status(False, len(carousel.listeners))
+            _dropped, idle = self._expire_locked()
+            status = self._leave_locked(run, reason)
+        _stop(idle)
+        return status
+
+    def _leave_locked(self, run: str, reason: str | None) -> Status:
+        digest = self._runs.get(run)
+        if digest is None:
+            return Status(False, 0)
+        carousel = self._carousels[digest]
+        listener = carousel.listeners[run]
+        with bound(run=run, mac=listener.mac):
+            log.info("%s: run %s leaves carousel %s after %.0f s: %s", listener.mac, run, digest[:12],
+                     self.clock() - listener.joined, reason or "no reason given")  # fmt: skip
+        self._remove(carousel, run)
+        return Status(False, len(carousel.listeners))
 
     def expire(self) -> list[str]:
-        """Drop the listeners not heard from for ``EXPIRY`` keepalives; the runs dropped."""
+        """Drop the listeners not heard from for ``EXPIRY`` keepalives (the runs dropped), and stop the carousels
+        idle for ``IDLE_STOP`` seconds (after the lock is released: a stop waits for the sender's thread)."""
         with self._lock:
-            return self._expire_locked()
+            dropped, idle = self._expire_locked()
+        _stop(idle)
+        return dropped
 
     def status(self, digest: str) -> Status | None:
         with self._lock:
@@ -158,8 +171,7 @@ class Sessions:
             carousels = list(self._carousels.values())
             self._carousels.clear()
             self._runs.clear()
-        for carousel in carousels:
-            carousel.sender.stop()
+        _stop(carousels)
         if self._reaper is not None:
             self._reaper.join(5.0)
 
@@ -181,9 +193,11 @@ class Sessions:
             carousel.sender.pause()
             carousel.idle_since = self.clock()
 
-    def _expire_locked(self) -> list[str]:
+    def _expire_locked(self) -> tuple[list[str], list[Carousel]]:
+        """The runs dropped, and the idle carousels taken out of the registry: the caller stops them once the
+        lock is released (a sender's stop waits up to 5 s for its thread: every call would wait with it)."""
         now = self.clock()
-        dropped = []
+        dropped, idle = [], []
         for carousel in self._carousels.values():
             limit = EXPIRY * carousel.plan.keepalive
             late = [x for x in carousel.listeners.values() if now - x.seen > limit]
@@ -197,9 +211,9 @@ class Sessions:
         for digest, carousel in list(self._carousels.items()):
             if carousel.idle_since is not None and now - carousel.idle_since > IDLE_STOP:
                 log.info("carousel %s stopped: no listener for %.0f s", digest[:12], now - carousel.idle_since)
-                carousel.sender.stop()
+                idle.append(carousel)
                 del self._carousels[digest]
-        return dropped
+        return dropped, idle
 
     def _start_reaper(self, keepalive: int) -> None:
         self._period = min(self._period, float(keepalive))
@@ -213,3 +227,12 @@ class Sessions:
                 self.expire()
             except Exception:  # the reaper must live: a failure is logged, the next period tries again
                 log.exception("carousel reaper failed")
+
+
+def _stop(carousels: list[Carousel]) -> None:
+    """Stop the senders of ``carousels`` (taken out of the registry), outside the lock; one that fails is logged."""
+    for carousel in carousels:
+        try:
+            carousel.sender.stop()
+        except Exception:  # the others are stopped all the same
+            log.exception("carousel %s: stop failed", carousel.plan.digest[:12])

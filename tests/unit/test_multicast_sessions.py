@@ -4,6 +4,8 @@ pauses the carousel (its position is the sender's to keep), a keepalive after a 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from provision.multicast import Sessions, Status
@@ -143,3 +145,47 @@ def test_close_stops_every_sender_and_makes_none_after(sessions: Sessions, made:
     sessions.join("r3", "m3", plan("c" * 64))  # a call still in flight as the server stops
     sessions.keepalive("r1", "m1", plan(A), 1, 1)
     assert sessions.status("c" * 64) is None and sessions.status(A) is None and set(made) == {A, B}
+
+
+class StuckSender(FakeSender):
+    """A sender whose stop waits (a thread slow to end): meanwhile another thread's call must be answered."""
+
+    def __init__(self, plan: MulticastPlan, sessions: list[Sessions]) -> None:
+        super().__init__(plan)
+        self.sessions = sessions
+        self.answered_while_stopping: bool | None = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        answered = threading.Event()
+
+        def call() -> None:
+            self.sessions[0].listening("r9")
+            answered.set()
+
+        other = threading.Thread(target=call, daemon=True)
+        other.start()
+        self.answered_while_stopping = answered.wait(10.0)  # generous: at once unless the lock is held
+        super().stop(timeout)
+
+
+@pytest.mark.parametrize("call", ["expire", "join", "leave"])
+def test_an_idle_carousel_is_stopped_outside_the_lock(clock: Clock, call: str) -> None:
+    made: list[StuckSender] = []
+    holder: list[Sessions] = []
+
+    def make(p: MulticastPlan) -> StuckSender:
+        made.append(StuckSender(p, holder))
+        return made[-1]
+
+    sessions = Sessions(make, clock=clock, reaper=False)
+    holder.append(sessions)
+    sessions.join("r1", "m1", plan(A))
+    sessions.leave("r1")
+    clock.now += 601
+    if call == "expire":
+        sessions.expire()
+    elif call == "join":
+        sessions.join("r2", "m2", plan(B))
+    else:
+        sessions.leave("r2")
+    assert made[0].calls[-1] == "stop" and made[0].answered_while_stopping is True

@@ -97,6 +97,7 @@ class Runs:
         erasure_operator: str | None = None,
         token_ttl: float = TOKEN_TTL,
         multicast: Multicast | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.images = images
@@ -108,6 +109,8 @@ class Runs:
         self.catalog = catalog  # the hooks recipes are checked against (the built-in ones and the site's)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
+        self._last_multicast: dict[tuple[str, str], float] = {}  # (run, join/leave) -> its last stored event
+        self.clock = clock  # the throttling of progress and multicast events
         self.token_ttl = token_ttl  # config boot.token_ttl_seconds: each accepted progress extends the token so far
         self.erasing = Erasing(store, self.open_run, erasure_operator, token_ttl)  # erasure progress and reports
         self.multicast = multicast  # the carousels (None: every run's chunks come by HTTP)
@@ -313,7 +316,7 @@ class Runs:
             if run.state is not stage:
                 run = self.store.set_run_state(run.id, stage, bytes_written=msg.bytes_done, mean_rate=msg.rate)
             self.store.extend_token(run.mac, msg.token, self.token_ttl)
-            now = time.monotonic()
+            now = self.clock()
             last = self._last_progress.get(run.id)
             if last is None or now - last >= PROGRESS_EVERY or msg.bytes_done >= msg.bytes_total:
                 self._last_progress[run.id] = now
@@ -324,18 +327,28 @@ class Runs:
 
     def multicast_call(self, run_id: str, msg: MulticastCall, remote: str | None = None) -> MulticastAnswer:
         """An agent's join, keepalive or leave of its run's carousel (checked like progress: the token that
-        started the run, the run open, its plan multicast)."""
+        started the run, the run open, its plan multicast). A keepalive makes no event; a join or a leave the
+        run's first of its kind, then at most one every PROGRESS_EVERY seconds (a token cannot flood the
+        events)."""
         run = self.open_run(run_id, msg.token, remote)
         planned = (self.store.run_plan(run.id) or {}).get("multicast")
         if planned is None or self.multicast is None:
             raise RunConflict(f"run {run.id}'s plan has no multicast: its chunks come by HTTP", run=run.id,
                               state=run.state.value)  # fmt: skip
         answer = self.multicast.call(run.id, run.mac, run.image, MulticastPlan.from_dict(planned), msg)
-        if msg.event != "keepalive":
+        if msg.event != "keepalive" and self._multicast_event_due(run.id, msg.event):
             detail = {"run": run.id, "event": msg.event, "chunks_done": msg.chunks_done,
                       "bytes_received": msg.bytes_received, "listeners": answer.listeners}  # fmt: skip
             self.store.event(run.mac, "multicast", {**detail, **({"reason": msg.reason} if msg.reason else {})})
         return answer
+
+    def _multicast_event_due(self, run: str, event: str) -> bool:
+        now = self.clock()
+        last = self._last_multicast.get((run, event))
+        if last is not None and now - last < PROGRESS_EVERY:
+            return False
+        self._last_multicast[(run, event)] = now
+        return True
 
     def data_chunks(self, run: Run) -> int | str | None:
         """The number of data chunks of the run's image version, from the server's index; the reason when
@@ -370,6 +383,8 @@ class Runs:
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})
         self._last_progress.pop(run.id, None)
+        for event in ("join", "leave"):
+            self._last_multicast.pop((run.id, event), None)
         if msg.transfer is not None:
             self.store.record_transfer(run.id, msg.transfer)
         if msg.report is None:

@@ -1,5 +1,7 @@
-"""The run side of rack multicast (provision.runs): the leave of a reported run comes after the report's store
-transaction (a stuck carousel never holds it). A fake carousel registry."""
+"""The run side of rack multicast (provision.runs): an agent's join / keepalive / leave makes few events (the
+first join and leave, then at most one of each every PROGRESS_EVERY seconds; no keepalive), and the leave of
+a reported run comes after the report's store transaction (a stuck carousel never holds it). A fake clock and
+a fake carousel registry."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import pytest
 from provision.config import MulticastConfig
 from provision.images import ImageStore
 from provision.multicast import Multicast
-from provision.runs import Runs
+from provision.runs import PROGRESS_EVERY, Runs
 from provision.store import Run, Store
 from provision.wire.api import Report
 from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan
+from tests.support.clock import Clock
 
 MAC = "52:54:00:16:00:42"
 DIGEST = "a" * 64
@@ -53,15 +56,20 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
 def multicast(store: Store, tmp_path: Path) -> FakeMulticast:
     return FakeMulticast(store, ImageStore(tmp_path / "images"))
 
 
 @pytest.fixture
-def runs(store: Store, tmp_path: Path, multicast: FakeMulticast) -> Runs:
+def runs(store: Store, tmp_path: Path, multicast: FakeMulticast, clock: Clock) -> Runs:
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    return Runs(store, None, recipes, tmp_path / "probes", multicast=multicast)
+    return Runs(store, None, recipes, tmp_path / "probes", multicast=multicast, clock=clock)
 
 
 def new_run(store: Store) -> tuple[Run, str]:
@@ -69,6 +77,23 @@ def new_run(store: Store) -> tuple[Run, str]:
     token = store.issue_token(MAC, "ipxe", ttl=3600)
     plan = {"image": "rack", "version": "L", "digest": DIGEST, "multicast": PLAN.to_dict()}
     return store.create_run(MAC, recipe="r", image="rack", label="L", digest=DIGEST, token=token, plan=plan), token
+
+
+def kinds(store: Store) -> list[str]:
+    return [str(e.detail["event"]) for e in store.events(MAC, "multicast")]
+
+
+def test_multicast_events_are_throttled(runs: Runs, store: Store, clock: Clock) -> None:
+    run, token = new_run(store)
+    for _ in range(50):  # an agent calling in a loop with its token
+        runs.multicast_call(run.id, MulticastCall(token, "join"))
+        runs.multicast_call(run.id, MulticastCall(token, "keepalive", chunks_done=1))
+        runs.multicast_call(run.id, MulticastCall(token, "leave", reason="loss"))
+    assert kinds(store) == ["join", "leave"]  # the first of each kind; keepalives never
+    clock.now += PROGRESS_EVERY
+    runs.multicast_call(run.id, MulticastCall(token, "join"))
+    runs.multicast_call(run.id, MulticastCall(token, "keepalive"))
+    assert kinds(store) == ["join", "leave", "join"]
 
 
 def test_a_reported_run_leaves_after_the_transaction(runs: Runs, store: Store, multicast: FakeMulticast) -> None:

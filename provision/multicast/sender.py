@@ -119,6 +119,8 @@ class Sender:
         self._go = threading.Event()  # set: sending; clear: paused
         self._pacer = Pacer(rate, sleep=self._stop.wait)
         self._thread: threading.Thread | None = None
+        self._state = threading.Lock()  # the thread's start and its end on a failure (a resume may come meanwhile)
+        self.failures = 0  # times the thread ended on an unexpected error (restarted by the next resume)
         self._sock: socket.socket | None = None
         self._d16 = digest16(digest)
 
@@ -140,14 +142,15 @@ class Sender:
                 return
         # every join and keepalive comes here: only a paused (or new) carousel's pacer forgets the past, a
         # reset while sending would let each call's batch out early (over the rate, racing the thread)
-        if not self._go.is_set():
-            log.info("carousel %s: sending to %s:%d from pass %d chunk %d of %d", self.digest[:12],
-                     self.target.group, self.target.port, *self.position, len(self.order))  # fmt: skip
-            self._pacer.reset()
-        self._go.set()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"carousel-{self.digest[:12]}", daemon=True)
-            self._thread.start()
+        with self._state:
+            if not self._go.is_set():
+                log.info("carousel %s: sending to %s:%d from pass %d chunk %d of %d", self.digest[:12],
+                         self.target.group, self.target.port, *self.position, len(self.order))  # fmt: skip
+                self._pacer.reset()
+            self._go.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"carousel-{self.digest[:12]}", daemon=True)
+                self._thread.start()
 
     def pause(self) -> None:
         """Stop sending after the datagrams in hand; the position is kept."""
@@ -159,8 +162,9 @@ class Sender:
         """End the thread (promptly: sleeps and pauses wait on the stop event) and close the socket."""
         self._stop.set()
         self._go.set()  # wake a paused thread so it sees the stop
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -173,8 +177,24 @@ class Sender:
                 if self._stop.is_set():
                     return
                 self._send_chunk()
-        except Exception:  # a thread's failure is logged, never silent; agents go on by HTTP
-            log.exception("carousel %s: sender failed", self.digest[:12])
+        except Exception:  # logged once, never silent; agents go on by HTTP until the next resume restarts it
+            self._failed()
+
+    def _failed(self) -> None:
+        """The thread ends on an unexpected error: not sending, no thread, the chunk it was at skipped (a chunk
+        that fails each time must not stop the carousel for good); the next join or keepalive starts it again."""
+        with self._state:
+            self.failures += 1
+            pass_number, chunk = self.position
+            log.exception("carousel %s (version %s): sender failed at pass %d chunk %d (failure %d): paused until "
+                          "the next join or keepalive", self.digest[:12], self.digest, pass_number, chunk,
+                          self.failures)  # fmt: skip
+            chunk += 1
+            if chunk >= len(self.order):
+                chunk, pass_number = 0, pass_number + 1
+            self.position = (pass_number, chunk)
+            self._go.clear()
+            self._thread = None
 
     def _send_chunk(self) -> None:
         pass_number, chunk = self.position

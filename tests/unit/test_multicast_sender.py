@@ -9,7 +9,7 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -54,6 +54,17 @@ def sender(sock: FakeSocket, rate: int = 10**9) -> Sender:
         return sock  # type: ignore[return-value]
 
     return Sender(DIGEST, ORDER, FRAMES.__getitem__, Target("239.255.18.1", 18018), rate, opener=opener)
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[Sender]]:
+    """The senders a test makes, stopped whatever happens (a failed assertion must leave no thread sending)."""
+    made: list[Sender] = []
+    try:
+        yield made
+    finally:
+        for s in made:
+            s.stop()
 
 
 def wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -142,3 +153,27 @@ def test_a_resume_while_sending_keeps_the_pace() -> None:
         s.resume()
     assert due is not None and s._pacer.due == due
     s.stop()
+
+
+def test_a_failed_thread_is_logged_and_restarted_by_the_next_resume(
+    stopped: list[Sender], caplog: pytest.LogCaptureFixture
+) -> None:
+    sock = FakeSocket()
+    calls: list[str] = []
+
+    def read(sha: str) -> bytes:
+        calls.append(sha)
+        if len(calls) == 2:  # once, on the second chunk: a bug, not an unreadable chunk
+            raise ValueError("unexpected")
+        return FRAMES[sha]
+
+    s = Sender(DIGEST, ORDER, read, Target("239.255.18.1", 18018), 10**9, opener=lambda t: sock)  # type: ignore[arg-type,return-value]
+    stopped.append(s)
+    s.resume()
+    wait(lambda: any("sender failed" in r.getMessage() for r in caplog.records))
+    wait(lambda: not s.sending)  # its state cleared: the next resume starts a thread
+    failed = [r for r in caplog.records if "sender failed" in r.getMessage()]
+    assert len(failed) == 1 and DIGEST in failed[0].getMessage() and s.position == (0, 2)
+    s.resume()  # the next keepalive: it sends again, past the chunk it failed at
+    wait(lambda: s.stats.passes >= 1)
+    assert s.sending and s.failures == 1

@@ -282,3 +282,45 @@ def test_a_listener_that_cannot_start_stops_the_keepalive_and_leaves(
     monkeypatch.undo()
     assert [c.event for c in api.calls] == ["join", "leave"]
     assert not [t for t in threading.enumerate() if t.name == "agent-keepalive"]  # no beat keeps it joined
+
+
+class BrokenReceiver(ListReceiver):
+    """A receiver whose drop count cannot be read (and, with ``close_fails``, whose close fails too)."""
+
+    def __init__(self, datagrams: list[bytes], close_fails: bool) -> None:
+        super().__init__(datagrams)
+        self.close_fails = close_fails
+
+    def drops(self) -> int | None:
+        raise OSError(9, "Bad file descriptor")
+
+    def close(self) -> None:
+        super().close()
+        if self.close_fails:
+            raise OSError(9, "Bad file descriptor")
+
+
+@pytest.mark.parametrize("close_fails", [False, True])
+def test_close_closes_and_leaves_whatever_fails(
+    tmp_path: Path, close_fails: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = image_with_repeats()
+    index = read_index(image.index)
+    order = carousel_order(index.chunks)
+    bad = bytearray(image.plain[order[0]])
+    bad[5] ^= 1  # a wrong frame, then silence: only the write's failure ends the listening
+    d16 = bytes.fromhex(index.digest)[:16]
+    receiver = BrokenReceiver([encode(p) for p in pieces(frame(bytes(bad)), digest=d16, pass_number=0, chunk=0)],
+                              close_fails)  # fmt: skip
+    api = FakeApi()
+    source = MulticastSource(plan_of(index), index, run=RUN, token=TOKEN, api=api, open_receiver=lambda p: receiver,
+                             timeouts=Timeouts(join=60, idle=60))  # fmt: skip
+    session = FakeSession(image)
+    session.fault(order[0], "404")  # the HTTP fetch of the wrong frame's chunk is refused: the write fails
+    with pytest.raises(HttpRefused):
+        write_image(SERVER, index, sparse_file(tmp_path / "disk.img", len(image.raw)), session=session, retry=FAST,
+                    source=source)  # fmt: skip
+    source.close()
+    assert receiver.closed and [c.event for c in api.calls] == ["join", "leave"]
+    assert "cannot read the kernel's drop count: OSError" in caplog.text
+    assert ("cannot close the socket" in caplog.text) is close_fails

@@ -177,20 +177,32 @@ class MulticastSource:
         self.api.multicast(self.run, call)
 
     def close(self) -> None:
-        """Stop listening and say ``leave`` (once): when the listener ends, or the write stops early."""
+        """Stop listening and say ``leave`` (once): when the listener ends, or the write stops early. Each step
+        on its own: one that fails (a receiver whose drop count cannot be read ...) is logged, the others are
+        done all the same, the leave always said."""
         self._stop.set()
         with self._lock:
             ending, self._ending = self._ending, None
         if ending is None:
             return
         listener, keepalive, receiver, started = ending
-        if listener.ident is not None and listener is not threading.current_thread():  # started
-            listener.join()
-        keepalive.stop()
-        self.seconds = self.clock() - started
+        try:
+            self._step("stop the listener", lambda: _end(listener))
+            self._step("stop the keepalive", keepalive.stop)
+            self._step("read the kernel's drop count", lambda: self._drops(receiver))
+            self._step("close the socket", receiver.close)
+        finally:
+            self.seconds = self.clock() - started
+            self._leave()
+
+    def _step(self, what: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:  # the rest of close still runs
+            log.warning("[%s] multicast close: cannot %s: %s: %s", self.run, what, type(exc).__name__, exc)
+
+    def _drops(self, receiver: Receiver) -> None:
         self.kernel_drops = receiver.drops()
-        receiver.close()
-        self._leave()
 
     def _leave(self) -> None:
         reason = self.left_because or "stopped"
@@ -213,3 +225,9 @@ class MulticastSource:
             datagrams_dropped=counts.dropped if counts else 0, seconds_listening=round(self.seconds, 3),
             left_because=(self.left_because or None) and self.left_because[:200],
         )  # fmt: skip
+
+
+def _end(listener: threading.Thread) -> None:
+    """Wait for the listener thread, if it started (and is not the caller)."""
+    if listener.ident is not None and listener is not threading.current_thread():
+        listener.join()

@@ -248,10 +248,12 @@ class Agent:
         session: HttpSession,
     ) -> WriteReport:
         """Write passes (a retried pass resumes); the first by the plan's multicast carousel when it has one,
-        the others by HTTP. ``self.transfer`` says how the chunks came."""
+        the others by HTTP. ``self.transfer`` says how the chunks came: after a failure (of any kind) too, the
+        figures so far."""
         multicast = None if plan.multicast is None else MulticastSource(
             plan.multicast, index, run=run_id, token=self.cfg.token, api=self.api, open_receiver=self.multicast_receiver
         )  # fmt: skip
+        written = False
         try:
             for attempt in range(1, self.cfg.write_attempts + 1):
                 try:
@@ -261,16 +263,18 @@ class Agent:
                         log_id=run_id, source=multicast if attempt == 1 and multicast is not None else http_source,
                     )  # fmt: skip
                 except RetryableError as exc:
-                    self.transfer = multicast.report() if multicast else None
                     if attempt == self.cfg.write_attempts:
                         raise
                     log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
                     continue
                 self.transfer = transfer_report(report, multicast.report() if multicast else None, attempt)
+                written = True
                 return report
         finally:
             if multicast is not None:
                 multicast.close()
+                if not written:  # every failure's report carries the figures so far (closed: its time counted)
+                    self.transfer = multicast.report()
         raise AssertionError("unreachable")
 
     def wait_for_hooks(self, run_id: str) -> RunAnswer:

@@ -37,7 +37,17 @@ from provision.agent.report import WriteReport
 from provision.agent.seed import SeedResult, write_firstboot_secret
 from provision.wire.api import Report, RunAnswer
 from provision.wire.carousel import MAX_PAYLOAD, MulticastPlan, carousel_order
-from tests.support.agent import FAST, INDEX_PATH, SERVER, FakeDebugfs, FakeSession, build_image, random_disk, sha
+from tests.support.agent import (
+    FAST,
+    INDEX_PATH,
+    SERVER,
+    FakeDebugfs,
+    FakeSession,
+    build_image,
+    frame,
+    random_disk,
+    sha,
+)
 from tests.support.carousel import ListReceiver, stream
 from tests.support.files import sha256_file, sparse_file
 from tests.support.paths import SAMPLE_PROBE
@@ -157,6 +167,30 @@ def test_a_multicast_plan_takes_the_chunks_from_the_carousel(tmp_path: Path, ima
     assert transfer["repair_bytes"] == transfer["bytes_http"] == 2 * MAX_PAYLOAD and transfer["datagrams_lost"] == 2
     assert transfer["left_because"] == "all chunks received"
     assert len(image_session.ranges) == 2 and sum(image_session.chunk_gets.values()) == 2
+
+
+def test_a_failed_multicast_write_reports_its_transfer(tmp_path: Path, image_session: FakeSession) -> None:
+    """A write that fails on an error not retried (a chunk whose frame came wrong by multicast is refused by
+    HTTP) still reports how the chunks came so far."""
+    disks(tmp_path, 32 * 65536)
+    index = read_index(canonical_json(image_session.image.index))
+    order = carousel_order(index.chunks)
+    frames = [image_session.image.frames[s] for s in order]
+    wrong = bytearray(image_session.image.plain[order[0]])
+    wrong[5] ^= 1
+    frames[0] = frame(bytes(wrong))  # its sha256 fails: the chunk comes by HTTP, which refuses it
+    carousel = {"group": "239.255.1.1", "port": 9, "digest": index.digest, "chunks": len(order), "rate": 10**7}
+    api = FakeApi([plan(digest=index.digest, multicast=carousel)])
+    datagrams = list(stream(frames, index.digest))
+    image_session.fault(order[0], "404")
+    agent = Agent(config(tmp_path), api=api, chunk_session=lambda n: image_session,
+                  multicast_receiver=lambda p: ListReceiver(datagrams))  # fmt: skip
+    outcome = agent.run_once()
+    [report] = api.bodies("/report")
+    assert (outcome.code, report["ok"]) == (EXIT_FAILED, False) and "HttpRefused" in report["reason"], report
+    transfer = report["transfer"]
+    assert transfer["mode"] == "multicast" and transfer["datagrams"] > 0  # at least the wrong frame's
+    assert [c["event"] for c in api.bodies("/multicast")] == ["join", "leave"]
 
 
 def test_a_write_failure_is_reported_with_its_facts(tmp_path: Path, image_session: FakeSession) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from tests.support.carousel import CarouselSender
 from tests.support.chunk_server import SIZE, build_store, target_sha
 from tests.support.files import sparse_file
 from tests.support.images import serve
-from tests.support.netns_thread import Netns, cleanup_stale, skip_reason
+from tests.support.netns_thread import Netns, netns, skip_reason
+
+__all__ = ["netns"]  # the fixture, from tests/support/netns_thread.py
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
@@ -60,16 +61,6 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     index = read_index(store.index_bytes(version.name, version.digest))
     frames = [store.chunks.path(sha).read_bytes() for sha in carousel_order(index.chunks)]
     return Image(store, version, raw, index, frames)
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    cleanup_stale()
-    namespace = Netns()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
 
 
 @dataclass

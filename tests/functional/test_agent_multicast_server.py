@@ -6,7 +6,6 @@ and their runs record how the chunks came. Skipped, with the reason, when not ro
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -18,13 +17,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from provision.images import ImageStore
 from provision.wire import paths
 from tests.support.files import sha256_file, sparse_file
-from tests.support.images import CHUNK, MiB, make_disk
-from tests.support.netns_thread import Netns, cleanup_stale, skip_reason
+from tests.support.images import MiB
+from tests.support.netns_thread import Netns, netns, skip_reason
 from tests.support.paths import SAMPLE_PROBE
-from tests.support.serve import Running, start, stop
+from tests.support.rack_site import served_rack
+from tests.support.serve import Running
+
+__all__ = ["netns"]  # the fixture, from tests/support/netns_thread.py
 
 PORT = 18127
 RATE = 1_500_000  # bytes a second: a pass of the test image takes about 1.3 s
@@ -36,33 +37,10 @@ pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() 
 
 
 @pytest.fixture
-def netns() -> Iterator[Netns]:
-    cleanup_stale()
-    ns = Netns()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
-@pytest.fixture
 def served(tmp_path: Path, netns: Netns) -> Iterator[tuple[Running, Path]]:
-    recipes = tmp_path / "recipes"
-    recipes.mkdir()
-    (recipes / "default.yaml").write_text("name: default\ndefault: true\nimage: rack\nwipe: zero\n")
-    images = ImageStore(tmp_path / "images")
-    disk = make_disk(tmp_path / "d.raw", SIZE, [(MiB, 1_500_000), (4 * MiB, 300_000)], seed=16)
-    images.publish(images.import_raw(disk, "rack", chunk_size=CHUNK))
-    config = tmp_path / "provision.yaml"
     multicast = {"port": PORT, "rate": RATE, "keepalive_seconds": 1, "transfer": "multicast"}
-    config.write_text(json.dumps({"recipes_dir": str(recipes), "image_store": str(images.root),
-                                  "multicast": multicast}))  # fmt: skip
-    run = netns.run(start, tmp_path, "--config", str(config))
-    try:
-        yield run, disk
-    finally:
-        if run.proc.poll() is None:
-            stop(run)
+    with served_rack(tmp_path, netns, SIZE, multicast) as site:
+        yield site.run, site.disk
 
 
 def token_of(url: str, mac: str) -> str:

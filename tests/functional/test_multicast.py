@@ -9,7 +9,6 @@ Skipped, with the reason, when not root or without ``ip``.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import struct
@@ -28,10 +27,13 @@ from provision.images import ImageStore
 from provision.wire import paths
 from provision.wire.carousel import BadDatagram, MulticastPlan, carousel_order, decode, digest16
 from provision.wire.index import Index
-from tests.support.images import CHUNK, MiB, make_disk
-from tests.support.netns_thread import Netns, cleanup_stale, skip_reason
+from tests.support.images import MiB
+from tests.support.netns_thread import Netns, netns, skip_reason
 from tests.support.paths import SAMPLE_PROBE
-from tests.support.serve import Running, start, stop
+from tests.support.rack_site import served_rack
+from tests.support.serve import Running, stop
+
+__all__ = ["netns"]  # the fixture, from tests/support/netns_thread.py
 
 MACS = ["52:54:00:16:00:01", "52:54:00:16:00:02", "52:54:00:16:00:03"]
 PORT = 18123
@@ -41,34 +43,10 @@ pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() 
 
 
 @pytest.fixture
-def netns() -> Iterator[Netns]:
-    cleanup_stale()
-    ns = Netns()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
-@pytest.fixture
 def served(tmp_path: Path, netns: Netns) -> Iterator[tuple[Running, ImageStore, str]]:
-    recipes = tmp_path / "recipes"
-    recipes.mkdir()
-    (recipes / "default.yaml").write_text("name: default\ndefault: true\nimage: rack\nwipe: zero\n")
-    images = ImageStore(tmp_path / "images")
-    disk = make_disk(tmp_path / "d.raw", 6 * MiB, [(MiB, 1_500_000), (4 * MiB, 300_000)], seed=16)
-    version = images.import_raw(disk, "rack", chunk_size=CHUNK)
-    images.publish(version)
-    config = tmp_path / "provision.yaml"
     multicast = {"port": PORT, "rate": 20_000_000, "keepalive_seconds": KEEPALIVE}
-    config.write_text(json.dumps({"recipes_dir": str(recipes), "image_store": str(images.root),
-                                  "multicast": multicast}))  # fmt: skip
-    run = netns.run(start, tmp_path, "--config", str(config))
-    try:
-        yield run, images, version.digest
-    finally:
-        if run.proc.poll() is None:
-            stop(run)
+    with served_rack(tmp_path, netns, 6 * MiB, multicast) as site:
+        yield site.run, site.images, site.digest
 
 
 def hello(url: str, mac: str) -> tuple[str, dict[str, Any]]:

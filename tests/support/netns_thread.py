@@ -6,6 +6,8 @@
   processes it starts (``provision serve``) live there; ``close()`` kills what runs inside by PID, then
   deletes the namespace. ``cleanup_stale()``: namespaces of test runs whose process is gone.
 - ``skip_reason()``: why the test cannot run here (not root, no ``ip``), or None.
+- ``netns`` (a pytest fixture; import it into the test module): a ``Netns`` for the test, stale namespaces
+  cleaned first, closed afterwards whatever happens; ``namespace()``: the same as a context manager.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
+
+import pytest
 
 from provision.lab.host import pid_alive
 
@@ -101,3 +106,21 @@ class Netns:
             pool.shutdown(wait=True)
         _kill_inside(self.name)
         subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, timeout=30, check=False)
+
+
+@contextmanager
+def namespace() -> Iterator[Netns]:
+    """A ``Netns`` (the namespaces of dead test runs deleted first), closed on the way out whatever happens."""
+    cleanup_stale()
+    ns = Netns()
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    """The test's own network namespace (``namespace()``)."""
+    with namespace() as ns:
+        yield ns

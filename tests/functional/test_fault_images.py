@@ -10,6 +10,7 @@ version 2; once no run uses version 1, the next retention removes it and its chu
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,15 +54,17 @@ def test_rebuild_and_retention_during_runs_the_runs_finish_with_their_planned_ve
     v1 = site.version
     folders = [disks(tmp_path / f"pc{i}", ("vda", SIZE, None)) for i in range(2)]
     rebuilt = make_disk(tmp_path / "rebuilt.img", SIZE, [(o + 4096, n) for o, n in EXTENTS], seed=7)
-    with Proxy(site.server.port) as proxy:
-        proxy.chunk_delay = 0.1  # about 5 s of writing each
+    with contextlib.ExitStack() as links:
+        proxies = [links.enter_context(Proxy(site.server.port)) for _ in macs]  # each PC its own link
+        for proxy in proxies:
+            proxy.hold_chunks(after=8)  # both held mid-write while the store changes
         procs = [
             agent_process(proxy.url, mac, site.token(mac), folder, "--workers", "1")
-            for mac, folder in zip(macs, folders, strict=True)
+            for proxy, mac, folder in zip(proxies, macs, folders, strict=True)
         ]
         try:
-            writing = lambda: all(r["state"] == "writing" for r in site.runs()) and len(site.runs()) == 2  # noqa: E731
-            assert wait_for(writing, 60, interval=0.05), site.runs()
+            assert wait_for(lambda: all(p.held for p in proxies), 60, interval=0.05), site.runs()
+            assert [r["state"] for r in site.runs()] == ["writing"] * len(macs), site.runs()
             image_command(site, "import", str(rebuilt), "--name", "educ", "--chunk-size", "1")
             v2 = store.resolve("educ@current")
             assert v2.digest != v1.digest
@@ -69,6 +72,8 @@ def test_rebuild_and_retention_during_runs_the_runs_finish_with_their_planned_ve
             assert f"spared for imaging runs in flight: {v1.label}" in retained and "removed none" in retained
             assert {v.digest for v in store.versions("educ")} == {v1.digest, v2.digest}
             assert all(proc.poll() is None for proc in procs), "the runs ended before the store changed"
+            for proxy in proxies:
+                proxy.release_chunks()
             outcomes = [result(proc) for proc in procs]
         finally:
             for proc in procs:

@@ -5,8 +5,11 @@
   that long (a cable pulled, a switch rebooting); ``stall(seconds)``: nothing is forwarded for that long,
   connections stay open and the bytes wait (a link that stops, then comes back: TCP holds them).
   ``chunk_delay``: seconds each chunk request waits before it is forwarded (a slow link, so that a test can
-  act mid-write). ``on_request(line)``: called with each request line (``GET /chunks/... HTTP/1.1``) before
-  it is forwarded. ``requests`` counts the request lines by ``METHOD /path-prefix`` (``chunk_gets``).
+  act mid-write). ``hold_chunks(after)``: the next ``after`` chunk requests are forwarded, the ones after
+  wait until ``release_chunks()``; ``held`` counts those waiting (one proxy per PC: each agent held mid-write
+  however fast it writes, so that a test acts while all are in flight). ``on_request(line)``: called with each
+  request line (``GET /chunks/... HTTP/1.1``) before it is forwarded. ``requests`` counts the request lines
+  by ``METHOD /path-prefix`` (``chunk_gets``).
 - ``StoreLock(db)``: another process (``sqlite3`` in a child Python) holding the write lock of the server's
   state store (``BEGIN IMMEDIATE``) until ``release()`` or ``seconds`` have passed; ``hold()`` returns once
   the lock is held.
@@ -47,6 +50,10 @@ class Proxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.chunk_delay = 0.0
+        self._hold_after: int | None = None
+        self._released = threading.Event()
+        self._released.set()
+        self._held = 0
         self.on_request: Callable[[str], None] | None = None
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -82,9 +89,27 @@ class Proxy:
         timer.daemon = True
         timer.start()
 
+    def hold_chunks(self, after: int) -> None:
+        """Forward ``after`` more chunk requests; the next wait for ``release_chunks()``."""
+        with self._lock:
+            self._hold_after = self.chunk_gets + after
+        self._released.clear()
+
+    def release_chunks(self) -> None:
+        with self._lock:
+            self._hold_after = None
+        self._released.set()
+
+    @property
+    def held(self) -> int:
+        """How many chunk requests are waiting for ``release_chunks()`` now."""
+        with self._lock:
+            return self._held
+
     def close(self) -> None:
         self._closed = True
         self._flowing.set()
+        self._released.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
@@ -179,8 +204,15 @@ class Proxy:
             path = text.split(" ")[1]
             with self._lock:
                 self.requests[f"{method.decode()} /{path.split('/')[1]}"] += 1
+                after = self._hold_after
+                hold = path.startswith("/chunks/") and after is not None and self.chunk_gets > after
+                self._held += hold
             if self.on_request is not None:
                 self.on_request(text)
+            if hold:
+                self._released.wait()
+                with self._lock:
+                    self._held -= 1
             if path.startswith("/chunks/") and self.chunk_delay:
                 time.sleep(self.chunk_delay)
 

@@ -37,7 +37,7 @@ from provision.bootfiles import BootRoot
 from provision.images.index import ImageVersion
 from provision.lab import PC, Lab, LabDisk
 from tests.support.disk_pattern import data_ranges, nonzero_outside, pattern_hits, write_pattern
-from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
+from tests.support.e2e import IMAGING_STEPS, BootWatch, ProvisionServe, Timing, provision_config, require_lab
 from tests.support.live import LiveEnv
 from tests.support.paths import REPO
 from tests.support.sites import chunk_mismatches, live_boot_root, only_run, root_chunks, tiny_export
@@ -69,14 +69,6 @@ EXPECTED = {  # serial -> (interface, method, NIST category): what QEMU's device
 }
 
 
-def imaging_steps() -> list[tuple[str, str]]:
-    return [
-        ("kernel starts", r"Linux version"),
-        ("live environment up", r"PROVISION-LIVE-UP"),
-        ("agent done", r"PROVISION-AGENT-RESULT done"),
-    ]
-
-
 @dataclass
 class Site:
     lab: Lab
@@ -106,7 +98,7 @@ def site(
         disks = [LabDisk("nvme", DISK_SIZE, NVME_SERIAL, pattern), LabDisk("sata", DISK_SIZE, SATA_SERIAL, pattern)]
         pc = lab.add_pc("erase", firmware="bios", mac=MAC, rom=trixie_rom, memory=1024, disks=disks)
         pattern.unlink()  # copied into both disks
-        watch = BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120)
+        watch = BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=120)
         yield Site(lab, server, tiny.built.version, tiny.export_raw, pc, watch, tmp)
         for running in lab.pcs:
             running.stop()

@@ -45,7 +45,7 @@ from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab
 from tests.support.bundles import needs_repo_tools
-from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
+from tests.support.e2e import IMAGING_STEPS, BootWatch, ProvisionServe, Timing, provision_config, require_lab
 from tests.support.live import LiveEnv
 from tests.support.paths import DEB_CACHE, IMAGES, REPO
 from tests.support.sites import live_boot_root, only_run
@@ -73,14 +73,6 @@ hooks:
 bundles: [hello]
 """
 BUNDLE = "name: hello\ndescription: one small package that is not in debian-mini\npackages:\n  - hello\n"
-
-
-def imaging_steps() -> list[tuple[str, str]]:
-    return [
-        ("kernel starts", r"Linux version"),
-        ("live environment up", r"PROVISION-LIVE-UP"),
-        ("agent done", r"PROVISION-AGENT-RESULT done"),
-    ]
 
 
 def firstboot_steps() -> list[tuple[str, str]]:
@@ -162,7 +154,7 @@ def site(
         server = ProvisionServe.start(lab, root, config, dhcp="full")
         disk_size = built.version.index.disk_size + 64 * MiB
         pc = lab.add_pc("bios", firmware="bios", mac=MAC, rom=trixie_rom, disk_size=disk_size, memory=1024)
-        watch = BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=180)
+        watch = BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=180)
         yield Site(lab, server, built, pc, watch, sync_seconds)
         for running in lab.pcs:
             running.stop()

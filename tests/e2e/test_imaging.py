@@ -36,7 +36,15 @@ from provision.credentials import firstboot_secret, load_or_create_key
 from provision.images.index import ImageVersion
 from provision.lab import PC, Lab
 from provision.wire.api import FIRSTBOOT_SECRET_PATH
-from tests.support.e2e import BootWatch, ProvisionServe, Timing, machines_json, provision_config, require_lab
+from tests.support.e2e import (
+    IMAGING_STEPS,
+    BootWatch,
+    ProvisionServe,
+    Timing,
+    machines_json,
+    provision_config,
+    require_lab,
+)
 from tests.support.live import LiveEnv
 from tests.support.sites import chunk_mismatches, live_boot_root, only_run, tiny_export
 
@@ -54,14 +62,6 @@ RECIPES = {
     "bios.yaml": "name: bios-pc\nmatch:\n  firmware: bios\nimage: tiny\nwipe: zero\ngrow_root: true\n",
     "uefi.yaml": "name: uefi-pc\nmatch:\n  firmware: uefi\nimage: tiny\nwipe: zero\ngrow_root: false\n",
 }
-
-
-def imaging_steps() -> list[tuple[str, str]]:
-    return [
-        ("kernel starts", r"Linux version"),
-        ("live environment up", r"PROVISION-LIVE-UP"),
-        ("agent done", r"PROVISION-AGENT-RESULT done"),
-    ]
 
 
 def firstboot_steps(mac: str) -> list[tuple[str, str]]:
@@ -105,7 +105,7 @@ def site(
             MAC_SB: lab.add_pc("sb", firmware="uefi-secureboot", mac=MAC_SB, rom=False, disk_size=DISK_SB, memory=1024),
         }
         watches = {
-            mac: BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
+            mac: BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
         }
         yield Site(lab, server, tiny.built.version, tiny.built.label, tiny.export_raw, pcs, watches)
         for pc in lab.pcs:

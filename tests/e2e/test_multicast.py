@@ -32,7 +32,7 @@ import pytest
 from provision.bootfiles import BootRoot
 from provision.images.index import ImageVersion
 from provision.lab import PC, Lab
-from tests.support.e2e import BootWatch, ProvisionServe, Timing, provision_config, require_lab
+from tests.support.e2e import IMAGING_STEPS, BootWatch, ProvisionServe, Timing, provision_config, require_lab
 from tests.support.live import LiveEnv
 from tests.support.sites import chunk_mismatches, live_boot_root, only_run, root_chunks, tiny_export
 
@@ -46,14 +46,6 @@ RATE = 500_000  # bytes/s: a pass of the tiny image (~14.7 MB stored) in ~30 s, 
 IMAGING_TIMEOUT = 900.0  # PXE -> live -> join, write, verify -> reboot, four PCs at once under TCG
 FAIL = r"Kernel panic|Out of memory|PROVISION-LIVE-AGENT-EXIT|PROVISION-AGENT-RESULT (?!done)|No bootable device"
 RECIPE = "name: rack\nmatch:\n  firmware: bios\nimage: tiny\ntransfer: multicast\nwipe: zero\ngrow_root: false\n"
-
-
-def imaging_steps() -> list[tuple[str, str]]:
-    return [
-        ("kernel starts", r"Linux version"),
-        ("live environment up", r"PROVISION-LIVE-UP"),
-        ("agent done", r"PROVISION-AGENT-RESULT done"),
-    ]
 
 
 @dataclass
@@ -91,7 +83,7 @@ def site(
             for name, mac in MACS.items()
         }
         watches = {
-            mac: BootWatch(pc, imaging_steps(), IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
+            mac: BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=120) for mac, pc in pcs.items()
         }
         version = tiny.built.version
         yield Site(lab, server, version, tiny.store.stored_bytes(version), tiny.export_raw, pcs, watches)

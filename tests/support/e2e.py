@@ -3,6 +3,7 @@
 - ``Timing``: the type of the ``timing`` fixture, ``timing(milestone, seconds)``.
 - ``lab_missing(firmware, dnsmasq)``: what this machine lacks for lab PCs and boot files (empty: ready);
   ``require_lab(*firmware, dnsmasq)``: skip the current test, naming it.
+- ``IMAGING_STEPS``: the serial-log milestones of a PC imaged from the live environment (a ``BootWatch``'s steps).
 - ``HTTP_PORT``, ``CMDLINE``: the lab server's HTTP port and the live kernel's command line;
   ``provision_config(lab, full, **boot)``: the config dict of such a server (full DHCP unless ``full=False``).
 - ``ProvisionServe``: ``provision.lab.LabServer``, ``provision serve`` as a real process inside a lab namespace
@@ -38,6 +39,11 @@ Timing = Callable[[str, float], None]
 HTTP_PORT = 8080  # images/tiny.yaml calls back to http://198.18.0.1:8080/api/v1/firstboot
 CMDLINE = "console=ttyS0 panic=5"  # panic=5: a kernel panic ends QEMU (-no-reboot) instead of hanging
 SITE_DHCP_TIMEOUT = 10.0
+IMAGING_STEPS: tuple[tuple[str, str], ...] = (
+    ("kernel starts", r"Linux version"),
+    ("live environment up", r"PROVISION-LIVE-UP"),
+    ("agent done", r"PROVISION-AGENT-RESULT done"),
+)
 
 
 # ------------------------------------------------------------------------------------------ prerequisites

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from provision.credentials import firstboot_secret, same_secret
+from provision.delta import UNICAST_SHARE, Deltas, Held, fetched_of, target_of, transfer_note
 from provision.erasing import TOKEN_TTL, Erasing, erase_plan
 from provision.errors import ConfigError, NotFound, RunConflict, TokenRefused
 from provision.facts import Facts, facts_from_dict
 from provision.facts.derive import derive
 from provision.hooks import Catalog, load_catalog
-from provision.images import ImageError, ImageStore
-from provision.multicast import Multicast, choose
+from provision.images import ImageError, ImageStore, ImageVersion
+from provision.multicast import Multicast
+from provision.multicast.runcalls import RunCarousels
 from provision.postinstall import PostInstall
 from provision.probes import ProbeUnreadable, keep_probe
 from provision.recipes import Action, Decision, RecipeSet, load_dir, select
@@ -109,11 +111,12 @@ class Runs:
         self.catalog = catalog  # the hooks recipes are checked against (the built-in ones and the site's)
         self._recipes: tuple[tuple[float, ...], RecipeSet] | None = None
         self._last_progress: dict[str, float] = {}
-        self._last_multicast: dict[tuple[str, str], float] = {}  # (run, join/leave) -> its last stored event
         self.clock = clock  # the throttling of progress and multicast events
         self.token_ttl = token_ttl  # config boot.token_ttl_seconds: each accepted progress extends the token so far
         self.erasing = Erasing(store, self.open_run, erasure_operator, token_ttl)  # erasure progress and reports
         self.multicast = multicast  # the carousels (None: every run's chunks come by HTTP)
+        self.carousels = RunCarousels(store, multicast, clock, PROGRESS_EVERY)  # the runs' multicast
+        self.deltas = None if images is None else Deltas(store, images)  # what a machine holds (docs/delta.md)
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -231,6 +234,8 @@ class Runs:
             return self._wait(mac, reason, recipe=recipe, **ident)
         self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
         erase = plan.erase
+        held = None if self.deltas is None else self.deltas.held(mac, version, target_disk=plan.target_disk,
+                                                                   erase=erase is not None)  # fmt: skip
         given = Plan(
             image=version.name,
             version=version.label,
@@ -242,32 +247,30 @@ class Runs:
             hostname=plan.hostname,
             hooks=plan.hooks,
             erase=None if erase is None else erase_plan(erase, self.erasing.lot_for(mac, recipe, erase), only=False),
-            multicast=self._transfer(mac, decision, version.name, version.digest),
+            multicast=self._transfer(mac, decision, version, held),
+            held=None if held is None else held.plan,
         )
         run = self.store.create_run(
             mac, recipe=recipe, image=version.name, label=version.label, digest=version.digest, token=token,
             plan=given.to_dict(), live_address=live[0], host_key=live[1], facts=_json_facts(derived),
-            destination=_destination(decision),
+            destination=_destination(decision), held=given.held,
         )  # fmt: skip
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
         )
 
-    def _transfer(self, mac: str, decision: Decision, image: str, digest: str) -> MulticastPlan | None:
-        """The plan's carousel when the new run's chunks come by multicast (provision.multicast.choose)."""
-        if self.multicast is None:
-            return None
-        config = self.multicast.config
+    def _transfer(self, mac: str, decision: Decision, version: ImageVersion, held: Held | None) -> MulticastPlan | None:
+        """The plan's carousel when the new run's chunks come by multicast (provision.multicast.runcalls); a
+        small delta by HTTP (provision.delta)."""
+        small = None
+        if self.deltas is not None and self.multicast is not None:
+            try:
+                small = int(UNICAST_SHARE * sum(self.deltas.sizes(version).values()))
+            except OSError as exc:
+                log.warning("%s: sizes of %s's chunks not read: %s", mac, version.ref, exc)
         wanted = None if decision.recipe is None else decision.recipe.recipe.transfer
-        wanting = 1 + self.store.runs_wanting(digest, since=time.time() - config.recent_minutes * 60, mac=mac)
-        choice = choose(wanted, config, wanting)
-        try:
-            plan = self.multicast.plan(image, digest) if choice.multicast else None
-        except (ImageError, OSError, ValueError) as exc:  # ValueError: the index does not read
-            log.warning("%s: multicast of %s@%s not planned: %s", mac, image, digest[:12], exc)
-            plan = None
-        log.info("%s: chunks by %s: %s", mac, "multicast" if plan else "HTTP", choice.why)
-        return plan
+        return self.carousels.transfer(mac, wanted, version.name, version.digest, http_because=transfer_note(held),
+                                       small=small)  # fmt: skip
 
     # -------------------------------------------------------------------------------------------- runs
     def open_run(self, run_id: str, token: str, remote: str | None = None) -> Run:
@@ -326,29 +329,9 @@ class Runs:
         return ProgressAnswer(run.id, run.state.value)
 
     def multicast_call(self, run_id: str, msg: MulticastCall, remote: str | None = None) -> MulticastAnswer:
-        """An agent's join, keepalive or leave of its run's carousel (checked like progress: the token that
-        started the run, the run open, its plan multicast). A keepalive makes no event; a join or a leave the
-        run's first of its kind, then at most one every PROGRESS_EVERY seconds (a token cannot flood the
-        events)."""
-        run = self.open_run(run_id, msg.token, remote)
-        planned = (self.store.run_plan(run.id) or {}).get("multicast")
-        if planned is None or self.multicast is None:
-            raise RunConflict(f"run {run.id}'s plan has no multicast: its chunks come by HTTP", run=run.id,
-                              state=run.state.value)  # fmt: skip
-        answer = self.multicast.call(run.id, run.mac, run.image, MulticastPlan.from_dict(planned), msg)
-        if msg.event != "keepalive" and self._multicast_event_due(run.id, msg.event):
-            detail = {"run": run.id, "event": msg.event, "chunks_done": msg.chunks_done,
-                      "bytes_received": msg.bytes_received, "listeners": answer.listeners}  # fmt: skip
-            self.store.event(run.mac, "multicast", {**detail, **({"reason": msg.reason} if msg.reason else {})})
-        return answer
-
-    def _multicast_event_due(self, run: str, event: str) -> bool:
-        now = self.clock()
-        last = self._last_multicast.get((run, event))
-        if last is not None and now - last < PROGRESS_EVERY:
-            return False
-        self._last_multicast[(run, event)] = now
-        return True
+        """An agent's join, keepalive or leave of its run's carousel, checked like progress (the token that
+        started the run, the run open), then ``RunCarousels.call`` (its plan must be multicast)."""
+        return self.carousels.call(self.open_run(run_id, msg.token, remote), msg)
 
     def data_chunks(self, run: Run) -> int | str | None:
         """The number of data chunks of the run's image version, from the server's index; the reason when
@@ -368,8 +351,7 @@ class Runs:
         each thing once."""
         with self.store.atomic():
             answer = self._report(run_id, msg, remote)
-        if self.multicast is not None:  # after the commit: a stuck carousel never holds the store's transaction
-            self.multicast.leave(answer.run, "the run reported")
+        self.carousels.ended(answer.run)  # after the commit: a stuck carousel never holds the store's transaction
         if answer.state == RunState.HOOKS.value and self.postinstall is not None:
             plan = self.store.run_plan(answer.run) or {}
             run = self.store.run(answer.run)
@@ -383,10 +365,10 @@ class Runs:
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})
         self._last_progress.pop(run.id, None)
-        for event in ("join", "leave"):
-            self._last_multicast.pop((run.id, event), None)
+        self.carousels.reported(run.id)
         if msg.transfer is not None:
             self.store.record_transfer(run.id, msg.transfer)
+        self.store.record_delta(run.id, fetched=fetched_of(msg), verified=None, target=target_of(msg))
         if msg.report is None:
             reason = msg.reason or "no reason given"
             error = {"error": msg.error} if msg.error else {}
@@ -403,6 +385,9 @@ class Runs:
     def _verified(self, run: Run, msg: Report, body: VerificationReport) -> Run:
         self.store.record_verification(run.id, body)
         problems = report_problems(run, msg, self.data_chunks(run))
+        if not problems and self.images is not None:  # the data bytes read back right, per the server's index
+            verified = self.images.load(run.image, run.digest).index.mapped_bytes
+            self.store.record_delta(run.id, fetched=None, verified=verified, target=None)
         if not problems and run.state is RunState.INVENTORIED:  # no progress reached us (a short write)
             run = self.store.set_run_state(run.id, RunState.WRITING)
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself

@@ -4,10 +4,17 @@ Both run under the store's exclusive lock, so a nightly import (which holds it s
 and its index) and a retention run never collide: a sweep never sees chunks whose index is not written yet.
 The mark phase reads every index of every image; if one cannot be read the sweep is refused, because a
 chunk it references would look unreferenced.
+
+Delta re-imaging (docs/delta.md) predicts a run's download from the version the machine holds, which needs only
+that version's *index*, never its chunks (a run fetches the new version's chunks). So a removed version that
+machines still hold (``held``: the server's record, ``Store.held_digests``) keeps its index, moved to
+``images/NAME/held/DIGEST.json``: out of ``versions/`` (not listed, not resolvable, not marked by gc, so its
+chunks go), read back by ``held_index``. An index there that no machine holds any more is removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Collection
@@ -42,12 +49,45 @@ class RetentionReport:
     kept: tuple[str, ...]  # labels, newest first
     removed: tuple[str, ...]  # labels of the removed versions
     gc: GcReport
+    indexes_held: tuple[str, ...] = ()  # labels of removed versions whose index is kept: machines hold them
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kept": list(self.kept), "removed": list(self.removed), "gc": self.gc.to_dict()}
+        return {"name": self.name, "kept": list(self.kept), "removed": list(self.removed), "gc": self.gc.to_dict(),
+                "indexes_held": list(self.indexes_held)}  # fmt: skip
 
 
-def retain(store: Versions, name: str, *, keep: int, in_use: Collection[str]) -> RetentionReport:
+def held_dir(store: Versions, name: str) -> Path:
+    """Where the indexes of removed versions that machines still hold are kept."""
+    return store.versions_dir(name).parent / "held"
+
+
+def held_index(store: Versions, name: str, digest: str) -> ImageIndex:
+    """The index of version ``digest`` of ``name``: a stored version's, else the one kept for the machines that
+    hold it. ImageNotFound when neither exists; CorruptImage when the file is not that version's index."""
+    try:
+        return store.load(name, digest).index
+    except ImageNotFound:
+        if not is_sha256(digest):
+            raise
+    path = held_dir(store, name) / f"{digest}.json"
+    try:
+        data = store.read_file(path)
+    except FileNotFoundError:
+        raise ImageNotFound(f"image {name} has no version {digest}, stored or held", name=name, digest=digest) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CorruptImage(f"held index {path} does not hash to {digest}: corrupted", path=str(path))
+    index = ImageIndex.from_bytes(data, what=str(path))
+    if index.name != name:
+        raise CorruptImage(f"held index {path} is for image {index.name!r}, not {name!r}", path=str(path))
+    return index
+
+
+def retain(
+    store: Versions, name: str, *, keep: int, in_use: Collection[str], held: Collection[str] | None = None
+) -> RetentionReport:
+    """Keep the ``keep`` newest versions of ``name``, the current one and those in ``in_use`` (runs in flight);
+    remove the others, keeping the index of those in ``held`` (versions machines hold, for delta re-imaging;
+    None: no index is kept and the held folder is left as it is); then gc."""
     if keep < 1:
         raise ImageError(f"retention of {name}: keep must be at least 1, not {keep}", name=name)
     bad = [d for d in in_use if not is_sha256(d)]
@@ -61,15 +101,40 @@ def retain(store: Versions, name: str, *, keep: int, in_use: Collection[str]) ->
         protected = {v.digest for v in versions[:keep]} | set(in_use) | ({current} if current else set())
         kept = tuple(v for v in versions if v.digest in protected)
         removed = tuple(v for v in versions if v.digest not in protected)
+        indexes = tuple(v for v in removed if held is not None and v.digest in held)
+        if indexes:
+            held_dir(store, name).mkdir(exist_ok=True)
         for v in removed:
             store.bmap_path(name, v.digest).unlink(missing_ok=True)
-            store.index_path(name, v.digest).unlink(missing_ok=True)
+            if v in indexes:
+                store.index_path(name, v.digest).replace(held_dir(store, name) / f"{v.digest}.json")
+            else:
+                store.index_path(name, v.digest).unlink(missing_ok=True)
             store.remove_cached(name, v.digest)
-            log.info("image %s: removed version %s (retention keeps %d)", name, v.label, keep)
+            log.info("image %s: removed version %s (retention keeps %d)%s", name, v.label, keep,
+                     "; its index kept: machines hold it" if v in indexes else "")  # fmt: skip
         if removed:
             fsync_dir(store.versions_dir(name))
+        if indexes:
+            fsync_dir(held_dir(store, name))
+        if held is not None:
+            _prune_held(store, name, set(held))
         report = collect(store)
-    return RetentionReport(name, tuple(v.label for v in kept), tuple(v.label for v in removed), report)
+    return RetentionReport(name, tuple(v.label for v in kept), tuple(v.label for v in removed), report,
+                           tuple(v.label for v in indexes))  # fmt: skip
+
+
+def _prune_held(store: Versions, name: str, held: set[str]) -> None:
+    """Remove the kept indexes no machine holds any more."""
+    folder = held_dir(store, name)
+    if not folder.is_dir():
+        return
+    gone = [p for p in folder.glob("*.json") if p.stem not in held]
+    for path in gone:
+        path.unlink(missing_ok=True)
+        log.info("image %s: removed the held index of %s: no machine holds it any more", name, path.stem[:12])
+    if gone:
+        fsync_dir(folder)
 
 
 def _index_files(store: Versions) -> list[Path]:

@@ -15,7 +15,7 @@ from provision.images import retention as _retention
 from provision.images import verify as _verify
 from provision.images.export import StoredPart
 from provision.images.importer import Progress, default_workers
-from provision.images.index import ImageVersion
+from provision.images.index import ImageIndex, ImageVersion
 from provision.images.verified import Frame
 from provision.images.versions import ImageInfo, Versions
 
@@ -25,10 +25,17 @@ __all__ = ["ImageInfo", "ImageStore", "StoredPart"]
 class ImageStore(Versions):
     """All images of one server under ``root``. Safe to share between threads and processes."""
 
-    def retain(self, name: str, keep: int = 3, in_use: Collection[str] = ()) -> _retention.RetentionReport:
+    def retain(
+        self, name: str, keep: int = 3, in_use: Collection[str] = (), held: Collection[str] | None = None
+    ) -> _retention.RetentionReport:
         """Remove the versions of ``name`` beyond the ``keep`` newest, except the current one and those in
-        ``in_use`` (digests of running imaging runs), then garbage-collect unreferenced chunks."""
-        return _retention.retain(self, name, keep=keep, in_use=in_use)
+        ``in_use`` (digests of running imaging runs), keeping the index of those in ``held`` (versions machines
+        hold: delta re-imaging, docs/delta.md), then garbage-collect unreferenced chunks."""
+        return _retention.retain(self, name, keep=keep, in_use=in_use, held=held)
+
+    def held_index(self, name: str, digest: str) -> ImageIndex:
+        """The index of a stored version, or of a removed one machines hold (``retention.held_index``)."""
+        return _retention.held_index(self, name, digest)
 
     def gc(self) -> _retention.GcReport:
         """Remove chunks no index of any image references, and temp files left by crashes."""

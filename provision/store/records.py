@@ -54,6 +54,16 @@ class Run:
     mean_rate: float | None
     erase_only: bool = False  # a PC that leaves as parts: every drive erased, no image (image '', digest '')
     transfer: dict[str, Any] | None = None  # how its chunks came: the report's wire TransferReport (None: none)
+    # delta re-imaging (docs/delta.md): the version its machine held when it was planned (None: nothing held) and
+    # the prediction; what its report said it fetched (compressed) and the data bytes it verified; its disk
+    held_run: str | None = None
+    held_digest: str | None = None
+    held_label: str | None = None
+    predicted_bytes: int | None = None
+    predicted_download: int | None = None
+    fetched_bytes: int | None = None
+    verified_bytes: int | None = None
+    target: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "state": self.state.value}
@@ -274,10 +284,14 @@ _RUN_FIELDS = (
 )  # fmt: skip  (the row's token_hash and plan are not part of the record)
 
 
+_DELTA_FIELDS = ("held_run", "held_digest", "held_label", "predicted_bytes", "predicted_download", "fetched_bytes",
+                 "verified_bytes", "target")  # fmt: skip
+
+
 def run_from_row(row: sqlite3.Row) -> Run:
-    transfer = row["transfer"]
-    return Run(**{k: row[k] for k in _RUN_FIELDS}, state=RunState(row["state"]), erase_only=bool(row["erase_only"]),
-               transfer=None if transfer is None else json.loads(transfer))  # fmt: skip
+    transfer = None if row["transfer"] is None else json.loads(row["transfer"])
+    return Run(**{k: row[k] for k in (*_RUN_FIELDS, *_DELTA_FIELDS)}, state=RunState(row["state"]),
+               erase_only=bool(row["erase_only"]), transfer=transfer)  # fmt: skip
 
 
 def verification_from_row(row: sqlite3.Row) -> Verification:

@@ -26,6 +26,7 @@ from provision.store.records import (
 )
 from provision.wire.api import VerificationReport
 from provision.wire.carousel import TransferReport
+from provision.wire.delta import HeldVersion
 from provision.wire.hooks import HookResult
 
 # the states of a run that still fetches its image's chunks (runs_wanting): verifying and hooks need none
@@ -52,6 +53,7 @@ class RunRecords(Database):
         facts: dict[str, Any] | None = None,
         erase_only: bool = False,
         destination: str | None = None,
+        held: HeldVersion | None = None,
     ) -> Run:
         """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
         the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
@@ -59,7 +61,8 @@ class RunRecords(Database):
         SSH and the host key its hello reported (pinned: the hooks run there or not at all); ``facts``: the
         machine's derived facts, for the hooks that need some; ``erase_only``: a run that erases every drive
         and writes nothing (``image``, ``label`` and ``digest`` are then ''); ``destination``: where the recipe
-        says its machines go (provision.states.Destination), for the city's report."""
+        says its machines go (provision.states.Destination), for the city's report; ``held``: the version the
+        machine held and the prediction (docs/delta.md)."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -73,13 +76,15 @@ class RunRecords(Database):
                 self._event(db, mac, "run", {"run": row["id"], "state": "failed", "reason": reason})
             db.execute(
                 "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
-                "live_address, host_key, facts, erase_only, destination) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "live_address, host_key, facts, erase_only, destination, held_run, held_digest, held_label, "
+                "predicted_bytes, predicted_download) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, mac, recipe, image, label, digest, state.value, now,
                     None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
                     live_address, host_key, None if facts is None else json.dumps(facts), int(erase_only),
-                    destination,
+                    destination, *((None,) * 5 if held is None else
+                                   (held.run, held.digest, held.version, held.bytes, held.download)),
                 ),
             )  # fmt: skip
             db.execute(
@@ -215,15 +220,17 @@ class RunRecords(Database):
             rows = self._db.execute(query, (mac, mac)).fetchall()
         return [run_from_row(r) for r in rows]
 
-    def runs_wanting(self, digest: str, *, since: float, mac: str | None = None) -> int:
+    def runs_wanting(self, digest: str, *, since: float, mac: str | None = None, small: int | None = None) -> int:
         """Runs of version ``digest`` that still need its chunks (not yet past writing: a run verifying or
         running its hooks fetches no chunk) started at ``since`` or later, other than ``mac``'s (the transfer
-        decision at hello, provision.multicast.choose)."""
+        decision at hello, provision.multicast.choose); with ``small``, not those predicted to download at most
+        that many bytes (a small delta fetches by HTTP: docs/delta.md)."""
         with self._read():
             row = self._db.execute(
                 "SELECT COUNT(*) FROM runs WHERE digest = ? AND finished IS NULL AND erase_only = 0 "
-                "AND state IN (?, ?, ?, ?) AND started >= ? AND mac != COALESCE(?, '')",
-                (digest, *WANTING_CHUNKS, since, mac),
+                "AND state IN (?, ?, ?, ?) AND started >= ? AND mac != COALESCE(?, '') "
+                "AND (? IS NULL OR predicted_download IS NULL OR predicted_download > ?)",
+                (digest, *WANTING_CHUNKS, since, mac, small, small),
             ).fetchone()
         return int(row[0])
 
@@ -234,6 +241,37 @@ class RunRecords(Database):
             run = self._locked_run(db, run_id)
             db.execute("UPDATE runs SET transfer = ? WHERE id = ?", (json.dumps(detail), run_id))
             self._event(db, run.mac, "transfer", {"run": run_id, **detail})
+
+    def last_run(self, mac: str) -> Run | None:
+        """The machine's newest run (whatever its state)."""
+        with self._read():
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE mac = ? ORDER BY started DESC, rowid DESC LIMIT 1", (mac,)
+            ).fetchone()
+        return run_from_row(row) if row else None
+
+    def held_digests(self, image: str, *, since: float) -> set[str]:
+        """Digests of ``image``'s versions that machines hold (docs/delta.md): each machine's newest run, when it
+        wrote ``image``, ended ``done`` (so verified) at ``since`` or later; what retention keeps an index of."""
+        with self._read():
+            rows = self._db.execute(
+                "SELECT DISTINCT r.digest FROM runs r WHERE r.image = ? AND r.state = ? AND r.erase_only = 0 "
+                "AND r.finished >= ? AND r.rowid = (SELECT n.rowid FROM runs n WHERE n.mac = r.mac "
+                "ORDER BY n.started DESC, n.rowid DESC LIMIT 1)",
+                (image, RunState.DONE.value, since),
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def record_delta(self, run_id: str, *, fetched: int | None, verified: int | None, target: str | None) -> None:
+        """Keep what a run's report says it fetched (compressed bytes, every chunk source) and verified (plain data
+        bytes), and the disk it wrote; None leaves a figure as it was."""
+        with self._tx() as db:
+            self._locked_run(db, run_id)
+            db.execute(
+                "UPDATE runs SET fetched_bytes = COALESCE(?, fetched_bytes), verified_bytes = COALESCE(?, "
+                "verified_bytes), target = COALESCE(?, target) WHERE id = ?",
+                (fetched, verified, target, run_id),
+            )
 
     def verifications(self, run_id: str) -> list[Verification]:
         with self._read():

@@ -188,4 +188,19 @@ MIGRATIONS: tuple[str, ...] = (
     -- multicast, or it never reported).
     ALTER TABLE runs ADD COLUMN transfer TEXT;
     """,
+    """
+    -- issue 17: delta re-imaging. The version a run's machine held when it was planned (held_run: the run that
+    -- verified it; held_digest, held_label) and the prediction (predicted_bytes: plain bytes of the chunks not
+    -- expected right, predicted_download: their stored frames); NULL: nothing held (a blank disk). What the run
+    -- did, from its report: fetched_bytes (compressed bytes received, every chunk source), verified_bytes (plain
+    -- data bytes read back right) and target (the disk its agent wrote, as the agent named it).
+    ALTER TABLE runs ADD COLUMN held_run TEXT;
+    ALTER TABLE runs ADD COLUMN held_digest TEXT;
+    ALTER TABLE runs ADD COLUMN held_label TEXT;
+    ALTER TABLE runs ADD COLUMN predicted_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN predicted_download INTEGER;
+    ALTER TABLE runs ADD COLUMN fetched_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN verified_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN target TEXT;
+    """,
 )

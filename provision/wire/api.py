@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from provision.macaddr import normalize_mac
 from provision.wire.carousel import MulticastPlan, TransferReport
+from provision.wire.delta import HeldVersion
 from provision.wire.erasure import ErasePlan
 from provision.wire.schema import Message, rule
 
@@ -130,13 +131,17 @@ class Plan(Message):
     erase: ErasePlan | None = None
     # the version's carousel when the run's chunks come by multicast (provision.wire.carousel); else by HTTP only
     multicast: MulticastPlan | None = None
+    # the version the machine's disk holds, per the server's record, and what this version should need beyond it
+    # (provision.wire.delta); the agent still checks every chunk on the disk
+    held: HeldVersion | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Without ``multicast`` when it is None: an agent older than multicast refuses a key it does not know,
-        so a plan by HTTP stays one it reads."""
+        """Without ``multicast`` and ``held`` when they are None: an agent older than them refuses a key it does
+        not know, so a plan by HTTP for a blank disk stays one it reads."""
         found = super().to_dict()
-        if found.get("multicast", False) is None:
-            del found["multicast"]
+        for key in ("multicast", "held"):
+            if found.get(key, False) is None:
+                del found[key]
         return found
 
 

@@ -54,7 +54,7 @@ from provision.agent.outcome import (
     Outcome,
 )
 from provision.agent.progress import Progress
-from provision.agent.report import WriteReport, transfer_report, verification, writer_summary
+from provision.agent.report import WriteReport, held_note, held_outcome, transfer_report, verification, writer_summary
 from provision.agent.screen import CALL_IT, Console
 from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, http_source, new_session, write_image
@@ -220,6 +220,8 @@ class Agent:
             disk = choose_target([d for d, _ in disks], plan.target_disk, index.disk_size, live)
             path = dict((d.name, p) for d, p in disks)[disk.name]
             log.info("%s: run %s: %s onto %s (%s)", cfg.mac, run_id, plan.image, path, disk.model or "?")
+            if plan.held is not None:
+                held_note(cfg.mac, run_id, plan.held, path)
             poster = ProgressPoster(self.api, run_id, self.console.number)
 
             def progress(p: Progress) -> None:
@@ -231,6 +233,8 @@ class Agent:
                 report = self._write(run_id, plan, index, path, wipe, progress, session)
             finally:
                 poster.close()
+            if plan.held is not None:
+                held_outcome(cfg.mac, run_id, plan.held, report)
         finally:
             close = getattr(session, "close", None)
             if close is not None:

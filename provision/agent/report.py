@@ -1,16 +1,22 @@
 """What a write did: ``WriteReport`` (returned only when every chunk read back right) and ``Incident``; the
 API's ``VerificationReport`` made from it (``verification``), the writer's figures for the run's events
-(``writer_summary``) and how its chunks came, by HTTP or the multicast carousel (``transfer_report``)."""
+(``writer_summary``) and how its chunks came, by HTTP or the multicast carousel (``transfer_report``); the log
+lines of a plan's ``held`` version (delta re-imaging: ``held_note``, ``held_outcome``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from provision.agent.ranges import Range, compact
 from provision.wire.api import MAX_WIPE_RANGES, VerificationReport
 from provision.wire.carousel import TransferReport
+from provision.wire.delta import HeldVersion
+
+log = logging.getLogger("provision.agent")
 
 
 @dataclass(frozen=True)
@@ -152,3 +158,23 @@ def transfer_report(report: WriteReport, multicast: TransferReport | None, attem
         return multicast
     return dataclasses.replace(multicast, bytes_http=multicast.bytes_http + report.bytes_fetched,
                                chunks_http=multicast.chunks_http + report.downloads)  # fmt: skip
+
+
+def held_note(mac: str, run_id: str, held: HeldVersion, path: Path) -> None:
+    """Log what the plan says the disk holds. The writer's check stage reads and hashes every chunk anyway, so a
+    disk that changed since (or another disk) only costs more chunks fetched than predicted (docs/delta.md)."""
+    log.info("%s: run %s: the server's record says the disk holds %s@%s (run %s): %d chunks, %d bytes to download "
+             "predicted; every chunk is checked on the disk first", mac, run_id, held.image, held.version, held.run,
+             held.chunks, held.download)  # fmt: skip
+    if held.target is not None and held.target != str(path):
+        log.warning("%s: run %s: %s@%s was written to %s, this run writes %s: the prediction may not hold", mac,
+                    run_id, held.image, held.version, held.target, path)  # fmt: skip
+
+
+def held_outcome(mac: str, run_id: str, held: HeldVersion, report: WriteReport) -> None:
+    """Log the prediction against what the write found on the disk and fetched."""
+    more = report.fetched > held.chunks
+    log.log(logging.WARNING if more else logging.INFO,
+            "%s: run %s: held %s: predicted %d chunks (%d bytes to download), fetched %d (%d bytes), %d already "
+            "right%s", mac, run_id, held.version, held.chunks, held.download, report.fetched, report.bytes_fetched,
+            report.skipped, ": the disk changed since it was verified" if more else "")  # fmt: skip

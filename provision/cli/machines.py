@@ -156,6 +156,23 @@ def transfer_line(t: dict[str, Any]) -> str:
     return line
 
 
+def download_line(r: dict[str, Any]) -> str | None:
+    """A run's download against what it verified, and the prediction when its machine held a version
+    (docs/delta.md): ``held LABEL: predicted 0.2 MiB, fetched 0.2 MiB of 6.4 MiB verified``."""
+    mib = 2**20
+
+    def size(n: object) -> str:
+        return f"{n / mib:.1f} MiB" if isinstance(n, int) else "?"
+
+    fetched = f"fetched {size(r.get('fetched_bytes'))} of {size(r.get('verified_bytes'))} verified"
+    if r.get("held_digest"):
+        predicted = f"predicted {size(r.get('predicted_download'))} ({size(r.get('predicted_bytes'))} to write)"
+        return f"held {_clean(r.get('held_label'))}: {predicted}, {fetched}"
+    if r.get("fetched_bytes") is None and r.get("verified_bytes") is None:
+        return None
+    return f"nothing held: {fetched}"
+
+
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     from provision.macaddr import BadMac, normalize_mac
 
@@ -200,6 +217,8 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{'':32}  {line}\n")
         if r["transfer"]:
             out.write(f"{'':32}  {transfer_line(r['transfer'])}\n")
+        if (download := download_line(r)) is not None:
+            out.write(f"{'':32}  {download}\n")
         for h in r["hooks"]:
             code = "-" if h["exit_code"] is None else h["exit_code"]
             status = "ok" if h["ok"] else "timed out" if h["timed_out"] else "error" if h["error"] else "failed"

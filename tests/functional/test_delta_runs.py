@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from provision.agent.main import EXIT_DONE
 from provision.images import ImageStore, ImageVersion
@@ -99,6 +100,13 @@ def test_a_pc_holding_version_1_fetches_exactly_the_chunks_version_2_changed(sit
             f"fetched {predicted / mib:.1f} MiB of {v2.index.mapped_bytes / mib:.1f} MiB verified")  # fmt: skip
     assert line in text, text
     assert f"nothing held: fetched {whole / mib:.1f} MiB" in text, text
+    # the machine page (it answered 500 for any run whose transfer report left out a field: fixed with this test)
+    page = {
+        lang: requests.get(f"{site.url}/machines/{mac}", params={"lang": lang}, timeout=10) for lang in ("en", "fr")
+    }
+    assert all(p.status_code == 200 for p in page.values())
+    assert f"held {v1.label}: predicted " in page["en"].text and "nothing held on the disk: fetched " in page["en"].text
+    assert f"le disque contenait {v1.label} : " in page["fr"].text and "rien de connu sur le disque" in page["fr"].text
     print(f"delta figures: image {v2.index.mapped_bytes} bytes of data ({whole} stored), predicted {predicted}, "
           f"fetched {second['fetched_bytes']}, {len(changed)} of {site.data_chunks} chunks")  # fmt: skip
 

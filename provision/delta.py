@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -131,3 +132,9 @@ def target_of(report: Report) -> str | None:
     """The disk a run's agent wrote, as it named it (its writer's ``target``)."""
     found = (report.writer or {}).get("target")
     return found[:4096] if isinstance(found, str) else None
+
+
+def held_for_retention(store: Store, image: str, *, now: float | None = None) -> set[str]:
+    """Digests of ``image``'s versions that machines imaged within ``HELD_DAYS`` hold: what retention keeps the
+    index of (``ImageStore.retain(..., held=...)``)."""
+    return store.held_digests(image, since=(time.time() if now is None else now) - HELD_DAYS * 86400)

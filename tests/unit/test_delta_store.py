@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.delta import Deltas, transfer_note
+from provision.delta import HELD_DAYS, Deltas, held_for_retention, transfer_note
 from provision.images import ImageNotFound, ImageStore
 from provision.states import RunState
 from provision.store import MIGRATIONS, Store
@@ -129,3 +129,14 @@ def test_runs_wanting_leaves_out_small_deltas(tmp_path: Path, images: tuple[Imag
         assert db.runs_wanting(v2.digest, since=since) == 1
         assert db.runs_wanting(v2.digest, since=since, small=held.plan.download) == 0
         assert db.runs_wanting(v2.digest, since=since, small=held.plan.download - 1) == 1
+
+
+def test_retention_holds_the_versions_of_machines_imaged_within_the_bound(
+    tmp_path: Path, images: tuple[ImageStore, Path]
+) -> None:
+    store, _ = images
+    v1 = store.resolve("educ")
+    with Store(tmp_path / "db.sqlite") as db:
+        done_run(db, MAC, v1)
+        assert held_for_retention(db, "educ") == {v1.digest}
+        assert held_for_retention(db, "educ", now=time.time() + (HELD_DAYS + 1) * 86400) == set()

@@ -17,6 +17,8 @@ What it exposes (every state of ``provision.states`` appears, 0 when none):
 - ``provision_erasures_total{method,result}``, ``provision_erased_bytes_total{method}``: drive erasures by method;
 - ``provision_transfer_bytes_total{transfer}``: image bytes the runs' transfer reports say came by ``multicast``,
   by ``http``, and of those by HTTP, ``repair`` (byte ranges completing frames the carousel missed);
+- ``provision_delta_bytes_total{kind}``: runs planned over a version their machine held (docs/delta.md): their
+  ``predicted`` downloads, the bytes they ``fetched`` and the data bytes they ``verified``;
 - ``provision_build_info{version,python}``: 1.
 
 Nothing secret is in it: counts, states, hook and method names, the version (no MAC, token, path or address).
@@ -88,6 +90,11 @@ class StoreCollector(Collector):
         for transfer in ("multicast", "http", "repair"):
             moved.add_metric([transfer], stats.transfer_bytes.get(transfer, 0))
         yield moved
+        delta = CounterMetricFamily("provision_delta_bytes", "Runs over a version their machine held: predicted "
+                                    "download, bytes fetched, data bytes verified.", labels=["kind"])  # fmt: skip
+        for kind in ("predicted", "fetched", "verified"):
+            delta.add_metric([kind], stats.delta_bytes.get(kind, 0))
+        yield delta
         info = InfoMetricFamily("provision_build", "The server's version.")
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
         yield info

@@ -66,6 +66,9 @@ def table(report: Any) -> str:
         lines += ["", "Drives erased by method"]
         lines += [f"  {_cell(key)[:20]:20}  {_cell(m.method):28}  {m.drives:>5} drives, {m.ok} ok, "
                   f"{_size(m.size_bytes)}" for key, m in erased]  # fmt: skip
+    if report.total.delta_runs:
+        lines += ["", f"bytes saved by delta: {_size(report.total.bytes_delta_saved)} already right on the disks of "
+                      f"{report.total.delta_runs} runs over a version their machine held (not fetched)"]  # fmt: skip
     lines += ["", *(f"note: {n}" for n in report.notes)]
     return "\n".join(lines) + "\n"
 

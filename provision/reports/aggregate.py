@@ -64,6 +64,7 @@ def figures(ended: Iterable[Ended], erased: Iterable[Erased]) -> Figures:
     hours = {_hour(r.finished) for r in imaged}
     written = sum(r.bytes_written for r in runs)
     http = sum(r.bytes_written if r.bytes_http is None else r.bytes_http for r in runs)
+    delta = [r for r in imaged if r.held and r.verified_bytes is not None]
     return Figures(
         runs_ended=len(runs), done=len(done), imaged=len(imaged), machines_imaged=len({r.mac for r in imaged}),
         erased_only=len(done) - len(imaged), failed=len(failed), repair=sum(r.run is not None for r in repairs),
@@ -72,6 +73,7 @@ def figures(ended: Iterable[Ended], erased: Iterable[Erased]) -> Figures:
         mean_imaging_seconds=sum(times) / len(times) if times else None,
         per_day=len(imaged) / len(days) if days else None, per_hour=len(imaged) / len(hours) if hours else None,
         bytes_written=written, bytes_http=http, bytes_multicast=sum(r.bytes_multicast for r in runs),
+        delta_runs=len(delta), bytes_delta_saved=sum(max(0, (r.verified_bytes or 0) - r.bytes_written) for r in delta),
     )  # fmt: skip
 
 

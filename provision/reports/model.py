@@ -88,6 +88,8 @@ class Ended:
     hw_class: str | None = None  # the form factor the recipe selection saw (laptop, desktop, tower, mini ...)
     bytes_http: int | None = None  # its report's transfer (docs/multicast.md); None: it reported none
     bytes_multicast: int = 0
+    held: bool = False  # its machine held a version when it was planned (docs/delta.md)
+    verified_bytes: int | None = None  # plain data bytes it read back right (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,10 @@ class Figures:
     bytes_written: int = 0
     bytes_http: int = 0
     bytes_multicast: int = 0
+    # delta re-imaging (docs/delta.md): runs done over a held version, and the plain bytes they found already right
+    # on the disk (verified - written): what they did not fetch
+    delta_runs: int = 0
+    bytes_delta_saved: int = 0
 
     @property
     def drives_erased(self) -> int:

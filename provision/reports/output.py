@@ -20,7 +20,7 @@ from provision.reports.model import Figures, Report
 TOTAL = "(all)"  # no recipe, class or destination is named so
 NUMBERS = ("runs_ended", "done", "imaged", "machines_imaged", "erased_only", "failed", "repair", "set_aside",
            "success_rate", "mean_imaging_seconds", "per_day", "per_hour", "bytes_written", "bytes_http",
-           "bytes_multicast")  # fmt: skip
+           "bytes_multicast", "delta_runs", "bytes_delta_saved")  # fmt: skip
 
 
 def figures_json(found: Figures) -> dict[str, Any]:

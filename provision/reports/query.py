@@ -28,7 +28,7 @@ RUNS = """
     SELECT r.id, r.mac, r.recipe, r.state, r.reason, r.started, r.finished, r.bytes_written, r.erase_only,
            CASE WHEN json_valid(r.transfer) THEN json_extract(r.transfer, '$.bytes_http') END AS transfer_http,
            CASE WHEN json_valid(r.transfer) THEN json_extract(r.transfer, '$.bytes_multicast') END AS transfer_mc,
-           COALESCE(m.destination, r.destination) AS destination,
+           COALESCE(m.destination, r.destination) AS destination, r.held_digest, r.verified_bytes,
            CASE WHEN json_valid(r.facts) THEN json_extract(r.facts, '$.form_factor') END AS hw_class
     FROM runs r LEFT JOIN machines m ON m.mac = r.mac
     WHERE r.finished >= ? AND r.finished < ? AND r.state IN ('done', 'failed', 'repair')
@@ -60,7 +60,8 @@ def _ended(row: sqlite3.Row) -> Ended:
         finished=row["finished"], bytes_written=int(row["bytes_written"] or 0), erase_only=bool(row["erase_only"]),
         recipe=row["recipe"], destination=row["destination"], hw_class=_text(row["hw_class"]),
         bytes_http=None if row["transfer_http"] is None else int(row["transfer_http"]),
-        bytes_multicast=int(row["transfer_mc"] or 0),
+        bytes_multicast=int(row["transfer_mc"] or 0), held=row["held_digest"] is not None,
+        verified_bytes=None if row["verified_bytes"] is None else int(row["verified_bytes"]),
     )  # fmt: skip
 
 

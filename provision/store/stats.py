@@ -25,6 +25,9 @@ class StoreStats:
     erased_bytes: dict[str, int]  # method -> bytes of the drives erased ok
     # "multicast", "http", "repair" (of http) -> bytes the runs' transfer reports say came so (docs/multicast.md)
     transfer_bytes: dict[str, int] = field(default_factory=dict)
+    # runs planned over a version their machine held (docs/delta.md): "predicted" (their predicted downloads),
+    # "fetched" (what they received), "verified" (the data bytes they read back right)
+    delta_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class StatsRecords(Database):
@@ -55,6 +58,10 @@ class StatsRecords(Database):
                 "SELECT TOTAL(json_extract(transfer, '$.bytes_multicast')), TOTAL(json_extract(transfer, "
                 "'$.bytes_http')), TOTAL(json_extract(transfer, '$.repair_bytes')) FROM runs WHERE json_valid(transfer)"
             ).fetchone()
+            delta = db.execute(
+                "SELECT TOTAL(predicted_download), TOTAL(fetched_bytes), TOTAL(verified_bytes) FROM runs "
+                "WHERE held_digest IS NOT NULL"
+            ).fetchone()
         return StoreStats(
             machines={str(r[0]): int(r[1]) for r in machines},
             runs={str(r[0]): int(r[1]) for r in runs},
@@ -65,4 +72,5 @@ class StatsRecords(Database):
             erasures={(str(r[0]), bool(r[1])): int(r[2]) for r in erasures},
             erased_bytes={str(r[0]): int(r[3]) for r in erasures if r[1]},
             transfer_bytes={"multicast": int(moved[0]), "http": int(moved[1]), "repair": int(moved[2])},
+            delta_bytes={"predicted": int(delta[0]), "fetched": int(delta[1]), "verified": int(delta[2])},
         )

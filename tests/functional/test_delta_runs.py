@@ -8,6 +8,7 @@ more than predicted and still ends verified."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,8 +62,9 @@ def stored(store: ImageStore, version: ImageVersion, positions: list[int]) -> in
     return sum(store.chunks.path(sha).stat().st_size for sha in shas if sha is not None)
 
 
-def runs_text(site: Site, mac: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "provision", "runs", mac, "--state-dir", str(site.server.state_dir)],
+def provision(site: Site, *argv: str) -> str:
+    """``provision ARGV --state-dir`` (the server's) as a technician runs it beside the server: its output."""
+    done = subprocess.run([sys.executable, "-m", "provision", *argv, "--state-dir", str(site.server.state_dir)],
                           capture_output=True, text=True, env=AGENT_ENV, cwd=REPO, timeout=60, check=True)  # fmt: skip
     return done.stdout
 
@@ -94,7 +96,7 @@ def test_a_pc_holding_version_1_fetches_exactly_the_chunks_version_2_changed(sit
     [_, write] = site.events(mac, "write")
     assert (write["fetched"], write["skipped"]) == (len(changed), site.data_chunks - len(changed))
     assert target_sha(folder / "vda") == sha256_file(tmp_path / "v2.img")
-    text = runs_text(site, mac)
+    text = provision(site, "runs", mac)
     mib = 2**20
     line = (f"held {v1.label}: predicted {predicted / mib:.1f} MiB ({len(changed) * CHUNK / mib:.1f} MiB to write), "
             f"fetched {predicted / mib:.1f} MiB of {v2.index.mapped_bytes / mib:.1f} MiB verified")  # fmt: skip
@@ -107,6 +109,17 @@ def test_a_pc_holding_version_1_fetches_exactly_the_chunks_version_2_changed(sit
     assert all(p.status_code == 200 for p in page.values())
     assert f"held {v1.label}: predicted " in page["en"].text and "nothing held on the disk: fetched " in page["en"].text
     assert f"le disque contenait {v1.label} : " in page["fr"].text and "rien de connu sur le disque" in page["fr"].text
+    report = provision(site, "report", "--json", "--from", "2000-01-01")
+    total = json.loads(report)["total"]
+    saved = v2.index.mapped_bytes - len(changed) * CHUNK
+    assert (total["imaged"], total["delta_runs"], total["bytes_delta_saved"]) == (2, 1, saved)
+    assert total["bytes_http"] == whole + predicted  # what came over the wire, both runs
+    assert "bytes saved by delta: " in provision(site, "report", "--from", "2000-01-01")
+    metrics = dict(line.rsplit(" ", 1) for line in requests.get(f"{site.url}/metrics", timeout=10).text.splitlines()
+                   if line and not line.startswith("#"))  # fmt: skip
+    for kind, value in (("predicted", predicted), ("fetched", predicted), ("verified", v2.index.mapped_bytes)):
+        assert float(metrics[f'provision_delta_bytes_total{{kind="{kind}"}}']) == value
+    assert float(metrics['provision_transfer_bytes_total{transfer="http"}']) == whole + predicted
     print(f"delta figures: image {v2.index.mapped_bytes} bytes of data ({whole} stored), predicted {predicted}, "
           f"fetched {second['fetched_bytes']}, {len(changed)} of {site.data_chunks} chunks")  # fmt: skip
 

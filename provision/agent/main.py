@@ -29,13 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.agent.client import ProgressPoster, ServerApi, screen_of
-from provision.agent.disks import (
-    Disk,
-    choose_target,
-    disks_in_folder,
-    live_medium_devices,
-    parse_lsblk_disks,
-)
+from provision.agent.disks import Disk, choose_target, disks_in_folder, live_medium_devices, parse_lsblk_disks
 from provision.agent.erasestep import erase_machine, erasure_outcome
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
@@ -54,22 +48,22 @@ from provision.agent.outcome import (
     Outcome,
 )
 from provision.agent.progress import Progress
-from provision.agent.report import WriteReport, held_note, held_outcome, transfer_report, verification, writer_summary
+from provision.agent.report import (
+    PassTally,
+    WriteReport,
+    held_note,
+    held_outcome,
+    over_passes,
+    transfer_report,
+    verification,
+    writer_summary,
+)
 from provision.agent.screen import CALL_IT, Console
 from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, http_source, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire import paths
-from provision.wire.api import (
-    EraseAnswer,
-    ImageAnswer,
-    LocalAnswer,
-    Plan,
-    RepairAnswer,
-    Report,
-    RunAnswer,
-    Stage,
-)
+from provision.wire.api import EraseAnswer, ImageAnswer, LocalAnswer, Plan, RepairAnswer, Report, RunAnswer, Stage
 from provision.wire.carousel import MulticastPlan, TransferReport
 from provision.wire.erasure import ErasePlan
 
@@ -258,20 +252,24 @@ class Agent:
             plan.multicast, index, run=run_id, token=self.cfg.token, api=self.api, open_receiver=self.multicast_receiver
         )  # fmt: skip
         written = False
+        tallies: list[PassTally] = []  # what each pass fetched, a failed one too
         try:
             for attempt in range(1, self.cfg.write_attempts + 1):
+                tallies.append(PassTally())
                 try:
                     report = write_image(
                         self.cfg.server, index, path, wipe=wipe, workers=self.cfg.workers, progress=progress,
                         session=session, expected_digest=plan.digest, retry=self.cfg.retry, direct=self.cfg.direct,
                         log_id=run_id, source=multicast if attempt == 1 and multicast is not None else http_source,
+                        tally=tallies[-1],
                     )  # fmt: skip
                 except RetryableError as exc:
                     if attempt == self.cfg.write_attempts:
                         raise
                     log.warning("%s: run %s: write pass %d failed (%s); resuming", self.cfg.mac, run_id, attempt, exc)
                     continue
-                self.transfer = transfer_report(report, multicast.report() if multicast else None, attempt)
+                report = over_passes(report, tallies)
+                self.transfer = transfer_report(report, multicast.report() if multicast else None, tallies)
                 written = True
                 return report
         finally:

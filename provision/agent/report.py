@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,15 +151,46 @@ def writer_summary(report: WriteReport) -> dict[str, Any]:
     return summary
 
 
-def transfer_report(report: WriteReport, multicast: TransferReport | None, attempt: int) -> TransferReport:
-    """How the chunks of the write pass that verified came: unicast (every chunk by HTTP), or the multicast
-    source's figures, plus the HTTP of a later pass when the first one failed."""
+class PassTally:
+    """What one write pass fetched and wrote, counted as it goes (``write_image(tally=...)``): a pass that fails
+    still counts what it received, so a run resumed by a later pass reports every byte it fetched."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.downloads = self.bytes = self.written = 0
+
+    def add(self, downloads: int, received: int, written: int) -> None:
+        with self._lock:
+            self.downloads += downloads
+            self.bytes += received
+            self.written += written
+
+
+def over_passes(report: WriteReport, tallies: Sequence[PassTally]) -> WriteReport:
+    """The verified pass's report with ``downloads``, ``bytes_fetched`` and ``bytes_written`` summed over every
+    pass of the run (``fetched`` and ``skipped`` stay the last pass's: the chunks it wrote and found right)."""
+    if len(tallies) < 2:
+        return report
+    earlier = tallies[:-1]
+    return dataclasses.replace(
+        report, downloads=report.downloads + sum(t.downloads for t in earlier),
+        bytes_fetched=report.bytes_fetched + sum(t.bytes for t in earlier),
+        bytes_written=report.bytes_written + sum(t.written for t in earlier),
+    )  # fmt: skip
+
+
+def transfer_report(
+    report: WriteReport, multicast: TransferReport | None, tallies: Sequence[PassTally] = ()
+) -> TransferReport:
+    """How the chunks of a run came: unicast (every pass by HTTP: ``report`` summed over them, ``over_passes``),
+    or the multicast source's figures (the first pass) plus the HTTP of every later pass."""
     if multicast is None:
         return TransferReport("unicast", bytes_http=report.bytes_fetched, chunks_http=report.downloads)
-    if attempt == 1:
+    later = tallies[1:]
+    if not later:
         return multicast
-    return dataclasses.replace(multicast, bytes_http=multicast.bytes_http + report.bytes_fetched,
-                               chunks_http=multicast.chunks_http + report.downloads)  # fmt: skip
+    return dataclasses.replace(multicast, bytes_http=multicast.bytes_http + sum(t.bytes for t in later),
+                               chunks_http=multicast.chunks_http + sum(t.downloads for t in later))  # fmt: skip
 
 
 def held_note(mac: str, run_id: str, held: HeldVersion, path: Path) -> None:

@@ -49,7 +49,7 @@ from provision.agent.index import Chunk, Index, read_index
 from provision.agent.pool import run_pool
 from provision.agent.progress import Progress, ProgressMeter
 from provision.agent.ranges import Range, compact, hole_ranges, is_zero, split, total
-from provision.agent.report import Incident, WriteReport
+from provision.agent.report import Incident, PassTally, WriteReport
 
 log = logging.getLogger("provision.agent")
 
@@ -115,8 +115,10 @@ class _Run:
     def __init__(
         self, index: Index, target: DiskTarget, fetcher: Fetcher, meter: ProgressMeter, *, wipe: Wipe,
         workers: int, log: RunLog, source: ChunkSource = http_source, read_back_inline: bool = False,
+        tally: PassTally | None = None,
     ) -> None:  # fmt: skip
         self.index, self.target, self.fetcher, self.meter = index, target, fetcher, meter
+        self.tally = tally
         self.source = source
         self.wipe_policy, self.workers, self.log = wipe, workers, log
         self.lock = threading.Lock()
@@ -166,6 +168,8 @@ class _Run:
                 self.bytes_fetched += size
                 self.fetched += len(group)
                 self.bytes_written += sum(c.length for c in group)
+            if self.tally is not None:
+                self.tally.add(1, size, sum(c.length for c in group))
 
         self._pool(self.source(needed, self.fetcher), work, "write")
         self.meter.end()
@@ -275,6 +279,7 @@ def write_image(
     reread_from_media: bool | None = None,
     log_id: str | None = None,
     source: ChunkSource = http_source,
+    tally: PassTally | None = None,
 ) -> WriteReport:
     """Write the image version described by ``index`` from ``server`` onto ``target`` and verify it.
 
@@ -286,6 +291,7 @@ def write_image(
       from the medium anyway; a regular file is read back through the page cache).
     - ``progress``: called about every ``progress_interval`` s; ``log_id``: run id or MAC for the log lines.
     - ``source``: where the chunks to write come from (``http_source``; the multicast receiver's source).
+    - ``tally``: counts each chunk fetched and written as it goes, so a pass that raises still says what it got.
 
     Raises a ``WriteError`` (fatal), or ``FetchFailed``/``ChunkCorrupt`` (retryable: run again, the chunks
     already right are skipped).
@@ -323,7 +329,7 @@ def write_image(
             meter = ProgressMeter(progress, interval=progress_interval, log=runlog)
             from_media = disk.kind == "block" if reread_from_media is None else reread_from_media
             run = _Run(ix, disk, fetcher, meter, wipe=wipe, workers=workers, log=runlog, source=source,
-                       read_back_inline=disk.direct or not from_media)  # fmt: skip
+                       read_back_inline=disk.direct or not from_media, tally=tally)  # fmt: skip
             needed = run.check()
             runlog.info("%d chunks already right, %d to fetch", run.skipped, sum(len(g) for g in needed.values()))
             run.write(needed)

@@ -11,7 +11,14 @@ Steps (each reported to the progress callback and in the build log):
     finish                       e2fsck -f -n
     import                       chunks into the store; published (``current`` moves) only now
 
-The disk steps work on byte ranges of the raw file: no loop device, no mount (see ``disk``). Nothing is
+In place or fresh (``mode.decide``, said in the build log and the result): an in-place rebuild adds the step
+
+    previous                     the current version's disk exported (sparse) and checked (e2fsck -f -n)
+
+and its ``filesystems`` step updates that root file system to the new tree (``inplace``: mount through a
+loop device, rsync, unmount, freed blocks punched out) instead of ``mke2fs -d``; everything outside the root
+file system is written as a fresh build writes it. A fresh build's disk steps work on byte ranges of the raw
+file: no loop device, no mount (see ``disk``). Nothing is
 published unless every step succeeded; whatever a failed bootstrap left mounted below the build folder
 is unmounted, and the folder removed, in ``finally`` blocks (an injected failure included:
 ``Runner(fail_at=STEP)``).
@@ -20,6 +27,7 @@ is unmounted, and the folder removed, in ``finally`` blocks (an injected failure
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -31,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provision.bootfiles import DebCache
-from provision.builder import debian, disk
+from provision.builder import debian, disk, inplace
 from provision.builder.bootloader import (
     BootEntry,
     install_bios,
@@ -42,10 +50,12 @@ from provision.builder.bootloader import (
 )
 from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition, load_definition
 from provision.builder.errors import ImageBuildError, ToolMissing
-from provision.builder.inputs import Inputs, resolve_inputs
+from provision.builder.inputs import BUILDER_VERSION, Inputs, resolve_inputs
+from provision.builder.mode import Decision, Previous, Request, decide, layout_record
 from provision.builder.overlay import apply_overlays
 from provision.builder.progress import (
     DEBIAN_STEPS,
+    PREVIOUS_STEP,
     TINY_STEPS,
     BuildResult,
     ChunkStats,
@@ -53,10 +63,13 @@ from provision.builder.progress import (
     StepTracker,
     chunk_stats,
     known_chunks,
+    with_previous,
 )
 from provision.builder.runner import TOOL_PACKAGES, BuildLog, Runner
 from provision.builder.tiny import StagedRoot, stage_tiny
 from provision.errors import ProvisionError
+from provision.images.errors import ImageError
+from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.workdirs import private_dir
 
@@ -153,11 +166,83 @@ def _make_disk(
     disk.check_root(runner, raw, layout)
 
 
-def _disk_layout(inputs: Inputs, tree: Path) -> disk.DiskLayout:
+def _update_disk(
+    runner: Runner, tracker: StepTracker, raw: Path, layout: disk.DiskLayout, staged: StagedRoot, inputs: Inputs
+) -> dict[str, object]:
+    """The in-place counterpart of ``_make_disk``: the exported disk's root file system updated to the tree,
+    everything else written anew as a fresh build writes it. Returns the update's figures."""
+    work = raw.parent
+    tracker.step("partition")
+    inplace.clear_outside_root(raw, layout)
+    disk.partition(runner, raw, layout)
+    tracker.step("filesystems")
+    disk.make_esp(runner, raw, layout)
+    figures = inplace.update_root(runner, raw, layout, staged.tree, work)
+    tracker.message(
+        f"root updated in place: {figures.rsync_stats.get('Number of regular files transferred', '?')} files "
+        f"written, {figures.scrub.stale_bytes} bytes of freed blocks punched out"
+    )
+    tracker.step("bootloader-bios")
+    install_bios(runner, raw, layout, inputs.boot, work)
+    tracker.step("bootloader-uefi")
+    install_uefi(runner, raw, layout, inputs.boot, work)
+    tracker.step("finish")
+    disk.check_root(runner, raw, layout)
+    return figures.to_dict()
+
+
+def _choose_mode(
+    store: ImageStore,
+    previous: ImageVersion | None,
+    inputs: Inputs,
+    planned: disk.DiskLayout,
+    content: int,
+    runner: Runner,
+    tracker: StepTracker,
+    raw: Path,
+    fresh: bool,
+) -> tuple[Decision, disk.DiskLayout]:
+    """In place or fresh (``mode.decide``): asked once from the records, then, when it says in place, again
+    with the figures of the current version's disk, exported into ``raw`` (left there for the update)."""
+    spec = inputs.definition.spec
+    request = Request(
+        planned=layout_record(planned, spec.disk.chunk_size, BUILDER_VERSION),
+        auto_size=spec.disk.size == 0,
+        content_bytes=content,
+        previous=None if previous is None else Previous.of(previous.ref, previous.index.provenance),
+        fresh_requested=fresh,
+        unable=inplace.unable(runner),
+    )
+    decision = decide(request)
+    if decision.mode == "fresh" or previous is None:
+        return decision, planned
+    layout = disk.DiskLayout(spec.name, decision.disk_size, spec.disk.esp_size)
+    tracker.steps = with_previous(tracker.steps)
+    tracker.step(PREVIOUS_STEP)
+    try:
+        written = inplace.export_previous(store, previous, raw)
+    except (ImageError, OSError) as exc:
+        raw.unlink(missing_ok=True)
+        reason = f"fresh: the disk of {previous.ref} could not be read from the store ({exc})"
+        return Decision("fresh", reason, previous.ref, 0, planned.size), planned
+    tracker.message(f"{previous.ref}: {written >> 20} MiB of data exported")
+    figures = inplace.check_previous(runner, raw, layout)
+    if figures is None:
+        raw.unlink(missing_ok=True)
+        return Decision(
+            "fresh", f"fresh: e2fsck gave no figures for {previous.ref}'s root", previous.ref, 0, planned.size
+        ), planned
+    decision = decide(dataclasses.replace(request, fs=figures))
+    if decision.mode == "fresh":
+        raw.unlink(missing_ok=True)
+        return decision, planned
+    return decision, layout
+
+
+def _disk_layout(inputs: Inputs, content: int) -> disk.DiskLayout:
     spec = inputs.definition.spec
     size = spec.disk.size
     if size == 0:
-        content = disk.tree_bytes(tree)
         size = disk.auto_size(content, spec.disk.free_space, spec.disk.esp_size)
     size = -(-size // disk.MiB) * disk.MiB
     layout = disk.DiskLayout(spec.name, size, spec.disk.esp_size)
@@ -180,11 +265,13 @@ def build_image(
     runner: Runner | None = None,
     publish: bool = True,
     keep_workdir: bool = False,
+    fresh: bool = False,
 ) -> BuildResult:
     """Build the image of ``definition`` and import it into ``store`` (published unless ``publish=False``).
 
     ``inputs`` may come from ``resolve_inputs`` (the nightly rebuild resolves first, to skip unchanged
-    images). Raises ConfigError for a bad definition, ImageBuildError (PackageNotFound, StepFailed,
+    images). ``fresh`` lays the disk out anew even when the current version's disk could be updated in
+    place (``mode.decide``). Raises ConfigError for a bad definition, ImageBuildError (PackageNotFound, StepFailed,
     ToolMissing ...) when the build fails; ``current`` is then untouched.
     """
     loaded = definition if isinstance(definition, LoadedDefinition) else load_definition(definition)
@@ -202,7 +289,7 @@ def build_image(
             preflight(runner, isinstance(spec, DebianDefinition))
             work = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=workdir))
             try:
-                return _build(loaded, store, cache, inputs, runner, tracker, work, publish, build_log, started)
+                return _build(loaded, store, cache, inputs, runner, tracker, work, publish, build_log, started, fresh)
             finally:
                 left = disk.unmount_below(runner, work)
                 if left:
@@ -231,6 +318,7 @@ def _build(
     publish: bool,
     build_log: BuildLog,
     started: float,
+    fresh: bool = False,
 ) -> BuildResult:
     spec = loaded.spec
     tracker.step("resolve")
@@ -240,11 +328,19 @@ def _build(
     ids = disk.DiskLayout(spec.name, 0, 0)  # identifiers only: they do not depend on the size
     staged, installed = _stage(runner, tracker, inputs, work, ids)
     _stage_boot(staged, inputs, ids)
-    layout = _disk_layout(inputs, staged.tree)
+    content = disk.tree_bytes(staged.tree)
+    planned = _disk_layout(inputs, content)
     raw = work / "disk.raw"
-    _make_disk(runner, tracker, raw, layout, staged, inputs)
-    tracker.step("import")
     previous = store.current(spec.name)
+    decision, layout = _choose_mode(store, previous, inputs, planned, content, runner, tracker, raw, fresh)
+    build_log.write(f"mode {decision.mode}: {decision.reason}")
+    log.info("image %s: %s", spec.name, decision.reason)
+    in_place: dict[str, object] = {}
+    if decision.mode == "in_place":
+        in_place = _update_disk(runner, tracker, raw, layout, staged, inputs)
+    else:
+        _make_disk(runner, tracker, raw, layout, staged, inputs)
+    tracker.step("import")
     before = known_chunks(store)
     provenance = {
         "builder": "provision image builder",
@@ -258,6 +354,8 @@ def _build(
         "built": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "build_seconds": round(time.monotonic() - started, 1),
         "log": str(build_log.path or ""),
+        "build": decision.to_dict(),
+        "layout": layout_record(layout, spec.disk.chunk_size, BUILDER_VERSION).to_dict(),
     }
     version = store.import_raw(
         raw,
@@ -284,6 +382,10 @@ def _build(
         seconds=time.monotonic() - started,
         step_seconds=dict(tracker.seconds),
         log=build_log.path,
+        mode=decision.mode,
+        mode_reason=decision.reason,
+        rebuilt_from=decision.rebuilt_from,
+        in_place=in_place,
     )
     build_log.write(f"done: {version.ref}, {stats.new} new chunks of {stats.stored} stored ({stats.total} in all)")
     log.info(

@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 DISK_STEPS = ("partition", "filesystems", "bootloader-bios", "bootloader-uefi", "finish", "import")
 TINY_STEPS = ("resolve", "rootfs", *DISK_STEPS)
 DEBIAN_STEPS = ("resolve", "bootstrap", "customize", "finish-tree", *DISK_STEPS)
+PREVIOUS_STEP = "previous"  # an in-place rebuild: the current version's disk exported and checked
+
+
+def with_previous(steps: tuple[str, ...]) -> tuple[str, ...]:
+    """The steps of an in-place rebuild: ``previous`` before the disk steps."""
+    if PREVIOUS_STEP in steps:
+        return steps
+    at = steps.index(DISK_STEPS[0])
+    return (*steps[:at], PREVIOUS_STEP, *steps[at:])
 
 
 @dataclass(frozen=True)
@@ -144,10 +153,18 @@ class BuildResult:
     seconds: float
     step_seconds: dict[str, float] = field(default_factory=dict)
     log: Path | None = None
+    mode: str = "fresh"  # "in_place": the current version's disk updated; "fresh": laid out anew
+    mode_reason: str = ""  # one sentence: why this mode
+    rebuilt_from: str | None = None  # ref of the version an in-place rebuild started from
+    in_place: dict[str, Any] = field(default_factory=dict)  # rsync and free-block figures
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "rebuilt_from": self.rebuilt_from,
+            "in_place": self.in_place,
             "ref": self.version.ref,
             "digest": self.version.digest,
             "published": self.published,

@@ -5,6 +5,9 @@ definition file's hash, the overlays, the boot loader packages), and compare the
 ``inputs`` recorded in the provenance of the image's ``current`` version. Equal: skipped. Different (or
 no current version): built and published, and the result lists the packages added, removed and upgraded
 against the previous version and how many chunks were new. One image failing does not stop the others.
+
+A rebuild updates the current version's disk in place when its layout allows (``mode.decide``; ``fresh``
+lays every image out anew); each result says which mode and why.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class RebuildResult:
     seconds: float = 0.0
     log: Path | None = None
     error: dict[str, Any] = field(default_factory=dict)  # the error's facts (failed)
+    mode: str | None = None  # built: "in_place" or "fresh"
+    mode_reason: str = ""  # built: why that mode (one sentence)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,8 @@ class RebuildResult:
             "version": self.version,
             "changes": None if self.changes is None else self.changes.to_dict(),
             "chunks": None if self.chunks is None else self.chunks.to_dict(),
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
             "seconds": round(self.seconds, 1),
             "log": None if self.log is None else str(self.log),
             "error": {
@@ -123,12 +130,13 @@ def rebuild_one(
     cache: DebCache,
     *,
     force: bool = False,
+    fresh: bool = False,
     workdir: Path = DEFAULT_WORKDIR,
     log_dir: Path = DEFAULT_LOG_DIR,
     progress: ProgressCallback | None = None,
     runner_factory: Callable[[], Runner] = Runner,
 ) -> RebuildResult:
-    """Rebuild one definition if its inputs changed (or ``force``)."""
+    """Rebuild one definition if its inputs changed (or ``force``); ``fresh``: lay its disk out anew."""
     started = time.monotonic()
     name = path.stem
     previous: ImageVersion | None = None
@@ -161,6 +169,7 @@ def rebuild_one(
             log_dir=log_dir,
             progress=progress,
             runner=runner_factory(),
+            fresh=fresh,
         )
     except ConfigError as exc:
         return _failed(name, path, exc, started, previous)
@@ -179,6 +188,8 @@ def rebuild_one(
         chunks=result.chunks,
         seconds=time.monotonic() - started,
         log=result.log,
+        mode=result.mode,
+        mode_reason=result.mode_reason,
     )
 
 
@@ -189,13 +200,15 @@ def rebuild_all(
     cache: DebCache | None = None,
     names: Sequence[str] | None = None,
     force: bool = False,
+    fresh: bool = False,
     workdir: Path = DEFAULT_WORKDIR,
     log_dir: Path = DEFAULT_LOG_DIR,
     progress: ProgressCallback | None = None,
     runner_factory: Callable[[], Runner] = Runner,
 ) -> list[RebuildResult]:
     """Rebuild every definition of ``images_dir`` (or those of ``names``, by file stem or image name)
-    whose inputs changed; publish each; one result per definition, in file name order."""
+    whose inputs changed; publish each; one result per definition, in file name order. ``fresh``: every
+    image built is laid out anew instead of updated in place."""
     cache = cache or DebCache(lists_max_age=NIGHTLY_LISTS_MAX_AGE)
     results = []
     for path in definition_files(images_dir):
@@ -207,6 +220,7 @@ def rebuild_all(
                 store,
                 cache,
                 force=force,
+                fresh=fresh,
                 workdir=workdir,
                 log_dir=log_dir,
                 progress=progress,
@@ -215,10 +229,12 @@ def rebuild_all(
         )
     built = sum(1 for r in results if r.status == "built")
     failed = sum(1 for r in results if r.status == "failed")
+    in_place = sum(1 for r in results if r.mode == "in_place")
     log.info(
-        "rebuild: %d definitions, %d built, %d skipped, %d failed",
+        "rebuild: %d definitions, %d built (%d in place), %d skipped, %d failed",
         len(results),
         built,
+        in_place,
         len(results) - built - failed,
         failed,
     )

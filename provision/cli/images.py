@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from provision.cli import imagediff
 from provision.cli.common import DEFAULT_STATE, EXIT_FAILED, Parser, dump, state_dir_of
 
 DEFAULT_STORE = Path("/var/lib/provision/images")
@@ -149,13 +150,14 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"[{event.index}/{event.total}] {event.image}: {event.step} {event.message}\n".rstrip() + "\n")
             out.flush()
 
-    result = build_image(Path(args.definition), _store(args), progress=progress)
+    result = build_image(Path(args.definition), _store(args), progress=progress, fresh=args.fresh)
     d = result.to_dict()
     chunks = d["chunks"]
     out.write(
         f"{d['ref']} ({d['label']}): {_size(d['disk_size'])} disk, {chunks.get('new')} new chunks of "
         f"{chunks.get('total')} ({chunks.get('holes')} holes), {d['packages']} packages, {d['seconds']} s; "
         f"{'current' if d['published'] else 'not published'}; log {d['log']}\n"
+        f"  {d['mode_reason']}\n"
     )
     return 0
 
@@ -163,7 +165,7 @@ def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     from provision.builder import rebuild_all
 
-    results = rebuild_all(Path(args.images), _store(args))
+    results = rebuild_all(Path(args.images), _store(args), fresh=args.fresh)
     if args.json:
         dump([r.to_dict() for r in results], out)
     failed = 0
@@ -181,6 +183,8 @@ def cmd_rebuild(args: argparse.Namespace, out: TextIO) -> int:
         if upgraded:
             text = ", ".join(f"{name} {v['from']} -> {v['to']}" for name, v in upgraded.items())
             out.write(f"  upgraded: {text}\n")
+        if d.get("mode_reason"):
+            out.write(f"  {d['mode_reason']}\n")
         if d.get("chunks"):
             c = d["chunks"]
             out.write(f"  chunks: {c.get('new')} new of {c.get('total')} ({c.get('holes')} holes)\n")
@@ -224,7 +228,13 @@ def add_commands(sub: Any) -> None:
     )  # fmt: skip
     p = command("build", "build an image from a definition (images/*.yaml) and publish it", cmd_build)
     p.add_argument("definition", metavar="DEF.yaml")
+    p.add_argument(
+        "--fresh", action="store_true", help="lay the disk out anew (default: update the current version's disk in "
+        "place when its layout allows)"
+    )  # fmt: skip
+    imagediff.add_command(command, _store)  # image diff A B
     p = command("rebuild", "rebuild every definition whose inputs changed (the nightly job)", cmd_rebuild)
     p.add_argument("--all", action="store_true", required=True, help="every definition in --images")
     p.add_argument("--images", metavar="DIR", default="images", help="definitions folder (default: images/)")
+    p.add_argument("--fresh", action="store_true", help="lay every image built out anew instead of in place")
     p.add_argument("--json", action="store_true", help="machine-readable output")

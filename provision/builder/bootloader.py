@@ -45,6 +45,12 @@ class BootPackages:
     def versions(self) -> dict[str, str]:
         return {p.name: p.version for p in (self.shim, self.grub_efi, self.grub_pc)}
 
+    def epoch(self) -> int:
+        """The newest of the boot loader files (package build dates: they move only with these versions): the
+        SOURCE_DATE_EPOCH a Debian bootstrap runs with, known before it."""
+        files = (self.shim.file(SHIM), self.grub_efi.file(GRUB_EFI), self.grub_pc.file(f"{GRUB_PC_DIR}/boot.img"))
+        return max(int(path.stat().st_mtime) for path in files)
+
     def grub_pc_dir(self) -> Path:
         folder = self.grub_pc.root / GRUB_PC_DIR.lstrip("/")
         self.grub_pc.file(f"{GRUB_PC_DIR}/boot.img")  # PackageMissing if the package lacks it

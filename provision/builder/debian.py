@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from provision.builder import callback
+from provision.builder import callback, reproducible
 from provision.builder.definition import DebianDefinition
 from provision.builder.disk import DiskLayout
 from provision.builder.errors import ImageBuildError, PackageNotFound, StepFailed
@@ -37,6 +37,8 @@ REQUIRED_PACKAGES = (
     "keyboard-configuration",
     "console-setup",
 )
+# What mmdebstrap copies from the build machine, replaced: the PC's network configuration writes its own.
+RESOLV_CONF = "# written by provision's image builder; the network configuration of the PC replaces it\n"
 _MMDEBSTRAP_STAGES = re.compile(
     r"^I: (downloading packages|extracting archives|installing essential packages|"
     r"installing remaining packages|cleaning up|success)"
@@ -84,8 +86,11 @@ def bootstrap(
     archive: list[ArchiveEntry],
     target: Path,
     on_stage: Callable[[str], None] | None = None,
+    epoch: int | None = None,
 ) -> None:
-    """Run mmdebstrap into ``target``; PackageNotFound when apt cannot find a package."""
+    """Run mmdebstrap into ``target``; PackageNotFound when apt cannot find a package. With ``epoch``,
+    mmdebstrap and every maintainer script run with ``SOURCE_DATE_EPOCH`` (the initramfs, /etc/shadow's dates
+    ... come out the same in every build of the same inputs)."""
     if target.exists():
         shutil.rmtree(target)
 
@@ -95,7 +100,9 @@ def bootstrap(
             on_stage(match.group(1))
 
     try:
-        runner.run("bootstrap", mmdebstrap_argv(spec, suite, archive, target), stream=True, on_line=line)
+        runner.run(
+            "bootstrap", mmdebstrap_argv(spec, suite, archive, target), env=epoch_env(epoch), stream=True, on_line=line
+        )
     except StepFailed as exc:
         missing = missing_packages(exc.stderr_tail)
         if missing:
@@ -122,12 +129,19 @@ def _locale_line(locale: str) -> str:
     return f"{locale} {'UTF-8' if locale.endswith('.UTF-8') else 'ISO-8859-1'}"
 
 
-def configure(runner: Runner, spec: DebianDefinition, root: Path, layout: DiskLayout) -> None:
-    """Apply the definition's settings to the bootstrapped tree ``root``."""
+def epoch_env(epoch: int | None) -> dict[str, str]:
+    """The environment a reproducible build step runs with."""
+    return {} if epoch is None else {"SOURCE_DATE_EPOCH": str(epoch)}
+
+
+def configure(runner: Runner, spec: DebianDefinition, root: Path, layout: DiskLayout, epoch: int | None = None) -> None:
+    """Apply the definition's settings to the bootstrapped tree ``root`` (commands run with ``epoch`` as
+    SOURCE_DATE_EPOCH: useradd dates /etc/shadow with it)."""
+    env = epoch_env(epoch)
     locales = list(dict.fromkeys([spec.locale, *spec.extra_locales]))
     _write(root, "etc/locale.gen", "".join(_locale_line(loc) + "\n" for loc in locales))
     _write(root, "etc/default/locale", f"LANG={spec.locale}\n")
-    runner.run("customize", ["chroot", str(root), "locale-gen"])
+    runner.run("customize", ["chroot", str(root), "locale-gen"], env=env)
     kb = spec.keyboard
     _write(
         root,
@@ -141,7 +155,7 @@ def configure(runner: Runner, spec: DebianDefinition, root: Path, layout: DiskLa
         f"keyboard-configuration keyboard-configuration/modelcode string {kb.model}\n"
         f"locales locales/default_environment_locale select {spec.locale}\n"
     )
-    runner.run("customize", ["chroot", str(root), "debconf-set-selections"], input=selections)
+    runner.run("customize", ["chroot", str(root), "debconf-set-selections"], input=selections, env=env)
     zone = root / "usr" / "share" / "zoneinfo" / spec.timezone
     if not zone.is_file():
         raise ImageBuildError(
@@ -165,16 +179,18 @@ def configure(runner: Runner, spec: DebianDefinition, root: Path, layout: DiskLa
         f"UUID={layout.esp_fs_uuid}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t1\n",
     )
     (root / "boot" / "efi").mkdir(parents=True, exist_ok=True)
-    _add_users(runner, spec, root)
+    if not (root / "etc" / "resolv.conf").is_symlink():  # a symlink (systemd-resolved's) is the package's own
+        _write(root, "etc/resolv.conf", RESOLV_CONF)  # mmdebstrap copied the build machine's
+    _add_users(runner, spec, root, env)
     install_firstboot(root)
     callback.install_callback(root)
     units = [UNIT_NAME, callback.UNIT_NAME, *spec.enable_units]
-    runner.run("customize", ["systemctl", f"--root={root}", "enable", *units])
+    runner.run("customize", ["systemctl", f"--root={root}", "enable", *units], env=env)
     if spec.disable_units:
-        runner.run("customize", ["systemctl", f"--root={root}", "disable", *spec.disable_units])
+        runner.run("customize", ["systemctl", f"--root={root}", "disable", *spec.disable_units], env=env)
 
 
-def _add_users(runner: Runner, spec: DebianDefinition, root: Path) -> None:
+def _add_users(runner: Runner, spec: DebianDefinition, root: Path, env: dict[str, str]) -> None:
     groups_file = root / "etc" / "group"
     known = {line.split(":", 1)[0] for line in groups_file.read_text(encoding="utf-8").splitlines() if line}
     for user in spec.users:
@@ -184,12 +200,16 @@ def _add_users(runner: Runner, spec: DebianDefinition, root: Path) -> None:
         argv = ["chroot", str(root), "useradd", "--create-home", "--shell", user.shell, "--comment", user.full_name]
         if groups:
             argv += ["--groups", ",".join(groups)]
-        runner.run("customize", [*argv, user.name])
+        runner.run("customize", [*argv, user.name], env=env)
 
 
 def finalize(runner: Runner, spec: DebianDefinition, root: Path, label: str) -> tuple[StagedRoot, dict[str, str]]:
-    """Empty identity, apt caches gone, installed versions read back; the kernel GRUB boots."""
+    """Empty identity, apt caches and build-time state gone, installed versions read back; the kernel GRUB
+    boots; the tree's SOURCE_DATE_EPOCH: the newest package's changelog date."""
     reset_identity(root)
+    removed = reproducible.remove_build_state(root)
+    if removed:
+        runner.log.write(f"  build-time state removed: {' '.join(removed)}")
     for rel in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
         (root / rel).unlink(missing_ok=True)
     for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
@@ -207,4 +227,6 @@ def finalize(runner: Runner, spec: DebianDefinition, root: Path, label: str) -> 
         raise ImageBuildError(
             f"image {spec.name}: no {initrd.name} (initramfs-tools failed?)", image=spec.name, step="finish-tree"
         )
-    return StagedRoot(root, f"/boot/vmlinuz-{release}", f"/boot/initrd.img-{release}"), installed
+    epoch = reproducible.newest_changelog(root)
+    kernel = f"/boot/vmlinuz-{release}"
+    return StagedRoot(root, kernel, f"/boot/initrd.img-{release}", epoch), installed

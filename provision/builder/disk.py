@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from provision.builder import reproducible
 from provision.builder.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def esp_cluster_sectors(esp_size: int) -> int:
 def make_esp(runner: Runner, raw: Path, layout: DiskLayout) -> None:
     """FAT32 inside the ESP's byte range of the raw file (``mkfs.fat --offset``)."""
     argv = ["mkfs.fat", "-F", "32", "-S", str(SECTOR), "-s", str(esp_cluster_sectors(layout.esp_size))]
-    argv += ["-n", "ESP", "-i", layout.esp_volume_id]
+    argv += ["-n", "ESP", "--invariant", "-i", layout.esp_volume_id]  # invariant: no clock in the label entry
     argv += [f"--offset={esp_offset(layout) // SECTOR}", str(raw), str(layout.esp_size // 1024)]
     runner.run("filesystems", argv)
 
@@ -164,11 +165,14 @@ def esp_image(raw: Path, layout: DiskLayout) -> str:
 def make_root(runner: Runner, raw: Path, layout: DiskLayout, tree: Path, epoch: int) -> None:
     """ext4 holding ``tree`` inside the root's byte range (``mke2fs -E offset -d``): no mount, nothing copied
     twice, 1 % reserved for root. The file system's own time stamps are ``epoch`` (E2FSPROGS_FAKE_TIME),
-    so its superblock copies do not change from one build to the next."""
+    so its superblock copies do not change from one build to the next; the tree's times are clamped to it
+    first, and every inode's change and access time pinned to it after (``reproducible``)."""
+    reproducible.clamp_tree(tree, epoch)
     argv = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-U", layout.root_uuid, "-m", "1"]
     argv += ["-E", f"offset={layout.root_offset},hash_seed={layout.root_uuid},root_owner=0:0"]
     argv += ["-d", str(tree), str(raw), f"{layout.root_size // 1024}k"]
     runner.run("filesystems", argv, env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    reproducible.pin_inode_times(runner, "filesystems", f"{raw}?offset={layout.root_offset}", epoch)
 
 
 def check_root(runner: Runner, raw: Path, layout: DiskLayout) -> None:

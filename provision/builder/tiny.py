@@ -49,9 +49,13 @@ class StagedRoot:
     tree: Path
     kernel: str  # absolute path inside the root file system
     initrd: str
+    source_date_epoch: int | None = None  # Debian: the newest package's changelog date
 
     def epoch(self) -> int:
-        """A time stamp that only changes with the inputs: the kernel file's (from its package)."""
+        """The build's SOURCE_DATE_EPOCH, a time stamp that only changes with the inputs: given (Debian
+        images), else the kernel file's (from its package)."""
+        if self.source_date_epoch is not None:
+            return self.source_date_epoch
         return int((self.tree / self.kernel.lstrip("/")).stat().st_mtime)
 
 

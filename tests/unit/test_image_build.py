@@ -59,7 +59,7 @@ def test_tiny_command_sequence(tmp_path, cache):
     result, store = run_tiny(tmp_path, cache, runner)
     assert runner.steps == list(TINY_STEPS)
     programs = [argv[0] for argv in runner.argvs()]
-    assert programs == ["sfdisk", "mkfs.fat", "mke2fs", "grub-mkimage", "mcopy", "e2fsck"]
+    assert programs == ["sfdisk", "mkfs.fat", "mke2fs", "dumpe2fs", "grub-mkimage", "mcopy", "e2fsck"]
     layout = DiskLayout("tiny", 128 * MiB, 64 * MiB)
     sfdisk = runner.commands[0]
     assert sfdisk.argv[1:5] == ("--no-reread", "--no-tell-kernel", "--wipe", "always")

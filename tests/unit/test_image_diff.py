@@ -24,9 +24,7 @@ MiB = 1 << 20
 SHA = {c: c * 64 for c in "abcdefgh"}
 
 
-def index(
-    chunks: list[str | None], *, chunk_size: int = MiB, provenance: dict[str, Any] | None = None
-) -> ImageIndex:
+def index(chunks: list[str | None], *, chunk_size: int = MiB, provenance: dict[str, Any] | None = None) -> ImageIndex:
     """A disk of len(chunks) MiB: GPT, partition 1 "esp" at 1-2 MiB, partition 2 "root" at 2 MiB to the end
     minus 1 MiB (sectors of 512 bytes)."""
     size = len(chunks) * MiB

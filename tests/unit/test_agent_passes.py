@@ -5,10 +5,15 @@ transfer report the HTTP of every pass after the carousel's (``transfer_report``
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 
-from provision.agent.report import PassTally, WriteReport, over_passes, transfer_report
+import pytest
+
+from provision.agent.report import PassTally, WriteReport, held_note, held_outcome, over_passes, transfer_report
 from provision.wire.carousel import TransferReport
+from provision.wire.delta import HeldVersion
 
 
 def write_report(downloads: int, fetched: int, written: int) -> WriteReport:
@@ -66,3 +71,18 @@ def test_a_multicast_run_adds_the_http_of_every_later_pass() -> None:
     found = transfer_report(report, carousel, passes)
     assert (found.bytes_multicast, found.bytes_http, found.chunks_http) == (50, 45, 5)
     assert transfer_report(report, carousel, passes[:1]) == carousel
+
+
+def test_the_held_version_is_logged_and_a_changed_disk_or_another_disk_warned(caplog: pytest.LogCaptureFixture) -> None:
+    held = HeldVersion("educ", "v1", "b" * 64, "run1", chunks=2, bytes=20, download=18, target="/dev/sda")
+    with caplog.at_level(logging.INFO, logger="provision.agent"):
+        held_note("52:54:00:de:17:30", "run2", held, Path("/dev/sda"))
+        held_outcome("52:54:00:de:17:30", "run2", held, write_report(2, 18, 20))
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.INFO]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="provision.agent"):
+        held_note("52:54:00:de:17:30", "run2", held, Path("/dev/nvme0n1"))
+        held_outcome("52:54:00:de:17:30", "run2", held, write_report(4, 36, 40))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "was written to /dev/sda, this run writes /dev/nvme0n1" in warned[0]
+    assert "fetched 4 (36 bytes)" in warned[1] and "the disk changed since it was verified" in warned[1]

@@ -178,6 +178,8 @@ def _update_disk(
     disk.partition(runner, raw, layout)
     tracker.step("filesystems")
     disk.make_esp(runner, raw, layout)
+    clamped = inplace.clamp_times(staged.tree, staged.epoch())
+    runner.log.write(f"  {clamped} modification times of the tree clamped to {staged.epoch()}")
     figures = inplace.update_root(runner, raw, layout, staged.tree, work)
     tracker.message(
         f"root updated in place: {figures.rsync_stats.get('Number of regular files transferred', '?')} files "

@@ -26,7 +26,7 @@ from provision.builder.tiny import TinyInputs, fetch_tiny
 from provision.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
 from provision.images.index import canonical_json
 
-BUILDER_VERSION = 1  # bump when the same inputs would give a different image (layout, boot chain)
+BUILDER_VERSION = 2  # bump when the same inputs would give a different image (layout, boot chain; 2: reproducible)
 
 
 def scripts_digest() -> str:

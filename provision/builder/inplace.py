@@ -41,7 +41,7 @@ from typing import Any
 
 from provision.builder import disk
 from provision.builder.mode import FsFigures, parse_e2fsck_summary
-from provision.builder.runner import RecordingRunner, Runner
+from provision.builder.runner import TOOL_PACKAGES, RecordingRunner, Runner
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 
@@ -72,7 +72,8 @@ def unable(runner: Runner) -> str | None:
         return "they need root (mount, loop devices)"
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"{', '.join(missing)} not installed (util-linux, mount, rsync, e2fsprogs)"
+        packages = sorted({TOOL_PACKAGES.get(tool, tool) for tool in missing})
+        return f"{', '.join(missing)} not installed (Debian packages: {', '.join(packages)})"
     if not Path("/dev/loop-control").exists():
         return "no loop devices (/dev/loop-control)"
     return None

@@ -1,13 +1,15 @@
-"""``mode.decide``: in place or fresh, every reason; the parsers of e2fsck's summary and dumpe2fs's free ranges."""
+"""``mode.decide``: in place or fresh, every reason; the parsers of e2fsck's summary and dumpe2fs's free ranges;
+the tree's times clamped, holes punched."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
 from provision.builder.disk import DiskLayout
-from provision.builder.inplace import free_ranges
+from provision.builder.inplace import clamp_times, free_ranges, punch, unable
 from provision.builder.mode import (
     FRAGMENTED_PERCENT,
     MAX_GENERATIONS,
@@ -19,6 +21,7 @@ from provision.builder.mode import (
     layout_record,
     parse_e2fsck_summary,
 )
+from provision.builder.runner import RecordingRunner
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -115,3 +118,37 @@ def test_free_ranges_of_dumpe2fs():
         "Group 2: (Blocks 65536-98303)\n  Free blocks: \n"
     )
     assert free_ranges(text) == [(2127, 30641), (32833, 68), (33000, 1), (40000, 2)]
+
+
+def test_a_recording_runner_cannot_rebuild_in_place():
+    assert unable(RecordingRunner()) == "the build's runner runs no commands"
+
+
+def test_clamp_times_to_the_epoch_in_whole_seconds(tmp_path):
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    new, old = tree / "etc" / "new", tree / "etc" / "old"
+    new.write_text("made during the build")
+    old.write_text("from a package")
+    (tree / "etc" / "link").symlink_to("new")
+    os.utime(old, ns=(1_000_000_000_123, 1_000_000_000_123))
+    epoch = 1_500_000_000  # 2017: before now, after the package file's time
+    assert clamp_times(tree, epoch) == 3  # new, link, etc: made now (the root is clamped, not counted)
+    assert os.lstat(new).st_mtime_ns == epoch * 10**9 == os.lstat(tree / "etc" / "link").st_mtime_ns
+    assert os.lstat(old).st_mtime_ns == 1_000_000_000_000 == os.lstat(old).st_atime_ns
+    assert clamp_times(tree, epoch) == 0
+    assert os.lstat(tree).st_mtime_ns == epoch * 10**9
+
+
+def test_punch_makes_a_range_read_zero(tmp_path):
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"\xaa" * (64 << 10))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        punch(fd, 4096, 8192)
+        punch(fd, 20000, 100)  # not block aligned: zeroed all the same
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data[4096:12288] == bytes(8192) and data[20000:20100] == bytes(100)
+    assert data[:4096] == b"\xaa" * 4096 and data[12288:20000] == b"\xaa" * 7712 and len(data) == 64 << 10

@@ -210,7 +210,7 @@ def _choose_mode(
     spec = inputs.definition.spec
     request = Request(
         planned=layout_record(planned, spec.disk.chunk_size, BUILDER_VERSION),
-        auto_size=spec.disk.size == 0,
+        auto_free_space=spec.disk.free_space if spec.disk.size == 0 else None,
         content_bytes=content,
         previous=None if previous is None else Previous.of(previous.ref, previous.index.provenance),
         fresh_requested=fresh,

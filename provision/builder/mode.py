@@ -7,9 +7,9 @@ fresh build lays everything out anew (``mke2fs -d``). Fresh is chosen, in this o
 - it is requested (``provision image build --fresh``, ``rebuild --all --fresh``, ``fresh=True``);
 - there is no current version, or it carries no layout record (imported, or built before in-place rebuilds);
 - in-place rebuilds cannot run here (they need root, loop devices and rsync, mount, dumpe2fs);
-- the layout changed: disk size (with ``size: auto``, the current size is kept while the new tree fits it
-  with the definition's ``free_space`` and needs at least half of it), ESP size, chunk size, the root file
-  system's ``mke2fs`` options, the image's identifiers, or ``BUILDER_VERSION``;
+- the layout changed: disk size (with ``size: auto``, the current size is kept while the new tree leaves
+  at least half of the definition's ``free_space`` on it and needs at least half of it), ESP size, chunk
+  size, the root file system's ``mke2fs`` options, the image's identifiers, or ``BUILDER_VERSION``;
 - ``MAX_GENERATIONS`` in-place rebuilds followed each other since the last fresh layout;
 - the current disk's root file system fails ``e2fsck -f -n``, has more than ``FRAGMENTED_PERCENT`` % of
   non-contiguous files, or the new tree would fill more than ``FULL_PERCENT`` % of it.
@@ -158,7 +158,7 @@ class Request:
     """Everything ``decide`` weighs."""
 
     planned: LayoutRecord  # the layout the definition asks for now (with size auto: the size it needs)
-    auto_size: bool
+    auto_free_space: int | None  # size auto: the definition's free_space; None: a fixed size
     content_bytes: int  # the new tree's estimated bytes in ext4 (``disk.tree_bytes``)
     previous: Previous | None
     fresh_requested: bool = False
@@ -176,11 +176,11 @@ def _layout_change(request: Request, old: LayoutRecord) -> tuple[str | None, int
     new = request.planned
     size = old.disk_size
     mib = disk.MiB
-    if request.auto_size:
-        if new.disk_size > old.disk_size:
+    if request.auto_free_space is not None:
+        if new.disk_size - request.auto_free_space // 2 > old.disk_size:
             return (
-                f"the tree needs a {new.disk_size // mib} MiB disk with its free space, "
-                f"the current is {size // mib} MiB",
+                f"the tree needs a {new.disk_size // mib} MiB disk with its free space: the current "
+                f"{size // mib} MiB would leave it less than half of {request.auto_free_space // mib} MiB",
                 0,
             )
         if new.disk_size * 2 < old.disk_size:

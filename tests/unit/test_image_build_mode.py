@@ -32,7 +32,7 @@ CLEAN = FsFigures(clean=True, files=60000, noncontiguous_percent=0.4, blocks_use
 def request(**changes: object) -> Request:
     base = Request(
         planned=LAYOUT,
-        auto_size=False,
+        auto_free_space=None,
         content_bytes=2 * GiB,
         previous=Previous("educ@20261201-000000-aaaaaaaaaaaa", LAYOUT, 0),
     )
@@ -80,14 +80,23 @@ def test_the_first_reason_wins():
     assert decision.reason == "fresh: requested"
 
 
-def test_auto_size_keeps_the_current_size_while_the_tree_fits():
-    smaller = dataclasses.replace(LAYOUT, disk_size=3 * GiB)
-    decision = decide(request(auto_size=True, planned=smaller))
-    assert (decision.mode, decision.disk_size) == ("in_place", 4 * GiB)
-    grown = decide(request(auto_size=True, planned=dataclasses.replace(LAYOUT, disk_size=5 * GiB)))
-    assert grown.mode == "fresh" and "needs a 5120 MiB disk" in grown.reason and grown.disk_size == 5 * GiB
-    shrunk = decide(request(auto_size=True, planned=dataclasses.replace(LAYOUT, disk_size=GiB)))
+def test_auto_size_keeps_the_current_size_while_half_the_free_space_is_left():
+    def planned(size: int) -> LayoutRecord:
+        return dataclasses.replace(LAYOUT, disk_size=size)
+
+    for size in (3 * GiB, 4 * GiB, 4 * GiB + 512 * MiB):  # smaller, the same, 512 MiB of the 1 GiB eaten
+        decision = decide(request(auto_free_space=GiB, planned=planned(size)))
+        assert (decision.mode, decision.disk_size) == ("in_place", 4 * GiB), size
+    grown = decide(request(auto_free_space=GiB, planned=planned(4 * GiB + 576 * MiB)))
+    assert grown.mode == "fresh" and grown.disk_size == 4 * GiB + 576 * MiB
+    assert (
+        "needs a 4672 MiB disk with its free space: the current 4096 MiB would leave it less than half of 1024 MiB"
+        in grown.reason
+    )
+    shrunk = decide(request(auto_free_space=GiB, planned=planned(GiB)))
     assert shrunk.mode == "fresh" and "under half the current 4096 MiB" in shrunk.reason
+    fixed = decide(request(planned=planned(4 * GiB + 64 * MiB)))
+    assert fixed.mode == "fresh" and "disk size changed from 4096 to 4160 MiB" in fixed.reason
 
 
 def test_layout_record_round_trip_and_bad_records():

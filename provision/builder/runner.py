@@ -33,6 +33,7 @@ TOOL_PACKAGES: Mapping[str, str] = {
     "losetup": "mount",
     "rsync": "rsync",
     "dumpe2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs",
     "mkfs.fat": "dosfstools",
     "mke2fs": "e2fsprogs",
     "e2fsck": "e2fsprogs",

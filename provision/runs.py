@@ -386,8 +386,12 @@ class Runs:
         self.store.record_verification(run.id, body)
         problems = report_problems(run, msg, self.data_chunks(run))
         if not problems and self.images is not None:  # the data bytes read back right, per the server's index
-            verified = self.images.load(run.image, run.digest).index.mapped_bytes
-            self.store.record_delta(run.id, fetched=None, verified=verified, target=None)
+            try:
+                verified = self.images.load(run.image, run.digest).index.mapped_bytes
+            except (ImageError, OSError) as exc:  # read just before by data_chunks: only a race with retention
+                log.warning("%s: run %s: verified bytes not recorded: %s", run.mac, run.id, exc)
+            else:
+                self.store.record_delta(run.id, fetched=None, verified=verified, target=None)
         if not problems and run.state is RunState.INVENTORIED:  # no progress reached us (a short write)
             run = self.store.set_run_state(run.id, RunState.WRITING)
         if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself

@@ -336,7 +336,7 @@ def _build(
     raw = work / "disk.raw"
     previous = store.current(spec.name)
     decision, layout = _choose_mode(store, previous, inputs, planned, content, runner, tracker, raw, fresh)
-    build_log.write(f"mode {decision.mode}: {decision.reason}")
+    build_log.write(f"mode {decision.reason}")  # "mode in place: ..." or "mode fresh: ..."
     log.info("image %s: %s", spec.name, decision.reason)
     in_place: dict[str, object] = {}
     if decision.mode == "in_place":

@@ -114,7 +114,7 @@ def test_rebuild_in_place_adds_changes_removes(tmp_path, cache):
     change_bytes = len(added) + len(new["srv/change.txt"])
     assert second.chunks.new <= change_bytes // (4 * MiB) + 4, second.chunks
     log_text = second.log.read_text()
-    assert "mode in_place: in place" in log_text and "$ rsync" in log_text and "free blocks:" in log_text
+    assert "mode in place: the layout is unchanged" in log_text and "$ rsync" in log_text and "free blocks:" in log_text
 
     raw = raw_of(store, second.version.ref, tmp_path / "second.raw")
     subprocess.run(["e2fsck", "-f", "-n", f"{raw}?offset={LAYOUT.root_offset}"], check=True, capture_output=True)

@@ -43,7 +43,7 @@ import yaml
 
 from provision.agent.client import ServerApi
 from provision.agent.fetch import RetryPolicy
-from provision.agent.main import AgentConfig, Outcome, run_agent
+from provision.agent.main import HOOKS_POLL, AgentConfig, Outcome, run_agent
 from provision.images import ImageStore, ImageVersion
 from provision.sshkeys import ensure_server_key
 from provision.wire.api import Report, RunAnswer
@@ -185,8 +185,12 @@ class _ActingApi(ServerApi):
         return super().report(run, report)
 
 
+QUICK_POLL = 0.2  # the agent asks about its run every 0.2 s instead of 5 s (HOOKS_POLL)
+HOOKS_DEADLINE = 120 * HOOKS_POLL / QUICK_POLL  # the agent counts HOOKS_POLL per poll: 120 s of real time
+
+
 def _quick_sleep(seconds: float) -> None:
-    time.sleep(min(seconds, 0.2))  # the agent asks about its run every 0.2 s instead of 5 s
+    time.sleep(min(seconds, QUICK_POLL))
 
 
 @dataclass
@@ -237,7 +241,7 @@ class Chain:
         cfg = AgentConfig(
             server=self.url, mac=mac, token=self.token(mac), probe_dir=probe, disks_from=folder, once=True,
             hello_deadline=60, retry=QUICK, target_record=self.live_run / "target",
-            host_key_file=host_key or self.live.host_key, hooks_deadline=120,
+            host_key_file=host_key or self.live.host_key, hooks_deadline=HOOKS_DEADLINE,
         )  # fmt: skip
         api = None
         if before_report is not None:

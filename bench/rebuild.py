@@ -119,9 +119,11 @@ def goal(in_place: dict[str, Any]) -> dict[str, Any]:
 
 
 def show(name: str, what: str, in_place: dict[str, Any], fresh: dict[str, Any]) -> None:
-    change = in_place["change_bytes"]
+    change = in_place["change_bytes"] or 0
     g = goal(in_place)
     print(f"\n{name}: {what}; change {change / MiB:.1f} MiB (rsync: bytes of the files that differ)")
+    if in_place["mode"] != "in_place":
+        print(f"  the in-place build was not in place: {in_place['reason']}")
     print(f"  {'':9} {'new chunks':>14} {'new MiB':>9} {'new zstd MiB':>13} {'build s':>8} {'disk steps s':>13}")
     for label, r in (("in place", in_place), ("fresh", fresh)):
         print(

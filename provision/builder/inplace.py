@@ -14,7 +14,10 @@
    compare by content (a tree made again has new time stamps), rewrite a changed file in its own blocks,
    remove what is gone, carry hard links, ACLs, extended attributes (file capabilities), device nodes,
    sockets and FIFOs, owners by number. The root folder is then owned by 0:0 (mke2fs's ``root_owner``) and
-   the file system unmounted, always (``mount -o loop`` detaches the loop; a loop left attached is detached).
+   the file system unmounted. All of this runs in a mount namespace of its own (``provision.builder.mounted``
+   under ``unshare --mount``: no other namespace can hold a copy of the mount, and the kernel unmounts it when
+   that process ends, whatever happens); the build then waits for the loop device to be gone before it reads
+   the file again.
 5. ``scrub_free_blocks``: the discard and its check. The block bitmap (``dumpe2fs``'s free ranges) says which
    blocks are free; every one of them that still holds data in the raw file (blocks freed by the update) is
    read and punched out, so freed blocks read back zero: no stale data, and a chunk left with only free
@@ -35,11 +38,14 @@ import logging
 import os
 import re
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from provision.builder import disk
+from provision.builder.errors import ImageBuildError
 from provision.builder.mode import FsFigures, parse_e2fsck_summary
 from provision.builder.runner import TOOL_PACKAGES, RecordingRunner, Runner
 from provision.images.index import ImageVersion
@@ -48,18 +54,8 @@ from provision.images.store import ImageStore
 log = logging.getLogger(__name__)
 
 BLOCK = 4096
-TOOLS = ("mount", "umount", "rsync", "dumpe2fs", "losetup")
-RSYNC = (
-    "rsync",
-    "-aHAX",
-    "--delete",
-    "--checksum",
-    "--inplace",
-    "--numeric-ids",
-    "--exclude=/lost+found",
-    "--stats",
-)
-MOUNT_OPTIONS = "loop,noload,noatime,nodev,nosuid,noexec"
+TOOLS = ("mount", "umount", "rsync", "dumpe2fs", "losetup", "unshare")
+DETACH_TIMEOUT = 30.0  # seconds for the loop device to go once the namespace has ended
 _FALLOC_KEEP_SIZE = 0x01
 _FALLOC_PUNCH_HOLE = 0x02
 
@@ -299,28 +295,48 @@ def _rsync_stats(output: str) -> dict[str, str]:
     return stats
 
 
-def _unmount(runner: Runner, mountpoint: Path, raw: Path) -> None:
-    result = runner.run("filesystems", ["umount", str(mountpoint)], check=False)
-    if result.returncode != 0:
-        log.warning("umount %s failed (%s): detaching it lazily", mountpoint, result.stderr.strip())
-        runner.run("filesystems", ["umount", "--lazy", str(mountpoint)], check=False)
+def _loops_of(runner: Runner, raw: Path) -> list[str]:
     attached = runner.run("filesystems", ["losetup", "--noheadings", "--output", "NAME", "-j", str(raw)], check=False)
-    for device in attached.stdout.split():
-        runner.run("filesystems", ["losetup", "-d", device], check=False)
+    return attached.stdout.split()
+
+
+def _wait_detached(runner: Runner, raw: Path, image: str) -> None:
+    """The loop device of ``raw`` must be gone before the file is read: while it is attached, the file system
+    may live on somewhere with writes not yet in the file."""
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    while True:
+        loops = _loops_of(runner, raw)
+        if not loops:
+            return
+        if time.monotonic() > deadline:
+            raise ImageBuildError(
+                f"image {image}: the root file system of {raw} is still in use after its update "
+                f"({', '.join(loops)} attached after {DETACH_TIMEOUT:.0f} s)",
+                image=image, step="filesystems", loops=loops,
+            )  # fmt: skip
+        time.sleep(0.2)
+
+
+def mounted_argv(raw: Path, layout: disk.DiskLayout, tree: Path, mountpoint: Path, rsync: str = "rsync") -> list[str]:
+    """The command that mounts, updates and unmounts the root file system in a mount namespace of its own."""
+    return [
+        "unshare", "--mount", "--propagation", "private", "--",
+        sys.executable, "-m", "provision.builder.mounted",
+        f"--raw={raw}", f"--offset={layout.root_offset}", f"--size={layout.root_size}",
+        f"--tree={tree}", f"--mountpoint={mountpoint}", f"--rsync={rsync}",
+    ]  # fmt: skip
 
 
 def update_root(runner: Runner, raw: Path, layout: disk.DiskLayout, tree: Path, work: Path) -> UpdateFigures:
-    """Apply ``tree`` to the root file system of ``raw`` in place (mount, rsync, unmount), then punch out its
-    free blocks and count the stale bytes they held. The mount is undone whatever fails."""
+    """Apply ``tree`` to the root file system of ``raw`` in place (``provision.builder.mounted`` in a private
+    mount namespace: mount, rsync, unmount), wait until its loop device is gone, then punch out its free blocks
+    and count the stale bytes they held."""
     mountpoint = work / "root-mount"
     mountpoint.mkdir(mode=0o700, exist_ok=True)
-    options = f"{MOUNT_OPTIONS},offset={layout.root_offset},sizelimit={layout.root_size}"
-    runner.run("filesystems", ["mount", "-t", "ext4", "-o", options, str(raw), str(mountpoint)])
     try:
-        done = runner.run("filesystems", [*RSYNC, f"{tree}/", f"{mountpoint}/"])
-        os.chown(mountpoint, 0, 0)  # mke2fs -E root_owner=0:0
+        done = runner.run("filesystems", mounted_argv(raw, layout, tree, mountpoint))
     finally:
-        _unmount(runner, mountpoint, raw)
+        _wait_detached(runner, raw, layout.image)
     scrub = scrub_free_blocks(runner, raw, layout)
     runner.log.write(
         f"  free blocks: {scrub.free_bytes} bytes, {scrub.read_bytes} of them held data (read, punched out), "

@@ -6,7 +6,7 @@ fresh build lays everything out anew (``mke2fs -d``). Fresh is chosen, in this o
 
 - it is requested (``provision image build --fresh``, ``rebuild --all --fresh``, ``fresh=True``);
 - there is no current version, or it carries no layout record (imported, or built before in-place rebuilds);
-- in-place rebuilds cannot run here (they need root, loop devices and rsync, mount, dumpe2fs);
+- in-place rebuilds cannot run here (they need root, loop devices and rsync, mount, unshare, dumpe2fs);
 - the layout changed: disk size (with ``size: auto``, the current size is kept while the new tree leaves
   at least half of the definition's ``free_space`` on it and needs at least half of it), ESP size, chunk
   size, the root file system's ``mke2fs`` options, the image's identifiers, or ``BUILDER_VERSION``;

@@ -31,6 +31,7 @@ TOOL_PACKAGES: Mapping[str, str] = {
     "umount": "mount",
     "mount": "mount",
     "losetup": "mount",
+    "unshare": "util-linux",
     "rsync": "rsync",
     "dumpe2fs": "e2fsprogs",
     "debugfs": "e2fsprogs",

@@ -14,7 +14,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +24,10 @@ from provision.bootfiles import DEFAULT_CACHE, DebCache
 from provision.builder import StepFailed, build_image, rebuild_all
 from provision.builder.disk import DiskLayout
 from provision.builder.inplace import export_previous
-from provision.builder.runner import Command, Completed, Runner
+from provision.builder.runner import Completed, Runner
 from provision.images.store import ImageStore
 
-TOOLS = ("sfdisk", "mkfs.fat", "mke2fs", "e2fsck", "mcopy", "grub-mkimage", "apt-get", "rsync", "dumpe2fs")
+TOOLS = ("unshare", "sfdisk", "mkfs.fat", "mke2fs", "e2fsck", "mcopy", "grub-mkimage", "apt-get", "rsync", "dumpe2fs")
 missing = [tool for tool in TOOLS if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or bool(missing) or not Path("/dev/loop-control").exists(),
@@ -114,7 +116,11 @@ def test_rebuild_in_place_adds_changes_removes(tmp_path, cache):
     change_bytes = len(added) + len(new["srv/change.txt"])
     assert second.chunks.new <= change_bytes // (4 * MiB) + 4, second.chunks
     log_text = second.log.read_text()
-    assert "mode in place: the layout is unchanged" in log_text and "$ rsync" in log_text and "free blocks:" in log_text
+    assert (
+        "mode in place: the layout is unchanged" in log_text
+        and "provision.builder.mounted" in log_text
+        and "free blocks:" in log_text
+    )
 
     raw = raw_of(store, second.version.ref, tmp_path / "second.raw")
     subprocess.run(["e2fsck", "-f", "-n", f"{raw}?offset={LAYOUT.root_offset}"], check=True, capture_output=True)
@@ -152,12 +158,10 @@ def test_rebuild_in_place_adds_changes_removes(tmp_path, cache):
 
 
 class FailingRsync(Runner):
-    """Runs every command but rsync, which fails as if the disk were full."""
+    """Runs every command, but the in-place update's rsync is ``false``: it fails with the file system mounted."""
 
-    def _execute(self, command: Command, **kwargs) -> Completed:
-        if command.argv[0] == "rsync":
-            return Completed(command, 11, "", "rsync: write failed: No space left on device (28)", 0.0)
-        return super()._execute(command, **kwargs)
+    def run(self, step: str, argv: Sequence[str], **kwargs: Any) -> Completed:
+        return super().run(step, [("--rsync=false" if a == "--rsync=rsync" else a) for a in argv], **kwargs)
 
 
 def test_rsync_failure_unmounts_and_keeps_current(tmp_path, cache):
@@ -166,7 +170,8 @@ def test_rsync_failure_unmounts_and_keeps_current(tmp_path, cache):
     first = build(definition(images, {"a.txt": b"a"}), store, cache, tmp_path)
     with pytest.raises(StepFailed) as caught:
         build(definition(images, {"b.txt": b"b"}), store, cache, tmp_path, runner=FailingRsync())
-    assert (caught.value.step, caught.value.argv[0]) == ("filesystems", "rsync")
+    assert (caught.value.step, caught.value.argv[0]) == ("filesystems", "unshare")
+    assert "--rsync=false" in caught.value.argv
     assert mounts_and_loops(tmp_path) == []
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["tiny.lock"]
     current = store.current("tiny")

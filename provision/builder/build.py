@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provision.bootfiles import DebCache
-from provision.builder import debian, disk, inplace
+from provision.builder import debian, disk, inplace, reproducible
 from provision.builder.bootloader import (
     BootEntry,
     install_bios,
@@ -178,7 +178,7 @@ def _update_disk(
     disk.partition(runner, raw, layout)
     tracker.step("filesystems")
     disk.make_esp(runner, raw, layout)
-    clamped = inplace.clamp_times(staged.tree, staged.epoch())
+    clamped = reproducible.clamp_tree(staged.tree, staged.epoch())  # as make_root does before mke2fs -d
     runner.log.write(f"  {clamped} modification times of the tree clamped to {staged.epoch()}")
     figures = inplace.update_root(runner, raw, layout, staged.tree, work)
     tracker.message(

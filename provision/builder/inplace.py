@@ -6,7 +6,7 @@
    ``mode.decide`` weighs before anything is changed.
 3. ``clear_outside_root``: everything but the root file system is punched out (MBR, GPT, BIOS boot partition,
    ESP, backup GPT); the build then writes them as a fresh build does, so they are byte for byte the same.
-4. ``clamp_times`` then ``update_root``: the tree's times clamped as a fresh build clamps them; the root
+4. ``reproducible.clamp_tree`` then ``update_root``: the tree's times clamped as a fresh build clamps them; the root
    file system mounted through a loop device (``mount -o loop,offset=,sizelimit=``,
    ``noload``: no journal, so the journal's blocks do not change and a rebuild does not rewrite 16 chunks of
    it; ``noatime``: reading every file changes no inode), then ``rsync -aHAX --delete --checksum --inplace
@@ -73,29 +73,6 @@ def unable(runner: Runner) -> str | None:
     if not Path("/dev/loop-control").exists():
         return "no loop devices (/dev/loop-control)"
     return None
-
-
-def clamp_times(tree: Path, epoch: int) -> int:
-    """What a fresh build does to the tree before ``mke2fs -d`` (``disk.make_root``): every path's modification
-    time clamped to ``epoch`` and cut to whole seconds (mke2fs -d keeps no fractions), its access time set to
-    it. Without it, rsync would see a new time on every file made during the build (or with a fraction) and
-    rewrite its inode: inode tables all over the disk would change. Returns how many paths were clamped."""
-    limit = epoch * 1_000_000_000
-    clamped = 0
-    for folder, dirs, files in os.walk(tree, topdown=False):
-        for name in (*files, *dirs):
-            path = os.path.join(folder, name)  # noqa: PTH118 - os.walk gives strings
-            st = os.lstat(path)
-            mtime = min(st.st_mtime_ns, limit)
-            clamped += mtime != st.st_mtime_ns
-            mtime -= mtime % 1_000_000_000
-            if (mtime, mtime) != (st.st_mtime_ns, st.st_atime_ns):
-                os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
-    st = os.lstat(tree)
-    mtime = min(st.st_mtime_ns, limit)
-    mtime -= mtime % 1_000_000_000
-    os.utime(tree, ns=(mtime, mtime), follow_symlinks=False)
-    return clamped
 
 
 def _libc_fallocate() -> Any:

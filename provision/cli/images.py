@@ -111,11 +111,13 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> set[str]:
-    """Digests of ``name``'s versions that imaging runs not yet ended were planned with, from the server's state
-    store (``--state-dir``, else the config's, else the default): retention must not remove what a PC is being
-    written from. A ``--state-dir`` without a database is an error; no database at the default place (no server
-    ran here) spares nothing, and says so."""
+def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> tuple[set[str], set[str] | None]:
+    """Digests of ``name``'s versions that imaging runs not yet ended were planned with, and of those machines
+    hold (delta re-imaging keeps their index: docs/delta.md), from the server's state store (``--state-dir``, else
+    the config's, else the default): retention must not remove what a PC is being written from. A ``--state-dir``
+    without a database is an error; no database at the default place (no server ran here) spares nothing, leaves
+    the held indexes as they are, and says so."""
+    from provision.delta import held_for_retention
     from provision.errors import FatalError
     from provision.store import Store
 
@@ -124,19 +126,22 @@ def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> set[str]:
         if args.state_dir:
             raise FatalError(f"no server database at {db}: cannot tell which versions runs in flight use")
         out.write(f"note: no server database at {db}: no imaging runs in flight to spare\n")
-        return set()
+        return set(), None
     with Store(db) as store:
-        return {r.digest for r in store.runs() if r.finished is None and r.image == name}
+        in_use = {r.digest for r in store.runs() if r.finished is None and r.image == name}
+        return in_use, held_for_retention(store, name)
 
 
 def cmd_retain(args: argparse.Namespace, out: TextIO) -> int:
     store = _store(args)
-    in_use = _in_flight(args, args.name, out)
+    in_use, held = _in_flight(args, args.name, out)
     spared = [v.label for v in store.versions(args.name) if v.digest in in_use]
-    report = store.retain(args.name, keep=args.keep, in_use=in_use)
+    report = store.retain(args.name, keep=args.keep, in_use=in_use, held=held)
     out.write(f"{args.name}: kept {', '.join(report.kept) or 'none'}; removed {', '.join(report.removed) or 'none'}\n")
     if spared:
         out.write(f"  spared for imaging runs in flight: {', '.join(spared)}\n")
+    if report.indexes_held:
+        out.write(f"  index kept for machines that hold: {', '.join(report.indexes_held)}\n")
     gc = report.gc
     out.write(f"  {gc.removed_chunks} chunks removed ({_size(gc.freed_bytes)}), {gc.referenced} still referenced\n")
     return 0

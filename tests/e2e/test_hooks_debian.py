@@ -100,7 +100,10 @@ def debian_mini() -> Built:
     E2E_STORE.mkdir(parents=True, exist_ok=True)
     store = ImageStore(E2E_STORE / "store")
     started = time.monotonic()
-    result = rebuild_one(MINI, store, DebCache(DEB_CACHE), workdir=E2E_STORE / "work", log_dir=E2E_STORE / "logs")
+    # fresh: the e2e store keeps a fresh build, which test_image_reproducible reuses as its first one
+    result = rebuild_one(
+        MINI, store, DebCache(DEB_CACHE), workdir=E2E_STORE / "work", log_dir=E2E_STORE / "logs", fresh=True
+    )
     if result.status == "failed":
         pytest.fail(f"debian-mini did not build: {result.reason} (log in {E2E_STORE / 'logs'})")
     version = store.current("debian-mini")

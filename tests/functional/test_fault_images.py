@@ -93,5 +93,6 @@ def test_rebuild_and_retention_during_runs_the_runs_finish_with_their_planned_ve
     # no run uses version 1 any more: the next retention removes it, the records of its runs stay
     retained = image_command(site, "retain", "educ", "--keep", "1")
     assert f"removed {v1.label}" in retained and "spared" not in retained
+    assert f"index kept for machines that hold: {v1.label}" in retained  # the first two PCs hold it (delta)
     assert [v.digest for v in store.versions("educ")] == [v2.digest]
     assert all(site.runs(m)[0]["state"] == "done" for m in macs)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from provision.builder.disk import DiskLayout
-from provision.builder.inplace import clamp_times, free_ranges, punch, unable
+from provision.builder.inplace import free_ranges, punch, unable
 from provision.builder.mode import (
     FRAGMENTED_PERCENT,
     MAX_GENERATIONS,
@@ -21,6 +21,7 @@ from provision.builder.mode import (
     layout_record,
     parse_e2fsck_summary,
 )
+from provision.builder.reproducible import clamp_tree
 from provision.builder.runner import RecordingRunner
 
 MiB = 1 << 20
@@ -142,10 +143,10 @@ def test_clamp_times_to_the_epoch_in_whole_seconds(tmp_path):
     (tree / "etc" / "link").symlink_to("new")
     os.utime(old, ns=(1_000_000_000_123, 1_000_000_000_123))
     epoch = 1_500_000_000  # 2017: before now, after the package file's time
-    assert clamp_times(tree, epoch) == 3  # new, link, etc: made now (the root is clamped, not counted)
+    assert clamp_tree(tree, epoch) == 4  # new, link, etc and the root: made now
     assert os.lstat(new).st_mtime_ns == epoch * 10**9 == os.lstat(tree / "etc" / "link").st_mtime_ns
     assert os.lstat(old).st_mtime_ns == 1_000_000_000_000 == os.lstat(old).st_atime_ns
-    assert clamp_times(tree, epoch) == 0
+    assert clamp_tree(tree, epoch) == 0
     assert os.lstat(tree).st_mtime_ns == epoch * 10**9
 
 

@@ -138,7 +138,15 @@ class ServerApi:
         unknown action is an AgentError). The hello asks for the PC's ``screen``; one that does not read is
         left out (the answer stands)."""
         body = Hello(
-            self.mac, self.token, boot, None, dict(probe), [w[:500] for w in warnings[:100]], host_key, screen=True
+            self.mac,
+            self.token,
+            boot,
+            None,
+            dict(probe),
+            [w[:500] for w in warnings[:100]],
+            host_key,
+            screen=True,
+            delta=True,
         )
         answer = self.post(paths.HELLO, body.to_dict())
         kind = ANSWERS.get(str(answer.get("action")))

@@ -28,7 +28,7 @@ from provision.runs import Runs
 from provision.store import Run, Store
 from provision.web.errors import json_body
 from provision.web.openapi import openapi_bytes
-from provision.wire.api import MAX_BODY, FirstBoot, Hello, Progress, Report
+from provision.wire.api import MAX_BODY, FirstBoot, Hello, ImageAnswer, Progress, Report
 from provision.wire.carousel import MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.schema import Message
@@ -63,6 +63,9 @@ async def hello(request: web.Request) -> web.Response:
 
     def answer_hello() -> Message:
         answer = request.app[RUNS].hello(msg, request.remote)
+        if not msg.delta and isinstance(answer, ImageAnswer) and answer.plan.held is not None:
+            # an agent older than delta re-imaging refuses a plan with ``held``: the run keeps its prediction
+            answer = dataclasses.replace(answer, plan=dataclasses.replace(answer.plan, held=None))
         return _with_screen(request, answer, msg.mac) if msg.screen else answer
 
     with bound(mac=msg.mac, keep=True):

@@ -82,6 +82,9 @@ class Hello(Message):
     # the agent reads the answers' ``screen`` (an older agent refuses an answer with a field it does not know:
     # the server puts a screen in a hello answer only when the hello says so)
     screen: bool | None = None
+    # the agent reads a plan's ``held`` (provision.wire.delta); without it the server leaves ``held`` out of the
+    # plan (an older live environment refuses the key) and still records the prediction
+    delta: bool | None = None
 
 
 @dataclass(frozen=True)

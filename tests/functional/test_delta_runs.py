@@ -21,11 +21,13 @@ import requests
 from provision.agent.main import EXIT_DONE
 from provision.images import ImageStore, ImageVersion
 from provision.store import Store
+from provision.wire import paths
+from provision.wire.api import Hello
 from tests.support.chunk_server import SIZE, target_sha
 from tests.support.delta import CHANGED, changed_disk, import_v2
 from tests.support.files import sha256_file
 from tests.support.images import CHUNK, MiB
-from tests.support.paths import REPO
+from tests.support.paths import REPO, SAMPLE_PROBE
 from tests.support.runs import AGENT_ENV, Site, agent_process, disks, make_site, result
 
 
@@ -146,3 +148,26 @@ def test_a_disk_written_on_after_version_1_fetches_more_than_predicted_and_ends_
     [verification] = site.runs(mac)[-1]["verifications"]
     assert verification["complete"] and run["verified_bytes"] == v2.index.mapped_bytes
     assert target_sha(folder / "vda") == hashlib.sha256((tmp_path / "v2.img").read_bytes()[:SIZE]).hexdigest()
+
+
+def test_an_agent_older_than_delta_gets_a_plan_without_held_and_the_run_keeps_its_prediction(
+    site: Site, tmp_path: Path
+) -> None:
+    """A live environment built before delta re-imaging refuses a plan key it does not know: a hello without
+    ``delta`` gets no ``held`` (the server still records what the machine holds); the agent's own hello does."""
+    mac = "52:54:00:de:17:30"
+    store = ImageStore(tmp_path / "store")
+    v1 = site.version
+    image(site, mac, disks(tmp_path / "pc", ("vda", SIZE, None)))
+    import_v2(store, tmp_path / "master.img")
+    reimage(site, mac)
+    probe = {p.name: p.read_text() for p in SAMPLE_PROBE.iterdir() if p.is_file() and p.name != "README"}
+    old = Hello(mac, site.token(mac), probe=probe).to_dict()
+    assert "delta" not in old
+    answer = requests.post(f"{site.url}{paths.HELLO}", json=old, timeout=30).json()
+    assert answer["action"] == "image" and "held" not in answer["plan"], answer
+    run = site.runs(mac)[-1]
+    assert (run["id"], run["held_digest"]) == (answer["run"], v1.digest)
+    # the agent of this version says delta: the same run's plan (a repeated hello) names what the disk holds
+    again = requests.post(f"{site.url}{paths.HELLO}", json={**old, "delta": True}, timeout=30).json()
+    assert again["run"] == answer["run"] and again["plan"]["held"]["digest"] == v1.digest, again

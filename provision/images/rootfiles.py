@@ -108,17 +108,24 @@ def dump_tree(device: Path, out: Path, *, what: str) -> None:
             raise ImageError(f"{what}: not an ext2/3/4 file system: its files cannot be read", what=what)
     if shutil.which("debugfs") is None:
         raise ImageError(f"{what}: debugfs is missing: install e2fsprogs to compare files", what=what)
+    if '"' in str(out):  # debugfs splits its request on blanks; the folder is quoted, so it cannot hold a quote
+        raise ImageError(f"{what}: the scratch folder {str(out)!r} holds a double quote: choose another", what=what)
     out.mkdir()
-    done = subprocess.run(
-        ["debugfs", "-R", f"rdump / {out}", str(device)],
-        capture_output=True,
-        text=True,
-        timeout=DEBUGFS_TIMEOUT,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["debugfs", "-R", f'rdump / "{out}"', str(device)],
+            capture_output=True,
+            text=True,
+            timeout=DEBUGFS_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ImageError(f"{what}: debugfs did not read the files within {DEBUGFS_TIMEOUT:.0f} s", what=what) from None
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ImageError(f"{what}: debugfs failed (exit {done.returncode}): {tail[0]}", what=what)
+    if not any(out.iterdir()):  # debugfs exits 0 when rdump fails (a folder it cannot write, a full disk)
+        raise ImageError(f"{what}: debugfs wrote no file (its last words: {tail[0]})", what=what)
 
 
 def read_root_files(store: Versions, version: ImageVersion, scratch: Path) -> tuple[dict[str, FileEntry], str]:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from provision.bootfiles import DEFAULT_CACHE, DebCache
 from provision.builder import build_image
+from provision.images.errors import ImageError
+from provision.images.rootfiles import dump_tree
 from provision.images.store import ImageStore
 from tests.support.cli import run
 from tests.support.images import MiB, make_disk
@@ -119,3 +122,20 @@ def test_imported_disks_diff_by_chunk_and_partition_and_unknown_versions(tmp_pat
     assert code == 1 and "image disk has no version 0123456789abcdef" in err
     code, _, err = run("image", "diff", "nosuch", "disk", "--store", str(store.root))
     assert code == 1 and "no image named nosuch" in err
+
+
+def test_files_are_read_into_a_scratch_folder_whose_path_holds_a_blank(tmp_path):
+    """debugfs splits its request on blanks and exits 0 when rdump fails: before the fix, a scratch folder
+    with a blank in its path (a TMPDIR, ``--workdir``) dumped nothing and the diff saw no file at all."""
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("poste\n")
+    fs = tmp_path / "root.ext4"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(fs), "8M"], check=True,
+                   capture_output=True)  # fmt: skip
+    out = tmp_path / "scratch dir" / "tree"
+    out.parent.mkdir()
+    dump_tree(fs, out, what="test")
+    assert (out / "etc" / "hostname").read_text() == "poste\n"
+    with pytest.raises(ImageError, match="double quote"):
+        dump_tree(fs, tmp_path / 'a"b', what="test")

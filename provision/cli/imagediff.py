@@ -106,7 +106,11 @@ def cmd_diff(args: argparse.Namespace, out: TextIO, store_of: StoreOf) -> int:
     a, b = store.resolve(args.a), store.resolve(args.b)
     files = None
     note = "not compared (--no-files)"
-    if args.files:
+    untrusted = [v.ref for v in (a, b) if "definition" not in v.index.provenance]
+    if args.files is None and untrusted:  # debugfs rdump writes what a file system says, as the user running it
+        note = (f"not compared: {', '.join(untrusted)} not built here (imported): its file system is not read "
+                "unless --files says so (only for disks you trust)")  # fmt: skip
+    elif args.files is not False:
         scratch = Path(args.workdir) if args.workdir else Path(tempfile.gettempdir())
         try:
             files_a, part = read_root_files(store, a, scratch)
@@ -133,8 +137,12 @@ def add_command(command: Callable[..., Any], store_of: StoreOf) -> None:
     p.add_argument("b", metavar="B", help="NAME[@VERSION], compared with A")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--no-files", dest="files", action="store_false",
+        "--no-files", dest="files", action="store_false", default=None,
         help="do not read the root file systems (chunks and packages only: instant)",
+    )  # fmt: skip
+    p.add_argument(
+        "--files", dest="files", action="store_true", default=None,
+        help="read the root file systems of versions not built here too (imported disks: only ones you trust)",
     )  # fmt: skip
     p.add_argument("--workdir", metavar="DIR", help="where the root file systems are unpacked (default: TMPDIR)")
     p.add_argument(

@@ -103,6 +103,9 @@ def test_imported_disks_diff_by_chunk_and_partition_and_unknown_versions(tmp_pat
     v2 = store.import_raw(two, "disk")
     code, text, err = run("image", "diff", v1.ref, "disk", "--store", str(store.root))
     assert code == 0, err
+    assert f"files: not compared: {v1.ref}, {v2.ref} not built here (imported)" in text, text
+    code, text, err = run("image", "diff", v1.ref, "disk", "--store", str(store.root), "--files")
+    assert code == 0, err
     assert "chunks: 2 of 4 positions differ (8.0 MiB)" in text
     lines = text.splitlines()
     assert any(line.split()[:4] == ["2", "root", "2", "chunks"] for line in lines), text

@@ -15,9 +15,9 @@
    remove what is gone, carry hard links, ACLs, extended attributes (file capabilities), device nodes,
    sockets and FIFOs, owners by number. The root folder is then owned by 0:0 (mke2fs's ``root_owner``) and
    the file system unmounted. All of this runs in a mount namespace of its own (``provision.builder.mounted``
-   under ``unshare --mount``: no other namespace can hold a copy of the mount, and the kernel unmounts it when
-   that process ends, whatever happens); the build then waits for the loop device to be gone before it reads
-   the file again.
+   under ``unshare --pid --fork --kill-child --mount``: no other namespace can hold a copy of the mount, and the
+   kernel unmounts it when that process ends, whatever happens: a timeout kills every process inside); the
+   build then waits for the loop device to be gone before it reads the file again.
 5. ``scrub_free_blocks``: the discard and its check. The block bitmap (``dumpe2fs``'s free ranges) says which
    blocks are free; every one of them that still holds data in the raw file (blocks freed by the update) is
    read and punched out, so freed blocks read back zero: no stale data, and a chunk left with only free
@@ -297,7 +297,9 @@ def _wait_detached(runner: Runner, raw: Path, image: str) -> None:
 def mounted_argv(raw: Path, layout: disk.DiskLayout, tree: Path, mountpoint: Path, rsync: str = "rsync") -> list[str]:
     """The command that mounts, updates and unmounts the root file system in a mount namespace of its own."""
     return [
-        "unshare", "--mount", "--propagation", "private", "--",
+        # --pid --fork --kill-child: the helper is the first process of a PID namespace of its own and dies with
+        # unshare (a build timeout kills unshare): every process in it (rsync) goes too, so the mount does
+        "unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--",
         sys.executable, "-m", "provision.builder.mounted",
         f"--raw={raw}", f"--offset={layout.root_offset}", f"--size={layout.root_size}",
         f"--tree={tree}", f"--mountpoint={mountpoint}", f"--rsync={rsync}",
@@ -312,8 +314,13 @@ def update_root(runner: Runner, raw: Path, layout: disk.DiskLayout, tree: Path, 
     mountpoint.mkdir(mode=0o700, exist_ok=True)
     try:
         done = runner.run("filesystems", mounted_argv(raw, layout, tree, mountpoint))
-    finally:
-        _wait_detached(runner, raw, layout.image)
+    except BaseException:
+        try:  # the update's own failure is the one to tell; a loop device still attached is only logged
+            _wait_detached(runner, raw, layout.image)
+        except ImageBuildError as exc:
+            log.warning("image %s: after a failed update: %s", layout.image, exc)
+        raise
+    _wait_detached(runner, raw, layout.image)
     scrub = scrub_free_blocks(runner, raw, layout)
     runner.log.write(
         f"  free blocks: {scrub.free_bytes} bytes, {scrub.read_bytes} of them held data (read, punched out), "

@@ -27,7 +27,6 @@ is unmounted, and the folder removed, in ``finally`` blocks (an injected failure
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -39,23 +38,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provision.bootfiles import DebCache
-from provision.builder import debian, disk, inplace, reproducible
+from provision.builder import debian, disk, diskbuild
 from provision.builder.bootloader import (
     BootEntry,
-    install_bios,
-    install_uefi,
     kernel_args,
     stage_bios_modules,
     write_grub_cfg,
 )
 from provision.builder.definition import DebianDefinition, LoadedDefinition, TinyDefinition, load_definition
-from provision.builder.errors import ImageBuildError, ToolMissing
+from provision.builder.errors import ImageBuildError, StepFailed, ToolMissing
 from provision.builder.inputs import BUILDER_VERSION, Inputs, resolve_inputs
-from provision.builder.mode import Decision, Previous, Request, decide, layout_record
+from provision.builder.mode import Decision, layout_record
 from provision.builder.overlay import apply_overlays
 from provision.builder.progress import (
     DEBIAN_STEPS,
-    PREVIOUS_STEP,
     TINY_STEPS,
     BuildResult,
     ChunkStats,
@@ -63,13 +59,10 @@ from provision.builder.progress import (
     StepTracker,
     chunk_stats,
     known_chunks,
-    with_previous,
 )
 from provision.builder.runner import TOOL_PACKAGES, BuildLog, Runner
 from provision.builder.tiny import StagedRoot, stage_tiny
 from provision.errors import ProvisionError
-from provision.images.errors import ImageError
-from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.workdirs import private_dir
 
@@ -147,99 +140,6 @@ def _stage_boot(staged: StagedRoot, inputs: Inputs, ids: disk.DiskLayout) -> Non
     )
     write_grub_cfg(staged.tree, entry, ids)
     stage_bios_modules(staged.tree, inputs.boot)
-
-
-def _make_disk(
-    runner: Runner, tracker: StepTracker, raw: Path, layout: disk.DiskLayout, staged: StagedRoot, inputs: Inputs
-) -> None:
-    work = raw.parent
-    tracker.step("partition")
-    disk.create_raw(raw, layout.size)
-    disk.partition(runner, raw, layout)
-    tracker.step("filesystems")
-    disk.make_esp(runner, raw, layout)
-    disk.make_root(runner, raw, layout, staged.tree, staged.epoch())
-    tracker.step("bootloader-bios")
-    install_bios(runner, raw, layout, inputs.boot, work)
-    tracker.step("bootloader-uefi")
-    install_uefi(runner, raw, layout, inputs.boot, work)
-    tracker.step("finish")
-    disk.check_root(runner, raw, layout)
-
-
-def _update_disk(
-    runner: Runner, tracker: StepTracker, raw: Path, layout: disk.DiskLayout, staged: StagedRoot, inputs: Inputs
-) -> dict[str, object]:
-    """The in-place counterpart of ``_make_disk``: the exported disk's root file system updated to the tree,
-    everything else written anew as a fresh build writes it. Returns the update's figures."""
-    work = raw.parent
-    tracker.step("partition")
-    inplace.clear_outside_root(raw, layout)
-    disk.partition(runner, raw, layout)
-    tracker.step("filesystems")
-    disk.make_esp(runner, raw, layout)
-    clamped = reproducible.clamp_tree(staged.tree, staged.epoch())  # as make_root does before mke2fs -d
-    runner.log.write(f"  {clamped} modification times of the tree clamped to {staged.epoch()}")
-    figures = inplace.update_root(runner, raw, layout, staged.tree, work)
-    tracker.message(
-        f"root updated in place: {figures.rsync_stats.get('Number of regular files transferred', '?')} files "
-        f"written, {figures.scrub.stale_bytes} bytes of freed blocks punched out"
-    )
-    tracker.step("bootloader-bios")
-    install_bios(runner, raw, layout, inputs.boot, work)
-    tracker.step("bootloader-uefi")
-    install_uefi(runner, raw, layout, inputs.boot, work)
-    tracker.step("finish")
-    disk.check_root(runner, raw, layout)
-    return figures.to_dict()
-
-
-def _choose_mode(
-    store: ImageStore,
-    previous: ImageVersion | None,
-    inputs: Inputs,
-    planned: disk.DiskLayout,
-    content: int,
-    runner: Runner,
-    tracker: StepTracker,
-    raw: Path,
-    fresh: bool,
-) -> tuple[Decision, disk.DiskLayout]:
-    """In place or fresh (``mode.decide``): asked once from the records, then, when it says in place, again
-    with the figures of the current version's disk, exported into ``raw`` (left there for the update)."""
-    spec = inputs.definition.spec
-    request = Request(
-        planned=layout_record(planned, spec.disk.chunk_size, BUILDER_VERSION),
-        auto_free_space=spec.disk.free_space if spec.disk.size == 0 else None,
-        content_bytes=content,
-        previous=None if previous is None else Previous.of(previous.ref, previous.index.provenance),
-        fresh_requested=fresh,
-        unable=inplace.unable(runner),
-    )
-    decision = decide(request)
-    if decision.mode == "fresh" or previous is None:
-        return decision, planned
-    layout = disk.DiskLayout(spec.name, decision.disk_size, spec.disk.esp_size)
-    tracker.steps = with_previous(tracker.steps)
-    tracker.step(PREVIOUS_STEP)
-    try:
-        written = inplace.export_previous(store, previous, raw)
-    except (ImageError, OSError) as exc:
-        raw.unlink(missing_ok=True)
-        reason = f"fresh: the disk of {previous.ref} could not be read from the store ({exc})"
-        return Decision("fresh", reason, previous.ref, 0, planned.size), planned
-    tracker.message(f"{previous.ref}: {written >> 20} MiB of data exported")
-    figures = inplace.check_previous(runner, raw, layout)
-    if figures is None:
-        raw.unlink(missing_ok=True)
-        return Decision(
-            "fresh", f"fresh: e2fsck gave no figures for {previous.ref}'s root", previous.ref, 0, planned.size
-        ), planned
-    decision = decide(dataclasses.replace(request, fs=figures))
-    if decision.mode == "fresh":
-        raw.unlink(missing_ok=True)
-        return decision, planned
-    return decision, layout
 
 
 def _disk_layout(inputs: Inputs, content: int) -> disk.DiskLayout:
@@ -335,14 +235,23 @@ def _build(
     planned = _disk_layout(inputs, content)
     raw = work / "disk.raw"
     previous = store.current(spec.name)
-    decision, layout = _choose_mode(store, previous, inputs, planned, content, runner, tracker, raw, fresh)
+    decision, layout = diskbuild.choose_mode(store, previous, inputs, planned, content, runner, tracker, raw, fresh)
     build_log.write(f"mode {decision.reason}")  # "mode in place: ..." or "mode fresh: ..."
     log.info("image %s: %s", spec.name, decision.reason)
     in_place: dict[str, object] = {}
     if decision.mode == "in_place":
-        in_place = _update_disk(runner, tracker, raw, layout, staged, inputs)
-    else:
-        _make_disk(runner, tracker, raw, layout, staged, inputs)
+        try:
+            in_place = diskbuild.update_disk(runner, tracker, raw, layout, staged, inputs)
+        except StepFailed as exc:  # the nightly job must not fail the same way every night: lay it out anew
+            said = str(exc).strip().splitlines()[0].rstrip(":")  # the command and the log; its output is logged
+            decision = Decision("fresh", f"fresh: the in-place update failed ({said})", decision.rebuilt_from, 0,
+                                planned.size)  # fmt: skip
+            build_log.write(f"mode {decision.reason}")
+            log.warning("image %s: %s", spec.name, decision.reason)
+            raw.unlink(missing_ok=True)
+            layout = planned
+    if decision.mode == "fresh":
+        diskbuild.make_disk(runner, tracker, raw, layout, staged, inputs)
     tracker.step("import")
     before = known_chunks(store)
     provenance = {

@@ -63,7 +63,17 @@ from provision.agent.seed import SeedResult
 from provision.agent.writer import WIPES, http_source, new_session, write_image
 from provision.errors import ProvisionError, RetryableError
 from provision.wire import paths
-from provision.wire.api import EraseAnswer, ImageAnswer, LocalAnswer, Plan, RepairAnswer, Report, RunAnswer, Stage
+from provision.wire.api import (
+    CaptureAnswer,
+    EraseAnswer,
+    ImageAnswer,
+    LocalAnswer,
+    Plan,
+    RepairAnswer,
+    Report,
+    RunAnswer,
+    Stage,
+)
 from provision.wire.carousel import MulticastPlan, TransferReport
 from provision.wire.erasure import ErasePlan
 
@@ -183,6 +193,8 @@ class Agent:
             self.console.server(answer.screen)
             if isinstance(answer, ImageAnswer | EraseAnswer):
                 return answer
+            if isinstance(answer, CaptureAnswer):  # not asked for (the hello does not say ``capture``)
+                raise AgentError("the server answered a capture this agent did not offer", run=answer.run)
             if isinstance(answer, RepairAnswer):
                 reasons = "; ".join(answer.reasons) or None
                 if answer.screen is None or not answer.screen.reason:

@@ -1,10 +1,12 @@
 """The agent API, version 1, as typed messages: what the live environment's agent sends and what the server
 answers. The server validates bodies with these classes, the agent builds them; mypy checks both sides.
 
-    hello:     Hello -> HelloAnswer (ImageAnswer | EraseAnswer | WaitAnswer | RepairAnswer | LocalAnswer)
+    hello:     Hello -> HelloAnswer (ImageAnswer | EraseAnswer | CaptureAnswer | WaitAnswer | RepairAnswer
+               | LocalAnswer)
     erasure:   ErasureReport (provision.wire.erasure; when the plan says ``erase``) -> RunAnswer
     progress:  Progress -> ProgressAnswer
     multicast: MulticastCall (join, keepalive, leave; provision.wire.carousel) -> MulticastAnswer
+    capture:   CaptureOffer, chunk uploads, CaptureDone (provision.wire.capture; when the answer says ``capture``)
     report:    Report (with a VerificationReport when the write got that far) -> RunAnswer
     firstboot: FirstBoot (an installed system's boot) -> {"ok": true}
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from provision.macaddr import normalize_mac
+from provision.wire.capture import CapturePlan
 from provision.wire.carousel import MulticastPlan, TransferReport
 from provision.wire.delta import HeldVersion
 from provision.wire.erasure import ErasePlan
@@ -38,7 +41,7 @@ MAX_FIRSTBOOT_PACKAGES = 20000  # an installed system's packages reported at fir
 FIRSTBOOT_SECRET_PATH = "/var/lib/provision/firstboot-secret"  # nosec B105  # noqa: S105 - a path (0600)
 
 Firmware = Literal["uefi", "bios", "unknown"]
-Stage = Literal["writing", "verifying"]
+Stage = Literal["writing", "verifying", "capturing"]
 SCREEN_STAGE = r"[a-z]{1,32}"  # a dashboard stage: booting, inventory, waiting, writing ... done, failed, repair
 
 
@@ -85,6 +88,9 @@ class Hello(Message):
     # the agent reads a plan's ``held`` (provision.wire.delta); without it the server leaves ``held`` out of the
     # plan (an older live environment refuses the key) and still records the prediction
     delta: bool | None = None
+    # the agent can capture its disk (provision.wire.capture): without it a capture waits (an older live
+    # environment refuses the ``capture`` answer)
+    capture: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,17 @@ class EraseAnswer(Answer):
 
 
 @dataclass(frozen=True)
+class CaptureAnswer(Answer):
+    """A new capture run: read the disk per ``capture`` and store it as a new version (provision.wire.capture)."""
+
+    run: str
+    capture: CapturePlan
+    recipe: str | None = None
+    action: Literal["capture"] = "capture"
+    screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
+
+
+@dataclass(frozen=True)
 class WaitAnswer(Answer):
     """Stay in the live environment and ask again after ``retry_after`` seconds."""
 
@@ -201,10 +218,11 @@ class LocalAnswer(Answer):
     screen: Screen | None = None  # only when the hello asked for it (Hello.screen)
 
 
-HelloAnswer = ImageAnswer | EraseAnswer | WaitAnswer | RepairAnswer | LocalAnswer
+HelloAnswer = ImageAnswer | EraseAnswer | CaptureAnswer | WaitAnswer | RepairAnswer | LocalAnswer
 ANSWERS: dict[str, type[HelloAnswer]] = {
     "image": ImageAnswer,
     "erase": EraseAnswer,
+    "capture": CaptureAnswer,
     "wait": WaitAnswer,
     "repair": RepairAnswer,
     "local": LocalAnswer,

@@ -30,6 +30,9 @@ RUN_REPORT = "/api/v1/runs/{run}/report"
 RUN_ERASURE = "/api/v1/runs/{run}/erasure"  # every drive's erasure record (provision.wire.erasure)
 RUN_ERASURE_PROGRESS = "/api/v1/runs/{run}/erasure/progress"
 RUN_MULTICAST = "/api/v1/runs/{run}/multicast"  # join, keepalive, leave a carousel (provision.wire.carousel)
+RUN_CAPTURE_OFFER = "/api/v1/runs/{run}/capture/offer"  # a capture's chunks, in order (provision.wire.capture)
+RUN_CAPTURE_CHUNK = "/api/v1/runs/{run}/capture/chunks/{sha256}"  # PUT: one chunk the server asked for
+RUN_CAPTURE_DONE = "/api/v1/runs/{run}/capture/done"  # the capture's end: the server publishes the version
 OPENAPI = "/api/v1/openapi.json"  # the OpenAPI 3.1 document of the JSON API (provision.web.openapi)
 
 # the image store
@@ -63,6 +66,18 @@ def run_erasure_progress(run: str) -> str:
 
 def run_multicast(run: str) -> str:
     return fill(RUN_MULTICAST, run=run)
+
+
+def run_capture_offer(run: str) -> str:
+    return fill(RUN_CAPTURE_OFFER, run=run)
+
+
+def run_capture_chunk(run: str, sha256: str) -> str:
+    return fill(RUN_CAPTURE_CHUNK, run=run, sha256=sha256)
+
+
+def run_capture_done(run: str) -> str:
+    return fill(RUN_CAPTURE_DONE, run=run)
 
 
 def run(run: str) -> str:

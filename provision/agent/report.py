@@ -19,6 +19,7 @@ from provision.wire.carousel import TransferReport
 from provision.wire.delta import HeldVersion
 
 log = logging.getLogger("provision.agent")
+HELD_SLACK = 8  # chunks beyond the prediction that are no news (first-boot files, a grown root, logs)
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,18 @@ def held_note(mac: str, run_id: str, held: HeldVersion, path: Path) -> None:
 
 
 def held_outcome(mac: str, run_id: str, held: HeldVersion, report: WriteReport) -> None:
-    """Log the prediction against what the write found on the disk and fetched."""
-    more = report.fetched > held.chunks
-    log.log(logging.WARNING if more else logging.INFO,
+    """Log the prediction against what the write found on the disk and fetched. A few chunks more than predicted
+    is the rule (the first boot, growing the root and use change some); a warning only when more than a tenth
+    of the image's data chunks (and over ``HELD_SLACK``) changed since the disk was verified."""
+    extra = report.fetched - held.chunks
+    many = extra > max(HELD_SLACK, report.chunks // 10)
+    why = ""
+    if extra > 0:
+        why = (
+            f": {extra} more than predicted, changed on the disk since it was verified"
+            f"{' (much of the disk: was it used or written by another system?)' if many else ''}"
+        )
+    log.log(logging.WARNING if many else logging.INFO,
             "%s: run %s: held %s: predicted %d chunks (%d bytes to download), fetched %d (%d bytes), %d already "
             "right%s", mac, run_id, held.version, held.chunks, held.download, report.fetched, report.bytes_fetched,
-            report.skipped, ": the disk changed since it was verified" if more else "")  # fmt: skip
+            report.skipped, why)  # fmt: skip

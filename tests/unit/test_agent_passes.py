@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from provision.agent.report import PassTally, WriteReport, held_note, held_outcome, over_passes, transfer_report
+from provision.agent.report import (
+    HELD_SLACK,
+    PassTally,
+    WriteReport,
+    held_note,
+    held_outcome,
+    over_passes,
+    transfer_report,
+)
 from provision.wire.carousel import TransferReport
 from provision.wire.delta import HeldVersion
 
@@ -82,7 +91,18 @@ def test_the_held_version_is_logged_and_a_changed_disk_or_another_disk_warned(ca
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="provision.agent"):
         held_note("52:54:00:de:17:30", "run2", held, Path("/dev/nvme0n1"))
-        held_outcome("52:54:00:de:17:30", "run2", held, write_report(4, 36, 40))
+        held_outcome("52:54:00:de:17:30", "run2", held, write_report(4, 36, 40))  # 2 more: the first boot's
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "was written to /dev/sda, this run writes /dev/nvme0n1" in warned[0]
-    assert "fetched 4 (36 bytes)" in warned[1] and "the disk changed since it was verified" in warned[1]
+    assert len(warned) == 1 and "was written to /dev/sda, this run writes /dev/nvme0n1" in warned[0]
+    assert "fetched 4 (36 bytes)" in caplog.records[-1].getMessage()
+    assert "2 more than predicted, changed on the disk since it was verified" in caplog.records[-1].getMessage()
+
+
+def test_a_disk_much_changed_since_it_was_verified_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    held = HeldVersion("educ", "v1", "b" * 64, "run1", chunks=0, bytes=0, download=0, target="/dev/sda")
+    many = replace(write_report(10, 100, 100), chunks=40, fetched=9 + 1, skipped=30)  # over 8 and over 40 // 10
+    with caplog.at_level(logging.INFO, logger="provision.agent"):
+        held_outcome("52:54:00:de:17:30", "run2", held, replace(many, fetched=HELD_SLACK))
+        held_outcome("52:54:00:de:17:30", "run2", held, many)
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.WARNING]
+    assert "much of the disk" in caplog.records[-1].getMessage()

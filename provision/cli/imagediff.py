@@ -67,7 +67,14 @@ def write_text(d: Mapping[str, Any], out: TextIO, limit: int) -> None:
         for part, count in c["by_partition"].items():
             out.write(f"  {part:<16} {_plural(count['chunks'], 'chunk'):>12}  {human(count['bytes']):>10}\n")
     if not d["same_content"]:
-        out.write(f"  B has {_plural(c['new_chunks'], 'chunk')} A does not hold ({human(c['new_bytes'])} to fetch)\n")
+        out.write(f"  B has {_plural(c['new_chunks'], 'chunk')} A does not hold ({human(c['new_bytes'])} new in the "
+                  "store)\n")  # fmt: skip
+        delta = c.get("delta")
+        if delta is not None:
+            out.write(
+                f"  a PC holding A fetches {_plural(delta['chunks'], 'chunk')} for B ({human(delta['download'])} to "
+                f"download, {delta['share']:.1%} of B's {human(delta['total_download'])})\n"
+            )
     p = d["packages"]
     if p is None:
         out.write("packages: not recorded by one of the versions (a disk imported by hand?)\n")
@@ -118,7 +125,13 @@ def cmd_diff(args: argparse.Namespace, out: TextIO, store_of: StoreOf) -> int:
             files, note = file_diff(files_a, files_b, partition=part), ""
         except ImageError as exc:
             note = f"not compared: {exc}"
-    diff = version_diff(a, b, files, note).to_dict()
+    sizes = {}
+    for sha in b.index.unique_chunks():
+        try:
+            sizes[sha] = store.chunks.path(sha).stat().st_size
+        except OSError:  # a chunk missing from the store: its plain length is counted
+            continue
+    diff = version_diff(a, b, files, note, sizes).to_dict()
     if args.json:
         dump(diff, out)
     else:

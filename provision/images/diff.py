@@ -4,7 +4,9 @@ Pure comparisons of value objects; reading the files of a version's root file sy
 
 - Chunks: position by position (chunk ``i`` of A against chunk ``i`` of B, when both use one chunk size),
   each differing position placed in the partitions it overlaps (B's table; bytes outside every partition:
-  ``outside``); and B's distinct chunks that A does not hold (what a PC holding A would download for B).
+  ``outside``); B's distinct chunks that A does not hold (what the store gained); and what a PC whose disk
+  holds A fetches for B (``provision.wire.delta.predict``: chunks not the same at the same offset, the stored
+  frames' bytes when the store's sizes are given).
 - Packages: from each version's provenance (``packages``: installed; else ``resolved``): added, removed,
   upgraded. ``None`` when a version records none (a disk imported by hand).
 - Files: from two manifests (``FileEntry`` by path): added, removed, changed (content, type, mode, owner).
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.images.index import ImageIndex, ImageVersion
+from provision.wire.delta import Prediction, predict
+from provision.wire.index import Chunk
 
 OUTSIDE = "outside"  # bytes of a chunk outside every partition (the partition tables, gaps)
 
@@ -46,6 +50,7 @@ class ChunkDiff:
     new_chunks: int  # distinct stored chunks of B that A does not have
     new_bytes: int
     same_content: bool  # the same chunk list: the same disk, bit for bit
+    delta: Prediction | None = None  # what a PC holding A fetches for B (None: chunk sizes differ)
 
     @property
     def comparable(self) -> bool:
@@ -62,7 +67,11 @@ class ChunkDiff:
             "new_chunks": self.new_chunks,
             "new_bytes": self.new_bytes,
             "same_content": self.same_content,
-        }
+            "delta": None if self.delta is None else {
+                "chunks": self.delta.chunks, "bytes": self.delta.bytes, "download": self.delta.download,
+                "total_download": self.delta.total_download, "share": round(self.delta.share, 4),
+            },
+        }  # fmt: skip
 
 
 def _spans(index: ImageIndex) -> list[tuple[str, int, int]]:
@@ -71,8 +80,13 @@ def _spans(index: ImageIndex) -> list[tuple[str, int, int]]:
     return [(f"{p.number} {p.name}".strip(), p.start * ss, p.end * ss) for p in index.layout.partitions]
 
 
-def chunk_diff(a: ImageIndex, b: ImageIndex) -> ChunkDiff:
-    """Compare the chunk lists of two indexes (B's partition table names where the differences are)."""
+def _placed(index: ImageIndex) -> list[Chunk]:
+    return [Chunk(i, i * index.chunk_size, c.length, c.sha256) for i, c in enumerate(index.chunks)]
+
+
+def chunk_diff(a: ImageIndex, b: ImageIndex, sizes: Mapping[str, int] | None = None) -> ChunkDiff:
+    """Compare the chunk lists of two indexes (B's partition table names where the differences are). ``sizes``:
+    the stored size of B's chunks by sha256, for the delta's download (else plain lengths are counted)."""
     held = a.unique_chunks()
     new = {sha: n for sha, n in b.unique_chunks().items() if sha not in held}
     same = a.chunk_size == b.chunk_size and a.chunks == b.chunks and a.disk_size == b.disk_size
@@ -109,6 +123,7 @@ def chunk_diff(a: ImageIndex, b: ImageIndex) -> ChunkDiff:
         new_chunks=len(new),
         new_bytes=sum(new.values()),
         same_content=same,
+        delta=predict(_placed(a), _placed(b), sizes or {}) if a.chunk_size == b.chunk_size else None,
     )
 
 
@@ -270,8 +285,15 @@ class ImageDiff:
         }
 
 
-def version_diff(a: ImageVersion, b: ImageVersion, files: FileDiff | None = None, files_note: str = "") -> ImageDiff:
-    """Chunks and packages of two versions (files given by the caller, who read them)."""
+def version_diff(
+    a: ImageVersion,
+    b: ImageVersion,
+    files: FileDiff | None = None,
+    files_note: str = "",
+    sizes: Mapping[str, int] | None = None,
+) -> ImageDiff:
+    """Chunks and packages of two versions (files given by the caller, who read them; ``sizes``: the stored size
+    of B's chunks by sha256)."""
     pa, pb = recorded_packages(a.index.provenance), recorded_packages(b.index.provenance)
     packages = None if pa is None or pb is None else package_diff(pa, pb)
-    return ImageDiff(a, b, chunk_diff(a.index, b.index), packages, files, files_note)
+    return ImageDiff(a, b, chunk_diff(a.index, b.index, sizes), packages, files, files_note)

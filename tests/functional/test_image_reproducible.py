@@ -110,7 +110,8 @@ def test_imported_disks_diff_by_chunk_and_partition_and_unknown_versions(tmp_pat
     lines = text.splitlines()
     assert any(line.split()[:4] == ["2", "root", "2", "chunks"] for line in lines), text
     assert any(line.split()[:3] == ["outside", "1", "chunk"] for line in lines), text  # the backup GPT
-    assert "B has 2 chunks A does not hold (8.0 MiB to fetch)" in text
+    assert "B has 2 chunks A does not hold (8.0 MiB new in the store)" in text
+    assert "a PC holding A fetches 2 chunks for B" in text
     assert "packages: not recorded by one of the versions" in text
     assert "files: not compared: " in text and "not an ext2/3/4 file system" in text
     code, data, err = run("image", "diff", v1.ref, v2.ref, "--store", str(store.root), "--json", "--no-files")

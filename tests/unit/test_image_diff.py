@@ -61,6 +61,15 @@ def test_differing_positions_are_placed_in_the_partitions_they_overlap():
 def test_a_chunk_moved_elsewhere_differs_in_place_but_is_not_new():
     d = chunk_diff(index(["a", "b", "c", "d"]), index(["a", "c", "b", "d"]))
     assert d.differ == 2 and d.new_chunks == 0
+    # a PC holding A still fetches both moved chunks (the agent checks each offset), as the delta run predicts
+    assert d.delta is not None and (d.delta.chunks, d.delta.bytes) == (2, 2 * MiB)
+
+
+def test_the_delta_download_counts_the_stored_frames_of_distinct_chunks():
+    sizes = {SHA[c]: 1000 for c in "abcdef"}
+    d = chunk_diff(index(["a", "b", "c", "d"]), index(["a", "e", "e", "d"]), sizes)
+    assert d.delta is not None and (d.delta.chunks, d.delta.download, d.delta.total_download) == (2, 1000, 3000)
+    assert d.to_dict()["delta"]["share"] == round(1 / 3, 4)
 
 
 def test_a_longer_disk_counts_the_extra_positions():
@@ -137,7 +146,8 @@ def test_version_diff_and_its_text():
     write_text(data, out, limit=50)
     text = out.getvalue()
     assert "chunks: 1 of 4 positions differ (1.0 MiB)" in text
-    assert "2 root" in text and "B has 1 chunk A does not hold (1.0 MiB to fetch)" in text
+    assert "2 root" in text and "B has 1 chunk A does not hold (1.0 MiB new in the store)" in text
+    assert "a PC holding A fetches 1 chunk for B (1.0 MiB to download, 25.0% of B's 4.0 MiB)" in text
     assert "packages: 1 added, 0 removed, 1 upgraded, 0 unchanged" in text
     assert "  + hello 2.10\n" in text and "  ~ bash 5.2-1 -> 5.2-2\n" in text
     assert "  + /usr/bin/hello  30.0 KiB\n" in text and "  + /usr/share/doc/hello/\n" in text

@@ -1,9 +1,10 @@
 """The agent's side of the server API (version 1): hello, progress, report, the erasure report and its
-progress, and the multicast carousel's join, keepalive and leave.
+progress, the multicast carousel's join, keepalive and leave, and a capture's offers, chunk uploads and end.
 
 Every call carries the MAC and the per-boot token. ``hello``, ``report`` and ``erasure`` are retried with
 backoff while the server is unreachable or answers 5xx (a workshop server restarting takes seconds), up to a
-deadline; a 4xx answer is final (``ApiRefused``, with the server's reason). Progress goes through
+deadline; a 4xx answer is final (``ApiRefused``, with the server's reason). A capture's offer, upload (a PUT
+of one zstd frame) and end are retried the same way. Progress goes through
 ``ProgressPoster`` (the write) and ``ErasurePoster`` (the erasure): a background thread posting the latest
 value, so a slow or absent server never slows the writer or the drives.
 """
@@ -24,21 +25,25 @@ from provision.agent.errors import AgentError, ServerUnreachable
 from provision.errors import InvalidPayload, ProvisionError
 from provision.wire import paths
 from provision.wire.api import ANSWERS, BootInfo, Hello, HelloAnswer, Progress, Report, RunAnswer, Screen, Stage
+from provision.wire.capture import TOKEN_HEADER, CaptureDone, CaptureOffer, CaptureOfferAnswer, CaptureUploadAnswer
 from provision.wire.carousel import MulticastAnswer, MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
+from provision.wire.schema import Message
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiRefused", "ErasurePoster", "ProgressPoster", "ServerApi"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+DONE_TIMEOUT = 3600.0  # seconds for a capture's end: the server reads every chunk back before it answers
 
 
 class ApiRefused(AgentError):
     """The server refused a call with a 4xx answer (wrong token, bad payload, run finished already)."""
 
-    def __init__(self, path: str, status: int, reason: str) -> None:
-        super().__init__(f"POST {path}: HTTP {status}: {reason}", path=path, status=status, reason=reason)
+    def __init__(self, path: str, status: int, reason: str, method: str = "POST") -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {reason}", path=path, status=status, reason=reason)
         self.path, self.status, self.reason = path, status, reason
 
 
@@ -101,13 +106,23 @@ class ServerApi:
     def post(self, path: str, body: Mapping[str, Any], *, retry: bool = True) -> dict[str, Any]:
         """POST JSON and return the JSON answer. Transient failures are retried until the deadline, then
         ``ServerUnreachable``; a 4xx answer raises ``ApiRefused``."""
+        return self._send("POST", path, retry=retry, json=dict(body))
+
+    def put(self, path: str, data: bytes, headers: Mapping[str, str], *, retry: bool = True) -> dict[str, Any]:
+        """PUT a raw body (with ``headers``) and return the JSON answer; retried and refused like ``post``."""
+        return self._send("PUT", path, retry=retry, data=data, headers=dict(headers))
+
+    def _send(
+        self, method: str, path: str, *, retry: bool, timeout: float | None = None, **request: Any
+    ) -> dict[str, Any]:
         url = f"{self.server}{path}"
+        call = self.session.post if method == "POST" else self.session.put
         started = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self.session.post(url, json=dict(body), timeout=(10.0, self.timeout))
+                response = call(url, timeout=(10.0, timeout or self.timeout), **request)
             except requests.RequestException as exc:
                 detail = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
@@ -120,7 +135,7 @@ class ServerApi:
                         return answer
                     detail = f"HTTP {response.status_code} with a body that is not a JSON object"
                 elif response.status_code < 500:
-                    raise ApiRefused(path, response.status_code, _reason(response))
+                    raise ApiRefused(path, response.status_code, _reason(response), method)
                 else:
                     detail = f"HTTP {response.status_code}: {_reason(response)}"
             waited = self._clock() - started
@@ -147,6 +162,7 @@ class ServerApi:
             host_key,
             screen=True,
             delta=True,
+            capture=True,
         )
         answer = self.post(paths.HELLO, body.to_dict())
         kind = ANSWERS.get(str(answer.get("action")))
@@ -181,10 +197,14 @@ class ServerApi:
         except ApiRefused as exc:
             if exc.status != 409:
                 raise
-            recorded = self.get(paths.run(run))
-            log.warning("%s: run %s was %s already when %s was posted", self.mac, run, recorded.get("state"), path)
-            return RunAnswer(run, str(recorded.get("state")), _text_or_none(recorded.get("reason")))
+            return self._recorded(run, path)
         return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")), screen_of(answer))
+
+    def _recorded(self, run: str, path: str) -> RunAnswer:
+        """The run's recorded state, after a 409 answer to ``path`` (the run was final already)."""
+        recorded = self.get(paths.run(run))
+        log.warning("%s: run %s was %s already when %s was posted", self.mac, run, recorded.get("state"), path)
+        return RunAnswer(run, str(recorded.get("state")), _text_or_none(recorded.get("reason")))
 
     def erasure_progress(self, run: str, progress: ErasureProgress) -> Screen | None:
         """Post one erasure progress report (each drive's fraction); the screen of the server's answer."""
@@ -194,6 +214,27 @@ class ServerApi:
         """A join, keepalive or leave of the run's carousel (one attempt: the listener never waits for the
         server); ServerUnreachable, ApiRefused, or InvalidPayload for an answer that does not read."""
         return MulticastAnswer.from_dict(self.post(paths.run_multicast(run), call.to_dict(), retry=False))
+
+    def offer(self, run: str, offer: CaptureOffer) -> CaptureOfferAnswer:
+        """A capture's next chunks; the sha256s the server wants uploaded."""
+        return _read(CaptureOfferAnswer, self.post(paths.run_capture_offer(run), offer.to_dict()))
+
+    def upload(self, run: str, sha256: str, frame: bytes) -> CaptureUploadAnswer:
+        """One chunk the server asked for, as one zstd frame, with the boot token in its header."""
+        answer = self.put(paths.run_capture_chunk(run, sha256), frame, {TOKEN_HEADER: self.token})
+        return _read(CaptureUploadAnswer, answer)
+
+    def done(self, run: str, done: CaptureDone) -> RunAnswer:
+        """A capture's end: the server checks and publishes the version (it reads every chunk back first: a long
+        wait) and answers the run's state; a 409 answers with the recorded state, like the report."""
+        path = paths.run_capture_done(run)
+        try:
+            answer = self._send("POST", path, retry=True, timeout=DONE_TIMEOUT, json=done.to_dict())
+        except ApiRefused as exc:
+            if exc.status != 409:
+                raise
+            return self._recorded(run, path)
+        return RunAnswer(run, str(answer.get("state")), _text_or_none(answer.get("reason")), screen_of(answer))
 
     def get(self, path: str) -> dict[str, Any]:
         """GET JSON (one attempt); ServerUnreachable or ApiRefused on failure."""
@@ -206,6 +247,14 @@ class ServerApi:
         if not isinstance(answer, dict):
             raise ApiRefused(path, response.status_code, _reason(response))
         return answer
+
+
+def _read(kind: type[M], answer: dict[str, Any]) -> M:
+    """The server's answer as ``kind`` (a wire message); one that does not read is an AgentError."""
+    try:
+        return kind.from_dict(answer)
+    except InvalidPayload as exc:
+        raise AgentError(f"the server's {kind.__name__} does not read: {exc.problems[:5]}", answer=answer) from None
 
 
 class LatestPoster(Generic[T]):

@@ -1,6 +1,7 @@
 """What the agent's hello tells about the machine besides its inventory: the firmware and Secure Boot state
 (``boot_info``), the live environment's SSH host key (``ssh_host_key``) and a probe folder's files
-(``read_probe_folder``, within the API's limits)."""
+(``read_probe_folder``, within the API's limits); the agent's own arguments from the kernel command line
+(``args_from_kernel``, ``missing``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import logging
 import os
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from provision.agent.inventory import Runner
+from provision.agent.inventory import Runner, read_kernel_args
 from provision.wire.api import HOST_KEY, PROBE_NAME, BootInfo
 
 log = logging.getLogger(__name__)
@@ -72,3 +74,13 @@ def read_probe_folder(folder: Path) -> tuple[dict[str, str], list[str]]:
             except OSError as exc:
                 warnings.append(f"{path.name}: not readable ({exc.strerror or exc})")
     return files, warnings
+
+
+def args_from_kernel(cmdline: str, explicit: Mapping[str, str | None]) -> dict[str, str]:
+    """``server``, ``mac``, ``token``: explicit values first, else ``provision.*=`` kernel arguments."""
+    found = read_kernel_args(cmdline)
+    return {k: v for k in ("server", "mac", "token") if (v := explicit.get(k) or found.get(k))}
+
+
+def missing(values: Mapping[str, str], names: Sequence[str] = ("server", "mac", "token")) -> list[str]:
+    return [n for n in names if not values.get(n)]

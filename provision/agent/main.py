@@ -1,6 +1,7 @@
 """The agent's run in the live environment: probe -> hello -> plan -> [erase every drive] -> target disk ->
 write + verify -> grow -> first-boot credential -> report. An erase-only answer (a PC that leaves as parts)
-erases every drive, verifies and reports it, and nothing is written. ``run_agent`` returns an ``Outcome``
+erases every drive, verifies and reports it, and nothing is written. A capture answer reads the disk and sends
+it as a new version of the image (``capture.step``; nothing is written). ``run_agent`` returns an ``Outcome``
 whose ``code`` tells the live environment's /init what to do:
 
     0  done: the run is recorded done (verified), reboot     3  power off (the recipe says: local disk)
@@ -20,20 +21,20 @@ dashboard shows.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.agent.capture.step import capture_disk, capture_outcome
 from provision.agent.client import ProgressPoster, ServerApi, screen_of
 from provision.agent.disks import Disk, choose_target, disks_in_folder, live_medium_devices, parse_lsblk_disks
 from provision.agent.erasestep import erase_machine, erasure_outcome
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
-from provision.agent.hello import boot_info, read_probe_folder, ssh_host_key
+from provision.agent.hello import args_from_kernel, boot_info, missing, read_probe_folder, ssh_host_key
 from provision.agent.index import Index, read_index
 from provision.agent.inventory import Runner, collect_probe
 from provision.agent.multicast import MulticastSource, UdpReceiver
@@ -51,9 +52,11 @@ from provision.agent.progress import Progress
 from provision.agent.report import (
     PassTally,
     WriteReport,
+    error_facts,
     held_note,
     held_outcome,
     over_passes,
+    record_target,
     transfer_report,
     verification,
     writer_summary,
@@ -124,27 +127,6 @@ def list_disks(cfg: AgentConfig, run: Runner) -> tuple[list[tuple[Disk, Path]], 
     return [(d, Path("/dev") / d.name) for d in disks], live_medium_devices(mounts, disks, cmdline)
 
 
-def record_target(record: Path, disk: Path) -> None:
-    """Write the verified disk's path to ``record`` (``TARGET_RECORD``) for the hook runner, atomically; a
-    failure is logged, not fatal: the server can still name the disk in each hook job."""
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        temporary = record.with_name(f".{record.name}.{os.getpid()}")
-        temporary.write_text(f"{disk.absolute()}\n", encoding="utf-8")
-        temporary.replace(record)
-    except OSError as exc:
-        log.warning("cannot record the imaged disk %s in %s: %s", disk, record, exc)
-
-
-def error_facts(exc: BaseException) -> dict[str, Any]:
-    """An error's type and facts as JSON-safe values (long values cut)."""
-    facts = exc.facts if isinstance(exc, ProvisionError) else {}
-    safe: dict[str, Any] = {}
-    for key, value in list(facts.items())[:20]:
-        safe[key] = value if isinstance(value, int | float | bool | None) else str(value)[:500]
-    return {"type": type(exc).__name__, "retryable": isinstance(exc, RetryableError), "facts": safe}
-
-
 class Agent:
     """One boot's conversation with the server and the work it orders."""
 
@@ -180,8 +162,9 @@ class Agent:
         files, more = read_probe_folder(folder)
         return files, warnings + more
 
-    def ask(self) -> ImageAnswer | EraseAnswer | Outcome:
-        """Hello until the server gives a plan or an erasure (or says repair / local / wait with ``once``)."""
+    def ask(self) -> ImageAnswer | EraseAnswer | CaptureAnswer | Outcome:
+        """Hello until the server gives a plan, an erasure or a capture (or says repair / local / wait with
+        ``once``)."""
         self.console.show(stage="booting")
         files, warnings = self.probe()
         for warning in warnings:
@@ -191,10 +174,8 @@ class Agent:
         while True:
             answer = self.api.hello(boot, files, warnings, host_key)
             self.console.server(answer.screen)
-            if isinstance(answer, ImageAnswer | EraseAnswer):
+            if isinstance(answer, ImageAnswer | EraseAnswer | CaptureAnswer):
                 return answer
-            if isinstance(answer, CaptureAnswer):  # not asked for (the hello does not say ``capture``)
-                raise AgentError("the server answered a capture this agent did not offer", run=answer.run)
             if isinstance(answer, RepairAnswer):
                 reasons = "; ".join(answer.reasons) or None
                 if answer.screen is None or not answer.screen.reason:
@@ -352,6 +333,13 @@ class Agent:
             return asked
         if isinstance(asked, EraseAnswer):
             return self.erase(asked.run, asked.erase, only=True) or Outcome(EXIT_FAILED, "failed", None, asked.run)
+        if isinstance(asked, CaptureAnswer):
+            try:
+                answer = capture_disk(asked.run, asked.capture, *list_disks(self.cfg, self.run), api=self.api,
+                                      console=self.console, workers=self.cfg.workers)  # fmt: skip
+            except Exception as exc:  # reported: the run must not stay open
+                return self._failed(asked.run, exc, None, "the capture failed: ")
+            return capture_outcome(asked.run, answer, self.console)
         run_id, plan = asked.run, asked.plan
         if plan.erase is not None and (stopped := self.erase(run_id, plan.erase, only=False)) is not None:
             return stopped
@@ -402,15 +390,3 @@ def run_agent(cfg: AgentConfig, **kwargs: Any) -> Outcome:
     if console.view.stage != "failed":
         console.failed(outcome.reason)
     return outcome
-
-
-def args_from_kernel(cmdline: str, explicit: Mapping[str, str | None]) -> dict[str, str]:
-    """``server``, ``mac``, ``token``: explicit values first, else ``provision.*=`` kernel arguments."""
-    from provision.agent.inventory import read_kernel_args
-
-    found = read_kernel_args(cmdline)
-    return {k: v for k in ("server", "mac", "token") if (v := explicit.get(k) or found.get(k))}
-
-
-def missing(values: Mapping[str, str], names: Sequence[str] = ("server", "mac", "token")) -> list[str]:
-    return [n for n in names if not values.get(n)]

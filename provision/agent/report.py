@@ -1,12 +1,14 @@
 """What a write did: ``WriteReport`` (returned only when every chunk read back right) and ``Incident``; the
 API's ``VerificationReport`` made from it (``verification``), the writer's figures for the run's events
 (``writer_summary``) and how its chunks came, by HTTP or the multicast carousel (``transfer_report``); the log
-lines of a plan's ``held`` version (delta re-imaging: ``held_note``, ``held_outcome``)."""
+lines of a plan's ``held`` version (delta re-imaging: ``held_note``, ``held_outcome``); a failure's facts for the
+report (``error_facts``) and the imaged disk's path for the hook runner (``record_target``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.agent.ranges import Range, compact
+from provision.errors import ProvisionError, RetryableError
 from provision.wire.api import MAX_WIPE_RANGES, VerificationReport
 from provision.wire.carousel import TransferReport
 from provision.wire.delta import HeldVersion
@@ -221,3 +224,24 @@ def held_outcome(mac: str, run_id: str, held: HeldVersion, report: WriteReport) 
             "%s: run %s: held %s: predicted %d chunks (%d bytes to download), fetched %d (%d bytes), %d already "
             "right%s", mac, run_id, held.version, held.chunks, held.download, report.fetched, report.bytes_fetched,
             report.skipped, why)  # fmt: skip
+
+
+def record_target(record: Path, disk: Path) -> None:
+    """Write the verified disk's path to ``record`` (``TARGET_RECORD``) for the hook runner, atomically; a
+    failure is logged, not fatal: the server can still name the disk in each hook job."""
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        temporary = record.with_name(f".{record.name}.{os.getpid()}")
+        temporary.write_text(f"{disk.absolute()}\n", encoding="utf-8")
+        temporary.replace(record)
+    except OSError as exc:
+        log.warning("cannot record the imaged disk %s in %s: %s", disk, record, exc)
+
+
+def error_facts(exc: BaseException) -> dict[str, Any]:
+    """An error's type and facts as JSON-safe values (long values cut)."""
+    facts = exc.facts if isinstance(exc, ProvisionError) else {}
+    safe: dict[str, Any] = {}
+    for key, value in list(facts.items())[:20]:
+        safe[key] = value if isinstance(value, int | float | bool | None) else str(value)[:500]
+    return {"type": type(exc).__name__, "retryable": isinstance(exc, RetryableError), "facts": safe}

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from provision.capturing import Capturing
 from provision.credentials import firstboot_secret, same_secret
 from provision.delta import UNICAST_SHARE, Deltas, Held, fetched_of, target_of, transfer_note
 from provision.erasing import TOKEN_TTL, Erasing, erase_plan
@@ -33,6 +34,7 @@ from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
 from provision.wire import paths
 from provision.wire.api import (
+    CaptureAnswer,
     EraseAnswer,
     FirstBoot,
     Hello,
@@ -48,6 +50,7 @@ from provision.wire.api import (
     VerificationReport,
     WaitAnswer,
 )
+from provision.wire.capture import CapturePlan
 from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan
 from provision.wire.erasure import ErasePlan
 
@@ -117,6 +120,7 @@ class Runs:
         self.multicast = multicast  # the carousels (None: every run's chunks come by HTTP)
         self.carousels = RunCarousels(store, multicast, clock, PROGRESS_EVERY)  # the runs' multicast
         self.deltas = None if images is None else Deltas(store, images)  # what a machine holds (docs/delta.md)
+        self.capturing = Capturing(store, images, self.open_run, token_ttl, clock)  # capture runs (docs/capture.md)
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -157,7 +161,7 @@ class Runs:
             derived = derive(facts if isinstance(facts, Facts) else facts_from_dict(facts))
         except (ValueError, TypeError, AttributeError) as exc:
             raise ProbeUnreadable(f"facts do not read: {str(exc)[:300]}", mac=msg.mac) from None
-        answer = self.plan_for(msg.mac, derived, msg.token, live=(remote, msg.host_key))
+        answer = self.plan_for(msg.mac, derived, msg.token, live=(remote, msg.host_key), capture=bool(msg.capture))
         log.info("%s: hello with facts: %s", msg.mac, answer.action)
         return answer
 
@@ -180,6 +184,8 @@ class Runs:
         log.info("%s: hello again with the token of run %s: the same plan", run.mac, run.id)
         if run.erase_only:
             return EraseAnswer(run=run.id, erase=ErasePlan.from_dict(plan["erase"]), recipe=run.recipe)
+        if run.capture is not None:
+            return CaptureAnswer(run=run.id, capture=CapturePlan.from_dict(plan["capture"]), recipe=run.recipe)
         secret = firstboot_secret(self.key, run.id)
         return ImageAnswer(run=run.id, recipe=run.recipe, plan=Plan.from_dict({**plan, "firstboot_secret": secret}))
 
@@ -197,9 +203,15 @@ class Runs:
         derived: dict[str, Any],
         token: str | None = None,
         live: tuple[str | None, str | None] = (None, None),
+        capture: bool = False,
     ) -> HelloAnswer:
-        """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait."""
+        """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait. A capture
+        asked for the machine (or by its recipe: ``capture: NAME``) comes first, for an agent that can (``capture``)."""
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
+        request = self.store.capture_request(mac)
+        if request is not None:
+            return self._capture(mac, derived, request.image, request.target_disk, request.requested_by, None,
+                                 token, live, capture, ident)  # fmt: skip
         try:
             decision = select(self.recipes(), derived)
         except (ConfigError, OSError) as exc:
@@ -221,6 +233,9 @@ class Runs:
             self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
             return self.erasing.start(mac, recipe, decision.plan.erase, token=token, live=live,
                                       facts=_json_facts(derived), destination=_destination(decision))  # fmt: skip
+        if decision.action is Action.IMAGE and decision.plan is not None and decision.plan.capture is not None:
+            return self._capture(mac, derived, decision.plan.capture, decision.plan.target_disk, None, recipe, token,
+                                 live, capture, ident)  # fmt: skip
         if decision.action is not Action.IMAGE or decision.plan is None or decision.plan.image is None:
             return self._wait(mac, "; ".join(reasons) or f"recipe {recipe} says wait", recipe=recipe, **ident)
         plan, image = decision.plan, decision.plan.image
@@ -258,6 +273,22 @@ class Runs:
         return ImageAnswer(
             run=run.id, recipe=recipe, plan=replace(given, firstboot_secret=firstboot_secret(self.key, run.id))
         )
+
+    def _capture(
+        self, mac: str, derived: dict[str, Any], image: str, target_disk: dict[str, Any], by: str | None,
+        recipe: str | None, token: str | None, live: tuple[str | None, str | None], able: bool,
+        ident: dict[str, str | None],
+    ) -> HelloAnswer:  # fmt: skip
+        """A capture run (provision.capturing), or a wait when the live environment cannot capture."""
+        if not able:
+            return self._wait(mac, f"capture as {image} asked for, but this live environment cannot capture: rebuild "
+                                   "it with provision live build", recipe=recipe, **ident)  # fmt: skip
+        self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
+        try:
+            return self.capturing.start(mac, image, recipe=recipe, target_disk=target_disk, requested_by=by,
+                                        token=token, live=live, facts=_json_facts(derived))  # fmt: skip
+        except ImageError as exc:
+            return self._wait(mac, f"capture as {image} not possible: {exc}", recipe=recipe, **ident)
 
     def _transfer(self, mac: str, decision: Decision, version: ImageVersion, held: Held | None) -> MulticastPlan | None:
         """The plan's carousel when the new run's chunks come by multicast (provision.multicast.runcalls); a
@@ -361,6 +392,12 @@ class Runs:
 
     def _report(self, run_id: str, msg: Report, remote: str | None) -> RunAnswer:
         run = self.open_run(run_id, msg.token, remote)
+        if run.capture is not None:  # a capture ends with capture/done; a report only fails it
+            if msg.ok:
+                raise RunConflict(f"run {run.id} is a capture: it ends with capture/done", run=run.id,
+                                  state=run.state.value)  # fmt: skip
+            run = self.capturing.fail(run, msg.reason or "the agent reports failure, no reason given")
+            return RunAnswer(run.id, run.state.value, run.reason)
         for kind, extra in (("write", msg.writer), ("grow", msg.grow)):
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})

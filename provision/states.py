@@ -3,7 +3,8 @@
 The rules, stated once:
 
 - A run moves ``booted -> inventoried -> (erasing) -> writing -> verifying -> (hooks) -> done``; an erase-only
-  run ``booted -> inventoried -> erasing -> done``. ``failed`` from any unfinished state, ``repair`` from
+  run ``booted -> inventoried -> erasing -> done``; a capture run (docs/capture.md) ``booted -> inventoried ->
+  capturing -> done``. ``failed`` from any unfinished state, ``repair`` from
   ``booted``/``inventoried``/``erasing``. ``done``, ``failed`` and ``repair`` are final.
 - A run ends ``done`` only with a complete verification of its own digest (the whole image read back right:
   ``read_back`` ok, more than 0 data chunks, every one verified).
@@ -11,6 +12,8 @@ The rules, stated once:
   each one's method ran and its verification found the pattern: ``erasure_complete``); a drive not ok sends the
   run to ``repair`` with its reason, never ``done``. A run whose plan orders an erasure before its image moves
   to ``writing`` only once that erasure was recorded, complete.
+- A capture run ends ``done`` only once the server has read back every chunk of the captured disk, checked its
+  sha256 and published the new version (the run then names it: its ``digest`` is not empty); it never writes.
 - When a run ends, its machine takes the same state (``done``, ``failed``, ``repair``); while it runs, the
   machine is ``imaging``.
 - A machine whose last run is ``done`` boots its local disk, unless that run was erase-only: its disks are
@@ -53,6 +56,7 @@ class RunState(enum.StrEnum):
     BOOTED = "booted"
     INVENTORIED = "inventoried"
     ERASING = "erasing"  # every drive being erased and verified (a plan with ``erase``)
+    CAPTURING = "capturing"  # the disk read, its chunks offered and uploaded (a capture run)
     WRITING = "writing"
     VERIFYING = "verifying"
     HOOKS = "hooks"
@@ -64,7 +68,10 @@ class RunState(enum.StrEnum):
 FINAL_RUN_STATES = frozenset({RunState.DONE, RunState.FAILED, RunState.REPAIR})
 NEXT_RUN_STATES: dict[RunState, frozenset[RunState]] = {
     RunState.BOOTED: frozenset({RunState.INVENTORIED, RunState.FAILED, RunState.REPAIR}),
-    RunState.INVENTORIED: frozenset({RunState.ERASING, RunState.WRITING, RunState.FAILED, RunState.REPAIR}),
+    RunState.INVENTORIED: frozenset(
+        {RunState.ERASING, RunState.WRITING, RunState.CAPTURING, RunState.FAILED, RunState.REPAIR}
+    ),
+    RunState.CAPTURING: frozenset({RunState.CAPTURING, RunState.DONE, RunState.FAILED}),
     RunState.ERASING: frozenset({RunState.ERASING, RunState.WRITING, RunState.DONE, RunState.FAILED, RunState.REPAIR}),
     RunState.WRITING: frozenset({RunState.WRITING, RunState.VERIFYING, RunState.FAILED}),
     RunState.VERIFYING: frozenset({RunState.VERIFYING, RunState.HOOKS, RunState.DONE, RunState.FAILED}),
@@ -108,6 +115,7 @@ def check_run_move(
     erase: bool = False,
     erase_only: bool = False,
     erasures_ok: Iterable[bool] = (),
+    capture: bool = False,
 ) -> None:
     """Raise unless the run may move from ``current`` to ``target``. ``complete_digests``: the digests of its
     complete verification records (``done`` needs one equal to the run's own ``digest``). ``erase``: the run's
@@ -120,6 +128,14 @@ def check_run_move(
         raise RunConflict(
             f"run {run_id}: {current.value} -> {target.value} is not allowed", run=run_id, state=current.value
         )
+    if capture and target in (RunState.ERASING, RunState.WRITING, RunState.VERIFYING, RunState.HOOKS):
+        raise RunConflict(f"run {run_id} is a capture: nothing is erased or written", run=run_id, state=current.value)
+    if target is RunState.CAPTURING and not capture:
+        raise RunConflict(f"run {run_id} is not a capture", run=run_id, state=current.value)
+    if capture:
+        if target is RunState.DONE and not digest:
+            raise RunError(f"run {run_id}: no captured version published", run=run_id)
+        return
     if target is RunState.ERASING and not erase:
         raise RunConflict(f"run {run_id}: its plan orders no erasure", run=run_id, state=current.value)
     if erase_only and target in (RunState.WRITING, RunState.VERIFYING, RunState.HOOKS):

@@ -1,4 +1,5 @@
-"""`provision image import|list|verify|export|retain` (the store) and `image build|rebuild` (the builder)."""
+"""`provision image import|list|verify|export|retain` (the store), `image build|rebuild` (the builder), `image diff`
+(``imagediff``) and `image capture` (``imagecapture``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from provision.cli import imagediff
+from provision.cli import imagecapture, imagediff
 from provision.cli.common import DEFAULT_STATE, EXIT_FAILED, Parser, dump, state_dir_of
 
 DEFAULT_STORE = Path("/var/lib/provision/images")
@@ -238,6 +239,7 @@ def add_commands(sub: Any) -> None:
         "place when its layout allows)"
     )  # fmt: skip
     imagediff.add_command(command, _store)  # image diff A B
+    imagecapture.add_command(command)  # image capture MAC --name NAME
     p = command("rebuild", "rebuild every definition whose inputs changed (the nightly job)", cmd_rebuild)
     p.add_argument("--all", action="store_true", required=True, help="every definition in --images")
     p.add_argument("--images", metavar="DIR", default="images", help="definitions folder (default: images/)")

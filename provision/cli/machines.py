@@ -173,6 +173,14 @@ def download_line(r: dict[str, Any]) -> str | None:
     return f"nothing held: {fetched}"
 
 
+def capture_line(c: dict[str, Any]) -> str:
+    """A capture run's figures (docs/capture.md): ``capture of the disk: 129 of 129 chunks offered, 3 uploaded (2
+    new), 0.1 MiB sent``."""
+    positions = "?" if c.get("positions") is None else c["positions"]
+    return (f"capture of the disk: {c['offered']} of {positions} chunks offered, {c['uploaded_chunks']} uploaded "
+            f"({c['new_chunks']} new), {c['uploaded_bytes'] / 2**20:.1f} MiB sent")  # fmt: skip
+
+
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     from provision.macaddr import BadMac, normalize_mac
 
@@ -192,6 +200,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
                 "erasures": [e.to_dict() for e in store.erasures(run=r.id)],
                 "hooks": [{**h.to_dict(), "result": describe(h)} for h in hooks],
                 "warnings": [f"hook {h.name} {describe(h)}" for h in warned] if r.state.value == "done" else [],
+                **({"captured": store.capture_run(r.id).to_dict()} if r.capture is not None else {}),
             })  # fmt: skip
     if args.json:
         dump(rows, out)
@@ -217,6 +226,8 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{'':32}  {line}\n")
         if r["transfer"]:
             out.write(f"{'':32}  {transfer_line(r['transfer'])}\n")
+        if r.get("captured"):
+            out.write(f"{'':32}  {capture_line(r['captured'])}\n")
         if (download := download_line(r)) is not None:
             out.write(f"{'':32}  {download}\n")
         for h in r["hooks"]:

@@ -39,6 +39,7 @@ class Stage(enum.StrEnum):
     INVENTORY = "inventory"
     WAITING = "waiting"
     ERASING = "erasing"
+    CAPTURING = "capturing"
     WRITING = "writing"
     VERIFYING = "verifying"
     HOOKS = "hooks"
@@ -53,6 +54,7 @@ STAGE_WORDS: dict[Stage, str] = {
     Stage.INVENTORY: N_("inventory"),
     Stage.WAITING: N_("waiting"),
     Stage.ERASING: N_("erasing"),
+    Stage.CAPTURING: N_("capturing"),
     Stage.WRITING: N_("writing"),
     Stage.VERIFYING: N_("verifying"),
     Stage.HOOKS: N_("finishing"),
@@ -68,6 +70,7 @@ STAGE_ICONS: dict[Stage, str] = {
     Stage.INVENTORY: "\u2630",  # trigram: a list
     Stage.WAITING: "\u25f7",  # a clock (DejaVu Sans has no pause sign, U+23F8)
     Stage.ERASING: "\u2205",  # empty set: the drives emptied
+    Stage.CAPTURING: "\u21e7",  # up arrow: the disk sent to the server
     Stage.WRITING: "\u21e9",  # down arrow
     Stage.VERIFYING: "\u27f3",  # circle arrow
     Stage.HOOKS: "\u2699",  # gear
@@ -93,6 +96,7 @@ RUN_STAGES = {
     RunState.BOOTED: Stage.BOOTING,
     RunState.INVENTORIED: Stage.INVENTORY,
     RunState.ERASING: Stage.ERASING,
+    RunState.CAPTURING: Stage.CAPTURING,
     RunState.WRITING: Stage.WRITING,
     RunState.VERIFYING: Stage.VERIFYING,
     RunState.HOOKS: Stage.HOOKS,
@@ -316,7 +320,7 @@ class Views:
         stage = stage_of(machine, run, last_boot, now)
         facts = self.facts.facts(machine.mac, run)
         progress = None
-        if run is not None and stage in (Stage.WRITING, Stage.VERIFYING):
+        if run is not None and stage in (Stage.WRITING, Stage.VERIFYING, Stage.CAPTURING):
             progress = Progress.from_event(self.store.last_event(machine.mac, "progress"), run.id)
         if run is not None and stage is Stage.ERASING:
             progress = Progress.of_erasure(self.store.last_event(machine.mac, "progress"), run.id)

@@ -288,6 +288,21 @@ class Versions:
             self.publish(version)
         return version
 
+    def add_version(self, index: ImageIndex, bmap: str, *, publish: bool = True) -> ImageVersion:
+        """Store ``index`` (and its ``bmap`` text) as a new version of its image, published unless ``publish=False``:
+        every chunk it names must be in the store already (a capture's uploads: provision.images.capture), checked
+        with the store lock held shared, as an import holds it while it writes. ImageError naming the first missing
+        chunk otherwise, and nothing is written."""
+        with self.lock.shared(f"add {index.name}"):
+            missing = [sha for sha in index.unique_chunks() if not self.chunks.has(sha)]
+            if missing:
+                raise ImageError(f"image {index.name}: {len(missing)} chunks of the new version are not in the store "
+                                 f"(first {missing[0]}): nothing written", name=index.name)  # fmt: skip
+            version = self._write_version(index, bmap)
+        if publish:
+            self.publish(version)
+        return version
+
     def _write_version(self, index: ImageIndex, bmap: str) -> ImageVersion:
         data = index.canonical()
         digest = hashlib.sha256(data).hexdigest()

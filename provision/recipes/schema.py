@@ -119,6 +119,8 @@ class Recipe(Strict):
     bundles: list[Name] = Field(default_factory=list, max_length=64)  # recipes/bundles/NAME.yaml, after the hooks
     # how the image's chunks come (docs/multicast.md): None = the server's multicast.transfer
     transfer: Literal["auto", "multicast", "unicast"] | None = None
+    # a machine the recipe matches is captured as this image at its network boot (docs/capture.md)
+    capture: Name | None = None
 
     @field_validator("bundles")
     @classmethod
@@ -137,7 +139,13 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        if self.action is Action.IMAGE and not self.image:
+        if self.capture is not None:
+            if self.action is not Action.IMAGE:
+                raise ValueError(f"a capture recipe captures: it takes no 'action: {self.action.value}'")
+            given = [k for k in ("image", "erase", "hostname", "hooks", "bundles") if getattr(self, k)]
+            if given:
+                raise ValueError(f"a capture recipe writes nothing: it takes no {', '.join(map(repr, given))}")
+        if self.action is Action.IMAGE and not self.image and self.capture is None:
             raise ValueError("an image recipe needs 'image: NAME[@VERSION]'")
         if self.action is Action.ERASE and self.erase is None:
             raise ValueError("an erase recipe needs 'erase:' (e.g. 'erase: {method: auto}')")

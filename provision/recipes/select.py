@@ -64,6 +64,7 @@ class Plan:
     hooks: list[dict[str, Any]]  # the recipe's hooks, then one ``bundle`` entry per bundle (bundleplan.py)
     bundles: list[str] = field(default_factory=list)  # the recipe's bundles, in order
     erase: dict[str, Any] | None = None  # the recipe's ``erase:``, its ``lot`` rendered (None: no erasure)
+    capture: str | None = None  # the image the machine is captured as (the recipe's ``capture:``)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def render_plan(recipe: LoadedRecipe, facts: dict[str, FactValue]) -> Plan:
         hooks=hooks,
         bundles=list(r.bundles),
         erase=erase,
+        capture=r.capture,
     )
 
 

@@ -1,5 +1,6 @@
 """The server's records (``Store``): machines and per-boot tokens here; runs, verification records and hook
-results in ``runrecords``; erasure records and lots in ``erasures``; users in ``users``; the figures of /metrics
+results in ``runrecords``; erasure records and lots in ``erasures``; capture requests and
+what capture runs offered and uploaded in ``captures``; users in ``users``; the figures of /metrics
 in ``stats``; the database, its transactions and the event log in ``base``.
 """
 
@@ -12,6 +13,7 @@ import time
 from provision.errors import ActionRefused, NotFound
 from provision.states import MachineState
 from provision.store.base import BUSY_TIMEOUT, StoreUnavailable, unavailable
+from provision.store.captures import CaptureRecords
 from provision.store.erasures import ErasureRecords
 from provision.store.records import BootToken, Machine, machine_from_row, token_from_row
 from provision.store.runrecords import RunRecords
@@ -25,7 +27,7 @@ ACTIONS = ("reimage", "ready", "forget")
 ACTION_WORDS = {"reimage": "imaging it again", "ready": "marking it ready", "forget": "forgetting it"}
 
 
-class Store(UserRecords, ErasureRecords, RunRecords, StatsRecords):
+class Store(UserRecords, ErasureRecords, CaptureRecords, RunRecords, StatsRecords):
     """All the server's records in one SQLite file. Safe to share between threads."""
 
     # -------------------------------------------------------------------------------------- machines

@@ -64,9 +64,15 @@ class Run:
     fetched_bytes: int | None = None
     verified_bytes: int | None = None
     target: str | None = None
+    capture: str | None = None  # a capture run (docs/capture.md): the image it captures (None: any other run)
+
+    @property
+    def kind(self) -> str:
+        """What the run does: ``capture``, ``erase`` (erase-only) or ``image``."""
+        return "capture" if self.capture is not None else "erase" if self.erase_only else "image"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "state": self.state.value}
+        return {**self.__dict__, "state": self.state.value, "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,7 @@ _DELTA_FIELDS = ("held_run", "held_digest", "held_label", "predicted_bytes", "pr
 def run_from_row(row: sqlite3.Row) -> Run:
     transfer = None if row["transfer"] is None else json.loads(row["transfer"])
     return Run(**{k: row[k] for k in (*_RUN_FIELDS, *_DELTA_FIELDS)}, state=RunState(row["state"]),
-               erase_only=bool(row["erase_only"]), transfer=transfer)  # fmt: skip
+               erase_only=bool(row["erase_only"]), transfer=transfer, capture=row["capture"])  # fmt: skip
 
 
 def verification_from_row(row: sqlite3.Row) -> Verification:

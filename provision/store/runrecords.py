@@ -54,6 +54,7 @@ class RunRecords(Database):
         erase_only: bool = False,
         destination: str | None = None,
         held: HeldVersion | None = None,
+        capture: str | None = None,
     ) -> Run:
         """A new run of `mac` (the machine goes to imaging); any unfinished earlier run of it fails. ``token``:
         the boot token that started it (calls about the run must carry it; only its hash is kept); ``plan``:
@@ -62,7 +63,8 @@ class RunRecords(Database):
         machine's derived facts, for the hooks that need some; ``erase_only``: a run that erases every drive
         and writes nothing (``image``, ``label`` and ``digest`` are then ''); ``destination``: where the recipe
         says its machines go (provision.states.Destination), for the city's report; ``held``: the version the
-        machine held and the prediction (docs/delta.md)."""
+        machine held and the prediction (docs/delta.md); ``capture``: a capture run of that image (its digest and
+        label filled when the version is published: docs/capture.md)."""
         run_id = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -77,14 +79,15 @@ class RunRecords(Database):
             db.execute(
                 "INSERT INTO runs (id, mac, recipe, image, label, digest, state, started, token_hash, plan, "
                 "live_address, host_key, facts, erase_only, destination, held_run, held_digest, held_label, "
-                "predicted_bytes, predicted_download) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "predicted_bytes, predicted_download, capture) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, mac, recipe, image, label, digest, state.value, now,
                     None if token is None else secret_hash(token), None if plan is None else json.dumps(plan),
                     live_address, host_key, None if facts is None else json.dumps(facts), int(erase_only),
                     destination, *((None,) * 5 if held is None else
                                    (held.run, held.digest, held.version, held.bytes, held.download)),
+                    capture,
                 ),
             )  # fmt: skip
             db.execute(
@@ -92,7 +95,8 @@ class RunRecords(Database):
                 (machine_state_for(state).value, recipe, mac),
             )
             started = {"run": run_id, "state": state.value, "image": image, "digest": digest}
-            self._event(db, mac, "run", {**started, **({"erase_only": True} if erase_only else {})})
+            kind = {"erase_only": True} if erase_only else {"capture": capture} if capture is not None else {}
+            self._event(db, mac, "run", {**started, **kind})
         found = self.run(run_id)
         assert found is not None
         return found
@@ -319,7 +323,7 @@ class RunRecords(Database):
                 oks.append(False)
             check_run_move(
                 run_id, run.state, state, digest=run.digest, complete_digests=complete, erase=erase,
-                erase_only=run.erase_only, erasures_ok=oks,
+                erase_only=run.erase_only, erasures_ok=oks, capture=run.capture is not None,
             )  # fmt: skip
             db.execute(
                 "UPDATE runs SET state = ?, reason = ?, finished = ?, bytes_written = COALESCE(?, bytes_written), "

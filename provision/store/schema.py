@@ -203,4 +203,42 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN verified_bytes INTEGER;
     ALTER TABLE runs ADD COLUMN target TEXT;
     """,
+    """
+    -- issue 17: capture (docs/capture.md). A capture asked for a machine (provision image capture MAC --name NAME):
+    -- one pending request per machine, consumed when its capture run starts. A capture run names the image it
+    -- captures (runs.capture; NULL: any other run), its digest and label filled when the version is published;
+    -- capture_runs keeps its chunk size, the disk's size (fixed at the first offer) and what was uploaded;
+    -- capture_chunks each offered position's sha256 (NULL: a hole); capture_asked the sha256s the server asked
+    -- for (uploaded: stored since).
+    CREATE TABLE capture_requests (
+        mac TEXT PRIMARY KEY,
+        image TEXT NOT NULL,
+        requested_at REAL NOT NULL,
+        requested_by TEXT NOT NULL,
+        target_disk TEXT NOT NULL DEFAULT '{}'
+    );
+    ALTER TABLE runs ADD COLUMN capture TEXT;
+    CREATE TABLE capture_runs (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        image TEXT NOT NULL,
+        chunk_size INTEGER NOT NULL,
+        disk_size INTEGER,
+        requested_by TEXT,
+        uploaded_chunks INTEGER NOT NULL DEFAULT 0,
+        uploaded_bytes INTEGER NOT NULL DEFAULT 0,
+        new_chunks INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE capture_chunks (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        position INTEGER NOT NULL,
+        sha256 TEXT,
+        PRIMARY KEY (run_id, position)
+    );
+    CREATE TABLE capture_asked (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        sha256 TEXT NOT NULL,
+        uploaded INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, sha256)
+    );
+    """,
 )

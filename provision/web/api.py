@@ -21,7 +21,7 @@ from aiohttp import web
 
 from provision.dashboard.render import DASHBOARD
 from provision.dashboard.screen import screen_of
-from provision.errors import NotFound
+from provision.errors import NotFound, PayloadTooLarge, TokenRefused
 from provision.logcontext import bound
 from provision.macaddr import normalize_mac
 from provision.runs import Runs
@@ -29,8 +29,10 @@ from provision.store import Run, Store
 from provision.web.errors import json_body
 from provision.web.openapi import openapi_bytes
 from provision.wire.api import MAX_BODY, FirstBoot, Hello, ImageAnswer, Progress, Report
+from provision.wire.capture import TOKEN_HEADER, CaptureDone, CaptureOffer
 from provision.wire.carousel import MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
+from provision.wire.index import is_sha256
 from provision.wire.schema import Message
 
 log = logging.getLogger(__name__)
@@ -138,12 +140,51 @@ run_erasure_progress = _run_handler(
     "Each drive's erasure progress (``ErasureProgress``): the run is ``erasing``; the live tile follows.",
 )  # fmt: skip
 
+run_capture_offer = _run_handler(
+    CaptureOffer, lambda runs, run, msg, remote: runs.capturing.offer(run, msg, remote),
+    "Chunks of a capture run's disk, in order (``CaptureOffer``): recorded; the answer names those to upload.",
+    screen=False,
+)  # fmt: skip
+run_capture_done = _run_handler(
+    CaptureDone, lambda runs, run, msg, remote: runs.capturing.done(run, msg, remote),
+    "The end of a capture (``CaptureDone``): the disk read back and checked, the version published, the run "
+    "``done``; else ``failed`` with the reason.",
+)  # fmt: skip
+
+
+async def run_capture_chunk(request: web.Request) -> web.Response:
+    """One chunk a capture run was asked for: the raw body is one zstd frame, the boot token in the
+    ``X-Provision-Token`` header; read up to the run's limit (413 beyond), checked and stored."""
+    run_id, sha256 = request.match_info["run"], request.match_info["sha256"]
+    token = request.headers.get(TOKEN_HEADER, "")
+    if not 8 <= len(token) <= 128:
+        raise TokenRefused(f"a chunk upload carries the run's boot token in the {TOKEN_HEADER} header", run=run_id)
+    if not is_sha256(sha256):
+        raise NotFound("a chunk is named by its sha256 (64 lower-case hex digits)")
+    runs = request.app[RUNS]
+    limit = await asyncio.to_thread(runs.capturing.upload_limit, run_id)
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"a chunk upload is at most {limit} bytes, this one {request.content_length}")
+    body = bytearray()
+    async for block in request.content.iter_chunked(1 << 16):
+        body += block
+        if len(body) > limit:
+            raise PayloadTooLarge(f"a chunk upload is at most {limit} bytes")
+
+    def answer() -> Message:
+        with bound(mac=_run_mac(request, run_id), keep=True):
+            return runs.capturing.upload(run_id, sha256, token, bytes(body), request.remote)
+
+    return web.json_response((await asyncio.to_thread(answer)).to_dict())
+
 
 def _run_dict(store: Store, run: Run) -> dict[str, Any]:
     verifications = [v.to_dict() for v in store.verifications(run.id)]
     erasures = [e.to_dict() for e in store.erasures(run=run.id)]
     hooks = [h.to_dict() for h in store.hook_results(run.id)]
-    return {**run.to_dict(), "verifications": verifications, "erasures": erasures, "hooks": hooks}
+    capture = store.capture_run(run.id) if run.capture is not None else None
+    found = {**run.to_dict(), "verifications": verifications, "erasures": erasures, "hooks": hooks}
+    return found if capture is None else {**found, "captured": capture.to_dict()}
 
 
 async def list_runs(request: web.Request) -> web.Response:

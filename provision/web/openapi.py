@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 import json
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from provision import __version__
-from provision.errors import NotFound, ProvisionError, RunConflict, RunError, TokenRefused
+from provision.capturing import UploadRefused
+from provision.errors import NotFound, PayloadTooLarge, ProvisionError, RunConflict, RunError, TokenRefused
 from provision.images import ImageError
 from provision.images.errors import CorruptImage, ImageNotFound
 from provision.images.partitions import PartitionTable
@@ -27,9 +28,11 @@ from provision.images.versions import ImageInfo
 from provision.macaddr import BadMac
 from provision.probes import ProbeNotKept, ProbeUnreadable
 from provision.store.base import StoreUnavailable
+from provision.store.captures import CaptureRun
 from provision.store.records import ErasureRecord, Event, HookRecord, Machine, Run, Verification
 from provision.wire import paths
 from provision.wire.api import FirstBoot, Hello, HelloAnswer, Progress, ProgressAnswer, Report, RunAnswer, Screen
+from provision.wire.capture import TOKEN_HEADER, CaptureDone, CaptureOffer, CaptureOfferAnswer, CaptureUploadAnswer
 from provision.wire.carousel import MulticastAnswer, MulticastCall
 from provision.wire.erasure import ErasureProgress, ErasureReport
 from provision.wire.index import FORMAT_VERSION, SHA256
@@ -111,9 +114,12 @@ HOOK_RESULT = Record(HookRecord, name="HookResult", extra={"ok": bool}, optional
 # the image's read-back record, named apart from the wire's Verification (a drive erasure's read-back)
 VERIFICATION = Record(Verification, name="ImageVerification", extra={"complete": bool})
 ERASURE = Record(ErasureRecord, name="Erasure")  # one drive's erasure record: every DriveErasure field
+CAPTURED = Record(CaptureRun, name="CaptureFigures", extra={"positions": int | None})  # a capture run's figures
 RUN = Record(Run, extra={"verifications": ArrayOf(VERIFICATION), "erasures": ArrayOf(ERASURE),
-                         "hooks": ArrayOf(HOOK_RESULT)})  # fmt: skip
-RUN_SCREEN = Record(Run, name="RunWithScreen", extra=RUN.extra, optional={"screen": Screen})  # GET ?screen=1
+                         "hooks": ArrayOf(HOOK_RESULT), "kind": Literal["image", "erase", "capture"]},
+             optional={"captured": CAPTURED})  # fmt: skip
+RUN_SCREEN = Record(Run, name="RunWithScreen", extra=RUN.extra,
+                    optional={**RUN.optional, "screen": Screen})  # GET ?screen=1  # fmt: skip
 IMAGE = Record(ImageInfo, name="Image", fields={"current": VERSION_SUMMARY, "versions": ArrayOf(VERSION_SUMMARY)})
 MAC = {"mac": "a MAC address (any usual spelling: 52:54:00:12:34:56, 52-54-00-12-34-56, 525400123456)"}
 RUN_ID = {"run": "the run's id"}
@@ -141,6 +147,25 @@ ROUTES: tuple[Route, ...] = (
           description="Only for a run whose plan has `multicast` (else 409). The carousel of the plan's version "
                       "sends while one of its agents is joined and alive; a listener not heard from for 3 "
                       "keepalive periods is dropped (docs/multicast.md)."),
+    Route("POST", paths.RUN_CAPTURE_OFFER, "run_capture_offer", "Chunks of a capture's disk: which to upload",
+          CaptureOfferAnswer, CaptureOffer, tag="agent", params=RUN_ID,
+          errors=(TokenRefused, NotFound, RunConflict, *STORE),
+          description="Positions in disk order, no gap (the same offer again is accepted; another one for the "
+                      "same positions is 409); the answer names the sha256s the server lacks, each once per run "
+                      "(docs/capture.md)."),
+    Route("PUT", paths.RUN_CAPTURE_CHUNK, "run_capture_chunk", "One chunk of a capture, as one zstd frame",
+          CaptureUploadAnswer, tag="agent", raw_request="application/zstd",
+          params={**RUN_ID, "sha256": "the plain chunk's sha256 (one the offer's answer named)"},
+          headers={TOKEN_HEADER: "the run's boot token"},
+          errors=(TokenRefused, NotFound, RunConflict, PayloadTooLarge, UploadRefused, *STORE),
+          description="At most the chunk size plus zstd's worst case (413 beyond); a frame that does not decode "
+                      "or bytes that do not hash to the sha256 are 422 and nothing is stored."),
+    Route("POST", paths.RUN_CAPTURE_DONE, "run_capture_done", "The end of a capture: the version published",
+          RunAnswer, CaptureDone, tag="agent", params=RUN_ID,
+          errors=(TokenRefused, NotFound, RunConflict, RunError, *STORE),
+          description="Every position offered and every chunk stored: the server reads the disk back, checks its "
+                      "sha256, writes the index with its provenance and publishes it; the run ends `done` (its "
+                      "label and digest name the version) or `failed` with the reason, nothing published."),
     Route("POST", paths.FIRSTBOOT, "firstboot", "An installed system's boot, proven by its run's secret", OK,
           FirstBoot, tag="agent", errors=(TokenRefused, NotFound, *STORE)),
     Route("GET", paths.MACHINES, "machines", "Every machine the server knows", ArrayOf(Record(Machine)),

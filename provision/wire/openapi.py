@@ -39,7 +39,8 @@ PROBLEM: Schema = {
     "required": ["field", "message"],
     "additionalProperties": False,
 }
-FACTS: dict[str, Schema] = {"problems": {"type": "array", "items": {"$ref": REF + "Problem"}}}  # else: text
+FACTS: dict[str, Schema] = {"problems": {"type": "array", "items": {"$ref": REF + "Problem"}},
+                            "bytes": {"type": "integer", "minimum": 0}}  # else: text  # fmt: skip
 BODY_ERRORS: tuple[type[ProvisionError], ...] = (RequestError, PayloadTooLarge, InvalidPayload)  # any JSON body
 
 
@@ -91,7 +92,7 @@ class Route:
     media type (``"application/zstd"``: bytes, not JSON). ``errors``: the error classes it may answer with; the
     body errors (400, 413, 422) are added when it has a ``request``."""
 
-    method: Literal["GET", "POST"]
+    method: Literal["GET", "POST", "PUT"]
     path: str
     name: str  # operationId
     summary: str
@@ -102,6 +103,8 @@ class Route:
     tag: str = "api"
     description: str = ""
     params: Mapping[str, str] = field(default_factory=dict)  # path parameter -> description
+    raw_request: str | None = None  # a body that is not JSON: its media type (a capture's chunk upload)
+    headers: Mapping[str, str] = field(default_factory=dict)  # a required request header -> description
 
     @property
     def all_errors(self) -> tuple[type[ProvisionError], ...]:
@@ -294,8 +297,13 @@ def _operation(route: Route, components: dict[str, Schema]) -> Schema:
     ]
     params += [{"name": q.name, "in": "query", "required": False, "schema": q.schema, "description": q.description}
                for q in route.query]  # fmt: skip
+    params += [{"name": h, "in": "header", "required": True, "schema": {"type": "string"}, "description": d}
+               for h, d in route.headers.items()]  # fmt: skip
     if params:
         op["parameters"] = params
+    if route.raw_request is not None:
+        raw = {"type": "string", "contentMediaType": route.raw_request}
+        op["requestBody"] = {"required": True, "content": {route.raw_request: {"schema": raw}}}
     if route.request is not None:
         body = json_schema(route.request, components)
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}

@@ -5,6 +5,7 @@ against the route's request schema and each answer against the response of its r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 import requests
+import zstandard
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
 
 from provision.facts import load_probe
 from provision.images import ImageStore
 from provision.wire import paths
+from provision.wire.capture import TOKEN_HEADER
 from tests.support.erasures import drive
 from tests.support.erasures import report as erasure_report
 from tests.support.images import CHUNK, MiB, make_disk
@@ -29,6 +32,8 @@ MAC = "52:54:00:12:34:56"
 WAITING = "52:54:00:ab:cd:ef"
 PARTS = "52:54:00:00:00:0e"
 RECIPE = "name: default\ndefault: true\nimage: tiny\nwipe: zero\n"
+GOLDEN = "52:54:00:00:00:c0"
+CAPTURE = f"name: golden\ncapture: golden\nmatch: {{mac: '{GOLDEN}'}}\n"
 ERASE_ONLY = f"name: parts\naction: erase\nmatch: {{mac: '{PARTS}'}}\nerase: {{method: overwrite, lot: 'Lot 7'}}\n"
 
 
@@ -38,6 +43,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Running, str, int]]:
     recipes.mkdir()
     (recipes / "default.yaml").write_text(RECIPE)
     (recipes / "parts.yaml").write_text(ERASE_ONLY)
+    (recipes / "golden.yaml").write_text(CAPTURE)
     images = ImageStore(tmp_path / "images")
     version = images.import_raw(
         make_disk(tmp_path / "d.raw", 4 * MiB, [(MiB, 200_000)], seed=7), "tiny", chunk_size=CHUNK
@@ -96,6 +102,11 @@ class Api:
             answer = requests.post(url, json=body, timeout=10)
         return answer.status_code, self.check(answer, "POST", template)
 
+    def put(self, template: str, body: bytes, headers: dict[str, str], **values: str) -> tuple[int, Any]:
+        """A raw body (a capture's chunk upload: not JSON)."""
+        answer = requests.put(self.url + paths.fill(template, **values), data=body, headers=headers, timeout=10)
+        return answer.status_code, self.check(answer, "PUT", template)
+
 
 def token_of(url: str, mac: str) -> str:
     script = requests.get(url + paths.boot_ipxe(mac), timeout=10).text
@@ -104,7 +115,7 @@ def token_of(url: str, mac: str) -> str:
     return found.group(1)
 
 
-def test_real_answers_follow_the_served_document(served: tuple[Running, str, int]) -> None:
+def test_real_answers_follow_the_served_document(served: tuple[Running, str, int], tmp_path: Path) -> None:
     run, digest, data = served
     api = Api(run.url)
     assert api.get(paths.HEALTHZ)[0] == 200
@@ -169,6 +180,27 @@ def test_real_answers_follow_the_served_document(served: tuple[Running, str, int
     assert status == 200 and [r["id"] for r in runs] == [run_id] and runs[0]["verifications"][0]["complete"]
     assert {k: runs[0]["transfer"][k] for k in transfer} == transfer and runs[0]["transfer"]["bytes_multicast"] == 0
     assert api.get(paths.RUN, run=run_id)[1]["state"] == "done"
+
+    # a golden PC its recipe captures (docs/capture.md): one offer, the one chunk asked for uploaded, done
+    disk = make_disk(tmp_path / "golden.raw", 4 * MiB, [(MiB, 100_000)], seed=9).read_bytes()
+    golden = token_of(run.url, GOLDEN)
+    status, capture = api.post(paths.HELLO, {"mac": GOLDEN, "token": golden, "facts": {**facts, "mac": GOLDEN},
+                                             "capture": True})  # fmt: skip
+    assert status == 200 and capture["action"] == "capture" and capture["capture"]["image"] == "golden", capture
+    sha = hashlib.sha256(disk).hexdigest()
+    offer = {"token": golden, "disk_size": len(disk), "first": 0, "chunks": [sha]}
+    assert api.post(paths.RUN_CAPTURE_OFFER, offer, run=capture["run"]) == (200, {"missing": [sha], "offered": 1})
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(disk)
+    upload = {TOKEN_HEADER: golden, "Content-Type": "application/zstd"}
+    assert api.put(paths.RUN_CAPTURE_CHUNK, frame[:-9], upload, run=capture["run"], sha256=sha)[0] == 422
+    status, stored = api.put(paths.RUN_CAPTURE_CHUNK, frame, upload, run=capture["run"], sha256=sha)
+    assert status == 200 and stored["new"], stored
+    end = {"token": golden, "disk_size": len(disk), "sector_size": 512, "sha256": sha, "chunks": 1, "holes": 0,
+           "read_bytes": len(disk), "uploaded_chunks": 1, "uploaded_bytes": len(frame), "seconds": 1.0}  # fmt: skip
+    status, captured = api.post(paths.RUN_CAPTURE_DONE, end, run=capture["run"])
+    assert status == 200 and captured["state"] == "done", captured
+    status, golden_runs = api.get(paths.RUNS, {"mac": GOLDEN})
+    assert golden_runs[0]["kind"] == "capture" and golden_runs[0]["captured"]["uploaded_chunks"] == 1
 
     # refusals: each error body follows the document too
     assert api.get(paths.RUN, run="no-such-run")[0] == 404

@@ -1,0 +1,291 @@
+"""Capture runs (``Capturing``, used by ``provision.runs``; docs/capture.md): a golden PC's disk made a new
+version of an image, the agent sending only the chunks the server lacks. The protocol is the wire's
+(``provision.wire.capture``):
+
+- ``start``: a run of kind capture and its ``CapturePlan`` (the chunk size of the image's current version, so
+  unchanged chunks are shared; the store's default for a new image); the machine's request is used up;
+- ``offer``: chunks in disk order, recorded (``Store.record_offer`` checks the order); the answer names the
+  sha256s the chunk store lacks and that were not asked for before in the run; the run moves to ``capturing``;
+- ``upload``: one zstd frame of a chunk the run was asked for, decoded (at most the chunk size), its sha256
+  checked, stored (``ChunkStore.put``); a bad frame or a wrong hash is refused (422) and nothing is stored;
+- ``done``: every position offered, every chunk read back and the disk's sha256 checked, the partition table
+  read, the version written with its provenance and published (``provision.images.capture``); the run ends
+  ``done`` naming the version, or ``failed`` with the reason (nothing published). A failure report ends it too.
+
+The run's token lives ``token_ttl`` seconds more with each offer and upload (a capture of a large disk over a
+slow link outlasts the token's first lifetime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import zstandard
+
+from provision.errors import FatalError, NotFound, RunConflict
+from provision.images import DEFAULT_CHUNK_SIZE, ImageError, ImageStore
+from provision.images.capture import assemble, zero_sha256
+from provision.images.index import check_name
+from provision.states import RunState, is_final
+from provision.store import Run, Store
+from provision.store.captures import CaptureRun
+from provision.wire.api import CaptureAnswer, RunAnswer
+from provision.wire.capture import (
+    DEFAULT_LEVEL,
+    DEFAULT_OFFER,
+    CaptureDone,
+    CaptureOffer,
+    CaptureOfferAnswer,
+    CapturePlan,
+    CaptureUploadAnswer,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 2.0  # seconds: at most one stored capture progress event per run in this window
+TOKEN_TTL = 6 * 3600.0  # seconds a run's token lives after its last accepted call (config boot.token_ttl_seconds)
+OpenRun = Callable[[str, str, "str | None"], Run]  # (run id, token, remote) -> the open run, or raise
+
+
+class UploadRefused(FatalError):
+    """A chunk upload whose body is not one zstd frame of at most the chunk size, or whose bytes do not hash to
+    the sha256 it was sent as: nothing is stored (HTTP 422, with the facts)."""
+
+    status_code = 422
+    public_facts = ("run", "chunk", "found", "bytes")
+
+
+def upload_limit(chunk_size: int) -> int:
+    """The largest body a chunk upload may have: zstd's worst case for ``chunk_size`` bytes, with room."""
+    return chunk_size + (chunk_size >> 7) + (1 << 12)
+
+
+def decode(frame: bytes, chunk_size: int, *, what: str) -> bytes:
+    """The plain bytes of one zstd frame of at most ``chunk_size`` bytes (UploadRefused otherwise)."""
+    try:
+        params = zstandard.get_frame_parameters(frame)
+        plain = zstandard.ZstdDecompressor().decompress(frame, max_output_size=chunk_size)
+    except zstandard.ZstdError as exc:
+        problem = f"{what}: not one zstd frame of at most {chunk_size} bytes ({exc})"
+        raise UploadRefused(problem, bytes=len(frame)) from None
+    if not plain or (params.content_size > 0 and params.content_size != len(plain)):
+        raise UploadRefused(f"{what}: the frame decodes to {len(plain)} bytes", bytes=len(frame))
+    return plain
+
+
+class Capturing:
+    """Capture runs over the store and the image store; ``open_run`` is ``Runs.open_run`` (token, remote)."""
+
+    def __init__(
+        self,
+        store: Store,
+        images: ImageStore | None,
+        open_run: OpenRun,
+        token_ttl: float = TOKEN_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.images = images
+        self.open_run = open_run
+        self.token_ttl = token_ttl
+        self.clock = clock
+        self._last_progress: dict[str, float] = {}
+        self._finishing: set[str] = set()  # runs whose done is being made (a second done waits its turn: 409)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ start
+    def start(
+        self,
+        mac: str,
+        image: str,
+        *,
+        recipe: str | None,
+        target_disk: dict[str, Any],
+        requested_by: str | None,
+        token: str | None,
+        live: tuple[str | None, str | None],
+        facts: dict[str, Any],
+    ) -> CaptureAnswer:
+        """A new capture run of ``mac`` as ``image``. ImageError when there is no image store or the name is bad."""
+        if self.images is None:
+            raise ImageError("this server has no image store")
+        check_name(image)
+        current = self.images.current(image) if self.images.digests(image) else None
+        plan = CapturePlan(
+            image=image, chunk_size=DEFAULT_CHUNK_SIZE if current is None else current.index.chunk_size,
+            target_disk=target_disk, offer=DEFAULT_OFFER, level=DEFAULT_LEVEL,
+            current=None if current is None else current.label,
+        )  # fmt: skip
+        with self.store.atomic():
+            run = self.store.create_run(
+                mac, recipe=recipe, image=image, label="", digest="", token=token, plan={"capture": plan.to_dict()},
+                live_address=live[0], host_key=live[1], facts=facts, capture=image,
+            )  # fmt: skip
+            self.store.begin_capture(run.id, image, plan.chunk_size, requested_by)
+        log.info("%s: capture run %s: image %s, chunks of %d bytes (current %s, asked by %s)", mac, run.id, image,
+                 plan.chunk_size, plan.current or "none", requested_by or f"recipe {recipe}")  # fmt: skip
+        return CaptureAnswer(run=run.id, capture=plan, recipe=recipe)
+
+    # -------------------------------------------------------------------------------------- the calls
+    def _capture_run(self, run: Run) -> CaptureRun:
+        found = None if run.capture is None else self.store.capture_run(run.id)
+        if found is None:
+            raise RunConflict(f"run {run.id} is not a capture", run=run.id, state=run.state.value)
+        return found
+
+    def offer(self, run_id: str, msg: CaptureOffer, remote: str | None = None) -> CaptureOfferAnswer:
+        """Chunks of the disk recorded; the answer names those to upload."""
+        if self.images is None:
+            raise NotFound("this server has no image store")
+        with self.store.atomic():
+            run = self.open_run(run_id, msg.token, remote)
+            self._capture_run(run)
+            if run.state is RunState.INVENTORIED:
+                run = self.store.set_run_state(run.id, RunState.CAPTURING)
+            offered = self.store.record_offer(run.id, msg.disk_size, msg.first, list(msg.chunks))
+            size = self._capture_run(run).chunk_size
+            holes = {zero_sha256(size), zero_sha256(msg.disk_size - (msg.disk_size - 1) // size * size)}
+            missing = [sha for sha in offered.new if sha not in holes and not self.images.chunks.has(sha)]
+            self.store.mark_asked(run.id, missing)
+            self.store.extend_token(run.mac, msg.token, self.token_ttl)
+            self._progress(run, self._capture_run(run))
+        log.info("%s: run %s: offer of positions %d..%d: %d to upload", run.mac, run.id, msg.first,
+                 msg.first + len(msg.chunks) - 1, len(missing))  # fmt: skip
+        return CaptureOfferAnswer(missing=missing, offered=offered.offered)
+
+    def upload_limit(self, run_id: str) -> int:
+        """The largest upload body of the run (NotFound for a run that is not a capture)."""
+        found = self.store.capture_run(run_id)
+        if found is None:
+            raise NotFound("no such capture run")
+        return upload_limit(found.chunk_size)
+
+    def upload(
+        self, run_id: str, sha256: str, token: str, body: bytes, remote: str | None = None
+    ) -> CaptureUploadAnswer:
+        """One chunk the run was asked for, checked and stored."""
+        if self.images is None:
+            raise NotFound("this server has no image store")
+        run = self.open_run(run_id, token, remote)
+        capture = self._capture_run(run)
+        if not self.store.capture_asked(run.id, sha256):
+            raise RunConflict(f"run {run.id}: chunk {sha256} was not asked for (offer it first)", run=run.id,
+                              state=run.state.value)  # fmt: skip
+        what = f"run {run.id}: chunk {sha256}"
+        try:
+            plain = decode(body, capture.chunk_size, what=what)
+        except UploadRefused as exc:
+            raise UploadRefused(exc.message, run=run.id, chunk=sha256, bytes=len(body)) from None
+        found = hashlib.sha256(plain).hexdigest()
+        if found != sha256:
+            log.warning("%s: %s: the upload hashes to %s: refused", run.mac, what, found)
+            raise UploadRefused(f"{what}: the uploaded bytes hash to {found}: not stored", run=run.id, chunk=sha256,
+                                found=found, bytes=len(body))  # fmt: skip
+        put = self.images.chunks.put(plain, sha256=sha256)
+        with self.store.atomic():
+            capture = self.store.record_upload(run.id, sha256, sent=len(body), new=put.new)
+            self.store.extend_token(run.mac, token, self.token_ttl)
+            self._progress(run, capture)
+        return CaptureUploadAnswer(sha256=sha256, new=put.new, stored_bytes=put.stored_bytes)
+
+    def _progress(self, run: Run, capture: CaptureRun) -> None:
+        """A ``progress`` event (stage ``capturing``: the bytes offered so far of the disk's) at most every
+        PROGRESS_EVERY seconds, for the dashboard's tile."""
+        now = self.clock()
+        total = capture.disk_size or 0
+        done = min(total, capture.offered * capture.chunk_size)
+        last = self._last_progress.get(run.id)
+        if last is None or now - last >= PROGRESS_EVERY or done >= total:
+            self._last_progress[run.id] = now
+            self.store.event(run.mac, "progress", {"run": run.id, "stage": RunState.CAPTURING.value,
+                                                   "bytes_done": done, "bytes_total": total, "rate": None,
+                                                   "uploaded_bytes": capture.uploaded_bytes})  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------- end
+    def done(self, run_id: str, msg: CaptureDone, remote: str | None = None) -> RunAnswer:
+        """The capture's end: the version made and published (the run ``done``), or the run ``failed`` with
+        the reason. The same done again once the run ended (its answer was lost) gets the same answer."""
+        try:
+            run = self.open_run(run_id, msg.token, remote)
+        except RunConflict:  # the token and the caller were checked: the run has ended
+            ended = self.store.run(run_id)
+            if ended is None or ended.capture is None or not is_final(ended.state):
+                raise
+            return RunAnswer(ended.id, ended.state.value, ended.reason)
+        capture = self._capture_run(run)
+        with self._lock:
+            if run.id in self._finishing:
+                raise RunConflict(f"run {run.id}: its end is being made (the disk read back)", run=run.id,
+                                  state=run.state.value)  # fmt: skip
+            self._finishing.add(run.id)
+        try:
+            problem = self._problem(capture, msg)
+            if problem is None:
+                problem, run = self._publish(run, capture, msg)
+            if problem is not None:
+                run = self.fail(run, problem)
+        finally:
+            with self._lock:
+                self._finishing.discard(run.id)
+            self._last_progress.pop(run.id, None)
+        return RunAnswer(run.id, run.state.value, run.reason)
+
+    def _problem(self, capture: CaptureRun, msg: CaptureDone) -> str | None:
+        positions = capture.positions
+        if capture.disk_size is None or positions is None:
+            return "the agent offered no chunk before its end"
+        if msg.disk_size != capture.disk_size:
+            return f"the end says the disk is {msg.disk_size} bytes, the offers said {capture.disk_size}"
+        if capture.offered != positions or msg.chunks != positions:
+            return (f"{capture.offered} of the disk's {positions} chunk positions were offered (the end counts "
+                    f"{msg.chunks}): the capture stopped early")  # fmt: skip
+        return None
+
+    def _publish(self, run: Run, capture: CaptureRun, msg: CaptureDone) -> tuple[str | None, Run]:
+        assert self.images is not None
+        facts = self.store.run_facts(run.id)
+        at = datetime.now(UTC)
+        captured = {
+            "mac": run.mac, "serial": msg.serial or facts.get("serial"), "vendor": facts.get("vendor"),
+            "product": facts.get("product"), "run": run.id, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "disk": msg.disk, "model": msg.model, "filesystems": [fs.to_dict() for fs in msg.filesystems],
+            "free_bytes": sum(fs.free_bytes for fs in msg.filesystems), "read_bytes": msg.read_bytes,
+            "uploaded_chunks": capture.uploaded_chunks, "uploaded_bytes": capture.uploaded_bytes,
+        }  # fmt: skip
+        try:
+            made = assemble(
+                self.images, capture.image, self.store.capture_chunks(run.id), chunk_size=capture.chunk_size,
+                disk_size=capture.disk_size or 0, sector_size=msg.sector_size, sha256=msg.sha256,
+                provenance={"captured": captured}, created=at,
+            )  # fmt: skip
+        except (ImageError, OSError) as exc:
+            log.warning("%s: run %s: capture not published: %s", run.mac, run.id, exc)
+            return f"the captured disk was not published: {exc}", run
+        version = made.version
+        detail = {"run": run.id, "image": version.name, "label": version.label, "digest": version.digest,
+                  "chunks": made.chunks, "holes": made.holes, "uploaded_chunks": capture.uploaded_chunks,
+                  "new_chunks": capture.new_chunks, "uploaded_bytes": capture.uploaded_bytes,
+                  "read_bytes": msg.read_bytes, "seconds": msg.seconds}  # fmt: skip
+        with self.store.atomic():
+            self.store.set_captured(run.id, version.label, version.digest)
+            self.store.event(run.mac, "captured", detail)
+            run = self.store.set_run_state(run.id, RunState.DONE, f"captured as {version.ref}")
+        log.info("%s: run %s: captured as %s (%d chunks, %d uploaded, %d new, %d bytes sent)", run.mac, run.id,
+                 version.ref, made.chunks, capture.uploaded_chunks, capture.new_chunks,
+                 capture.uploaded_bytes)  # fmt: skip
+        return None, run
+
+    def fail(self, run: Run, reason: str) -> Run:
+        """The capture run ends ``failed`` with ``reason`` (nothing is published)."""
+        with self.store.atomic():
+            self.store.event(run.mac, "run-failed", {"run": run.id, "reason": reason})
+            ended = self.store.set_run_state(run.id, RunState.FAILED, reason[:2000])
+        self._last_progress.pop(run.id, None)
+        log.info("%s: capture run %s failed: %s", run.mac, run.id, reason)
+        return ended

@@ -44,12 +44,13 @@ WIDTH, HEIGHT = 80, 25  # the console's size when it cannot be asked (a VGA text
 MAX_SCALE = 4
 
 # the dashboard's words for its stages, in its default language (provision/dashboard/locale/fr: msgids
-# booting, inventory, waiting, writing, verifying, finishing, done, failed, repair)
+# booting, inventory, waiting, erasing, capturing, writing, verifying, finishing, done, failed, repair)
 STAGE_WORDS: dict[str, str] = {
     "booting": "démarrage",
     "inventory": "inventaire",
     "waiting": "en attente",
     "erasing": "effacement",
+    "capturing": "capture",
     "writing": "écriture",
     "verifying": "vérification",
     "hooks": "finitions",
@@ -65,6 +66,7 @@ STAGE_SYMBOLS: dict[str, str] = {
     "inventory": "≡",
     "waiting": "║",
     "erasing": "▒",
+    "capturing": "↑",
     "writing": "↓",
     "verifying": "↕",
     "hooks": "☼",
@@ -76,7 +78,7 @@ STAGE_SYMBOLS: dict[str, str] = {
 # QEMU VGA screendump, tests/e2e/test_pc_screen.py): black on green 6.7:1, bright white on red 7.7:1, black on
 # light grey 9:1 (the console's "bold black" is dark grey and its yellow background is brown: 1.5:1, unreadable)
 STAGE_COLOURS: dict[str, str] = {"done": "22;30;42", "failed": "1;37;41", "repair": "22;30;47", "waiting": "22;30;47"}
-PROGRESS_STAGES = ("erasing", "writing", "verifying")
+PROGRESS_STAGES = ("erasing", "capturing", "writing", "verifying")
 
 # 5x7 block digits: each row of a glyph is 5 pixels, "#" is lit
 FONT: dict[str, tuple[str, ...]] = {
@@ -303,7 +305,8 @@ class Console:
             self._draw()
 
     def progress(self, stage: str, done: int, total: int) -> None:
-        """A progress report of the write (``writing``) or the read-back (``verifying``)."""
+        """A progress report of the write (``writing``), the read-back (``verifying``) or a capture's read of the
+        disk (``capturing``)."""
         percent = 100 if total <= 0 else max(0, min(100, done * 100 // total))
         with self._lock:
             keep = self.view.stage == stage

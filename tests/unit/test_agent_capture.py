@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from provision.agent.capture.freespace import FreeSpace
-from provision.agent.capture.reader import ChunkReader, DiskReader, Layout
+from provision.agent.capture.freespace import FreeSpace, Read
+from provision.agent.capture.reader import ChunkReader, DiskReader, Layout, read_layout
 from provision.agent.capture.send import DiskChanged
 from provision.agent.capture.step import capture_disk
 from provision.agent.client import ApiRefused, ServerApi
@@ -135,6 +135,22 @@ def test_free_space_is_not_read(disk: Path) -> None:
         big = ChunkReader(reader, wide, 4 * CHUNK)
         first, _ = big.chunk(1, bytearray(4 * CHUNK))
     assert reads == [(4 * CHUNK, 4096), (8 * CHUNK - 4096, 4096)] and first.read == 8192
+
+
+def test_a_free_space_reader_that_fails_leaves_its_partition_whole_and_free_space_stays_inside() -> None:
+    def parts(read: Read, size: int, ss: int) -> tuple[tuple[int, int, int], ...]:
+        return ((1, 4096, 8192), (2, 16384, 8192))
+
+    def free(read: Read, offset: int, size: int) -> FreeSpace:
+        if offset == 16384:
+            raise OSError(5, "Input/output error")
+        return FreeSpace("vfat", offset, size, 512, ((0, 65536),))  # a wrong reader: beyond its partition
+
+    layout = read_layout(lambda offset, length: bytes(length), 65536, 512, find_partitions=parts, find_free=free)
+    assert layout.free == ((4096, 8192),) and layout.partitions == ((1, 4096, 8192), (2, 16384, 8192))
+    [_, second] = layout.captured()
+    assert (second.partition, second.fs, second.free_bytes) == (2, "unknown", 0)
+    assert second.note == "free space not read: OSError: [Errno 5] Input/output error"
 
 
 def test_only_the_missing_chunks_are_uploaded_once(disk: Path) -> None:

@@ -67,14 +67,17 @@ def upload_limit(chunk_size: int) -> int:
 
 
 def decode(frame: bytes, chunk_size: int, *, what: str) -> bytes:
-    """The plain bytes of one zstd frame of at most ``chunk_size`` bytes (UploadRefused otherwise)."""
+    """The plain bytes of one zstd frame of 1 to ``chunk_size`` bytes (UploadRefused otherwise). A size the frame
+    declares is checked before it is decoded: a frame never makes more than the chunk size in memory."""
+    problem = f"{what}: not one zstd frame of at most {chunk_size} bytes"
     try:
-        params = zstandard.get_frame_parameters(frame)
+        declared = zstandard.get_frame_parameters(frame).content_size
+        if declared not in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) and declared > chunk_size:
+            raise UploadRefused(f"{problem} (it declares {declared})", bytes=len(frame))
         plain = zstandard.ZstdDecompressor().decompress(frame, max_output_size=chunk_size)
     except zstandard.ZstdError as exc:
-        problem = f"{what}: not one zstd frame of at most {chunk_size} bytes ({exc})"
-        raise UploadRefused(problem, bytes=len(frame)) from None
-    if not plain or (params.content_size > 0 and params.content_size != len(plain)):
+        raise UploadRefused(f"{problem} ({exc})", bytes=len(frame)) from None
+    if not plain or len(plain) > chunk_size:
         raise UploadRefused(f"{what}: the frame decodes to {len(plain)} bytes", bytes=len(frame))
     return plain
 

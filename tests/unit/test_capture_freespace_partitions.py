@@ -10,8 +10,7 @@ import pytest
 
 from provision.agent.capture import Partition, PartitionTableError, partitions
 from provision.agent.errors import AgentError
-from tests.support.fsimages import Disk
-from tests.support.parttables import mbr_entry, write_gpt, write_mbr
+from tests.support.fsimages import Disk, mbr_entry, write_gpt, write_mbr
 
 MiB = 1 << 20
 

@@ -257,7 +257,8 @@ class Capturing:
         captured = {
             "mac": run.mac, "serial": msg.serial or facts.get("serial"), "vendor": facts.get("vendor"),
             "product": facts.get("product"), "run": run.id, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "disk": msg.disk, "model": msg.model, "filesystems": [fs.to_dict() for fs in msg.filesystems],
+            "disk": msg.disk, "model": msg.model, "system_serial": facts.get("serial"),
+            "filesystems": [fs.to_dict() for fs in msg.filesystems],
             "free_bytes": sum(fs.free_bytes for fs in msg.filesystems), "read_bytes": msg.read_bytes,
             "uploaded_chunks": capture.uploaded_chunks, "uploaded_bytes": capture.uploaded_bytes,
         }  # fmt: skip

@@ -55,6 +55,7 @@ class Golden:
 
     def hello(self, mac: str, token: str, *, capture: bool = True) -> dict[str, Any]:
         facts = {**load_probe(SAMPLE_PROBE).to_dict(), "mac": mac}
+        facts["dmi"]["system"].update(vendor="LENOVO", product="ThinkCentre M720", serial="PF3ABC12")
         body = {"mac": mac, "token": token, "facts": facts, **({"capture": True} if capture else {})}
         response = requests.post(self.url + paths.HELLO, json=body, timeout=30)
         assert response.status_code == 200, response.text
@@ -118,7 +119,9 @@ def test_a_capture_uploads_only_what_the_store_lacks_and_publishes_the_disk(gold
     )
     assert run["captured"]["uploaded_chunks"] == 1 and run["captured"]["new_chunks"] == 1
     captured = version.index.provenance["captured"]
-    assert (captured["mac"], captured["serial"], captured["run"]) == (MAC, "GOLDEN-1", agent.run)
+    assert (captured["mac"], captured["run"], captured["serial"]) == (MAC, agent.run, "GOLDEN-1")
+    pc = ("PF3ABC12", "LENOVO", "ThinkCentre M720")
+    assert (captured["system_serial"], captured["vendor"], captured["product"]) == pc
     assert captured["free_bytes"] == 1 << 20 and captured["filesystems"][0]["fs"] == "ext4"
     assert version.index.provenance["source"]["sha256"] == hashlib.sha256(golden.disk).hexdigest()
     assert [c.sha256 for c in version.index.chunks] == disk_chunks(golden.disk, CHUNK)

@@ -69,6 +69,7 @@ class Site:
         """One network boot of the PC and its agent's run to the end: the run as the API gives it."""
         code, last, err = result(agent_process(self.server.url, mac, self.token(mac), folder))
         assert code == EXIT_DONE and " done " in last, (last, err)
+        assert "progress not posted" not in err, err  # the server takes the stage ``capturing``
         runs = requests.get(f"{self.server.url}{paths.RUNS}", params={"mac": mac}, timeout=10).json()
         run: dict[str, Any] = requests.get(f"{self.server.url}{paths.run(runs[-1]['id'])}", timeout=10).json()
         assert run["state"] == "done", run

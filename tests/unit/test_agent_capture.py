@@ -16,9 +16,10 @@ import zstandard
 
 from provision.agent.capture.freespace import FreeSpace, Read
 from provision.agent.capture.reader import ChunkReader, DiskReader, Layout, read_layout
-from provision.agent.capture.send import DiskChanged
+from provision.agent.capture.send import DiskChanged, send_disk
 from provision.agent.capture.step import capture_disk
 from provision.agent.client import ApiRefused, ServerApi
+from provision.agent.errors import TargetError
 from provision.agent.main import EXIT_DONE, EXIT_FAILED, Agent, AgentConfig
 from provision.agent.screen import Console
 from provision.wire.capture import CapturePlan
@@ -197,6 +198,20 @@ def test_a_refused_upload_stops_the_capture(disk: Path) -> None:
         capture(disk, server, workers=1)
     assert caught.value.status == 400 and "scripted 400" in caught.value.reason and not server.dones
     assert len(server.offers) <= 2  # the reader stopped soon after
+
+
+def test_a_read_error_stops_the_capture_with_its_facts(disk: Path) -> None:
+    class Failing(DiskReader):
+        def read_into(self, view: memoryview, offset: int) -> None:
+            if offset >= 12 * CHUNK:
+                raise TargetError(f"{self.path}: read of {len(view)} bytes at {offset} failed: Input/output error")
+            super().read_into(view, offset)
+
+    server = CaptureServer(CHUNK)
+    api = ServerApi(SERVER, MAC, TOKEN, session=server, sleep=lambda s: None)
+    with Failing(disk) as reader, pytest.raises(TargetError, match="at 786432 failed: Input/output error"):
+        send_disk(api, "r1", plan(), ChunkReader(reader, FREE, CHUNK), workers=2)
+    assert len(server.positions) <= 12 and not server.dones
 
 
 def config(disk: Path, **over: Any) -> AgentConfig:

@@ -3,7 +3,9 @@ time; the ones the server lacks uploaded, each one zstd frame, from a small thre
 and sending overlap.
 
 - ``send_disk`` reads every chunk once (``ChunkReader``: free space zeroed, all zeros is a hole), hashes it and
-  the whole disk as sent (zeros in free space and holes, in order), and offers the positions in batches.
+  the whole disk as sent (zeros in free space and holes, in order), and offers the positions in batches. The
+  chunks are read and hashed a few ahead by two threads (``scan``) while the whole disk's sha256 is computed in
+  order: a CPU-bound capture (a fast disk) goes about twice as fast.
 - ``Uploads`` takes the sha256s an offer's answer names: each chunk is read again (its free space zeroed again),
   its sha256 must still be the one offered (else the disk changed under the capture: ``DiskChanged``), then it is
   compressed at ``plan.level`` and PUT (``ServerApi.upload``, retried like every call). At most ``workers + 2``
@@ -15,10 +17,12 @@ the first failure is raised (the caller reports the run failed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,6 +36,8 @@ from provision.wire.capture import CaptureOffer, CapturePlan
 log = logging.getLogger(__name__)
 
 Progressed = Callable[[int, int], None]  # (bytes of the disk gone through, disk size)
+SCANNERS = 2  # threads reading and hashing chunks ahead of the whole disk's sha256
+AHEAD = 3  # chunks read ahead (each its buffer)
 
 
 class DiskChanged(AgentError):
@@ -149,26 +155,44 @@ def send_disk(
     """Offer every chunk of the disk in order and upload those the server asks for; the figures."""
     figures = Figures()
     uploads = Uploads(api, run, reader, plan, workers, figures)
-    buf = bytearray(plan.chunk_size)
     batch: list[ChunkRead] = []
     try:
-        for index in range(reader.count):
-            uploads.check()
-            chunk, plain = reader.chunk(index, buf)
-            figures.whole.update(plain)
-            figures.chunks += 1
-            figures.holes += chunk.sha256 is None
-            figures.read_bytes += chunk.read
-            batch.append(chunk)
-            if len(batch) == plan.offer or index == reader.count - 1:
-                _offer(api, run, plan, reader.size, batch, uploads)
-                figures.offers += 1
-                batch = []
-            progressed(chunk.offset + chunk.length, reader.size)
+        with contextlib.closing(scan(reader)) as chunks:
+            for chunk, plain in chunks:
+                uploads.check()
+                figures.whole.update(plain)
+                figures.chunks += 1
+                figures.holes += chunk.sha256 is None
+                figures.read_bytes += chunk.read
+                batch.append(chunk)
+                if len(batch) == plan.offer or chunk.index == reader.count - 1:
+                    _offer(api, run, plan, reader.size, batch, uploads)
+                    figures.offers += 1
+                    batch = []
+                progressed(chunk.offset + chunk.length, reader.size)
         uploads.finish()
     finally:
         uploads.close()
     return figures
+
+
+def scan(reader: ChunkReader, ahead: int = AHEAD) -> Generator[tuple[ChunkRead, memoryview], None, None]:
+    """Every chunk in disk order, read and hashed ``ahead`` chunks in advance by ``SCANNERS`` threads (pread and
+    sha256 release the GIL), while the caller hashes the whole disk in order. A chunk's bytes are valid until
+    the next one is asked for (its buffer is then reused)."""
+    buffers = [bytearray(reader.chunk_size) for _ in range(ahead)]
+    with ThreadPoolExecutor(max_workers=SCANNERS, thread_name_prefix="capture-scan") as pool:
+        pending: deque[Future[tuple[ChunkRead, memoryview]]] = deque()
+        try:
+            for index in range(reader.count):
+                if len(pending) == ahead:
+                    yield pending.popleft().result()  # the caller is done with it when it asks for the next
+                pending.append(pool.submit(reader.chunk, index, buffers[index % ahead]))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _offer(api: ServerApi, run: str, plan: CapturePlan, size: int, batch: list[ChunkRead], uploads: Uploads) -> None:

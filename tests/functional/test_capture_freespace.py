@@ -27,10 +27,13 @@ import pytest
 from provision.agent.capture import FreeSpace, Partition, free_space, partitions
 from tests.support.agent import run_tool as run
 from tests.support.realfs import (
+    GONE,
     MiB,
     assemble,
     check,
+    content,
     ext_free_blocks,
+    files,
     make_ext,
     make_ntfs,
     make_vfat,
@@ -89,7 +92,7 @@ EXT_CASES = [
     ("ext4", ["-t", "ext4", "-b", "4096", "-g", "2048"], "gpt"),
     ("ext4", ["-t", "ext4", "-b", "1024"], "dos"),
     ("ext4", ["-t", "ext4", "-b", "4096", "-g", "2048", "-O", "^flex_bg,^64bit,^metadata_csum,uninit_bg"], "gpt"),
-    ("ext4", ["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"], "dos"),
+    ("ext4", ["-t", "ext4", "-b", "1024", "-g", "256", "-O", "meta_bg,^resize_inode"], "dos"),
     ("ext4", ["-t", "ext4", "-b", "4096", "-g", "2048", "-O", "sparse_super2"], "gpt"),
     ("ext3", ["-t", "ext3"], "dos"),
     ("ext2", ["-t", "ext2", "-b", "2048"], "gpt"),
@@ -133,6 +136,18 @@ def test_a_disk_of_vfat_ext4_and_ntfs(tmp_path: Path, label: str) -> None:
         assert space.label == {"vfat": "ESP", "ext4": None, "ntfs": "WIN"}[kind]
         assert space.free_bytes > 30 * MiB
         safe(disk, part, space, kind, tmp_path, how)
+        wrong = with_a_file_block(disk, part, space)
+        with pytest.raises(AssertionError):  # the check sees a used block called free
+            check(kind, overwrite_free(disk, part, wrong, tmp_path / f"part{part.number}-wrong.img", "random"), how)
+
+
+def with_a_file_block(disk: Disk, part: Partition, space: FreeSpace) -> FreeSpace:
+    """``space`` with the allocation unit holding the start of /big added to its free ranges."""
+    image = disk.read(part.offset, part.size)
+    at = image.find(content("big", 4096))
+    assert at >= 0 and at % space.block_size == 0
+    free = (*space.free, (part.offset + at, space.block_size))
+    return FreeSpace(space.fs, space.offset, space.size, space.block_size, free)
 
 
 def ext_with(tmp: Path, block: int, *, fix_count: bool) -> tuple[Path, str]:
@@ -195,3 +210,30 @@ def test_a_journal_needing_recovery_is_refused(tmp_path: Path) -> None:
     run(["debugfs", "-w", "-R", "feature needs_recovery", str(image)])
     space = free_space(Disk(image).read, 0, image.stat().st_size)
     assert space.free == () and "the journal needs recovery" in (space.note or "")
+
+
+def test_ext4_written_by_the_kernel(tmp_path: Path) -> None:
+    """The file system as a PC leaves it: written through the kernel's ext4 (a loop mount), cleanly unmounted."""
+    need("mke2fs", "dumpe2fs", "debugfs", "e2fsck", "sfdisk", "mount", "umount")
+    image, mnt = tmp_path / "ext.img", tmp_path / "mnt"
+    image.write_bytes(b"")
+    os.truncate(image, 128 * MiB)
+    run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-g", "4096", "-E", "lazy_itable_init=1", str(image)])
+    mnt.mkdir()
+    mounted = run(["mount", "-o", "loop", str(image), str(mnt)], check=False)
+    if mounted.returncode:
+        pytest.skip(f"no loop mount here: {mounted.stderr.strip()}")
+    try:
+        (mnt / "dir").mkdir()
+        for name, src in files(tmp_path).items():
+            shutil.copyfile(src, mnt / name)
+        for name in GONE:
+            (mnt / name).unlink()
+    finally:
+        run(["umount", str(mnt)])
+    listed = ext_free_blocks(image)
+    disk, (part,) = read_disk(tmp_path, "gpt", [image])
+    space = free_space(disk.read, part.offset, part.size)
+    assert space.note is None
+    assert [((s - part.offset) // 4096, n // 4096) for s, n in space.free] == listed
+    safe(disk, part, space, "ext4", tmp_path)

@@ -26,7 +26,8 @@ from provision.builder.tiny import TinyInputs, fetch_tiny
 from provision.builder.tinyinit import INITRAMFS_INIT, ROOT_INIT
 from provision.images.index import canonical_json
 
-BUILDER_VERSION = 2  # bump when the same inputs would give a different image (layout, boot chain; 2: reproducible)
+BUILDER_VERSION = 3  # bump when the same inputs would give a different image (layout, boot chain; 2: reproducible;
+# 3: GRUB's menu entry without the label)
 
 
 def scripts_digest() -> str:

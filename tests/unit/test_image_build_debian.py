@@ -122,6 +122,9 @@ def test_debian_command_sequence(tmp_path, cache):
     assert result.packages == {"gcompris-qt": "3.1-2", "openssh-server": "1:9.2p1-2"}
     cfg = (root / "boot" / "grub" / "grub.cfg").read_text()
     assert f"linux /boot/vmlinuz-{RELEASE} root=UUID={layout.root_uuid} ro quiet" in cfg
+    # the menu entry is the image name: the label changes with every rebuild, and in place each file holding
+    # it costs a chunk (/etc/provision/image.json names the version)
+    assert f"menuentry '{result.name}' --id provision {{" in cfg and result.label not in cfg
     assert store.imported[0]["provenance"]["resolved"] == {"openssh-server": "1:9.2p1-2"}
 
 

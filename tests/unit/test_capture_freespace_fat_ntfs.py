@@ -191,3 +191,25 @@ def test_random_damage_never_crashes_and_never_frees_metadata() -> None:
             disk.data[at] = rng.randrange(256)
         result = space(disk)
         assert result.note is not None or not units(result, 0) & set(NTFS_META)
+
+
+@pytest.mark.parametrize(
+    ("log", "words"),
+    [(b"CHKD" + bytes(8188), "chkdsk was interrupted (CHKD page at byte 0)"),
+     (b"\xff" * 4096 + restart_page(10, 0, 0), "$LogFile: not clean"),  # the kernel looks at 4096 too
+     (restart_page(10, 0, 0)[:4096] + b"\xff" * 4096, "$LogFile: not clean")],
+    ids=["chkdsk", "second page only", "first page only"],
+)  # fmt: skip
+def test_ntfs_log_pages_are_looked_for_where_the_kernel_looks(log: bytes, words: str) -> None:
+    result = space(tiny_ntfs(log=log))
+    assert result.free == () and words in (result.note or ""), result.note
+
+
+def test_ntfs_mft_with_an_attribute_list_reads_its_first_extent() -> None:
+    """A fragmented $MFT (an attribute list, its $DATA in extents): records 0-15 are in the first extent."""
+    disk = tiny_ntfs()
+    attrs = [resident(0x20, bytes(32)), non_resident(0x80, [(NTFS_MFT, 4)], 16 * NTFS_RECORD)]
+    put_record(disk, 0, mft_record(attrs))
+    assert space(disk).note is None
+    put_record(disk, 0, mft_record([resident(0x20, bytes(32))]))  # no extent from VCN 0 in the base record
+    assert "$MFT: $DATA split across records (an attribute list) or missing" in (space(disk).note or "")

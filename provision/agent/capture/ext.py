@@ -97,8 +97,12 @@ class _Ext:
             raise problem("bigalloc (allocation by clusters) is not read")
         if self.first_data != (1 if self.bs == 1024 else 0):
             raise problem(f"s_first_data_block {self.first_data} with {self.bs}-byte blocks")
-        if not 0 < self.per_group <= 8 * self.bs or self.per_group % 8:
+        if not 256 <= self.per_group <= 8 * self.bs or self.per_group % 8:  # mke2fs's range
             raise problem(f"s_blocks_per_group {self.per_group} with {self.bs}-byte blocks")
+        if common.u32(sb, 0x24) != self.per_group:
+            raise problem(f"s_clusters_per_group {common.u32(sb, 0x24)} is not s_blocks_per_group {self.per_group}")
+        if not 0 < self.inodes_per_group <= 8 * self.bs:
+            raise problem(f"s_inodes_per_group {self.inodes_per_group} with {self.bs}-byte blocks")
         if self.blocks <= self.first_data or self.blocks * self.bs > self.vol.size:
             raise problem(f"{self.blocks} blocks of {self.bs} bytes do not fit the partition ({self.vol.size} bytes)")
         if self.desc_size < 32 or self.desc_size & (self.desc_size - 1) or self.desc_size > self.bs:

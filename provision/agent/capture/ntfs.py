@@ -32,6 +32,8 @@ from provision.agent.capture.common import Found, Range, Volume, clear_bit_runs
 ATTR_LIST, VOLUME_NAME, VOLUME_INFO, DATA, END = 0x20, 0x60, 0x70, 0x80, 0xFFFFFFFF
 MFT, LOGFILE, VOLUME, BITMAP = 0, 2, 3, 6
 PIECE = 4 << 20  # bitmap bytes read at once
+LOG_SCAN = 128 << 10  # $LogFile bytes looked at for its restart pages
+PAGE_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 Run = tuple[int, int | None, int]  # (first VCN, LCN or None when sparse, clusters)
 
 
@@ -70,7 +72,7 @@ class _Ntfs:
         if not 0 < self.mft_lcn < self.clusters:
             raise vol.problem(f"MFT at cluster {self.mft_lcn}, outside the volume's {self.clusters} clusters")
         rec0 = self.fixed(vol.read(self.mft_lcn * self.cluster, self.record, "MFT record 0"), "MFT record 0")
-        self.mft_runs = self.runs(self.data(rec0, "$MFT"), "$MFT")
+        self.mft_runs = self.runs(self.data(rec0, "$MFT", first_extent=True), "$MFT")  # records 0-15 at least
 
     def fixed(self, raw: bytes, what: str, magic: bytes = b"FILE") -> bytearray:
         """The record with its update sequence applied (every 512-byte stride checked)."""
@@ -107,11 +109,16 @@ class _Ntfs:
             found.append(_Attr(bytes(rec[at : at + length])))
             at += length
 
-    def data(self, rec: bytearray, what: str) -> _Attr:
-        """The record's unnamed ``$DATA`` attribute: whole in the record, not compressed, encrypted or sparse."""
+    def data(self, rec: bytearray, what: str, *, first_extent: bool = False) -> _Attr:
+        """The record's unnamed ``$DATA`` attribute: whole in the record (or, with ``first_extent``, its extent
+        from VCN 0 when an attribute list spreads it over records), not compressed, encrypted or sparse."""
         attrs = self.attrs(rec, what)
         datas = [a for a in attrs if a.type == DATA and not a.named]
-        if len(datas) != 1 or any(a.type == ATTR_LIST for a in attrs):
+        if first_extent:
+            datas = [a for a in datas if not a.non_resident or struct.unpack_from("<Q", a.raw, 0x10)[0] == 0]
+        elif any(a.type == ATTR_LIST for a in attrs):
+            datas = []
+        if len(datas) != 1:
             raise self.vol.problem(f"{what}: $DATA split across records (an attribute list) or missing")
         if datas[0].flags & 0xC0FF:
             raise self.vol.problem(f"{what}: $DATA compressed, encrypted or sparse (flags 0x{datas[0].flags:04x})")
@@ -204,28 +211,34 @@ def _check_volume(ntfs: _Ntfs) -> None:
 
 
 def _check_log(ntfs: _Ntfs) -> None:
-    """$LogFile: empty, or its newer restart area clean."""
+    """$LogFile: empty (0xFF), or the restart area of its newer restart page clean. Restart pages are looked
+    for at bytes 0, 512, 1024, 2048 ... as the Linux driver's ``ntfs_check_logfile`` does; ``CHKD`` (chkdsk
+    was interrupted) is not clean."""
     attr = ntfs.data(ntfs.mft_record(LOGFILE, "$LogFile (MFT record 2)"), "$LogFile")
-    runs = ntfs.runs(attr, "$LogFile")
-    head = ntfs.stream(runs, 0, 512, "$LogFile")
-    if head == b"\xff" * 512:
-        return
+    size = struct.unpack_from("<Q", attr.raw, 0x30)[0]
+    if size < 4096:
+        raise ntfs.vol.problem(f"$LogFile of {size} bytes")
+    head = ntfs.stream(ntfs.runs(attr, "$LogFile"), 0, min(size, LOG_SCAN), "$LogFile")
     newest: tuple[int, int, int] | None = None  # (current LSN, client_in_use_list, flags)
-    page = struct.unpack_from("<I", head, 0x10)[0]
-    if page not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
-        raise ntfs.vol.problem(f"$LogFile: restart page size {page}")
-    for at in (0, page):
-        raw = ntfs.stream(runs, at, page, "$LogFile restart page")
-        if raw[:4] != b"RSTR":
-            continue
-        rec = ntfs.fixed(raw, f"$LogFile restart page at {at}", b"RSTR")
-        area = struct.unpack_from("<H", rec, 0x18)[0]
-        if area + 16 > len(rec):
-            raise ntfs.vol.problem(f"$LogFile: restart area at {area} of a {page}-byte page")
-        lsn, in_use, flags = struct.unpack_from("<Q4xHH", rec, area)
-        if newest is None or lsn > newest[0]:
-            newest = (lsn, in_use, flags)
-    if newest is None:
+    empty, pos = True, 0
+    while pos + 512 <= len(head):
+        magic = head[pos : pos + 4]
+        empty = empty and magic == b"\xff\xff\xff\xff"
+        if magic == b"CHKD":
+            raise ntfs.vol.problem(f"$LogFile: chkdsk was interrupted (CHKD page at byte {pos}): run chkdsk")
+        if magic == b"RSTR":
+            page = struct.unpack_from("<I", head, pos + 0x10)[0]
+            if page not in PAGE_SIZES or pos + page > len(head):
+                raise ntfs.vol.problem(f"$LogFile: restart page at byte {pos} of {page} bytes")
+            rec = ntfs.fixed(head[pos : pos + page], f"$LogFile restart page at byte {pos}", b"RSTR")
+            area = struct.unpack_from("<H", rec, 0x18)[0]
+            if area + 16 > page:
+                raise ntfs.vol.problem(f"$LogFile: restart area at {area} of a {page}-byte page")
+            lsn, in_use, flags = struct.unpack_from("<Q4xHH", rec, area)
+            if newest is None or lsn > newest[0]:
+                newest = (lsn, in_use, flags)
+        pos = pos * 2 if pos else 512
+    if newest is None and not empty:
         raise ntfs.vol.problem(f"$LogFile: no restart page (magic {head[:4]!r})")
-    if newest[1] != 0xFFFF and not newest[2] & 0x0002:
+    if newest is not None and newest[1] != 0xFFFF and not newest[2] & 0x0002:
         raise ntfs.vol.problem("$LogFile: not clean (Windows crashed or hibernated, fast startup?): run chkdsk")

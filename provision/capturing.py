@@ -32,10 +32,10 @@ from provision.errors import FatalError, NotFound, RunConflict
 from provision.images import DEFAULT_CHUNK_SIZE, ImageError, ImageStore
 from provision.images.capture import assemble, zero_sha256
 from provision.images.index import check_name
-from provision.states import RunState, is_final
+from provision.states import MachineState, RunState, is_final
 from provision.store import Run, Store
 from provision.store.captures import CaptureRun
-from provision.wire.api import CaptureAnswer, RunAnswer
+from provision.wire.api import CaptureAnswer, Report, RunAnswer, WaitAnswer
 from provision.wire.capture import (
     DEFAULT_LEVEL,
     DEFAULT_OFFER,
@@ -48,6 +48,7 @@ from provision.wire.capture import (
 
 log = logging.getLogger(__name__)
 
+LIVE = "provision live build"  # what makes a live environment whose agent captures
 PROGRESS_EVERY = 2.0  # seconds: at most one stored capture progress event per run in this window
 TOKEN_TTL = 6 * 3600.0  # seconds a run's token lives after its last accepted call (config boot.token_ttl_seconds)
 OpenRun = Callable[[str, str, "str | None"], Run]  # (run id, token, remote) -> the open run, or raise
@@ -103,6 +104,37 @@ class Capturing:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ start
+    def answer(
+        self,
+        mac: str,
+        image: str,
+        *,
+        recipe: str | None,
+        target_disk: dict[str, Any],
+        requested_by: str | None,
+        token: str | None,
+        live: tuple[str | None, str | None],
+        facts: dict[str, Any],
+        able: bool,
+        ident: dict[str, str | None],
+    ) -> CaptureAnswer | WaitAnswer:
+        """The hello's answer when a capture is wanted: a capture run (the machine's state and ``ident``, its vendor,
+        product and serial, recorded as for any plan), or a wait with the reason when the live environment cannot
+        capture (``able``: its hello says so) or the image cannot take one."""
+        reason = None
+        if not able:
+            reason = f"capture as {image} asked for, but this live environment cannot capture: rebuild it with {LIVE}"
+        else:
+            self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
+            try:
+                return self.start(mac, image, recipe=recipe, target_disk=target_disk, requested_by=requested_by,
+                                  token=token, live=live, facts=facts)  # fmt: skip
+            except ImageError as exc:
+                reason = f"capture as {image} not possible: {exc}"
+        self.store.set_state(mac, MachineState.WAITING, reason, recipe=recipe, **ident)
+        log.info("%s: capture as %s: waits: %s", mac, image, reason)
+        return WaitAnswer(reason)
+
     def start(
         self,
         mac: str,
@@ -284,6 +316,15 @@ class Capturing:
                  version.ref, made.chunks, capture.uploaded_chunks, capture.new_chunks,
                  capture.uploaded_bytes)  # fmt: skip
         return None, run
+
+    def report(self, run: Run, msg: Report) -> RunAnswer:
+        """A report on a capture run: a failure ends it ``failed`` with its reason; a success is refused (409: a
+        capture ends with capture/done)."""
+        if msg.ok:
+            raise RunConflict(f"run {run.id} is a capture: it ends with capture/done", run=run.id,
+                              state=run.state.value)  # fmt: skip
+        ended = self.fail(run, msg.reason or "the agent reports failure, no reason given")
+        return RunAnswer(ended.id, ended.state.value, ended.reason)
 
     def fail(self, run: Run, reason: str) -> Run:
         """The capture run ends ``failed`` with ``reason`` (nothing is published)."""

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 2.0  # seconds: at most one stored progress event per run in this window
 AddressCheck = Callable[[str, "str | None"], "str | None"]  # (mac, remote) -> why remote is not that PC, or None
+CaptureWant = tuple[str, dict[str, Any], "str | None", "str | None"]  # (image, target disk, asked by, recipe)
 NO_FACTS = "the hello carried no probe and no facts: nothing to choose a recipe by"
 
 
@@ -210,8 +211,8 @@ class Runs:
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
         request = self.store.capture_request(mac)
         if request is not None:
-            return self._capture(mac, derived, request.image, request.target_disk, request.requested_by, None,
-                                 token, live, capture, ident)  # fmt: skip
+            want: CaptureWant = (request.image, request.target_disk, request.requested_by, None)
+            return self._capture(mac, derived, want, token, live, capture, ident)
         try:
             decision = select(self.recipes(), derived)
         except (ConfigError, OSError) as exc:
@@ -234,8 +235,8 @@ class Runs:
             return self.erasing.start(mac, recipe, decision.plan.erase, token=token, live=live,
                                       facts=_json_facts(derived), destination=_destination(decision))  # fmt: skip
         if decision.action is Action.IMAGE and decision.plan is not None and decision.plan.capture is not None:
-            return self._capture(mac, derived, decision.plan.capture, decision.plan.target_disk, None, recipe, token,
-                                 live, capture, ident)  # fmt: skip
+            want = (decision.plan.capture, decision.plan.target_disk, None, recipe)
+            return self._capture(mac, derived, want, token, live, capture, ident)
         if decision.action is not Action.IMAGE or decision.plan is None or decision.plan.image is None:
             return self._wait(mac, "; ".join(reasons) or f"recipe {recipe} says wait", recipe=recipe, **ident)
         plan, image = decision.plan, decision.plan.image
@@ -275,20 +276,13 @@ class Runs:
         )
 
     def _capture(
-        self, mac: str, derived: dict[str, Any], image: str, target_disk: dict[str, Any], by: str | None,
-        recipe: str | None, token: str | None, live: tuple[str | None, str | None], able: bool,
-        ident: dict[str, str | None],
+        self, mac: str, derived: dict[str, Any], want: CaptureWant,
+        token: str | None, live: tuple[str | None, str | None], able: bool, ident: dict[str, str | None],
     ) -> HelloAnswer:  # fmt: skip
-        """A capture run (provision.capturing), or a wait when the live environment cannot capture."""
-        if not able:
-            return self._wait(mac, f"capture as {image} asked for, but this live environment cannot capture: rebuild "
-                                   "it with provision live build", recipe=recipe, **ident)  # fmt: skip
-        self.store.set_state(mac, MachineState.WAITING, None, recipe=recipe, **ident)
-        try:
-            return self.capturing.start(mac, image, recipe=recipe, target_disk=target_disk, requested_by=by,
-                                        token=token, live=live, facts=_json_facts(derived))  # fmt: skip
-        except ImageError as exc:
-            return self._wait(mac, f"capture as {image} not possible: {exc}", recipe=recipe, **ident)
+        """A capture run (provision.capturing), or a wait; ``want``: (image, target disk, asked by, recipe)."""
+        image, disk, by, recipe = want
+        return self.capturing.answer(mac, image, recipe=recipe, target_disk=disk, requested_by=by, token=token,
+                                     live=live, facts=_json_facts(derived), able=able, ident=ident)  # fmt: skip
 
     def _transfer(self, mac: str, decision: Decision, version: ImageVersion, held: Held | None) -> MulticastPlan | None:
         """The plan's carousel when the new run's chunks come by multicast (provision.multicast.runcalls); a
@@ -393,11 +387,7 @@ class Runs:
     def _report(self, run_id: str, msg: Report, remote: str | None) -> RunAnswer:
         run = self.open_run(run_id, msg.token, remote)
         if run.capture is not None:  # a capture ends with capture/done; a report only fails it
-            if msg.ok:
-                raise RunConflict(f"run {run.id} is a capture: it ends with capture/done", run=run.id,
-                                  state=run.state.value)  # fmt: skip
-            run = self.capturing.fail(run, msg.reason or "the agent reports failure, no reason given")
-            return RunAnswer(run.id, run.state.value, run.reason)
+            return self.capturing.report(run, msg)
         for kind, extra in (("write", msg.writer), ("grow", msg.grow)):
             if extra is not None:
                 self.store.event(run.mac, kind, {"run": run.id, **extra})

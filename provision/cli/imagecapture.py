@@ -1,7 +1,8 @@
 """`provision image capture MAC --name NAME`: a golden PC's disk captured as a new version of an image at its next
 network boot (docs/capture.md). The request is kept in the server's state store (as `provision machines` changes
 are); the machine goes back to `new`, so its next network boot runs the live environment; `--wait` follows the
-capture run to its end; `--cancel` forgets a request not started yet.
+capture run to its end (alone, without --name: the capture asked before); `--cancel` forgets a request not
+started yet.
 
 Registered by ``provision.cli.images`` (``add_command``): it shares that group's ``--config``.
 """
@@ -51,6 +52,13 @@ def cmd_capture(args: argparse.Namespace, out: TextIO) -> int:
             cancelled = store.cancel_capture(mac, by)
             out.write(f"{mac}: capture as {cancelled.image} cancelled\n" if cancelled else f"{mac}: no capture asked\n")
             return 0
+        if not args.name and args.wait:  # follow a capture asked before: from its request, else its newest run
+            pending = store.capture_request(mac)
+            runs = [r for r in store.runs(mac) if r.capture is not None]
+            if pending is None and not runs:
+                raise UsageError(f"{mac}: no capture asked: provision image capture {mac} --name NAME")
+            since = pending.requested_at if pending is not None else runs[-1].started
+            return wait(store, mac, since, args.timeout, out, json_out=args.json)
         if not args.name:
             raise UsageError("--name NAME is needed: the image the disk is captured as")
         try:

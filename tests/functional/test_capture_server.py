@@ -23,11 +23,13 @@ import zstandard
 
 from provision.facts import load_probe
 from provision.images import ImageStore
+from provision.store import Store
 from provision.wire import paths
 from tests.support.capturing import FakeCapture, disk_chunks
 from tests.support.chunk_server import Server, build_store, free_port
 from tests.support.images import CHUNK, unzstd
 from tests.support.paths import REPO, SAMPLE_PROBE
+from tests.support.wait import wait_for
 
 RECIPE = "name: default\ndefault: true\nimage: educ\nwipe: zero\ngrow_root: false\n"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -140,14 +142,35 @@ def test_a_capture_uploads_only_what_the_store_lacks_and_publishes_the_disk(gold
     text = golden.provision("runs", MAC).stdout
     assert f"captured as educ@{version.label}" in text, text
     assert "capture of the disk: 129 of 129 chunks offered, 1 uploaded (1 new)" in text, text
-    # the same disk captured again: nothing to upload, a new version of the same chunks
-    again = golden.start()
-    again.offer(golden.disk)
-    assert again.asked == []
-    assert again.done(golden.disk).json()["state"] == "done"
+    page = {
+        lang: requests.get(f"{golden.url}/machines/{MAC}", params={"lang": lang}, timeout=10) for lang in ("en", "fr")
+    }
+    assert "capture of the disk as" in page["en"].text and "capture du disque en tant que" in page["fr"].text
+    # the same disk captured again, followed by --wait: nothing to upload, a new version of the same chunks
+    argv = ["image", "capture", MAC, "--name", "educ", "--wait", "--timeout", "60", "--state-dir"]
+    pipe = subprocess.PIPE
+    waiting = subprocess.Popen([sys.executable, "-m", "provision", *argv, str(golden.server.state_dir)],
+                               stdout=pipe, stderr=pipe, text=True, env=ENV, cwd=REPO)  # fmt: skip
+    try:
+        with Store(golden.server.state_dir / "provision.db") as store:
+            assert wait_for(lambda: store.capture_request(MAC), 30, interval=0.1), "the CLI asked for no capture"
+        token = golden.token(MAC)
+        answer = golden.hello(MAC, token)
+        assert golden.hello(MAC, token) == answer  # the same hello again: the same run and plan
+        again = FakeCapture(golden.url, MAC, token, answer["run"], CHUNK)
+        again.offer(golden.disk)
+        assert again.asked == []
+        assert again.done(golden.disk).json()["state"] == "done"
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, (out, err)
     second = golden.store.current("educ")
     assert second is not None and second.digest != version.digest
     assert second.index.chunks == version.index.chunks
+    assert f"captured as educ@{second.label}" in out and "chunks: 129 in all, 0 new, 0 uploaded (0 bytes sent)" in out
 
 
 def test_a_bad_upload_is_refused_and_stores_nothing(golden: Golden) -> None:

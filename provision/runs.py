@@ -341,8 +341,9 @@ class Runs:
         with self.store.atomic():
             run = self.open_run(run_id, msg.token, remote)
             stage = RunState(msg.stage)
-            if run.state is not stage:
-                run = self.store.set_run_state(run.id, stage, bytes_written=msg.bytes_done, mean_rate=msg.rate)
+            if run.state is not stage:  # a capture writes nothing: its bytes are the disk's, read
+                written = None if run.capture is not None else msg.bytes_done
+                run = self.store.set_run_state(run.id, stage, bytes_written=written, mean_rate=msg.rate)
             self.store.extend_token(run.mac, msg.token, self.token_ttl)
             now = self.clock()
             last = self._last_progress.get(run.id)

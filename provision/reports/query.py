@@ -32,6 +32,7 @@ RUNS = """
            CASE WHEN json_valid(r.facts) THEN json_extract(r.facts, '$.form_factor') END AS hw_class
     FROM runs r LEFT JOIN machines m ON m.mac = r.mac
     WHERE r.finished >= ? AND r.finished < ? AND r.state IN ('done', 'failed', 'repair')
+      AND r.capture IS NULL  -- a golden PC captured (docs/capture.md) is not a machine refurbished
     ORDER BY r.finished, r.id
 """
 SET_ASIDE = """

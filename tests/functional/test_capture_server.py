@@ -8,6 +8,7 @@ a token of another boot is 403."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import subprocess
@@ -171,6 +172,8 @@ def test_a_capture_uploads_only_what_the_store_lacks_and_publishes_the_disk(gold
     assert second is not None and second.digest != version.digest
     assert second.index.chunks == version.index.chunks
     assert f"captured as educ@{second.label}" in out and "chunks: 129 in all, 0 new, 0 uploaded (0 bytes sent)" in out
+    report = json.loads(golden.provision("report", "--json", "--from", "2000-01-01").stdout)
+    assert (report["total"]["imaged"], report["total"]["runs_ended"]) == (0, 0)  # a golden PC is not refurbished
 
 
 def test_a_bad_upload_is_refused_and_stores_nothing(golden: Golden) -> None:

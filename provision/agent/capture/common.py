@@ -71,43 +71,27 @@ def u32(data: bytes, at: int) -> int:
     return int.from_bytes(data[at : at + 4], "little")
 
 
-def _byte_runs(value: int) -> tuple[Range, ...]:
-    runs: list[Range] = []
-    for bit in range(8):
-        if not value >> bit & 1:
-            if runs and runs[-1][0] + runs[-1][1] == bit:
-                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-            else:
-                runs.append((bit, 1))
-    return tuple(runs)
-
-
-_RUNS = tuple(_byte_runs(v) for v in range(256))
-_NOT_FULL = re.compile(rb"\x00+|[^\xff]")
+_NOT_FULL = re.compile(rb"[^\xff]+")  # bytes with a clear bit in them
+_CLEAR = re.compile("0+")
 
 
 def clear_bit_runs(bitmap: bytes, nbits: int) -> Iterator[Range]:
-    """The runs ``(first bit, count)`` of clear bits among the first ``nbits`` bits (LSB first), merged."""
+    """The runs ``(first bit, count)`` of clear bits among the first ``nbits`` bits (LSB first), merged. Full
+    bytes are skipped and all-zero stretches taken whole by regular expressions over the bytes; a stretch of
+    mixed bytes is spelled out as a string of bits (``bin``, reversed: LSB first) and its runs of ``0`` found."""
     data = bitmap[: (nbits + 7) // 8]
-    start = length = 0
     for match in _NOT_FULL.finditer(data):
         first, end = match.span()
-        pieces = (
-            [(first * 8, (end - first) * 8)]
-            if data[first] == 0
-            else [(first * 8 + b, n) for b, n in _RUNS[data[first]]]
-        )
-        for at, count in pieces:
-            if at >= nbits:
-                break
-            if length and start + length == at:
-                length += count
-                continue
-            if length:
-                yield start, min(length, nbits - start)
-            start, length = at, count
-    if length and start < nbits:
-        yield start, min(length, nbits - start)
+        base = first * 8
+        if base >= nbits:
+            return
+        piece = data[first:end]
+        if piece.count(0) == len(piece):
+            yield base, min(len(piece) * 8, nbits - base)
+            continue
+        bits = bin(int.from_bytes(piece, "little") | 1 << len(piece) * 8)[3:][::-1][: nbits - base]
+        for run in _CLEAR.finditer(bits):
+            yield base + run.start(), run.end() - run.start()
 
 
 def zero_entry_runs(table: bytes, width: int, first: int, count: int) -> Iterator[Range]:

@@ -96,3 +96,14 @@ def test_no_partition_table() -> None:
 def test_bad_geometry() -> None:
     with pytest.raises(PartitionTableError, match="1000-byte sectors"):
         partitions(Disk(MiB).read, MiB, 1000)
+
+
+@pytest.mark.parametrize("table", ["gpt", "mbr"])
+def test_overlapping_partitions_are_refused(table: str) -> None:
+    disk = Disk(16 * MiB)
+    if table == "gpt":
+        write_gpt(disk, [(2048, 10000), (8192, 12000)])
+    else:
+        write_mbr(disk, [(0x83, 2048, 8000), (0x07, 8192, 4000)])
+    with pytest.raises(PartitionTableError, match=r"partitions 1 \(LBA 2048\+\d+\) and 2 \(LBA 8192\+\d+\) overlap"):
+        partitions(disk.read, len(disk.data), 512)

@@ -10,12 +10,14 @@
   and the logical partitions of an extended one (types 0x05, 0x0F, 0x85), numbered from 5: each EBR's first
   entry is relative to that EBR, its second points to the next EBR relative to the extended partition's start.
 - No 0x55AA signature and no GPT: no partition table, ``()``.
+- Partitions that overlap are refused: the free space of one file system would be another one's data.
 
 A problem is a ``PartitionTableError`` (an ``AgentError``) with every fact (LBA, CRCs, sizes).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import zlib
@@ -59,10 +61,23 @@ def partitions(read: Read, disk_size: int, sector_size: int) -> tuple[Partition,
     signed = mbr[510:512] == b"\x55\xaa"
     types = [mbr[446 + 16 * i + 4] for i in range(4)] if signed else []
     if PROTECTIVE in types or read(sector_size, 8) == b"EFI PART":
-        return _gpt(read, disk_size, sector_size)
+        return _apart(_gpt(read, disk_size, sector_size), sector_size)
     if not signed:
         return ()
-    return _mbr(read, mbr, disk_size, sector_size)
+    return _apart(_mbr(read, mbr, disk_size, sector_size), sector_size)
+
+
+def _apart(found: tuple[Partition, ...], ss: int) -> tuple[Partition, ...]:
+    """The partitions, none overlapping another: one file system's free space must not be another's data."""
+    ordered = sorted(found, key=lambda p: p.offset)
+    for a, b in itertools.pairwise(ordered):
+        if a.offset + a.size > b.offset:
+            raise PartitionTableError(
+                f"partitions {a.number} (LBA {a.offset // ss}+{a.size // ss}) and {b.number} "
+                f"(LBA {b.offset // ss}+{b.size // ss}) overlap",
+                partitions=[a.number, b.number], sector_size=ss,
+            )  # fmt: skip
+    return found
 
 
 class _Bad(Exception):

@@ -7,7 +7,8 @@ server's rules say, with faults scripted.
   an upload must carry the boot token, decode to a chunk of the offered sha256 that was asked for; done checks
   every position was offered and every data chunk is held, and the disk's sha256 (positions in order, holes as
   zeros) is the agent's.
-- ``upload_faults``: status codes the next uploads get, one per upload (503 is retried by the client, 4xx not).
+- ``upload_faults``: status codes the next uploads get, one per upload (0: served; 503 is retried by the client,
+  4xx not).
 - ``on_offer``: called with each offer's body before it is answered (a test writes on the disk there).
 - ``hello(answer)``: the hello's answer; ``reports``: the reports posted (a failed run's).
 """
@@ -100,7 +101,7 @@ class CaptureServer(requests.Session):
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             fault = self.upload_faults.pop(0) if self.upload_faults else None
         try:
-            if fault is not None:
+            if fault:
                 return response(fault, {"error": f"scripted {fault}"})
             if kw.get("headers", {}).get("X-Provision-Token") != TOKEN:
                 return response(403, {"error": "bad token"})

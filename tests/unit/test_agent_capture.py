@@ -200,6 +200,13 @@ def test_a_refused_upload_stops_the_capture(disk: Path) -> None:
     assert len(server.offers) <= 2  # the reader stopped soon after
 
 
+def test_a_refused_last_upload_fails_the_capture_before_its_end(disk: Path) -> None:
+    server = CaptureServer(CHUNK, upload_faults=[0] * 6 + [422])  # the 7th and last upload
+    with pytest.raises(ApiRefused) as caught:
+        capture(disk, server, workers=3)
+    assert caught.value.status == 422 and len(server.uploads) == 6 and not server.dones
+
+
 def test_a_read_error_stops_the_capture_with_its_facts(disk: Path) -> None:
     class Failing(DiskReader):
         def read_into(self, view: memoryview, offset: int) -> None:

@@ -98,16 +98,31 @@ class Uploads:
         self.check()
         future = self.pool.submit(self._upload, chunk)
         future.add_done_callback(self._done)
-        self.futures = [f for f in self.futures if not f.done()] + [future]
+        self.futures.append(future)
+        self._reap()
 
     def _done(self, future: Future[None]) -> None:
         self.slots.release()
-        error = future.exception() if not future.cancelled() else None
+        self._record(future)
+
+    def _record(self, future: Future[None]) -> None:
+        """Keep an ended upload's failure (the first one raises); the others stop."""
+        error = None if future.cancelled() else future.exception()
         if error is not None:
             with self.lock:
                 if self.error is None:
                     self.error = error
             self.stop.set()
+
+    def _reap(self) -> None:
+        """Forget the uploads that ended, their failures kept (a future is done before its callback runs)."""
+        running = []
+        for future in self.futures:
+            if future.done():
+                self._record(future)
+            else:
+                running.append(future)
+        self.futures = running
 
     def _upload(self, chunk: ChunkRead) -> None:
         if self.stop.is_set():
@@ -135,7 +150,8 @@ class Uploads:
     def finish(self) -> None:
         """Wait for every upload; raise the first failure."""
         for future in list(self.futures):
-            future.exception()  # waits; the callback records it
+            future.exception()  # waits
+        self._reap()
         self.check()
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ file system to the end of the disk, and ``write_firstboot_secret`` writes the ru
 it. ``erasure`` erases every drive of the machine by its strongest method and verifies it
 (``erasure.engine.erase_drives``; docs/erasure.md), the erasure step of the run (``erasestep``) posts the
 records. ``multicast`` takes a run's chunks from the server's carousel when its plan says so (the writer's
-chunk source; docs/multicast.md). See ``docs/agent.md``.
+chunk source; docs/multicast.md). ``capture`` reads a golden PC's disk, its file systems' free space as zeros, and
+sends the chunks the server lacks (``capture.step.capture_disk``; docs/capture.md). See ``docs/agent.md``.
 """
 
 from provision.agent.disk_io import DiskTarget

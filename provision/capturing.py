@@ -100,7 +100,7 @@ class Capturing:
         self.token_ttl = token_ttl
         self.clock = clock
         self._last_progress: dict[str, float] = {}
-        self._finishing: set[str] = set()  # runs whose done is being made (a second done waits its turn: 409)
+        self._finishing: dict[str, threading.Lock] = {}  # held while a run's end is made: a second done waits
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ start
@@ -245,31 +245,40 @@ class Capturing:
     # ------------------------------------------------------------------------------------------- end
     def done(self, run_id: str, msg: CaptureDone, remote: str | None = None) -> RunAnswer:
         """The capture's end: the version made and published (the run ``done``), or the run ``failed`` with
-        the reason. The same done again once the run ended (its answer was lost) gets the same answer."""
+        the reason. The same done again once the run ended (its answer was lost) gets the same answer; one sent
+        again while the first is being made (the agent's request timed out) waits for it and gets its answer."""
         try:
             run = self.open_run(run_id, msg.token, remote)
         except RunConflict:  # the token and the caller were checked: the run has ended
-            ended = self.store.run(run_id)
-            if ended is None or ended.capture is None or not is_final(ended.state):
-                raise
-            return RunAnswer(ended.id, ended.state.value, ended.reason)
+            return self._ended(run_id)
         capture = self._capture_run(run)
         with self._lock:
-            if run.id in self._finishing:
-                raise RunConflict(f"run {run.id}: its end is being made (the disk read back)", run=run.id,
-                                  state=run.state.value)  # fmt: skip
-            self._finishing.add(run.id)
-        try:
-            problem = self._problem(capture, msg)
-            if problem is None:
-                problem, run = self._publish(run, capture, msg)
-            if problem is not None:
-                run = self.fail(run, problem)
-        finally:
-            with self._lock:
-                self._finishing.discard(run.id)
-            self._last_progress.pop(run.id, None)
+            finishing = self._finishing.setdefault(run.id, threading.Lock())
+        with finishing:
+            if is_final(self._ended_state(run.id)):
+                return self._ended(run.id)
+            try:
+                problem = self._problem(capture, msg)
+                if problem is None:
+                    problem, run = self._publish(run, capture, msg)
+                if problem is not None:
+                    run = self.fail(run, problem)
+            finally:
+                with self._lock:
+                    self._finishing.pop(run.id, None)
+                self._last_progress.pop(run.id, None)
         return RunAnswer(run.id, run.state.value, run.reason)
+
+    def _ended_state(self, run_id: str) -> RunState:
+        found = self.store.run(run_id)
+        return RunState.FAILED if found is None else found.state
+
+    def _ended(self, run_id: str) -> RunAnswer:
+        """The answer of a capture run that has ended (RunConflict for any other run)."""
+        ended = self.store.run(run_id)
+        if ended is None or ended.capture is None or not is_final(ended.state):
+            raise RunConflict(f"run {run_id[:64]} is not a capture that ended", run=run_id[:64])
+        return RunAnswer(ended.id, ended.state.value, ended.reason)
 
     def _problem(self, capture: CaptureRun, msg: CaptureDone) -> str | None:
         positions = capture.positions

@@ -1,0 +1,108 @@
+"""The capture lifecycle over a real store and image store in a temporary folder, without sockets
+(provision.capturing): the plan's chunk size, offer / upload / done, a done sent twice at once (the agent's
+request timed out) made once, a report ending a capture."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from provision.capturing import Capturing
+from provision.errors import RunConflict
+from provision.images import DEFAULT_CHUNK_SIZE, ImageStore
+from provision.store import Run, Store
+from provision.wire.api import Report, RunAnswer
+from provision.wire.capture import CaptureDone, CaptureOffer
+from tests.support.capturing import disk_chunks
+from tests.support.images import CHUNK, MiB, make_disk
+
+MAC = "52:54:00:ca:97:20"
+TOKEN = "t" * 32
+
+
+class Site:
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = Store(tmp_path / "db.sqlite")
+        self.images = ImageStore(tmp_path / "images")
+        self.data = make_disk(tmp_path / "golden.raw", 4 * MiB, [(2 * MiB, 200_000)], seed=5).read_bytes()
+        self.capturing = Capturing(self.store, self.images, self.open_run)
+
+    def open_run(self, run_id: str, token: str, remote: str | None) -> Run:
+        run = self.store.run(run_id)
+        assert run is not None and token == TOKEN
+        if run.state.value in ("done", "failed", "repair"):
+            raise RunConflict("ended", run=run_id)
+        return run
+
+    def capture(self, image: str = "golden") -> str:
+        self.store.seen(MAC)
+        answer = self.capturing.start(MAC, image, recipe=None, target_disk={}, requested_by="alice", token=TOKEN,
+                                      live=(None, None), facts={"serial": "PC-1"})  # fmt: skip
+        return answer.run
+
+    def send(self, run_id: str, chunk_size: int) -> None:
+        shas = disk_chunks(self.data, chunk_size)
+        answer = self.capturing.offer(run_id, CaptureOffer(TOKEN, len(self.data), 0, shas))
+        for sha in answer.missing:
+            i = shas.index(sha)
+            frame = zstandard.ZstdCompressor().compress(self.data[i * chunk_size : (i + 1) * chunk_size])
+            self.capturing.upload(run_id, sha, TOKEN, frame)
+
+    def done(self, run_id: str, chunk_size: int) -> RunAnswer:
+        shas = disk_chunks(self.data, chunk_size)
+        end = CaptureDone(TOKEN, len(self.data), 512, hashlib.sha256(self.data).hexdigest(), len(shas),
+                          shas.count(None), len(self.data), 1, 1, 1.0)  # fmt: skip
+        return self.capturing.done(run_id, end)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    found = Site(tmp_path)
+    yield found
+    found.store.close()
+
+
+def test_a_new_image_gets_the_default_chunk_size_and_a_known_one_its_current_versions(site: Site) -> None:
+    site.store.seen(MAC)
+    plan = site.capturing.start(MAC, "golden", recipe=None, target_disk={"select": "largest"}, requested_by=None,
+                                token=TOKEN, live=(None, None), facts={})  # fmt: skip
+    assert (plan.capture.chunk_size, plan.capture.current, plan.capture.target_disk) == (
+        DEFAULT_CHUNK_SIZE, None, {"select": "largest"})  # fmt: skip
+    site.images.import_raw(Path(site.images.root.parent / "golden.raw"), "golden", chunk_size=CHUNK)
+    again = site.capturing.start(MAC, "golden", recipe=None, target_disk={}, requested_by=None, token=TOKEN,
+                                 live=(None, None), facts={})  # fmt: skip
+    current = site.images.current("golden")
+    assert current is not None and (again.capture.chunk_size, again.capture.current) == (CHUNK, current.label)
+
+
+def test_a_done_sent_twice_at_once_is_made_once(site: Site) -> None:
+    site.images.import_raw(Path(site.images.root.parent / "golden.raw"), "golden", chunk_size=CHUNK)
+    run_id = site.capture()
+    site.send(run_id, CHUNK)
+    answers: list[RunAnswer] = []
+    threads = [threading.Thread(target=lambda: answers.append(site.done(run_id, CHUNK))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [a.state for a in answers] == ["done", "done"] and answers[0].reason == answers[1].reason
+    assert len(site.images.digests("golden")) == 2  # the import and one capture
+    assert site.done(run_id, CHUNK).state == "done"  # once more after the end: the same answer
+
+
+def test_a_report_ends_a_capture_failed_and_never_done(site: Site) -> None:
+    run_id = site.capture()
+    run = site.store.run(run_id)
+    assert run is not None
+    read_back = {"digest": "0" * 64, "chunks": 1, "verified": 1, "read_back_ok": True, "bytes_written": 1,
+                 "seconds": 1.0, "mean_rate": 1.0}  # fmt: skip
+    with pytest.raises(RunConflict, match="capture/done"):
+        site.capturing.report(run, Report.from_dict({"token": TOKEN, "ok": True, "report": read_back}))
+    ended = site.capturing.report(run, Report(TOKEN, False, reason="disk unreadable"))
+    assert (ended.state, ended.reason) == ("failed", "disk unreadable")
+    assert site.images.digests("golden") == []

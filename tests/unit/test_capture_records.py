@@ -5,11 +5,13 @@ only once a version is named), and a recipe's ``capture: NAME`` (checked with FI
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from provision.cli import main
 from provision.errors import ActionRefused, RunConflict, RunError
 from provision.recipes import Action, check_dir, load_dir, select
 from provision.states import MachineState, RunState
@@ -137,3 +139,30 @@ def test_a_malformed_capture_names_file_line_and_key(
     _, problems = check_dir(tmp_path)
     found = [(Path(p.file).name, p.line, p.key) for p in problems if message in p.message]
     assert found == [("r.yaml", line, key)], [str(p) for p in problems]
+
+
+def cli(state: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["image", "capture", *args, "--state-dir", str(state)], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_cli_records_a_request_and_says_what_to_do(tmp_path: Path) -> None:
+    Store(tmp_path / "provision.db").close()
+    code, out, _ = cli(tmp_path, "52-54-00-CA-97-12", "--name", "golden", "--disk-rule", "select=largest",
+                       "--disk-rule", "transport=nvme,sata", "--by", "alice")  # fmt: skip
+    assert code == 0 and "power the PC on with network boot: it will be captured as golden" in out, out
+    with Store(tmp_path / "provision.db") as store:
+        request = store.capture_request("52:54:00:ca:97:12")
+    assert request is not None and request.target_disk == {"select": "largest", "transport": ["nvme", "sata"]}
+    assert cli(tmp_path, "52:54:00:ca:97:12", "--cancel")[1] == "52:54:00:ca:97:12: capture as golden cancelled\n"
+    for args, words in (
+        (("not-a-mac", "--name", "golden"), "not-a-mac"),
+        (("52:54:00:ca:97:12", "--name", "Golden!"), "--name: bad image name"),
+        (("52:54:00:ca:97:12", "--name", "g", "--disk-rule", "select=biggest"), "--disk-rule: select"),
+        (("52:54:00:ca:97:12", "--name", "g", "--disk-rule", "colour=red"), "KEY=VALUE with KEY one of"),
+        (("52:54:00:ca:97:12",), "--name NAME is needed"),
+        (("52:54:00:ca:97:12", "--wait"), "no capture asked"),
+    ):
+        code, _, err = cli(tmp_path, *args)
+        assert code == 2 and words in err, (args, err)

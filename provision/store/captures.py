@@ -172,9 +172,13 @@ class CaptureRecords(Database):
             db.executemany("INSERT OR IGNORE INTO capture_chunks (run_id, position, sha256) VALUES (?, ?, ?)",
                            [(run_id, first + i, sha) for i, sha in enumerate(chunks)])  # fmt: skip
             wanted = list(dict.fromkeys(sha for sha in chunks if sha is not None))
-            asked = {str(r[0]) for r in db.execute("SELECT sha256 FROM capture_asked WHERE run_id = ?", (run_id,))}
+            asked = {str(r[0]): bool(r[1]) for r in db.execute("SELECT sha256, uploaded FROM capture_asked "
+                                                               "WHERE run_id = ?", (run_id,))}  # fmt: skip
+            # an offer again of recorded positions is a retry whose answer may have been lost: what it was asked
+            # for and has not uploaded yet is named again (the caller leaves out what the store holds by now)
+            retried = {str(old["sha256"]) for old in before if old["sha256"] is not None}
             total = int(db.execute("SELECT COUNT(*) FROM capture_chunks WHERE run_id = ?", (run_id,)).fetchone()[0])
-        return Offered([sha for sha in wanted if sha not in asked], total)
+        return Offered([sha for sha in wanted if sha not in asked or (sha in retried and not asked[sha])], total)
 
     def mark_asked(self, run_id: str, shas: list[str]) -> None:
         """Keep that the server asked the run's agent for these sha256s (never asked again in the run)."""

@@ -73,7 +73,11 @@ def test_offers_come_in_order_with_no_gap_and_a_retry_is_the_same_offer(store: S
     assert (first.new, first.offered) == ([SHAS[0], SHAS[1]], 4)  # distinct, in disk order
     store.mark_asked(run_id, [SHAS[1]])  # the store held SHAS[0]
     again = store.record_offer(run_id, size, 0, [SHAS[0], None, SHAS[1], SHAS[0]])
-    assert (again.new, again.offered) == ([SHAS[0]], 4)  # SHAS[1] was asked for already: never twice
+    # a retry (its answer lost?) names again what it was asked for and has not uploaded
+    assert (again.new, again.offered) == ([SHAS[0], SHAS[1]], 4)
+    store.record_upload(run_id, SHAS[1], sent=100, new=True)
+    again = store.record_offer(run_id, size, 0, [SHAS[0], None, SHAS[1], SHAS[0]])
+    assert (again.new, again.offered) == ([SHAS[0]], 4)  # SHAS[1] was uploaded: never twice
     for offer, words in (
         ((size, 0, [SHAS[2], None, SHAS[1], SHAS[0]]), "position 0 was offered before as"),
         ((size, 5, [SHAS[2]]), "no gap"),

@@ -91,7 +91,9 @@ def test_unknown_and_unreadable_partitions_have_nothing_free(caplog: pytest.LogC
     assert "no ext2/3/4, vfat or NTFS" in (space.note or "")
     caplog.set_level(logging.WARNING)
     tiny = free_space(blank.read, 0, 1000)
-    assert tiny.free == () and "2048 bytes" in (tiny.note or "")
+    assert tiny.free == () and "first bytes do not read (0 read)" in (tiny.note or "")
+    short = free_space(lambda o, n: blank.read(o, min(n, 100)), 0, 65536)
+    assert short.free == () and short.note == "the partition's first bytes do not read (100 read)"
     assert "partition at byte 0" in caplog.text
 
 
@@ -110,10 +112,28 @@ def test_a_read_error_is_a_note_not_a_crash(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_a_short_read_is_a_note() -> None:
-    disk = tiny_ntfs()
-    space = free_space(lambda o, n: disk.read(o, n)[: max(0, 40000 - o)], 0, len(disk.data))
-    assert space.fs == "ntfs" and space.free == ()
-    assert "short read" in (space.note or "")
+    disk = tiny_ext()  # group 1's bitmap is block 1027: the read stops 2 bytes into it
+    space = free_space(lambda o, n: disk.read(o, n)[: max(0, 1027 * 1024 + 2 - o)], 0, len(disk.data))
+    assert space.fs == "ext2" and space.free == ()
+    assert space.note == "group 1 block bitmap at byte 1051648: short read (2 of 1024 bytes)"
+
+
+@pytest.mark.parametrize(
+    ("at", "magic", "words"),
+    [(0, b"\xeb\x3c\x90mkfs.fat", "signatures of ext2 and vfat at once"), (0, b"LUKS\xba\xbe", "ext2 and LUKS"),
+     (512, b"LABELONE", "ext2 and LVM2"), (65536 + 64, b"_BHRfS_M", "ext2 and btrfs"),
+     (4096, b"\xfc\x4e\x2b\xa9", "ext2 and md RAID")],
+    ids=["vfat", "luks", "lvm", "btrfs", "md"],
+)  # fmt: skip
+def test_two_signatures_at_once_are_refused(at: int, magic: bytes, words: str) -> None:
+    """A stale superblock left by an earlier file system: which one is alive is not known, nothing is free."""
+    disk = tiny_ext()
+    disk.data[at : at + len(magic)] = magic
+    if magic.startswith(b"\xeb"):
+        disk.put("HBHB", 11, 512, 1, 1, 2)
+        disk.data[510:512] = b"\x55\xaa"
+    space = free_space(disk.read, 0, len(disk.data))
+    assert space.fs == "ext2" and space.free == () and words in (space.note or ""), space.note
 
 
 def test_a_file_system_recognised_but_not_understood_keeps_its_kind() -> None:

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 __all__ = ["FreeSpace", "Read", "free_space"]
 
 MAX_NOTE, MAX_LABEL = 500, 128  # CapturedFs limits
+KINDS: dict[str, FsKind] = {"ext2": "ext2", "ext3": "ext3", "ext4": "ext4", "vfat": "vfat", "ntfs": "ntfs"}
+HEAD = 65536 + 4096  # bytes read first: every signature below
+OTHERS = (
+    (0, b"LUKS\xba\xbe", "LUKS"), (512, b"LABELONE", "LVM2"), (0, b"XFSB", "xfs"),
+    (4086, b"SWAPSPACE2", "swap"), (4086, b"SWAP-SPACE", "swap"), (65536 + 64, b"_BHRfS_M", "btrfs"),
+    (0, b"\xfc\x4e\x2b\xa9", "md RAID"), (4096, b"\xfc\x4e\x2b\xa9", "md RAID"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,15 @@ def free_space(read: Read, offset: int, size: int) -> FreeSpace:
     """The file system at ``offset`` (``size`` bytes) of the disk ``read`` reads, and its free ranges."""
     kind: FsKind = "unknown"
     try:
-        head = read(offset, 2048) if size >= 2048 else b""
-        if len(head) < 2048:
-            return _fallback(FsProblem(kind, f"the partition's first 2048 bytes do not read ({len(head)} read)"),
+        head = read(offset, min(size, HEAD)) if size >= 2048 else b""
+        if len(head) < min(size, HEAD) or len(head) < 2048:
+            return _fallback(FsProblem(kind, f"the partition's first bytes do not read ({len(head)} read)"),
                              offset, size)  # fmt: skip
+        found_kinds = signatures(head)
+        if len(found_kinds) > 1:  # blkid's "ambivalent": one of them is stale, nothing tells which
+            problem = f"signatures of {' and '.join(found_kinds)} at once: which one is stale is not known"
+            kind = KINDS.get(found_kinds[0], "unknown")
+            return _fallback(FsProblem(kind, problem), offset, size)
         if struct.unpack_from("<H", head, 1024 + 56)[0] == EXT_MAGIC:
             kind = kind_of(head[1024:])
             found = read_ext(Volume(read, offset, size, kind))
@@ -85,6 +97,22 @@ def free_space(read: Read, offset: int, size: int) -> FreeSpace:
     except (struct.error, ValueError, IndexError, OverflowError) as exc:  # a field the checks did not foresee
         return _fallback(FsProblem(kind, f"unreadable ({type(exc).__name__}: {exc})"), offset, size)
     return _result(found, offset, size)
+
+
+def signatures(head: bytes) -> list[str]:
+    """The file systems and containers whose signature the partition's first ``HEAD`` bytes carry (the ones
+    read here, and others that overwrite an old superblock: LUKS, LVM2, XFS, swap, btrfs, md RAID 1.1/1.2)."""
+    found: list[str] = []
+    if struct.unpack_from("<H", head, 1024 + 56)[0] == EXT_MAGIC:
+        found.append(kind_of(head[1024:2048]))
+    if head[3:11] == b"NTFS    ":
+        found.append("ntfs")
+    elif looks_fat(head[:512]):
+        found.append("vfat")
+    for at, magic, name in OTHERS:
+        if head[at : at + len(magic)] == magic:
+            found.append(name)
+    return found
 
 
 def _fallback(problem: FsProblem, offset: int, size: int) -> FreeSpace:

@@ -3,7 +3,10 @@ agent sends it as zeros, so chunks of free space are holes). What ``CapturedFs``
 
 ``free_space(read, offset, size)`` recognises the file system at ``offset`` by its magic (ext2/3/4: 0xEF53 at
 byte 1080; NTFS: ``NTFS    `` at byte 3; FAT: a boot sector with a BPB, see ``fat.looks_fat``) and asks its
-reader (``ext``, ``fat``, ``ntfs``). Anything else is ``unknown``, all of it data.
+reader (``ext``, ``fat``, ``ntfs``). Anything else is ``unknown``, all of it data. Two signatures at once (an
+ext superblock beside a FAT boot sector, or beside a LUKS, LVM2, XFS, swap, btrfs or md RAID signature: one of
+them left over by an earlier file system) are refused as blkid refuses an "ambivalent" probe: reading the stale
+one's bitmaps would free the live one's data.
 
 Data safety comes first: calling a used block free destroys data in the captured image, so a reader that meets
 anything it cannot account for (a bad magic, a count that does not add up, a checksum that does not match, a

@@ -336,10 +336,12 @@ class Capturing:
         return RunAnswer(ended.id, ended.state.value, ended.reason)
 
     def fail(self, run: Run, reason: str) -> Run:
-        """The capture run ends ``failed`` with ``reason`` (nothing is published)."""
+        """The capture run ends ``failed`` with ``reason`` (nothing is published); the operator's request stays
+        for the machine's next network boot (``Store.keep_request``)."""
         with self.store.atomic():
             self.store.event(run.mac, "run-failed", {"run": run.id, "reason": reason})
             ended = self.store.set_run_state(run.id, RunState.FAILED, reason[:2000])
+            self.store.keep_request(run.id)  # captured again at the next boot, never imaged in its place
         self._last_progress.pop(run.id, None)
         log.info("%s: capture run %s failed: %s", run.mac, run.id, reason)
         return ended

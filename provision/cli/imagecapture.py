@@ -115,7 +115,9 @@ def _result(run: Any, capture: Any, out: TextIO, json_out: bool) -> int:
         dump({**run.to_dict(), "captured": None if capture is None else capture.to_dict()}, out)
         return 0 if run.state.value == "done" else EXIT_FAILED
     if run.state.value != "done":
-        out.write(f"capture failed: {_clean(run.reason)}\n")
+        out.write(f"capture failed: {_clean(run.reason)}\n"
+                  f"the PC is captured again at its next network boot (provision image capture {run.mac} --cancel: "
+                  "not)\n")  # fmt: skip
         return EXIT_FAILED
     out.write(f"captured as {run.image}@{run.label}\n")
     if capture is not None:

@@ -110,6 +110,30 @@ class CaptureRecords(Database):
             self._event(db, mac, "capture-cancelled", {"image": row["image"], "user": by})
         return _request(row)
 
+    def keep_request(self, run_id: str) -> CaptureRequest | None:
+        """A failed capture run that an operator asked for: its request is kept for the machine's next network
+        boot (unless a newer one replaced it meanwhile), so that a golden PC is captured again, never imaged by its
+        recipe in its place. None for a run no operator asked for (a recipe's: it still applies)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT c.image, c.requested_by, r.mac, r.plan FROM capture_runs c JOIN runs r ON r.id = c.run_id "
+                "WHERE c.run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None or row["requested_by"] is None:
+                return None
+            plan = json.loads(row["plan"] or "{}").get("capture") or {}
+            disk = json.dumps(plan.get("target_disk") or {}, sort_keys=True)
+            kept = db.execute(
+                "INSERT OR IGNORE INTO capture_requests (mac, image, requested_at, requested_by, target_disk) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (row["mac"], row["image"], time.time(), row["requested_by"], disk),
+            ).rowcount
+            if kept:
+                self._event(db, row["mac"], "capture-requested", {"image": row["image"], "user": row["requested_by"],
+                                                                  "after_failed_run": run_id})  # fmt: skip
+        return self.capture_request(row["mac"])
+
     def capture_request(self, mac: str) -> CaptureRequest | None:
         with self._read():
             row = self._db.execute("SELECT * FROM capture_requests WHERE mac = ?", (mac,)).fetchone()

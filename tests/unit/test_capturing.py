@@ -106,3 +106,12 @@ def test_a_report_ends_a_capture_failed_and_never_done(site: Site) -> None:
     ended = site.capturing.report(run, Report(TOKEN, False, reason="disk unreadable"))
     assert (ended.state, ended.reason) == ("failed", "disk unreadable")
     assert site.images.digests("golden") == []
+    kept = site.store.capture_request(MAC)  # captured again at the next boot, never imaged in its place
+    assert kept is not None and (kept.image, kept.requested_by) == ("golden", "alice")
+    by_recipe = site.capturing.start(MAC, "golden", recipe="golden", target_disk={}, requested_by=None, token=TOKEN,
+                                     live=(None, None), facts={})  # fmt: skip
+    assert site.store.capture_request(MAC) is None
+    run = site.store.run(by_recipe.run)
+    assert run is not None
+    site.capturing.fail(run, "disk unreadable")
+    assert site.store.capture_request(MAC) is None  # the recipe still applies: no request kept

@@ -209,7 +209,7 @@ class Runs:
         """Select a recipe for the machine's facts: an image plan (and a new run), repair, local or wait. A capture
         asked for the machine (or by its recipe: ``capture: NAME``) comes first, for an agent that can (``capture``)."""
         ident = {k: _text(derived.get(k)) for k in ("vendor", "product", "serial")}
-        request = self.store.capture_request(mac)
+        request = self.store.pending_capture(mac)
         if request is not None:
             want: CaptureWant = (request.image, request.target_disk, request.requested_by, None)
             return self._capture(mac, derived, want, token, live, capture, ident)

@@ -139,6 +139,24 @@ class CaptureRecords(Database):
             row = self._db.execute("SELECT * FROM capture_requests WHERE mac = ?", (mac,)).fetchone()
         return None if row is None else _request(row)
 
+    def pending_capture(self, mac: str) -> CaptureRequest | None:
+        """The capture the machine's next hello starts: its request, else the one of its capture run that never
+        ended (the PC rebooted mid-capture: its new run supersedes it; never imaged by its recipe in its place)."""
+        found = self.capture_request(mac)
+        if found is not None:
+            return found
+        with self._read():
+            row = self._db.execute(
+                "SELECT r.mac, c.image, r.started, c.requested_by, r.plan FROM runs r JOIN capture_runs c ON "
+                "c.run_id = r.id WHERE r.mac = ? AND r.finished IS NULL AND c.requested_by IS NOT NULL "
+                "ORDER BY r.started DESC LIMIT 1",
+                (mac,),
+            ).fetchone()
+        if row is None:
+            return None
+        disk = (json.loads(row["plan"] or "{}").get("capture") or {}).get("target_disk") or {}
+        return CaptureRequest(row["mac"], row["image"], row["started"], row["requested_by"], disk)
+
     def capture_requests(self) -> list[CaptureRequest]:
         with self._read():
             rows = self._db.execute("SELECT * FROM capture_requests ORDER BY requested_at, mac").fetchall()

@@ -54,6 +54,15 @@ def test_a_request_makes_the_machine_boot_the_live_environment_and_is_used_up_by
     assert [e.kind for e in store.events(MAC)].count("capture-requested") == 3
 
 
+def test_a_capture_run_that_never_ended_is_pending_again(store: Store) -> None:
+    run_id = capture_run(store)  # asked by alice, the request used up
+    assert store.capture_request(MAC) is None
+    pending = store.pending_capture(MAC)  # the PC rebooted mid-capture: captured again, not imaged
+    assert pending is not None and (pending.image, pending.requested_by) == ("golden", "alice")
+    store.set_run_state(run_id, RunState.FAILED, "x")
+    assert store.pending_capture(MAC) is None  # ended: what keep_request kept, if anything, counts
+
+
 def test_no_request_while_the_machine_is_being_imaged_and_a_cancel_forgets_it(store: Store) -> None:
     store.seen(MAC)
     store.create_run(MAC, recipe=None, image="educ", label="L", digest="d" * 64)

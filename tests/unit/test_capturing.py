@@ -1,6 +1,7 @@
 """The capture lifecycle over a real store and image store in a temporary folder, without sockets
 (provision.capturing): the plan's chunk size, offer / upload / done, a done sent twice at once (the agent's
-request timed out) made once, a report ending a capture."""
+request timed out) made once, a report ending a capture; at hello (``Runs.plan_for``) a capture wins over the
+recipe until it is done: asked, mid-capture after a reboot, after a failure."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ import zstandard
 
 from provision.capturing import Capturing
 from provision.errors import RunConflict
+from provision.facts import load_probe
+from provision.facts.derive import derive
 from provision.images import DEFAULT_CHUNK_SIZE, ImageStore
+from provision.runs import Runs
 from provision.store import Run, Store
-from provision.wire.api import Report, RunAnswer
+from provision.wire.api import CaptureAnswer, Report, RunAnswer, WaitAnswer
 from provision.wire.capture import CaptureDone, CaptureOffer
 from tests.support.capturing import disk_chunks
 from tests.support.images import CHUNK, MiB, make_disk
+from tests.support.paths import SAMPLE_PROBE
 
 MAC = "52:54:00:ca:97:20"
 TOKEN = "t" * 32
@@ -115,3 +120,23 @@ def test_a_report_ends_a_capture_failed_and_never_done(site: Site) -> None:
     assert run is not None
     site.capturing.fail(run, "disk unreadable")
     assert site.store.capture_request(MAC) is None  # the recipe still applies: no request kept
+
+
+def test_a_capture_wins_over_the_recipe_until_it_is_done(site: Site, tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "default.yaml").write_text("name: default\ndefault: true\nimage: educ\n")
+    runs = Runs(site.store, site.images, recipes)
+    derived = derive(load_probe(SAMPLE_PROBE))
+    site.store.request_capture(MAC, "golden", "alice", {"select": "largest"})
+    waiting = runs.plan_for(MAC, derived, TOKEN)  # a live environment that cannot capture
+    assert isinstance(waiting, WaitAnswer) and "provision live build" in waiting.reason
+    first = runs.plan_for(MAC, derived, TOKEN, capture=True)
+    assert isinstance(first, CaptureAnswer) and first.capture.target_disk == {"select": "largest"}
+    assert site.store.capture_request(MAC) is None  # used up by its run
+    again = runs.plan_for(MAC, derived, TOKEN, capture=True)  # the PC rebooted mid-capture
+    assert isinstance(again, CaptureAnswer) and again.run != first.run and again.capture == first.capture
+    old = site.store.run(first.run)
+    assert old is not None and old.state.value == "failed" and "superseded" in (old.reason or "")
+    site.capturing.fail(site.store.run(again.run) or old, "disk unreadable")
+    assert isinstance(runs.plan_for(MAC, derived, TOKEN, capture=True), CaptureAnswer)  # the request was kept

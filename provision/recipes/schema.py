@@ -145,6 +145,11 @@ class Recipe(Strict):
             given = [k for k in ("image", "erase", "hostname", "hooks", "bundles") if getattr(self, k)]
             if given:
                 raise ValueError(f"a capture recipe writes nothing: it takes no {', '.join(map(repr, given))}")
+            if self.default:  # every PC matching nothing else would have its disk published as the image
+                raise ValueError(
+                    "a capture recipe publishes the disk of each machine it matches as its image: it cannot be the "
+                    "default; name the golden PC with 'match:' (e.g. {mac: '52:54:00:12:34:56'})"
+                )
         if self.action is Action.IMAGE and not self.image and self.capture is None:
             raise ValueError("an image recipe needs 'image: NAME[@VERSION]'")
         if self.action is Action.ERASE and self.erase is None:

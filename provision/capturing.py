@@ -194,12 +194,10 @@ class Capturing:
                  msg.first + len(msg.chunks) - 1, len(missing))  # fmt: skip
         return CaptureOfferAnswer(missing=missing, offered=offered.offered)
 
-    def upload_limit(self, run_id: str) -> int:
-        """The largest upload body of the run (NotFound for a run that is not a capture)."""
-        found = self.store.capture_run(run_id)
-        if found is None:
-            raise NotFound("no such capture run")
-        return upload_limit(found.chunk_size)
+    def upload_limit(self, run_id: str, token: str, remote: str | None = None) -> int:
+        """The largest upload body of the run, its caller checked first (``open_run``: the body of a caller
+        without the run's token is never read); RunConflict for a run that is not a capture."""
+        return upload_limit(self._capture_run(self.open_run(run_id, token, remote)).chunk_size)
 
     def upload(
         self, run_id: str, sha256: str, token: str, body: bytes, remote: str | None = None

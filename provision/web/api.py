@@ -154,7 +154,8 @@ run_capture_done = _run_handler(
 
 async def run_capture_chunk(request: web.Request) -> web.Response:
     """One chunk a capture run was asked for: the raw body is one zstd frame, the boot token in the
-    ``X-Provision-Token`` header; read up to the run's limit (413 beyond), checked and stored."""
+    ``X-Provision-Token`` header, checked before the body is read; read up to the run's limit (413 beyond), checked
+    and stored."""
     run_id, sha256 = request.match_info["run"], request.match_info["sha256"]
     token = request.headers.get(TOKEN_HEADER, "")
     if not 8 <= len(token) <= 128:
@@ -162,7 +163,7 @@ async def run_capture_chunk(request: web.Request) -> web.Response:
     if not is_sha256(sha256):
         raise NotFound("a chunk is named by its sha256 (64 lower-case hex digits)")
     runs = request.app[RUNS]
-    limit = await asyncio.to_thread(runs.capturing.upload_limit, run_id)
+    limit = await asyncio.to_thread(runs.capturing.upload_limit, run_id, token, request.remote)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"a chunk upload is at most {limit} bytes, this one {request.content_length}")
     body = bytearray()

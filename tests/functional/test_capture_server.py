@@ -195,6 +195,9 @@ def test_a_bad_upload_is_refused_and_stores_nothing(golden: Golden) -> None:
     # a token of another boot (another PC's) is refused on every call
     foreign = golden.token(OTHER)
     assert agent.put(sha, zstandard.ZstdCompressor().compress(other), token=foreign).status_code == 403
+    # the token is checked before the body is read: a caller without one never has a chunk's size buffered
+    assert agent.put(sha, bytes(3 * CHUNK), token=foreign).status_code == 403
+    assert agent.put(sha, bytes(3 * CHUNK), token="x" * 32).status_code == 403
     forged = requests.post(golden.url + paths.run_capture_offer(agent.run),
                            json={"token": foreign, "disk_size": len(golden.disk), "first": 0, "chunks": [None]},
                            timeout=10)  # fmt: skip

@@ -18,11 +18,12 @@ slow link outlasts the token's first lifetime).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -250,22 +251,29 @@ class Capturing:
         except RunConflict:  # the token and the caller were checked: the run has ended
             return self._ended(run_id)
         capture = self._capture_run(run)
-        with self._lock:
-            finishing = self._finishing.setdefault(run.id, threading.Lock())
-        with finishing:
+        with self._finishing_run(run.id):
             if is_final(self._ended_state(run.id)):
                 return self._ended(run.id)
+            problem = self._problem(capture, msg)
+            if problem is None:
+                problem, run = self._publish(run, capture, msg)
+            if problem is not None:
+                run = self.fail(run, problem)
+        return RunAnswer(run.id, run.state.value, run.reason)
+
+    @contextlib.contextmanager
+    def _finishing_run(self, run_id: str) -> Iterator[None]:
+        """Held while the run's end is made (a done, a failure report): another one waits for it, then finds the
+        run ended."""
+        with self._lock:
+            finishing = self._finishing.setdefault(run_id, threading.Lock())
+        with finishing:
             try:
-                problem = self._problem(capture, msg)
-                if problem is None:
-                    problem, run = self._publish(run, capture, msg)
-                if problem is not None:
-                    run = self.fail(run, problem)
+                yield
             finally:
                 with self._lock:
-                    self._finishing.pop(run.id, None)
-                self._last_progress.pop(run.id, None)
-        return RunAnswer(run.id, run.state.value, run.reason)
+                    self._finishing.pop(run_id, None)
+                self._last_progress.pop(run_id, None)
 
     def _ended_state(self, run_id: str) -> RunState:
         found = self.store.run(run_id)
@@ -325,12 +333,15 @@ class Capturing:
         return None, run
 
     def report(self, run: Run, msg: Report) -> RunAnswer:
-        """A report on a capture run: a failure ends it ``failed`` with its reason; a success is refused (409: a
-        capture ends with capture/done)."""
+        """A report on a capture run: a failure ends it ``failed`` with its reason (once a done being made has
+        ended it, that end is the answer); a success is refused (409: a capture ends with capture/done)."""
         if msg.ok:
             raise RunConflict(f"run {run.id} is a capture: it ends with capture/done", run=run.id,
                               state=run.state.value)  # fmt: skip
-        ended = self.fail(run, msg.reason or "the agent reports failure, no reason given")
+        with self._finishing_run(run.id):  # a done being made (the agent's request timed out) ends the run first
+            if is_final(self._ended_state(run.id)):
+                return self._ended(run.id)
+            ended = self.fail(run, msg.reason or "the agent reports failure, no reason given")
         return RunAnswer(ended.id, ended.state.value, ended.reason)
 
     def fail(self, run: Run, reason: str) -> Run:

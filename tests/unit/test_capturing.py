@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -17,7 +18,7 @@ from provision.capturing import Capturing
 from provision.errors import RunConflict
 from provision.facts import load_probe
 from provision.facts.derive import derive
-from provision.images import DEFAULT_CHUNK_SIZE, ImageStore
+from provision.images import DEFAULT_CHUNK_SIZE, ImageStore, ImageVersion
 from provision.runs import Runs
 from provision.store import Run, Store
 from provision.wire.api import CaptureAnswer, Report, RunAnswer, WaitAnswer
@@ -98,6 +99,47 @@ def test_a_done_sent_twice_at_once_is_made_once(site: Site) -> None:
     assert [a.state for a in answers] == ["done", "done"] and answers[0].reason == answers[1].reason
     assert len(site.images.digests("golden")) == 2  # the import and one capture
     assert site.done(run_id, CHUNK).state == "done"  # once more after the end: the same answer
+
+
+def test_a_failure_reported_while_the_done_is_made_waits_for_it(site: Site) -> None:
+    """The agent's done timed out and it reports the capture failed while the server still reads the disk back:
+    the report waits for the end being made and gets it; never a version published for a run that failed."""
+    site.images.import_raw(Path(site.images.root.parent / "golden.raw"), "golden", chunk_size=CHUNK)
+    run_id = site.capture()
+    site.send(run_id, CHUNK)
+    reached, go = threading.Event(), threading.Event()
+    add_version = site.images.add_version
+
+    def slow_add_version(*args: Any, **kwargs: Any) -> ImageVersion:  # the read-back of a large disk
+        reached.set()
+        go.wait(30)
+        return add_version(*args, **kwargs)
+
+    site.images.add_version = slow_add_version  # type: ignore[method-assign]
+    answers: dict[str, RunAnswer | Exception] = {}
+
+    def call(name: str, fn: Callable[[], RunAnswer]) -> None:
+        try:
+            answers[name] = fn()
+        except Exception as exc:  # kept for the assertion
+            answers[name] = exc
+
+    done = threading.Thread(target=call, args=("done", lambda: site.done(run_id, CHUNK)))
+    done.start()
+    assert reached.wait(30)
+    run = site.store.run(run_id)
+    assert run is not None
+    failure = Report(TOKEN, False, reason="the capture failed: read timed out")
+    report = threading.Thread(target=call, args=("report", lambda: site.capturing.report(run, failure)))
+    report.start()
+    report.join(0.3)
+    go.set()
+    for thread in (done, report):
+        thread.join(30)
+    ended = site.store.run(run_id)
+    assert ended is not None and ended.state.value == "done", answers
+    assert [getattr(a, "state", a) for a in (answers["done"], answers["report"])] == ["done", "done"]
+    assert len(site.images.digests("golden")) == 2 and site.store.capture_request(MAC) is None  # import + capture
 
 
 def test_a_report_ends_a_capture_failed_and_never_done(site: Site) -> None:

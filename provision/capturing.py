@@ -258,6 +258,8 @@ class Capturing:
             if problem is None:
                 problem, run = self._publish(run, capture, msg)
             if problem is not None:
+                if is_final(self._ended_state(run.id)):  # superseded meanwhile: its end stays
+                    return self._ended(run.id)
                 run = self.fail(run, problem)
         return RunAnswer(run.id, run.state.value, run.reason)
 
@@ -313,8 +315,13 @@ class Capturing:
             made = assemble(
                 self.images, capture.image, self.store.capture_chunks(run.id), chunk_size=capture.chunk_size,
                 disk_size=capture.disk_size or 0, sector_size=msg.sector_size, sha256=msg.sha256,
-                provenance={"captured": captured}, created=at,
+                provenance={"captured": captured}, created=at, publish=False,
             )  # fmt: skip
+            if is_final(self._ended_state(run.id)):  # superseded while read back (the PC booted again)
+                log.warning("%s: run %s ended while its disk was read back: %s not published", run.mac, run.id,
+                            made.version.ref)  # fmt: skip
+                return None, self.store.run(run.id) or run
+            self.images.publish(made.version)
         except (ImageError, OSError) as exc:
             log.warning("%s: run %s: capture not published: %s", run.mac, run.id, exc)
             return f"the captured disk was not published: {exc}", run

@@ -142,6 +142,27 @@ def test_a_failure_reported_while_the_done_is_made_waits_for_it(site: Site) -> N
     assert len(site.images.digests("golden")) == 2 and site.store.capture_request(MAC) is None  # import + capture
 
 
+def test_a_run_superseded_while_its_done_is_made_publishes_nothing(site: Site) -> None:
+    """The PC booted again (a new run supersedes this one) while the server read its disk back: the version is
+    not published over the image, the done answers the run's end."""
+    site.images.import_raw(Path(site.images.root.parent / "golden.raw"), "golden", chunk_size=CHUNK)
+    before = site.images.current("golden")
+    run_id = site.capture()
+    site.send(run_id, CHUNK)
+    add_version = site.images.add_version
+    newer: list[str] = []
+
+    def add_version_meanwhile(*args: Any, **kwargs: Any) -> ImageVersion:  # the read-back of a large disk
+        newer.append(site.capture())  # meanwhile the PC booted again
+        return add_version(*args, **kwargs)
+
+    site.images.add_version = add_version_meanwhile  # type: ignore[method-assign]
+    answer = site.done(run_id, CHUNK)
+    assert (answer.state, answer.reason) == ("failed", f"superseded by run {newer[0]}")
+    current = site.images.current("golden")
+    assert before is not None and current is not None and current.digest == before.digest
+
+
 def test_a_report_ends_a_capture_failed_and_never_done(site: Site) -> None:
     run_id = site.capture()
     run = site.store.run(run_id)

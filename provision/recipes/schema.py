@@ -100,6 +100,15 @@ class Hook(Strict):
     on_failure: StrictStr | None = Field(default=None, pattern=r"^(fail|warn)$")
 
 
+_INEXACT = re.compile(r"[*?\[\]{}<>=!]|\.\.")  # a glob, a range, a comparison or a template in a match value
+
+
+def _exact(value: object) -> bool:
+    """Whether a match value names machines one by one (a string or a list of strings, none inexact)."""
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, str) and v.strip() and not _INEXACT.search(v) for v in values)
+
+
 class Recipe(Strict):
     name: Name
     description: StrictStr = ""
@@ -149,6 +158,12 @@ class Recipe(Strict):
                 raise ValueError(
                     "a capture recipe publishes the disk of each machine it matches as its image: it cannot be the "
                     "default; name the golden PC with 'match:' (e.g. {mac: '52:54:00:12:34:56'})"
+                )
+            if self.match and not any(_exact(self.match.get(key)) for key in ("mac", "serial")):
+                raise ValueError(
+                    "a capture recipe publishes the disk of each machine it matches as its image: name the golden "
+                    "PC exactly with 'mac:' or 'serial:' (one value or a list, no wildcard, range or template), "
+                    "e.g. match: {mac: '52:54:00:12:34:56'}"
                 )
         if self.action is Action.IMAGE and not self.image and self.capture is None:
             raise ValueError("an image recipe needs 'image: NAME[@VERSION]'")

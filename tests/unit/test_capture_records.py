@@ -130,7 +130,7 @@ def test_a_capture_run_captures_and_ends_done_only_naming_its_version(store: Sto
 
 
 def test_a_capture_recipe_captures_the_machines_it_matches(tmp_path: Path) -> None:
-    write(tmp_path, "golden.yaml", "name: golden\ncapture: golden-2026\nmatch: {maker: dell}\n")
+    write(tmp_path, "golden.yaml", "name: golden\ncapture: golden-2026\nmatch: {mac: '52:54:00:12:34:56'}\n")
     decision = select(load_dir(tmp_path), facts())
     assert decision.action is Action.IMAGE and decision.plan is not None
     assert (decision.plan.capture, decision.plan.image) == ("golden-2026", None)
@@ -139,10 +139,10 @@ def test_a_capture_recipe_captures_the_machines_it_matches(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("text", "line", "key", "message"),
     [
-        ("name: x\ncapture: Golden!\nmatch: {maker: dell}\n", 2, "capture", "should match pattern"),
-        ("name: x\ncapture: g\nimage: educ\nmatch: {maker: dell}\n", 1, "", "takes no 'image'"),
-        ("name: x\ncapture: g\naction: repair\nmatch: {maker: dell}\n", 1, "", "takes no 'action: repair'"),
-        ("name: x\ncapture: g\nhooks: [{name: hostname}]\nmatch: {maker: dell}\n", 1, "", "takes no 'hooks'"),
+        ("name: x\ncapture: Golden!\nmatch: {mac: 'a:b'}\n", 2, "capture", "should match pattern"),
+        ("name: x\ncapture: g\nimage: educ\nmatch: {mac: 'a:b'}\n", 1, "", "takes no 'image'"),
+        ("name: x\ncapture: g\naction: repair\nmatch: {mac: 'a:b'}\n", 1, "", "takes no 'action: repair'"),
+        ("name: x\ncapture: g\nhooks: [{name: hostname}]\nmatch: {mac: 'a:b'}\n", 1, "", "takes no 'hooks'"),
     ],
 )
 def test_a_malformed_capture_names_file_line_and_key(

@@ -22,6 +22,10 @@ GOLDEN = "name: golden\ncapture: educ\nmatch: {mac: '52:54:00:12:34:56'}\n"
         ("name: golden\ncapture: educ\nmatch: {}\n", "without match conditions"),
         (GOLDEN + "image: educ\n", "writes nothing"),
         (GOLDEN + "action: erase\n", "takes no 'action: erase'"),
+        ("name: golden\ncapture: educ\nmatch: {vendor: Dell*}\n", "name the golden PC exactly"),
+        ("name: golden\ncapture: educ\nmatch: {mac: '52:54:00:*'}\n", "name the golden PC exactly"),
+        ("name: golden\ncapture: educ\nmatch: {mac: ['52:54:00:12:34:56', '52:54:00:1?:*']}\n", "exactly"),
+        ("name: golden\ncapture: educ\nmatch: {serial: '{{ facts.serial }}'}\n", "name the golden PC exactly"),
     ],
 )
 def test_a_capture_recipe_that_would_capture_any_pc_is_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -29,6 +33,15 @@ def test_a_capture_recipe_that_would_capture_any_pc_is_refused(tmp_path: Path, t
     _, problems = check_dir(tmp_path)
     found = [(Path(p.file).name, p.line) for p in problems if message in p.message]
     assert found == [("golden.yaml", 1)], [str(p) for p in problems]
+
+
+@pytest.mark.parametrize(
+    "match", ["{mac: ['52:54:00:12:34:56', '52:54:00:12:34:58']}", "{serial: 'CZC1234X', vendor: HP}"]
+)
+def test_a_capture_recipe_naming_its_pcs_exactly_loads(tmp_path: Path, match: str) -> None:
+    write(tmp_path, "golden.yaml", f"name: golden\ncapture: educ\nmatch: {match}\n")
+    _, problems = check_dir(tmp_path)
+    assert problems == [], [str(p) for p in problems]
 
 
 def test_a_capture_recipe_matching_its_golden_pc_plans_the_capture(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """`provision image capture MAC --name NAME`: a golden PC's disk captured as a new version of an image at its next
 network boot (docs/capture.md). The request is kept in the server's state store (as `provision machines` changes
 are); the machine goes back to `new`, so its next network boot runs the live environment; `--wait` follows the
-capture run to its end (alone, without --name: the capture asked before); `--cancel` forgets a request not
-started yet.
+capture run to its end (alone, without --name: the capture asked before); `--cancel` forgets the request and ends
+a capture run of the operator's that never ended (a PC that rebooted mid-capture would be captured again).
 
 Registered by ``provision.cli.images`` (``add_command``): it shares that group's ``--config``.
 """
@@ -137,7 +137,7 @@ def add_command(command: Callable[[str, str, Callable[[argparse.Namespace, TextI
                         "disk")  # fmt: skip
     p.add_argument("--wait", action="store_true", help="follow the capture to its end")
     p.add_argument("--timeout", type=float, default=4 * 3600.0, metavar="S", help="with --wait (default 4 h)")
-    p.add_argument("--cancel", action="store_true", help="forget the machine's capture request")
+    p.add_argument("--cancel", action="store_true", help="forget the request, end an unfinished capture")
     p.add_argument("--by", metavar="USER", help="who asks (default: your login)")
     p.add_argument(
         "--state-dir", metavar="DIR", help=f"the server's state (default: the config's, else {DEFAULT_STATE})"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provision.errors import ActionRefused, RunConflict, RunError
-from provision.states import MachineState
+from provision.states import MachineState, RunState
 from provision.store.base import Database
 
 
@@ -101,14 +101,34 @@ class CaptureRecords(Database):
         return found
 
     def cancel_capture(self, mac: str, by: str) -> CaptureRequest | None:
-        """Forget the machine's pending capture request (None: there was none)."""
+        """Forget the machine's pending capture: its request, and a capture run of an operator's that never ended
+        (the PC rebooted mid-capture: ``pending_capture`` would start it again), which ends ``failed``; an agent
+        still capturing then gets 409 and stops. None: there was neither."""
+        now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT * FROM capture_requests WHERE mac = ?", (mac,)).fetchone()
-            if row is None:
+            open_runs = db.execute(
+                "SELECT r.id, r.started, r.plan, c.image, c.requested_by FROM runs r JOIN capture_runs c ON "
+                "c.run_id = r.id WHERE r.mac = ? AND r.finished IS NULL AND c.requested_by IS NOT NULL "
+                "ORDER BY r.started DESC",
+                (mac,),
+            ).fetchall()
+            if row is None and not open_runs:
                 return None
             db.execute("DELETE FROM capture_requests WHERE mac = ?", (mac,))
-            self._event(db, mac, "capture-cancelled", {"image": row["image"], "user": by})
-        return _request(row)
+            reason = f"capture cancelled by {by}"
+            for run in open_runs:
+                db.execute("UPDATE runs SET state = ?, reason = ?, finished = ? WHERE id = ?",
+                           (RunState.FAILED.value, reason, now, run["id"]))  # fmt: skip
+                self._event(db, mac, "run", {"run": run["id"], "state": "failed", "reason": reason})
+            image = row["image"] if row is not None else open_runs[0]["image"]
+            self._event(db, mac, "capture-cancelled", {"image": image, "user": by,
+                                                       "runs": [r["id"] for r in open_runs]})  # fmt: skip
+        if row is not None:
+            return _request(row)
+        last = open_runs[0]
+        disk = (json.loads(last["plan"] or "{}").get("capture") or {}).get("target_disk") or {}
+        return CaptureRequest(mac, last["image"], last["started"], last["requested_by"], disk)
 
     def keep_request(self, run_id: str) -> CaptureRequest | None:
         """A failed capture run that an operator asked for: its request is kept for the machine's next network

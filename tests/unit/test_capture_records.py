@@ -75,6 +75,16 @@ def test_no_request_while_the_machine_is_being_imaged_and_a_cancel_forgets_it(st
     assert cancelled is not None and cancelled.image == "golden" and store.capture_requests() == []
 
 
+def test_a_cancel_ends_an_interrupted_capture_run_that_would_start_again(store: Store) -> None:
+    run_id = capture_run(store)  # the request is used up by its run; the PC then rebooted mid-capture
+    assert store.capture_request(MAC) is None and store.pending_capture(MAC) is not None
+    cancelled = store.cancel_capture(MAC, "bob")
+    assert cancelled is not None and cancelled.image == "golden"
+    run = store.run(run_id)
+    assert run is not None and run.state is RunState.FAILED and run.reason == "capture cancelled by bob"
+    assert store.pending_capture(MAC) is None and store.cancel_capture(MAC, "bob") is None
+
+
 def test_offers_come_in_order_with_no_gap_and_a_retry_is_the_same_offer(store: Store) -> None:
     run_id = capture_run(store)
     size = 6 * CHUNK + 512  # 7 positions, the last one 512 bytes

@@ -48,6 +48,7 @@ from provision.builder import disk
 from provision.builder.errors import ImageBuildError
 from provision.builder.mode import FsFigures, parse_e2fsck_summary
 from provision.builder.runner import TOOL_PACKAGES, RecordingRunner, Runner
+from provision.images.files import data_segments
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 
@@ -187,25 +188,6 @@ def free_ranges(dumpe2fs: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def _data_segments(fd: int, start: int, end: int) -> list[tuple[int, int]]:
-    """The parts of [start, end) of a sparse file that hold data (SEEK_DATA / SEEK_HOLE)."""
-    segments = []
-    at = start
-    while at < end:
-        try:
-            data = os.lseek(fd, at, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            raise
-        if data >= end:
-            break
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        segments.append((data, hole))
-        at = hole
-    return segments
-
-
 def scrub_free_blocks(runner: Runner, raw: Path, layout: disk.DiskLayout, *, repair: bool = True) -> ScrubFigures:
     """Check that every free block of the root file system reads back zero; with ``repair``, punch out every
     free block that holds data. Returns the figures (``stale_bytes``: non-zero bytes found in free blocks)."""
@@ -219,7 +201,7 @@ def scrub_free_blocks(runner: Runner, raw: Path, layout: disk.DiskLayout, *, rep
             start = layout.root_offset + first * size
             end = start + count * size
             free += end - start
-            for seg_start, seg_end in _data_segments(fd, start, end):
+            for seg_start, seg_end in data_segments(fd, start, end):
                 at = seg_start
                 while at < seg_end:
                     piece = os.pread(fd, min(1 << 20, seg_end - at), at)

@@ -1,5 +1,5 @@
 """Filesystem primitives of the store: atomic writes (temp file + fsync + rename), reads that never leave
-the store (``open_inside``), and the store lock.
+the store (``open_inside``), the store lock, and the data segments of a sparse file (``data_segments``).
 
 Temp files live beside their target (same directory, so the rename is atomic) and start with ``.tmp-``;
 one left behind by a crash is removed by the next garbage collection, which runs under the exclusive lock
@@ -184,3 +184,22 @@ class StoreLock:
                     path=str(self.path),
                 )
             time.sleep(0.05)
+
+
+def data_segments(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) of a sparse file that hold data (SEEK_DATA / SEEK_HOLE)."""
+    segments = []
+    at = start
+    while at < end:
+        try:
+            data = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break
+            raise
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        segments.append((data, hole))
+        at = hole
+    return segments

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from provision.images.files import data_segments
 from provision.images.index import ImageVersion
 from provision.images.store import ImageStore
 
@@ -121,23 +122,6 @@ class FreeBlocks:
     stale: list[int]  # free blocks (numbers in the file system) holding anything but zeros
 
 
-def _data_in(fd: int, start: int, end: int) -> list[tuple[int, int]]:
-    parts, at = [], start
-    while at < end:
-        try:
-            data = os.lseek(fd, at, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            raise
-        if data >= end:
-            break
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        parts.append((data, hole))
-        at = hole
-    return parts
-
-
 def stale_free_blocks(raw: Path, version: ImageVersion) -> FreeBlocks:
     """Read every block ``dumpe2fs`` lists as free in the root file system of ``raw``."""
     offset, _ = root_of(version)
@@ -156,7 +140,7 @@ def stale_free_blocks(raw: Path, version: ImageVersion) -> FreeBlocks:
                 start, end = offset + int(first) * size, offset + (int(final or first) + 1) * size
                 last = int(final or first)
                 free += end - start
-                for seg_start, seg_end in _data_in(fd, start, end):
+                for seg_start, seg_end in data_segments(fd, start, end):
                     for at in range(seg_start, seg_end, PIECE):
                         piece = os.pread(fd, min(PIECE, seg_end - at), at)
                         read += len(piece)

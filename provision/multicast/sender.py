@@ -35,6 +35,7 @@ UDP_SEGMENT = 103  # linux/udp.h: the GSO segment size of a send
 GSO_MAX_BYTES = 65000  # one GSO send stays under the 64 KiB of a UDP datagram before segmentation
 GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 SNDBUF = 4 << 20
+BEHIND_WARNING = 0.5  # seconds of its rate a carousel gave up (pacing.Pacer.behind) worth a warning
 ReadFrame = Callable[[str], bytes]  # chunk sha256 -> its stored frame (raises OSError / ImageError)
 
 
@@ -155,7 +156,13 @@ class Sender:
     def pause(self) -> None:
         """Stop sending after the datagrams in hand; the position is kept."""
         if self._go.is_set():
-            log.info("carousel %s: paused at pass %d chunk %d", self.digest[:12], *self.position)
+            behind = self._pacer.behind
+            if behind >= BEHIND_WARNING:
+                log.warning("carousel %s: paused at pass %d chunk %d; it fell %.1f s behind its rate of %d B/s since "
+                            "it started (the host too busy, or the chunks' disk too slow)", self.digest[:12],
+                            *self.position, behind, self._pacer.rate)  # fmt: skip
+            else:
+                log.info("carousel %s: paused at pass %d chunk %d", self.digest[:12], *self.position)
         self._go.clear()
 
     def stop(self, timeout: float = 5.0) -> None:

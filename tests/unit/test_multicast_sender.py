@@ -7,6 +7,7 @@ assertion on elapsed time."""
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
@@ -115,6 +116,23 @@ def test_pause_keeps_the_position(stopped: list[Sender]) -> None:
     s.resume()
     resumed = s.sending
     assert resumed
+
+
+def test_pause_says_when_the_carousel_fell_behind_its_rate(
+    stopped: list[Sender], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="provision.multicast.sender")
+    sock = FakeSocket()
+    s = sender(sock, stopped, rate=20_000)
+    s.resume()
+    wait(lambda: s.position[1] == 2)
+    s.pause()
+    assert "paused at pass 0 chunk 2" in caplog.text and "behind" not in caplog.text
+    s.resume()
+    s._pacer.behind = 0.7  # as a pacer that gave up 0.7 s of its debt counts it (test_multicast_choose)
+    s.pause()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned and "fell 0.7 s behind its rate of 20000 B/s" in warned[-1], warned
 
 
 def test_stop_is_prompt_even_mid_sleep(stopped: list[Sender]) -> None:

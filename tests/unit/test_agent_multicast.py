@@ -147,15 +147,30 @@ def test_late_joiner_starts_mid_pass_and_completes_after_one_cycle(carousel: Car
     r = carousel.reassembly()
     datagrams = carousel.datagrams(first=(41, 5), chunks=n + 1, skip_offsets=9)  # joins mid-frame of chunk 5
     events: list[Event] = []
+    used = 0
     for data in datagrams:
+        used += 1
         events += r.datagram(data)
-        if r.cycle_done:
+        if r.finished or r.cycle_done:
             break
-    assert r.start == (41, 5) and r.cycle_done
-    assert ready(events) == {k: carousel.frames[k] for k in range(n) if k != 5}
-    [repair] = [e for e in events if isinstance(e, Repair)]  # the frame it joined in the middle of
-    assert repair.number == 5 and repair.missing == [(0, 9 * MAX_PAYLOAD - 1)]
-    assert r.finished and r.counts.lost == 0
+    assert r.start == (41, 5) and r.finished  # as the first 9 pieces of chunk 5 came again in pass 42
+    last = decode(datagrams[used - 1])
+    assert (last.pass_number, last.chunk, last.offset) == (42, 5, 8 * MAX_PAYLOAD)
+    assert ready(events) == {k: carousel.frames[k] for k in range(n)}  # the frame it joined in the middle of too
+    assert [e for e in events if isinstance(e, Repair)] == [] and r.counts.lost == 0 and r.counts.dropped == 0
+
+
+def test_the_frame_joined_mid_way_is_repaired_only_when_its_next_turn_is_lost(carousel: Carousel) -> None:
+    n = len(carousel.order)
+    r = carousel.reassembly()
+    first = carousel.datagrams(first=(41, 5), chunks=n, skip_offsets=9)  # chunks 5 ... 4: one pass
+    events = feed(r, first)
+    assert not r.cycle_done and 5 in r.wanted and [e for e in events if isinstance(e, Repair)] == []
+    assert r.held >= len(carousel.frames[5]) - 9 * MAX_PAYLOAD  # held a whole pass
+    after = [d for d in carousel.datagrams(first=(42, 5), chunks=3) if decode(d).chunk != 5]  # its turn lost
+    events = feed(r, after)
+    [repair] = [e for e in events if isinstance(e, Repair)]
+    assert repair.number == 5 and repair.missing == [(0, 9 * MAX_PAYLOAD - 1)] and r.cycle_done
 
 
 def test_pass_number_wraps(carousel: Carousel) -> None:

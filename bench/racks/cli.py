@@ -142,7 +142,8 @@ def report(
     twists: dict[str, Twist],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    print(f"\n{'N':>3} {'transport':10} {'seconds':>8} {'t(N)/t(1)':>9} {'aggr MB/s':>9} {'server CPU':>16}  verified")
+    print(f"\n{'N':>3} {'transport':10} {'seconds':>8} {'t(N)/t(1)':>9} {'aggr MB/s':>9} {'server CPU':>16}  verified"
+          "  link drops: server out/in, agents in/out")  # fmt: skip
     table = []
     for t in transports:
         one = rounds.get((t, 1))
@@ -155,10 +156,11 @@ def report(
             ratio = r.seconds / one.seconds if one else math.nan
             aggr = n * wire[t] / r.seconds / 1e6
             cpu = f"{r.server_cpu:5.2f}s {100 * r.server_cpu / r.seconds:4.0f}%"
-            print(f"{n:>3} {t:10} {r.seconds:8.1f} {ratio:9.2f} {aggr:9.1f} {cpu:>16}  {r.ok}")
+            drops = "/".join(str(r.drops.get(k, 0)) for k in ("server_out", "server_in", "agents_in", "agents_out"))
+            print(f"{n:>3} {t:10} {r.seconds:8.1f} {ratio:9.2f} {aggr:9.1f} {cpu:>16}  {r.ok!s:8}  {drops}")
             table.append({"transport": t, "n": n, "seconds": round(r.seconds, 2), "ratio": round(ratio, 3),
                           "aggregate_MBps": round(aggr, 2), "server_cpu_s": round(r.server_cpu, 2),
-                          "ok": r.ok})  # fmt: skip
+                          "ok": r.ok, "link_drops": r.drops})  # fmt: skip
     base = rounds.get(("multicast", args.scenario_agents))
     out: dict[str, Any] = {"table": table, "one_pass_s": round(one_pass, 2), "rate": args.rate, "scenarios": {}}
     if scen and base is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.racks.hosts import Procs, Server, proc_cpu, start_agent, udp_receiver, udp_sender
-from bench.racks.net import Rack, RackError, mac_of
+from bench.racks.net import Link, Rack, RackError, mac_of
 
 AGENT_TIMEOUT = 900.0
 
@@ -45,6 +45,19 @@ class Round:
     transfers: list[dict[str, Any]] = field(default_factory=list)  # per verified run: its TransferReport
     ok: bool = True
     note: str = ""
+    drops: dict[str, int] = field(default_factory=dict)  # packets the links' qdiscs dropped (link_drops)
+
+
+def link_drops(rack: Rack, before: dict[tuple[str, str], int], links: list[Link]) -> dict[str, int]:
+    """Packets dropped since ``before``: out of the server, into it, into the agents, out of them."""
+    after = rack.drops()
+
+    def delta(ns: str, way: str) -> int:
+        return after[(ns, way)] - before[(ns, way)]
+
+    return {"server_out": delta(rack.server.ns, "out"), "server_in": delta(rack.server.ns, "in"),
+            "agents_in": sum(delta(link.ns, "in") for link in links),
+            "agents_out": sum(delta(link.ns, "out") for link in links)}  # fmt: skip
 
 
 def fresh_disk(folder: Path, size: int) -> Path:
@@ -66,6 +79,7 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
             slow = twist.slow if twist.slow and i == n - 1 else rack.rate
             lossy = twist.loss if twist.loss and (twist.loss_on == "all" or i == n - 1) else 0.0
             rack.shape(link, slow, lossy)
+        before = rack.drops()
         server = Server(rack, procs, work / "server", store, transport, rate)
         macs = [mac_of(i) for i in range(n)]
         tokens = {link.mac or "": server.token(link) for link in links}
@@ -97,6 +111,7 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
                 raise RackError(f"{transport} x{n}: agents still running after {AGENT_TIMEOUT:.0f} s")
             time.sleep(0.02)
         server_cpu = server.cpu() - cpu
+        drops = link_drops(rack, before, links)
         codes = {i: procs_by_i[i].returncode for i in range(n)}
         times: list[float | None] = [ends[i] - started[i] if codes[i] == 0 else None for i in range(n)]
         counted = [ends[i] for i in range(n) if not (twist.kill and i == n - 1)]
@@ -105,7 +120,7 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
         done = [runs.get(m, {}).get("state") == "done" for m in macs]
         expect = [not (twist.kill and i == n - 1) for i in range(n)]
         server.stop()
-        rnd = Round(transport, n, max(counted) - t0, server_cpu, times, transfers, ok=done == expect)
+        rnd = Round(transport, n, max(counted) - t0, server_cpu, times, transfers, ok=done == expect, drops=drops)
         if not rnd.ok:
             rnd.note = f"runs done {done}, exit codes {codes}: see {work}/agent*.log"
         return rnd
@@ -128,6 +143,7 @@ def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int,
     procs = Procs()
     work.mkdir(parents=True, exist_ok=True)
     try:
+        before = rack.drops()
         targets = [work / f"recv{i}.zst" for i in range(n)]
         for t in targets:
             t.unlink(missing_ok=True)
@@ -149,7 +165,8 @@ def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int,
         seconds = max(ends.values()) - t0
         sender.wait(timeout=30)
         ok = all(p.returncode == 0 for p in receivers) and all(sha256_of(t) == export_sha for t in targets)
-        rnd = Round("udpcast", n, seconds, sender_cpu, [ends[i] - t0 for i in range(n)], ok=ok)
+        rnd = Round("udpcast", n, seconds, sender_cpu, [ends[i] - t0 for i in range(n)], ok=ok,
+                    drops=link_drops(rack, before, rack.agents[:n]))  # fmt: skip
         if not ok:
             rnd.note = f"a receiver failed or its file differs: see {work}"
         return rnd

@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.agent.capture.step import capture_disk, capture_outcome
 from provision.agent.client import ProgressPoster, ServerApi, screen_of
 from provision.agent.disks import Disk, choose_target, disks_in_folder, live_medium_devices, parse_lsblk_disks
-from provision.agent.erasestep import erase_machine, erasure_outcome
 from provision.agent.errors import AgentError
 from provision.agent.fetch import Fetcher, HttpSession, RetryPolicy
 from provision.agent.hello import args_from_kernel, boot_info, missing, read_probe_folder, ssh_host_key
@@ -319,6 +317,8 @@ class Agent:
 
     def erase(self, run_id: str, plan: ErasePlan, *, only: bool) -> Outcome | None:
         """Erase and verify every drive, post the records; None when the server says go on and write."""
+        from provision.agent.erasestep import erase_machine, erasure_outcome  # imported when asked: a faster start
+
         try:
             disks, live = list_disks(self.cfg, self.run)
             answer, _ = erase_machine(run_id, plan, disks, live, api=self.api, console=self.console, run=self.run,
@@ -334,6 +334,8 @@ class Agent:
         if isinstance(asked, EraseAnswer):
             return self.erase(asked.run, asked.erase, only=True) or Outcome(EXIT_FAILED, "failed", None, asked.run)
         if isinstance(asked, CaptureAnswer):
+            from provision.agent.capture.step import capture_disk, capture_outcome  # imported when asked
+
             try:
                 answer = capture_disk(asked.run, asked.capture, *list_disks(self.cfg, self.run), api=self.api,
                                       console=self.console, workers=self.cfg.workers)  # fmt: skip

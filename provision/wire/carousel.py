@@ -35,7 +35,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from provision.wire.index import SHA256, Chunk
 from provision.wire.schema import Message, rule
@@ -55,9 +55,9 @@ class BadDatagram(ValueError):
     """A datagram that is not one of ours, or not of the version listened to: dropped (and counted)."""
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One datagram: ``payload`` is bytes ``offset .. offset + len(payload)`` of chunk ``chunk``'s frame."""
+class Piece(NamedTuple):
+    """One datagram: ``payload`` is bytes ``offset .. offset + len(payload)`` of chunk ``chunk``'s frame. (A named
+    tuple: made for every datagram an agent receives, thousands a second, at a fifth of a frozen dataclass's cost.)"""
 
     digest16: bytes  # the version digest's first 16 bytes
     pass_number: int

@@ -107,6 +107,7 @@ class _Partial:
     frame_length: int
     position: int  # where its last piece came
     pieces: dict[int, bytes] = field(default_factory=dict)
+    count: int = 0  # pieces the whole frame has (pieces_of(frame_length))
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Reassembly:
         if len(order) != len(lengths) or not order:
             raise ValueError(f"{len(order)} chunk numbers but {len(lengths)} lengths")
         self.order, self.lengths, self.digest16, self.limits = list(order), list(lengths), digest16, limits
+        self._bounds = [frame_bound(n) for n in self.lengths]  # per chunk number: checked for every piece
         self.wanted = set(wanted)
         self.counts = Counts()
         self.http_only: set[int] = set()  # discarded frames: left to HTTP
@@ -200,7 +202,7 @@ class Reassembly:
             n >= len(self.order)
             or piece.offset % MAX_PAYLOAD
             or len(piece.payload) != min(MAX_PAYLOAD, piece.frame_length - piece.offset)
-            or piece.frame_length > frame_bound(self.lengths[n])
+            or piece.frame_length > self._bounds[n]
             or piece.digest16 != self.digest16
         ):
             self.counts.dropped += 1
@@ -287,7 +289,7 @@ class Reassembly:
             if len(self._partials) >= self.limits.partials:
                 self._overflow()
                 return []
-            partial = self._partials[n] = _Partial(piece.frame_length, position)
+            partial = self._partials[n] = _Partial(piece.frame_length, position, count=pieces_of(piece.frame_length))
         if piece.offset in partial.pieces:
             self.counts.dropped += 1  # a duplicate of an earlier pass
             return []
@@ -298,7 +300,7 @@ class Reassembly:
             self._held += len(piece.payload)
         partial.pieces[piece.offset] = piece.payload
         partial.position = position
-        if len(partial.pieces) < pieces_of(partial.frame_length):
+        if len(partial.pieces) < partial.count:
             return []
         del self._partials[n]
         self.wanted.discard(n)

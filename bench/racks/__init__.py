@@ -10,7 +10,12 @@ transport's, the carousel paced at 90 % of the link) runs in the server's namesp
 a file standing in for the disk) start at once, one per namespace. udpcast: ``udp-sender --nokbd`` of the
 exported ``disk.img.zst`` (paced like the carousel) to N ``udp-receiver``s writing files, compared with the
 export's sha256. Printed: per N and transport the seconds to the last verified, t(N)/t(1), aggregate MB/s
-(N x the bytes each one gets / seconds) and the server's CPU (provision serve's, udp-sender's).
+(N x the bytes each one gets / seconds), the server's CPU (provision serve's, udp-sender's) and the packets
+each link's qdisc dropped (server out/in, agents in/out).
+
+The agents (and udp-receivers) run at ``--agent-nice`` (5): on a rack each PC has its own CPU, here N agents
+share the 2 cores with the server, and at the same niceness their start (N Python processes at once) took the
+carousel's sender off its pace. ``--agent-nice 0`` measures them at the server's priority.
 
 Scenarios (``--scenarios``, multicast, at ``--scenario-agents`` N): ``late``: the last agent starts at 30 %
 of the baseline's time (it should finish about one carousel pass after joining, the others unchanged);

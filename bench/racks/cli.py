@@ -40,6 +40,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--disk-size", type=size_arg, default=512 << 20)
     p.add_argument("--content", type=size_arg, default=160 << 20, help="real files copied into the ext4")
     p.add_argument("--workdir", type=Path, default=None, help="keep the disk and store here, reused next time")
+    p.add_argument(
+        "--agent-nice",
+        type=int,
+        default=5,
+        help="the agents' niceness (default 5: below the server's, as on separate PCs; 0: the same)",
+    )
     return p.parse_args(argv)
 
 
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"image: {version.index.disk_size / 2**20:.0f} MiB disk, {version.index.mapped_bytes / 2**20:.0f} MiB "
           f"mapped, {stored / 2**20:.1f} MiB stored (zstd), export {wire['udpcast'] / 2**20:.1f} MiB; links "
           f"{args.rate} (tbf); carousel and udp-sender paced at {send_rate * 8 / 1e6:.0f} Mbit/s; "
-          f"{os.cpu_count()} CPUs; provision from a copy in {code}", flush=True)  # fmt: skip
+          f"{os.cpu_count()} CPUs; agents at nice {args.agent_nice}; provision from a copy in {code}",
+          flush=True)  # fmt: skip
     rounds: dict[tuple[str, int], Round] = {}
     scen: dict[str, Round] = {}
     skipped: dict[str, str] = {}
@@ -94,16 +101,17 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 place = work / "rounds" / f"{t}-{n}"
                 shutil.rmtree(place, ignore_errors=True)
                 if t == "udpcast":
-                    rnd = udpcast_round(rack, place, export, export_sha, n, int(bits * 0.9))
+                    rnd = udpcast_round(rack, place, export, export_sha, n, int(bits * 0.9), args.agent_nice)
                 else:
-                    rnd = agents_round(rack, place, work / "store", t, n, version.index.disk_size, send_rate)
+                    rnd = agents_round(rack, place, work / "store", t, n, version.index.disk_size, send_rate,
+                                       nice=args.agent_nice)  # fmt: skip
                 rounds[(t, n)] = rnd
                 print(f"  {t} x{n}: {rnd.seconds:.1f} s{'' if rnd.ok else ' NOT OK: ' + rnd.note}", flush=True)
         m = args.scenario_agents
         base = rounds.get(("multicast", m))
         if scenarios and base is None:
             base = agents_round(rack, work / "rounds" / f"base-{m}", work / "store", "multicast", m,
-                                version.index.disk_size, send_rate)  # fmt: skip
+                                version.index.disk_size, send_rate, nice=args.agent_nice)  # fmt: skip
             rounds[("multicast", m)] = base
         twists = {"late": Twist(late=0.3 * base.seconds if base else 0), "slow": Twist(slow=f"{bits // 10}bit"),
                   "kill": Twist(kill=0.5 * base.seconds if base else 0),
@@ -113,7 +121,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             shutil.rmtree(place, ignore_errors=True)
             try:
                 scen[s] = agents_round(rack, place, work / "store", "multicast", m, version.index.disk_size,
-                                       send_rate, twists[s])  # fmt: skip
+                                       send_rate, twists[s], nice=args.agent_nice)  # fmt: skip
             except RackError as exc:  # e.g. a kernel without sch_netem: the others' figures still print
                 print(f"  scenario {s}: not run: {exc}", flush=True)
                 skipped[s] = str(exc)

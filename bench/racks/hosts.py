@@ -127,17 +127,19 @@ class Server:
         self.log.close()
 
 
-def start_agent(procs: Procs, link: Link, mac: str, token: str, disks: Path, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "provision.agent", "--server", Server.url, "--mac", mac, "--token", token,
-            "--probe-dir", str(SAMPLE_PROBE), "--disks-from", str(disks), "--once", "--no-grow",
+def start_agent(procs: Procs, link: Link, mac: str, token: str, disks: Path, log: Path,
+                nice: int = 0) -> subprocess.Popen[bytes]:  # fmt: skip
+    """One agent (``nice``: its niceness; the rack bench runs agents below the server, see its docstring)."""
+    argv = ["nice", "-n", str(nice), sys.executable, "-m", "provision.agent", "--server", Server.url, "--mac", mac,
+            "--token", token, "--probe-dir", str(SAMPLE_PROBE), "--disks-from", str(disks), "--once", "--no-grow",
             "--no-firstboot-secret", "--no-screen", "--cmdline", os.devnull, "--deadline", "120",
             "--fetch-deadline", "120"]  # fmt: skip
     with log.open("wb") as out:
         return procs.start(link.ns, argv, out)
 
 
-def udp_receiver(procs: Procs, link: Link, target: Path, log: Path) -> subprocess.Popen[bytes]:
-    argv = ["udp-receiver", "--nokbd", "--interface", "eth0", "--file", str(target)]
+def udp_receiver(procs: Procs, link: Link, target: Path, log: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+    argv = ["nice", "-n", str(nice), "udp-receiver", "--nokbd", "--interface", "eth0", "--file", str(target)]
     with log.open("wb") as out:
         return procs.start(link.ns, argv, out)
 

@@ -70,8 +70,8 @@ def fresh_disk(folder: Path, size: int) -> Path:
 
 
 def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, disk_size: int, rate: int,
-                 twist: Twist = Twist()) -> Round:  # fmt: skip
-    """N agents against a fresh server whose config says ``transfer: transport``."""
+                 twist: Twist = Twist(), nice: int = 0) -> Round:  # fmt: skip
+    """N agents against a fresh server whose config says ``transfer: transport``; the agents at ``nice``."""
     procs = Procs()
     links = rack.agents[:n]
     try:
@@ -92,7 +92,8 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
             if twist.late and i == n - 1:
                 continue
             started[i] = time.monotonic()
-            procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i], work / f"agent{i}.log")
+            procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i], work / f"agent{i}.log",
+                                        nice)  # fmt: skip
         ends: dict[int, float] = {}
         killed = False
         while len(ends) < n:
@@ -100,7 +101,7 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
             if twist.late and n - 1 not in procs_by_i and now - t0 >= twist.late:
                 started[n - 1] = now
                 procs_by_i[n - 1] = start_agent(procs, links[n - 1], macs[n - 1], tokens[macs[n - 1]],
-                                                disks[n - 1], work / f"agent{n - 1}.log")  # fmt: skip
+                                                disks[n - 1], work / f"agent{n - 1}.log", nice)  # fmt: skip
             if twist.kill and not killed and now - t0 >= twist.kill:
                 procs.kill(procs_by_i[n - 1])
                 killed = True
@@ -138,7 +139,8 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int, bitrate: int) -> Round:
+def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int, bitrate: int,
+                  nice: int = 0) -> Round:  # fmt: skip
     """udp-sender of the export file to N udp-receivers writing files: the time to all received."""
     procs = Procs()
     work.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,7 @@ def udpcast_round(rack: Rack, work: Path, export: Path, export_sha: str, n: int,
         targets = [work / f"recv{i}.zst" for i in range(n)]
         for t in targets:
             t.unlink(missing_ok=True)
-        receivers = [udp_receiver(procs, rack.agents[i], targets[i], work / f"recv{i}.log") for i in range(n)]
+        receivers = [udp_receiver(procs, rack.agents[i], targets[i], work / f"recv{i}.log", nice) for i in range(n)]
         time.sleep(0.3)  # listening before the sender's hello
         t0 = time.monotonic()
         sender = udp_sender(procs, rack, export, n, bitrate, work / "sender.log")

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         m = args.scenario_agents
         base = rounds.get(("multicast", m))
         if scenarios and base is None:
+            shutil.rmtree(work / "rounds" / f"base-{m}", ignore_errors=True)  # a --workdir's last run
             base = agents_round(rack, work / "rounds" / f"base-{m}", work / "store", "multicast", m,
                                 version.index.disk_size, send_rate, nice=args.agent_nice)  # fmt: skip
             rounds[("multicast", m)] = base

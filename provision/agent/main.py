@@ -149,7 +149,7 @@ class Agent:
         self.grow = grow
         self.seed = seed
         self.chunk_session = chunk_session or new_session
-        self.multicast_receiver = multicast_receiver or (lambda plan: UdpReceiver(plan, cfg.server))
+        self.multicast_receiver = multicast_receiver or (lambda plan: UdpReceiver(plan, cfg.server, log_id=cfg.mac))
         self.transfer: TransferReport | None = None  # how the chunks came (the report's ``transfer``)
 
     def probe(self) -> tuple[dict[str, str], list[str]]:

@@ -16,6 +16,7 @@ import threading
 from provision.config import MulticastConfig
 from provision.images import ImageStore
 from provision.multicast.choose import Choice, choose, group_for, plan_for
+from provision.multicast.egress import Egress, tx_counter
 from provision.multicast.sender import Sender, Target
 from provision.multicast.sessions import MakeSender, Sessions, Status
 from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan, carousel_order
@@ -87,7 +88,12 @@ class Multicast:
         with self._lock:
             order = self._orders[plan.digest]
         target = Target(plan.group, plan.port, self.address, self.device)
-        return Sender(plan.digest, order, self._read_frame, target, plan.rate)
+        counter = tx_counter(self.device) if self.device else None
+        egress = Egress(plan.rate, counter) if counter is not None else None
+        if self.device is None:
+            log.info("carousel %s: no serve interface, so no byte counter: it will not make room for other traffic",
+                     plan.digest[:12])  # fmt: skip
+        return Sender(plan.digest, order, self._read_frame, target, plan.rate, egress=egress)
 
     def _read_frame(self, sha256: str) -> bytes:
         """The stored frame of a chunk, as ``GET /chunks/<sha256>`` sends it (checked first)."""

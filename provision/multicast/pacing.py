@@ -66,6 +66,12 @@ class Pacer:
         self.peak_due = max(peak_due, send - self.burst) + nbytes / self.peak
         return send - now
 
+    def set_rate(self, rate: int) -> None:
+        """Pace to ``rate`` from now on (the peak keeps its ratio to it): the sender yielding to other traffic."""
+        if rate <= 0:
+            raise ValueError(f"rate {rate} bytes/s: must be positive")
+        self.peak, self.rate = self.peak * rate / self.rate, rate
+
     def wait(self, nbytes: int) -> None:
         """Sleep as long as ``nbytes`` must wait (nothing when the buckets have them)."""
         wait = self.delay(nbytes, self.clock())

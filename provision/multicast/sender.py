@@ -8,6 +8,10 @@ datagrams of one size, the last one shorter), which cuts the sender's CPU to a f
 that refuses it (EINVAL, EIO, ENOPROTOOPT ...) is detected on the first batch, logged once, and every datagram
 is then sent alone.
 
+With an ``Egress`` (the serve interface's byte counter), the sender paces to its rate less what else the server
+sends on that link over the last second (HTTP to agents that left or never joined, TFTP ...), never below half of
+it: the link's queue then holds both, where a full one drops datagrams for every listener alike.
+
 The sender runs in its own thread; ``pause`` keeps its position (pass, chunk, piece) and ``resume`` goes on
 from there, so a newcomer starts mid-loop; ``stop`` is prompt (the pacing sleeps wait on the stop event). A
 chunk that cannot be read (missing, recorded bad) is skipped and logged: agents fetch it by HTTP.
@@ -21,10 +25,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from provision.errors import ProvisionError
+from provision.multicast.egress import Egress
 from provision.multicast.pacing import Pacer
 from provision.wire.carousel import digest16, encode, pieces
 
@@ -35,6 +41,8 @@ UDP_SEGMENT = 103  # linux/udp.h: the GSO segment size of a send
 GSO_MAX_BYTES = 65000  # one GSO send stays under the 64 KiB of a UDP datagram before segmentation
 GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 SNDBUF = 4 << 20
+EGRESS_EVERY = 0.1  # seconds between two looks at the interface's other traffic
+EGRESS_LOG_EVERY = 10.0  # seconds between two log lines about it
 BEHIND_WARNING = 0.5  # seconds of its rate a carousel gave up (pacing.Pacer.behind) worth a warning
 ReadFrame = Callable[[str], bytes]  # chunk sha256 -> its stored frame (raises OSError / ImageError)
 
@@ -107,6 +115,7 @@ class Sender:
         *,
         gso: bool = True,
         opener: Callable[[Target], socket.socket] = open_socket,
+        egress: Egress | None = None,
     ) -> None:
         self.digest = digest
         self.order = list(order)
@@ -119,6 +128,11 @@ class Sender:
         self._stop = threading.Event()
         self._go = threading.Event()  # set: sending; clear: paused
         self._pacer = Pacer(rate, sleep=self._stop.wait)
+        self.rate = rate
+        self._egress = egress  # the interface's other traffic, made room for (provision.multicast.egress)
+        self._checked = 0.0  # when the pace was last set from it
+        self.yielding = False
+        self._said = -EGRESS_LOG_EVERY  # when a change of pace was last logged
         self._thread: threading.Thread | None = None
         self._state = threading.Lock()  # the thread's start and its end on a failure (a resume may come meanwhile)
         self.failures = 0  # times the thread ended on an unexpected error (restarted by the next resume)
@@ -219,6 +233,7 @@ class Sender:
                     self._go.wait()  # paused mid-frame: go on from this batch
                 if self._stop.is_set():
                     return
+                self._make_room()
                 self._pacer.wait(sum(map(len, batch)))
                 self._send(batch)
         chunk += 1
@@ -226,6 +241,24 @@ class Sender:
             chunk, pass_number = 0, pass_number + 1
             self.stats.passes += 1
         self.position = (pass_number, chunk)
+
+    def _make_room(self) -> None:
+        """Every ``EGRESS_EVERY`` s: pace to the rate less the interface's other traffic (``Egress``)."""
+        egress = self._egress
+        now = time.monotonic()
+        if egress is None or now - self._checked < EGRESS_EVERY:
+            return
+        self._checked = now
+        paced = egress.pace(self.stats.bytes, self.stats.datagrams)
+        self._pacer.set_rate(paced)
+        yielding = paced < self.rate
+        if yielding != self.yielding and now - self._said >= EGRESS_LOG_EVERY:  # a line per change, at most
+            self.yielding, self._said = yielding, now
+            if yielding:
+                log.info("carousel %s: making room for %.1f MB/s of other traffic on the link: paced at %.1f of %.1f "
+                         "MB/s", self.digest[:12], egress.other / 1e6, paced / 1e6, self.rate / 1e6)  # fmt: skip
+            else:
+                log.info("carousel %s: back to its rate of %.1f MB/s", self.digest[:12], self.rate / 1e6)
 
     def _send(self, batch: list[bytes]) -> None:
         sock = self._sock

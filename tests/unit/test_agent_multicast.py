@@ -15,7 +15,7 @@ import pytest
 from provision.agent.index import read_index
 from provision.agent.multicast.listen import Keepalive, Timeouts, listen
 from provision.agent.multicast.reassembly import Event, Limits, Ready, Reassembly, Repair, pieces_of
-from provision.agent.multicast.receiver import socket_drops
+from provision.agent.multicast.receiver import Rejoin, socket_drops
 from provision.wire.carousel import HEADER, MAX_PAYLOAD, Piece, carousel_order, decode, digest16, encode, pieces
 from tests.support.agent import CHUNK, build_image, random_disk
 from tests.support.carousel import stream
@@ -324,3 +324,19 @@ def test_listening_ends_after_the_longest_time_whatever_comes(carousel: Carousel
     reason = listen(lambda: next(feed_), carousel.reassembly(wanted=[5]), events.append, max_loss=0.2,
                     timeouts=Timeouts(3, 100), clock=clock, longest=2.5)  # fmt: skip
     assert reason == "listening longer than 2 s" and 2.5 < clock.now < 2.6
+
+
+def test_the_membership_is_sent_again_after_a_second_of_silence_then_every_second() -> None:
+    clock = Clock()
+    rejoins = Rejoin(after=1.0, clock=clock)
+    due = []
+    for _ in range(40):  # 0.1 s steps: datagrams for 1 s, then 3 s of silence
+        clock.now += 0.1
+        if clock.now <= 1.0:
+            rejoins.heard()
+        due.append(rejoins.due())
+    times = [round(0.1 * (i + 1), 1) for i, d in enumerate(due) if d]
+    assert times == [2.0, 3.0, 4.0] and rejoins.count == 3  # not while datagrams come; once a second after
+    rejoins.heard()
+    clock.now += 0.5
+    assert not rejoins.due()

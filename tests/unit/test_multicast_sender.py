@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from provision.multicast import sender as sender_module
+from provision.multicast.egress import Egress
 from provision.multicast.sender import SOL_UDP, UDP_SEGMENT, Sender, Target
 from provision.wire.carousel import HEADER, decode, digest16
 
@@ -133,6 +135,32 @@ def test_pause_says_when_the_carousel_fell_behind_its_rate(
     s.pause()
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warned and "fell 0.7 s behind its rate of 20000 B/s" in warned[-1], warned
+
+
+class HalfEgress(Egress):
+    """Other traffic on the link worth half the carousel's rate, then none."""
+
+    def pace(self, own_bytes: int, own_datagrams: int) -> int:
+        self.calls = getattr(self, "calls", 0) + 1
+        self.other = self.rate / 2 if self.calls < 3 else 0.0
+        return int(self.rate - self.other)
+
+
+def test_the_sender_makes_room_for_the_link_s_other_traffic(
+    stopped: list[Sender], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="provision.multicast.sender")
+    monkeypatch.setattr(sender_module, "EGRESS_LOG_EVERY", 0.0)  # every change logged (10 s apart otherwise)
+    sock = FakeSocket()
+    egress = HalfEgress(200_000, lambda: 0)
+    s = Sender(DIGEST, ORDER, FRAMES.__getitem__, Target("239.255.18.1", 18018), 200_000, egress=egress,
+               opener=lambda target: sock)  # type: ignore[arg-type,return-value]  # fmt: skip
+    stopped.append(s)
+    s.resume()
+    wait(lambda: getattr(egress, "calls", 0) >= 3)
+    s.stop()
+    assert "making room for 0.1 MB/s of other traffic on the link: paced at 0.1 of 0.2 MB/s" in caplog.text
+    assert "back to its rate of 0.2 MB/s" in caplog.text and s._pacer.rate == 200_000
 
 
 def test_stop_is_prompt_even_mid_sleep(stopped: list[Sender]) -> None:

@@ -1,14 +1,18 @@
 """The receiving socket: the plan's group joined on the interface that reaches the server, a 4 MiB receive
 buffer (``SO_RCVBUFFORCE`` as root, past ``net.core.rmem_max``; else ``SO_RCVBUF`` as far as allowed), a short
-timeout so the listener can notice silence; and the kernel's count of datagrams it dropped for a full buffer.
+timeout so the listener can notice silence, the membership sent again after a second of it (``Rejoin``); and the
+kernel's count of datagrams it dropped for a full buffer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +21,7 @@ log = logging.getLogger(__name__)
 RCVBUF = 4 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; the socket module does not name it
 RECV_TIMEOUT = 0.5
+REJOIN_AFTER = 1.0  # seconds of silence after which the membership report is sent again
 DATAGRAM = 2048  # read size: a carousel datagram is at most 1440 bytes
 
 
@@ -60,6 +65,38 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> None:
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # the kernel reports twice what it keeps
     if got < size:
         log.warning("receive buffer %d bytes, not %d (net.core.rmem_max): expect loss at full rate", got, size)
+
+
+class Rejoin:
+    """When to send the membership again: after ``after`` seconds without a datagram, then every ``after`` seconds
+    of silence. A snooping switch that missed the join report (or a querier that came up late) forwards nothing to
+    this port until its next general query, 125 s by default; a report sent again gets the group back within a
+    second, where the listener would otherwise give up after 5 s of silence and fetch everything by HTTP."""
+
+    def __init__(self, after: float = REJOIN_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after, self.clock = after, clock
+        self.last = self.sent = clock()
+        self.count = 0
+
+    def heard(self) -> None:
+        self.last = self.clock()
+
+    def due(self) -> bool:
+        """True (and counted) when the membership should be sent again now."""
+        now = self.clock()
+        if now - self.last < self.after or now - self.sent < self.after:
+            return False
+        self.sent = now
+        self.count += 1
+        return True
+
+
+def rejoin(sock: socket.socket, group: str, interface: str) -> None:
+    """Leave and join ``group`` again on ``interface``: the kernel sends a fresh membership report."""
+    membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface))
+    with contextlib.suppress(OSError):  # not a member any more (cannot happen here): the join below is what counts
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, membership)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
 
 
 def receive(sock: socket.socket) -> bytes | None:

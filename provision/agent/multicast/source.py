@@ -25,7 +25,7 @@ from provision.agent.index import Chunk, Index
 from provision.agent.multicast.listen import Keepalive, Timeouts, listen
 from provision.agent.multicast.loads import Load, Tally, http_load, ready_load, repair_load
 from provision.agent.multicast.reassembly import Event, Limits, Ready, Reassembly, frame_bound
-from provision.agent.multicast.receiver import local_address, open_receiver, receive, socket_drops
+from provision.agent.multicast.receiver import Rejoin, local_address, open_receiver, receive, rejoin, socket_drops
 from provision.wire.carousel import MulticastAnswer, MulticastCall, MulticastPlan, TransferReport, carousel_order
 from provision.wire.carousel import digest16 as header_digest
 
@@ -45,11 +45,21 @@ class Receiver(Protocol):
 class UdpReceiver:
     """The real socket: the plan's group joined on the interface that reaches ``server``."""
 
-    def __init__(self, plan: MulticastPlan, server: str) -> None:
-        self.sock: socket.socket = open_receiver(plan.group, plan.port, local_address(server))
+    def __init__(self, plan: MulticastPlan, server: str, *, log_id: str = "") -> None:
+        self.group, self.interface, self.log_id = plan.group, local_address(server), log_id
+        self.sock: socket.socket = open_receiver(plan.group, plan.port, self.interface)
+        self.rejoins = Rejoin()
 
     def recv(self) -> bytes | None:
-        return receive(self.sock)
+        data = receive(self.sock)
+        if data is not None:
+            self.rejoins.heard()
+        elif self.rejoins.due():
+            silent = self.rejoins.clock() - self.rejoins.last
+            log.info("[%s] multicast: no datagram for %.0f s: the membership of %s sent again on %s (%d)",
+                     self.log_id, silent, self.group, self.interface, self.rejoins.count)  # fmt: skip
+            rejoin(self.sock, self.group, self.interface)
+        return data
 
     def drops(self) -> int | None:
         return socket_drops(self.sock.fileno())

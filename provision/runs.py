@@ -1,6 +1,7 @@
 """What the agent API does: a hello becomes a recipe choice and, for an image plan, a run; progress moves the
 run along; the final report ends it ``done`` (only with a complete read-back of the planned digest) or
-``failed`` with every reason. Each call checks the per-boot token first.
+``failed`` with every reason (that rule and its records: ``provision.verdict``). Each call checks the per-boot
+token first.
 
 The messages are ``provision.wire.api``; the records and the rules are ``provision.store`` and
 ``provision.states``; the web handlers (``provision.web.api``) only parse, call one method here and answer.
@@ -32,6 +33,7 @@ from provision.probes import ProbeUnreadable, keep_probe
 from provision.recipes import Action, Decision, RecipeSet, load_dir, select
 from provision.states import MachineState, RunState, check_run_open
 from provision.store import Run, Store
+from provision.verdict import Verdict
 from provision.wire import paths
 from provision.wire.api import (
     CaptureAnswer,
@@ -47,7 +49,6 @@ from provision.wire.api import (
     RepairAnswer,
     Report,
     RunAnswer,
-    VerificationReport,
     WaitAnswer,
 )
 from provision.wire.capture import CapturePlan
@@ -60,30 +61,6 @@ PROGRESS_EVERY = 2.0  # seconds: at most one stored progress event per run in th
 AddressCheck = Callable[[str, "str | None"], "str | None"]  # (mac, remote) -> why remote is not that PC, or None
 CaptureWant = tuple[str, dict[str, Any], "str | None", "str | None"]  # (image, target disk, asked by, recipe)
 NO_FACTS = "the hello carried no probe and no facts: nothing to choose a recipe by"
-
-
-def report_problems(run: Run, report: Report, data_chunks: int | str | None = None) -> list[str]:
-    """Why a report does not make the run done (empty: it does). ``data_chunks``: the number of data chunks
-    of the run's image version per the server's own index (the agent's count is not taken on trust), or why
-    that index cannot be read (then the run cannot be done)."""
-    problems = []
-    if isinstance(data_chunks, str):
-        problems.append(data_chunks)
-        data_chunks = None
-    if not report.ok:
-        problems.append(f"agent reports failure: {report.reason or 'no reason given'}")
-    body = report.report
-    if body is None:
-        return [*problems, "no verification in the report"]
-    if body.digest != run.digest:
-        problems.append(f"wrote digest {body.digest[:64]}, the run planned {run.digest}")
-    if data_chunks is not None and body.chunks != data_chunks:
-        problems.append(f"report counts {body.chunks} data chunks, the image has {data_chunks}")
-    if body.chunks <= 0 or body.verified != body.chunks:
-        problems.append(f"verified {body.verified} of {body.chunks} chunks")
-    if not body.read_back_ok:
-        problems.append("read-back failed")
-    return problems
 
 
 class Runs:
@@ -122,6 +99,7 @@ class Runs:
         self.carousels = RunCarousels(store, multicast, clock, PROGRESS_EVERY)  # the runs' multicast
         self.deltas = None if images is None else Deltas(store, images)  # what a machine holds (docs/delta.md)
         self.capturing = Capturing(store, images, self.open_run, token_ttl, clock)  # capture runs (docs/capture.md)
+        self.verdict = Verdict(store, images)  # a final report's check: done only with a complete read-back
 
     def recipes(self) -> RecipeSet:
         """The recipe set, loaded again only when a file's mtime (or the file list) changed."""
@@ -359,17 +337,6 @@ class Runs:
         started the run, the run open), then ``RunCarousels.call`` (its plan must be multicast)."""
         return self.carousels.call(self.open_run(run_id, msg.token, remote), msg)
 
-    def data_chunks(self, run: Run) -> int | str | None:
-        """The number of data chunks of the run's image version, from the server's index; the reason when
-        that version cannot be loaded (a report is then not trusted); None when the server has no store."""
-        if self.images is None:
-            return None
-        try:
-            index = self.images.load(run.image, run.digest).index
-        except (ImageError, OSError) as exc:
-            return f"image version {run.image}@{run.digest[:12]} cannot be loaded to check the report: {exc}"
-        return len(index.chunks) - index.holes
-
     def report(self, run_id: str, msg: Report, remote: str | None = None) -> RunAnswer:
         """The end of a run: the writer's and grow's figures kept as events, then a failure recorded with its
         reason, or the verification recorded and the run ended done only when it is consistent. All of it is
@@ -406,40 +373,9 @@ class Runs:
             return RunAnswer(run.id, run.state.value, run.reason)
         if msg.error is not None:
             self.store.event(run.mac, "run-error", {"run": run.id, "error": msg.error})
-        run = self._verified(run, msg, msg.report)
+        run = self.verdict.judge(run, msg, msg.report, runs_hooks=self.postinstall is not None)
         log.info("%s: run %s %s%s", run.mac, run.id, run.state.value, f": {run.reason}" if run.reason else "")
         return RunAnswer(run.id, run.state.value, run.reason)
-
-    def _verified(self, run: Run, msg: Report, body: VerificationReport) -> Run:
-        self.store.record_verification(run.id, body)
-        problems = report_problems(run, msg, self.data_chunks(run))
-        if not problems and self.images is not None:  # the data bytes read back right, per the server's index
-            try:
-                verified = self.images.load(run.image, run.digest).index.mapped_bytes
-            except (ImageError, OSError) as exc:  # read just before by data_chunks: only a race with retention
-                log.warning("%s: run %s: verified bytes not recorded: %s", run.mac, run.id, exc)
-            else:
-                self.store.record_delta(run.id, fetched=None, verified=verified, target=None)
-        if not problems and run.state is RunState.INVENTORIED:  # no progress reached us (a short write)
-            run = self.store.set_run_state(run.id, RunState.WRITING)
-        if not problems and run.state is RunState.WRITING:  # the report carries the read-back itself
-            run = self.store.set_run_state(run.id, RunState.VERIFYING)
-        if not problems and run.state in (RunState.VERIFYING, RunState.HOOKS):
-            hooks = (self.store.run_plan(run.id) or {}).get("hooks") or []
-            if hooks and self.postinstall is not None:  # verified: the hooks run now, then the run ends
-                return self.store.set_run_state(
-                    run.id, RunState.HOOKS, bytes_written=body.bytes_written, mean_rate=body.mean_rate
-                )
-            reason = "hooks not run: this server runs no hooks" if hooks else None
-            return self.store.set_run_state(
-                run.id, RunState.DONE, reason, bytes_written=body.bytes_written, mean_rate=body.mean_rate
-            )
-        if not problems:
-            problems = [f"report arrived in state {run.state.value}, before verification"]
-        reason = "; ".join(problems)
-        return self.store.set_run_state(
-            run.id, RunState.FAILED, reason, bytes_written=body.bytes_written, mean_rate=body.mean_rate
-        )
 
 
 def _text(value: object) -> str | None:

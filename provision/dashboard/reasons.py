@@ -10,7 +10,7 @@ The reasons the server records today, and where they come from:
   does not render, no facts in the hello;
 - the agent (``provision.agent.main``: ``[what: ]ErrorType: message``): ``NoTargetDisk``, ``AmbiguousTarget``,
   ``TargetTooSmall``, ``VerifyFailed``, ``FetchFailed``, ``ChunkCorrupt``, ``ServerUnreachable``, ``GrowError``
-  ...; the server's check of its report (``provision.runs.report_problems``): ``verified N of M chunks``,
+  ...; the server's check of its report (``provision.verdict.report_problems``): ``verified N of M chunks``,
   ``read-back failed``, ``wrote digest ...``;
 - the hooks (``provision.postinstall``): ``hook NAME failed with exit status N: ...``, ``hook NAME timed out``,
   ``hook NAME could not run: ...``, ``hook NAME: <SSH or environment problem>``, ``done with warnings: ...``;
@@ -160,7 +160,7 @@ NO_NETWORK = Rule(
 )
 UNKNOWN = Rule("unknown", re.compile("^$"), N_("unexpected problem"), CALL_IT)
 WARNINGS = "done with warnings: "  # == provision.postinstall.WARNINGS
-AGENT = "agent reports failure: "  # provision.runs.report_problems
+AGENT = "agent reports failure: "  # provision.verdict.report_problems
 
 
 def parts(reason: str) -> list[str]:

@@ -174,7 +174,7 @@ class Sender:
             if behind >= BEHIND_WARNING:
                 log.warning("carousel %s: paused at pass %d chunk %d; it fell %.1f s behind its rate of %d B/s since "
                             "it started (the host too busy, or the chunks' disk too slow)", self.digest[:12],
-                            *self.position, behind, self._pacer.rate)  # fmt: skip
+                            *self.position, behind, self.rate)  # fmt: skip
             else:
                 log.info("carousel %s: paused at pass %d chunk %d", self.digest[:12], *self.position)
         self._go.clear()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from provision.errors import RunError
-from provision.runs import report_problems
 from provision.states import MachineState, RunState
 from provision.store import MIGRATIONS, Run, Store
+from provision.verdict import report_problems
 from provision.wire.api import Report, VerificationReport
 
 MAC = "52:54:00:12:34:56"

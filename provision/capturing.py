@@ -179,7 +179,9 @@ class Capturing:
         """Chunks of the disk recorded; the answer names those to upload."""
         if self.images is None:
             raise NotFound("this server has no image store")
-        with self.store.atomic():
+        # the image store's lock held shared (as an import holds it): a gc sweeps either before the offer looks
+        # up what the store has (and the chunks are asked for) or after they are recorded, pinned (retention.py)
+        with self.images.lock.shared(f"capture offer, run {run_id[:64]}"), self.store.atomic():
             run = self.open_run(run_id, msg.token, remote)
             self._capture_run(run)
             if run.state is RunState.INVENTORIED:

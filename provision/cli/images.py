@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -129,15 +130,26 @@ def _in_flight(args: argparse.Namespace, name: str, out: TextIO) -> tuple[set[st
         out.write(f"note: no server database at {db}: no imaging runs in flight to spare\n")
         return set(), None
     with Store(db) as store:
-        in_use = {r.digest for r in store.runs() if r.finished is None and r.image == name}
+        # a capture in flight has no digest yet (its chunks are pinned instead: _capture_pins)
+        in_use = {r.digest for r in store.runs() if r.finished is None and r.image == name and r.capture is None}
         return in_use, held_for_retention(store, name)
+
+
+def _capture_pins(db: Path) -> set[str]:
+    """The chunks captures in flight rely on (read by the sweep under the image store's exclusive lock)."""
+    from provision.store import Store
+
+    with Store(db) as store:
+        return store.capture_pins()
 
 
 def cmd_retain(args: argparse.Namespace, out: TextIO) -> int:
     store = _store(args)
     in_use, held = _in_flight(args, args.name, out)
     spared = [v.label for v in store.versions(args.name) if v.digest in in_use]
-    report = store.retain(args.name, keep=args.keep, in_use=in_use, held=held)
+    db = state_dir_of(args) / "provision.db"
+    pinned = functools.partial(_capture_pins, db) if db.is_file() else None
+    report = store.retain(args.name, keep=args.keep, in_use=in_use, held=held, pinned=pinned)
     out.write(f"{args.name}: kept {', '.join(report.kept) or 'none'}; removed {', '.join(report.removed) or 'none'}\n")
     if spared:
         out.write(f"  spared for imaging runs in flight: {', '.join(spared)}\n")

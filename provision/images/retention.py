@@ -5,6 +5,12 @@ and its index) and a retention run never collide: a sweep never sees chunks whos
 The mark phase reads every index of every image; if one cannot be read the sweep is refused, because a
 chunk it references would look unreferenced.
 
+A capture in flight (docs/capture.md) has chunks no index references yet: those it uploaded and those it found
+in the store when it offered them. The sweep spares them: ``pinned`` (the server's record, ``Store.capture_pins``)
+is read under the exclusive lock, and a capture's offer holds the lock shared while it records its chunks and
+looks up which the store has, so a chunk an offer found is either pinned before the sweep or swept before the
+offer looks (and then asked for).
+
 Delta re-imaging (docs/delta.md) predicts a run's download from the version the machine holds, which needs only
 that version's *index*, never its chunks (a run fetches the new version's chunks). So a removed version that
 machines still hold (``held``: the server's record, ``Store.held_digests``) keeps its index, moved to
@@ -17,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ from provision.images.versions import Versions
 from provision.wire.index import is_sha256
 
 log = logging.getLogger(__name__)
+
+Pins = Callable[[], Collection[str]]  # the sha256s captures in flight rely on, read under the exclusive lock
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,17 @@ def held_index(store: Versions, name: str, digest: str) -> ImageIndex:
 
 
 def retain(
-    store: Versions, name: str, *, keep: int, in_use: Collection[str], held: Collection[str] | None = None
+    store: Versions,
+    name: str,
+    *,
+    keep: int,
+    in_use: Collection[str],
+    held: Collection[str] | None = None,
+    pinned: Pins | None = None,
 ) -> RetentionReport:
     """Keep the ``keep`` newest versions of ``name``, the current one and those in ``in_use`` (runs in flight);
     remove the others, keeping the index of those in ``held`` (versions machines hold, for delta re-imaging;
-    None: no index is kept and the held folder is left as it is); then gc."""
+    None: no index is kept and the held folder is left as it is); then gc, sparing ``pinned``."""
     if keep < 1:
         raise ImageError(f"retention of {name}: keep must be at least 1, not {keep}", name=name)
     bad = [d for d in in_use if not is_sha256(d)]
@@ -119,7 +133,7 @@ def retain(
             fsync_dir(held_dir(store, name))
         if held is not None:
             _prune_held(store, name, set(held))
-        report = collect(store)
+        report = collect(store, pinned)
     return RetentionReport(name, tuple(v.label for v in kept), tuple(v.label for v in removed), report,
                            tuple(v.label for v in indexes))  # fmt: skip
 
@@ -147,10 +161,15 @@ def _index_files(store: Versions) -> list[Path]:
     )
 
 
-def collect(store: Versions) -> GcReport:
-    """Mark and sweep; the caller holds the exclusive lock."""
+def collect(store: Versions, pinned: Pins | None = None) -> GcReport:
+    """Mark and sweep; the caller holds the exclusive lock. ``pinned``: chunks kept though no index names them."""
     started = time.monotonic()
     marked: set[str] = set()
+    if pinned is not None:
+        spared = set(pinned())
+        marked.update(spared)
+        if spared:
+            log.info("gc: %d chunks spared for captures in flight", len(spared))
     for path in _index_files(store):
         try:
             index = ImageIndex.from_bytes(store.read_file(path), what=str(path))

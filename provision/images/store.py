@@ -26,21 +26,28 @@ class ImageStore(Versions):
     """All images of one server under ``root``. Safe to share between threads and processes."""
 
     def retain(
-        self, name: str, keep: int = 3, in_use: Collection[str] = (), held: Collection[str] | None = None
+        self,
+        name: str,
+        keep: int = 3,
+        in_use: Collection[str] = (),
+        held: Collection[str] | None = None,
+        pinned: _retention.Pins | None = None,
     ) -> _retention.RetentionReport:
         """Remove the versions of ``name`` beyond the ``keep`` newest, except the current one and those in
         ``in_use`` (digests of running imaging runs), keeping the index of those in ``held`` (versions machines
-        hold: delta re-imaging, docs/delta.md), then garbage-collect unreferenced chunks."""
-        return _retention.retain(self, name, keep=keep, in_use=in_use, held=held)
+        hold: delta re-imaging, docs/delta.md), then garbage-collect unreferenced chunks but ``pinned`` ones
+        (captures in flight)."""
+        return _retention.retain(self, name, keep=keep, in_use=in_use, held=held, pinned=pinned)
 
     def held_index(self, name: str, digest: str) -> ImageIndex:
         """The index of a stored version, or of a removed one machines hold (``retention.held_index``)."""
         return _retention.held_index(self, name, digest)
 
-    def gc(self) -> _retention.GcReport:
-        """Remove chunks no index of any image references, and temp files left by crashes."""
+    def gc(self, pinned: _retention.Pins | None = None) -> _retention.GcReport:
+        """Remove chunks no index of any image references (but ``pinned`` ones: captures in flight), and temp
+        files left by crashes."""
         with self.lock.exclusive("gc"):
-            return _retention.collect(self)
+            return _retention.collect(self, pinned)
 
     def verify(self, ref: str, *, workers: int | None = None, progress: Progress | None = None) -> _verify.VerifyReport:
         """Re-read every chunk of a version (decompress, sha256, compare) and the index's own digest."""

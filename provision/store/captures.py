@@ -269,6 +269,14 @@ class CaptureRecords(Database):
         assert found is not None
         return found
 
+    def capture_pins(self) -> set[str]:
+        """The sha256s the capture runs in flight offered (uploaded, or found in the image store): no index
+        names them yet, so garbage collection must spare them (``provision.images.retention``)."""
+        with self._read():
+            rows = self._db.execute("SELECT DISTINCT c.sha256 FROM capture_chunks c JOIN runs r ON r.id = c.run_id "
+                                    "WHERE r.finished IS NULL AND c.sha256 IS NOT NULL").fetchall()  # fmt: skip
+        return {str(r[0]) for r in rows}
+
     def capture_chunks(self, run_id: str) -> list[str | None]:
         """The sha256s (None: a hole) the run offered, in disk order."""
         with self._read():

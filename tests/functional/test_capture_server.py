@@ -243,6 +243,34 @@ def test_a_capture_that_does_not_make_the_disk_fails_and_publishes_nothing(golde
     assert agent.done(golden.disk).json()["state"] == "failed"  # its answer again: the run has ended
 
 
+def test_retention_during_a_capture_spares_its_uploads_and_the_version_is_published(golden: Golden) -> None:
+    agent = golden.start()
+    agent.offer(golden.disk)
+    [sha] = agent.asked
+    assert agent.upload_asked(golden.disk) == 1 and golden.store.chunks.has(sha)
+    # the nightly retention runs meanwhile: the upload is named by no index yet, but the capture relies on it
+    retained = golden.provision(
+        "image", "retain", "educ", "--keep", "1", "--store", str(golden.server.store), check=False
+    )
+    assert retained.returncode == 0 and "0 chunks removed" in retained.stdout, (retained.stdout, retained.stderr)
+    assert golden.store.chunks.has(sha)
+    response = agent.done(golden.disk)
+    assert response.status_code == 200 and response.json()["state"] == "done", response.text
+    version = golden.store.current("educ")
+    assert version is not None and sha in version.index.unique_chunks()
+    assert golden.store.verify("educ").ok
+    # a capture that fails leaves its uploads to the next sweep
+    other = golden.disk[: 1 << 20] + random.Random(3).randbytes(CHUNK) + golden.disk[(1 << 20) + CHUNK :]
+    again = golden.start()
+    again.offer(other)
+    [lost] = again.asked
+    assert again.upload_asked(other) == 1
+    failed = again.post(paths.run_report(again.run), {"ok": False, "reason": "the PC was switched off"})
+    assert failed.json()["state"] == "failed", failed.text
+    out = golden.provision("image", "retain", "educ", "--store", str(golden.server.store)).stdout  # keeps both
+    assert "1 chunks removed" in out and not golden.store.chunks.has(lost) and golden.store.chunks.has(sha), out
+
+
 def test_an_agent_that_cannot_capture_waits_and_a_report_ends_a_capture(golden: Golden) -> None:
     golden.provision("image", "capture", MAC, "--name", "golden")
     answer = golden.hello(MAC, golden.token(MAC), capture=False)

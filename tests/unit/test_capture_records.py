@@ -122,6 +122,15 @@ def test_an_upload_counts_once_and_only_what_was_asked_for(store: Store) -> None
     assert (figures.uploaded_chunks, figures.uploaded_bytes, figures.new_chunks, figures.asked) == (1, 100, 1, 1)
 
 
+def test_the_chunks_of_captures_in_flight_are_pinned_until_the_run_ends(store: Store) -> None:
+    run_id = capture_run(store)
+    assert store.capture_pins() == set()
+    store.record_offer(run_id, 4 * CHUNK, 0, [SHAS[0], None, SHAS[1], SHAS[0]])  # a hole, a chunk twice
+    assert store.capture_pins() == {SHAS[0], SHAS[1]}  # uploaded or found in the store: gc must spare both
+    store.set_run_state(run_id, RunState.FAILED, "disk unreadable")
+    assert store.capture_pins() == set()  # nothing will be published from them: gc may take them
+
+
 def test_a_capture_run_captures_and_ends_done_only_naming_its_version(store: Store) -> None:
     run_id = capture_run(store)
     with pytest.raises(RunConflict, match="is a capture"):

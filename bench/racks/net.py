@@ -1,8 +1,9 @@
 """The rack's network: a switch namespace with bridge ``br0``, the server's namespace and one per agent, each
 joined to the bridge by a veth pair whose two ends are shaped with tbf (the link's rate both ways), netem
-loss under it where asked. Addresses in 198.18.0.0/24 (RFC 2544's 198.18.0.0/15): the server .1, agent i
-.(10 + i). Names carry this process's PID (``rack-PID-...``): everything is deleted by name at the end, the
-processes in a namespace killed by PID first, and namespaces a killed run left behind (PID gone) at the start.
+loss under it where asked (or nftables' random drops at the host's ingress, on a kernel without sch_netem).
+Addresses in 198.18.0.0/24 (RFC 2544's 198.18.0.0/15): the server .1, agent i .(10 + i). Names carry this
+process's PID (``rack-PID-...``): everything is deleted by name at the end, the processes in a namespace
+killed by PID first, and namespaces a killed run left behind (PID gone) at the start.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 SERVER_IP = "198.18.0.1"
 NS_RE = re.compile(r"^rack-(\d+)-")
 DROPPED_RE = re.compile(r"\(dropped (\d+),")  # tc -s: "Sent B bytes P pkt (dropped D, overlimits O ...)"
+NFT_TABLE = "rackloss"  # random drops where the kernel has no sch_netem (random_drops)
+NFT_COUNTER_RE = re.compile(r"counter packets (\d+) bytes")
 
 
 class RackError(Exception):
@@ -30,6 +34,21 @@ def ip(*argv: str, check: bool = True, tool: str = "ip") -> subprocess.Completed
     if check and done.returncode != 0:
         raise RackError(f"{tool} {' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
     return done
+
+
+def random_drops(ns: str, share: float, netem_error: str) -> None:
+    """Drop ``share`` of the packets arriving on ``ns``'s eth0, at random, counted: nftables' netdev ingress
+    hook with ``numgen random`` (what netem's ``loss`` does on the way in, for a kernel built without
+    sch_netem). RackError when neither is available."""
+    if shutil.which("nft") is None:
+        raise RackError(f"no loss injection: tc netem: {netem_error}; and no nft (apt install nftables)")
+    per = round(share * 100_000)
+    rules = (f"table netdev {NFT_TABLE} {{\n chain in {{\n  type filter hook ingress device \"eth0\" priority 0\n"
+             f"  numgen random mod 100000 < {per} counter drop\n }}\n}}\n")  # fmt: skip
+    done = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise RackError(f"no loss injection: tc netem: {netem_error}; nft: {done.stderr.strip()}")
 
 
 def agent_ip(i: int) -> str:
@@ -99,6 +118,7 @@ class Rack:
         self.server = Link(f"{self.prefix}-srv", "srv", SERVER_IP)
         self.agents = [Link(f"{self.prefix}-a{i}", f"a{i}", agent_ip(i), mac_of(i)) for i in range(agents)]
         self.made: list[str] = []
+        self.lossy_nft = shutil.which("nft") is not None  # drops() reads random_drops' counters
 
     def __enter__(self) -> Rack:
         try:
@@ -148,24 +168,32 @@ class Rack:
                 time.sleep(0.05)
 
     def shape(self, link: Link, rate: str, loss: float = 0.0) -> None:
-        """Both ends of ``link`` at ``rate``; ``loss`` (a share) dropped by netem toward the host."""
+        """Both ends of ``link`` at ``rate``; ``loss`` (a share) dropped toward the host: by netem under the tbf,
+        or where the kernel has no sch_netem, by nftables at the host's eth0 ingress (``random_drops``)."""
+        if self.lossy_nft:
+            ip("netns", "exec", link.ns, "nft", "delete", "table", "netdev", NFT_TABLE, check=False)
         for ns, dev, lossy in ((self.switch, link.port, loss), (link.ns, "eth0", 0.0)):
             ip("-n", ns, "qdisc", "del", "dev", dev, "root", check=False, tool="tc")
             # 100 ms of queue at the rate, bursts of 64 KiB (a GSO batch of datagrams)
             ip("-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", rate,
                "burst", "64kb", "latency", "100ms", tool="tc")  # fmt: skip
             if lossy > 0:
-                ip("-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem",
-                   "loss", f"{lossy * 100:g}%", "limit", "10000", tool="tc")  # fmt: skip
+                netem = ip("-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem",
+                           "loss", f"{lossy * 100:g}%", "limit", "10000", check=False, tool="tc")  # fmt: skip
+                if netem.returncode != 0:
+                    random_drops(link.ns, lossy, netem.stderr.strip())
 
     def drops(self) -> dict[tuple[str, str], int]:
-        """Packets each link's qdiscs dropped so far (tbf/netem ``dropped``), by (host namespace, ``out`` of the
-        host or ``in`` to it: the switch port's end)."""
+        """Packets each link's qdiscs dropped so far (tbf/netem ``dropped``; nftables' random drops count as
+        ``in``), by (host namespace, ``out`` of the host or ``in`` to it: the switch port's end)."""
         found: dict[tuple[str, str], int] = {}
         for link in [self.server, *self.agents]:
             for way, ns, dev in (("in", self.switch, link.port), ("out", link.ns, "eth0")):
                 out = ip("-n", ns, "-s", "qdisc", "show", "dev", dev, check=False, tool="tc").stdout
                 found[(link.ns, way)] = sum(int(n) for n in DROPPED_RE.findall(out))
+            if self.lossy_nft:
+                table = ip("netns", "exec", link.ns, "nft", "list", "table", "netdev", NFT_TABLE, check=False).stdout
+                found[(link.ns, "in")] += sum(int(n) for n in NFT_COUNTER_RE.findall(table))
         return found
 
     def exec(self, ns: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:

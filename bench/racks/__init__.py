@@ -15,7 +15,10 @@ each link's qdisc dropped (server out/in, agents in/out).
 
 The agents (and udp-receivers) run at ``--agent-nice`` (5): on a rack each PC has its own CPU, here N agents
 share the 2 cores with the server, and at the same niceness their start (N Python processes at once) took the
-carousel's sender off its pace. ``--agent-nice 0`` measures them at the server's priority.
+carousel's sender off its pace. ``--agent-nice 0`` measures them at the server's priority. For the same reason
+each agent's Python is started and has imported the agent before its clock starts (``warmstart.py``: about
+0.3 s of CPU each, which N PCs spend side by side but N agents here one after another on 2 cores); ``--cold``
+starts each one when its clock starts.
 
 Scenarios (``--scenarios``, multicast, at ``--scenario-agents`` N): ``late``: the last agent starts at 30 %
 of the baseline's time (it should finish about one carousel pass after joining, the others unchanged);

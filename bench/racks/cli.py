@@ -46,6 +46,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=5,
         help="the agents' niceness (default 5: below the server's, as on separate PCs; 0: the same)",
     )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="start each agent's Python when its clock starts (default: warm, imported before: warmstart.py)",
+    )
     return p.parse_args(argv)
 
 
@@ -89,8 +94,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"image: {version.index.disk_size / 2**20:.0f} MiB disk, {version.index.mapped_bytes / 2**20:.0f} MiB "
           f"mapped, {stored / 2**20:.1f} MiB stored (zstd), export {wire['udpcast'] / 2**20:.1f} MiB; links "
           f"{args.rate} (tbf); carousel and udp-sender paced at {send_rate * 8 / 1e6:.0f} Mbit/s; "
-          f"{os.cpu_count()} CPUs; agents at nice {args.agent_nice}; provision from a copy in {code}",
-          flush=True)  # fmt: skip
+          f"{os.cpu_count()} CPUs; agents at nice {args.agent_nice}, {'cold' if args.cold else 'warm'}; "
+          f"provision from a copy in {code}", flush=True)  # fmt: skip
     rounds: dict[tuple[str, int], Round] = {}
     scen: dict[str, Round] = {}
     skipped: dict[str, str] = {}
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     rnd = udpcast_round(rack, place, export, export_sha, n, int(bits * 0.9), args.agent_nice)
                 else:
                     rnd = agents_round(rack, place, work / "store", t, n, version.index.disk_size, send_rate,
-                                       nice=args.agent_nice)  # fmt: skip
+                                       nice=args.agent_nice, warm=not args.cold)  # fmt: skip
                 rounds[(t, n)] = rnd
                 print(f"  {t} x{n}: {rnd.seconds:.1f} s{'' if rnd.ok else ' NOT OK: ' + rnd.note}", flush=True)
         m = args.scenario_agents
@@ -112,7 +117,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
         if scenarios and base is None:
             shutil.rmtree(work / "rounds" / f"base-{m}", ignore_errors=True)  # a --workdir's last run
             base = agents_round(rack, work / "rounds" / f"base-{m}", work / "store", "multicast", m,
-                                version.index.disk_size, send_rate, nice=args.agent_nice)  # fmt: skip
+                                version.index.disk_size, send_rate, nice=args.agent_nice,
+                                warm=not args.cold)  # fmt: skip
             rounds[("multicast", m)] = base
         twists = {"late": Twist(late=0.3 * base.seconds if base else 0), "slow": Twist(slow=f"{bits // 10}bit"),
                   "kill": Twist(kill=0.5 * base.seconds if base else 0),
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             shutil.rmtree(place, ignore_errors=True)
             try:
                 scen[s] = agents_round(rack, place, work / "store", "multicast", m, version.index.disk_size,
-                                       send_rate, twists[s], nice=args.agent_nice)  # fmt: skip
+                                       send_rate, twists[s], nice=args.agent_nice, warm=not args.cold)  # fmt: skip
             except RackError as exc:  # e.g. a kernel without sch_netem: the others' figures still print
                 print(f"  scenario {s}: not run: {exc}", flush=True)
                 skipped[s] = str(exc)

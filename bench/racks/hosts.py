@@ -21,6 +21,7 @@ from bench.racks.net import SERVER_IP, Link, Rack, RackError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_PROBE = REPO / "tests" / "samples" / "probes" / "debian-vm"
+WARMSTART = Path(__file__).resolve().parent / "warmstart.py"
 HTTP_PORT = 8080
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CODE = [REPO]  # where the server and the agents import provision from: ``snapshot`` sets it
@@ -128,9 +129,11 @@ class Server:
 
 
 def start_agent(procs: Procs, link: Link, mac: str, token: str, disks: Path, log: Path,
-                nice: int = 0) -> subprocess.Popen[bytes]:  # fmt: skip
-    """One agent (``nice``: its niceness; the rack bench runs agents below the server, see its docstring)."""
-    argv = ["nice", "-n", str(nice), sys.executable, "-m", "provision.agent", "--server", Server.url, "--mac", mac,
+                nice: int = 0, warm: tuple[Path, Path] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """One agent (``nice``: its niceness; the rack bench runs agents below the server, see its docstring).
+    ``warm``: (READY, GO): it imports, creates READY and runs only once GO exists (``warmstart.py``)."""
+    launcher = ["-m", "provision.agent"] if warm is None else [str(WARMSTART), str(warm[0]), str(warm[1]), "--"]
+    argv = ["nice", "-n", str(nice), sys.executable, *launcher, "--server", Server.url, "--mac", mac,
             "--token", token, "--probe-dir", str(SAMPLE_PROBE), "--disks-from", str(disks), "--once", "--no-grow",
             "--no-firstboot-secret", "--no-screen", "--cmdline", os.devnull, "--deadline", "120",
             "--fetch-deadline", "120"]  # fmt: skip

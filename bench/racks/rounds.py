@@ -70,8 +70,10 @@ def fresh_disk(folder: Path, size: int) -> Path:
 
 
 def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, disk_size: int, rate: int,
-                 twist: Twist = Twist(), nice: int = 0) -> Round:  # fmt: skip
-    """N agents against a fresh server whose config says ``transfer: transport``; the agents at ``nice``."""
+                 twist: Twist = Twist(), nice: int = 0, warm: bool = True) -> Round:  # fmt: skip
+    """N agents against a fresh server whose config says ``transfer: transport``; the agents at ``nice``.
+    ``warm``: every agent is started and has imported before the clock starts (``warmstart.py``); each one
+    (the late one too) is then let go at its time. Cold: each is started at its time."""
     procs = Procs()
     links = rack.agents[:n]
     try:
@@ -84,29 +86,39 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
         macs = [mac_of(i) for i in range(n)]
         tokens = {link.mac or "": server.token(link) for link in links}
         disks = [fresh_disk(work / f"pc{i}", disk_size) for i in range(n)]
-        cpu = server.cpu()
         started = [0.0] * n
         procs_by_i: dict[int, Any] = {}
+        gates = [(work / f"agent{i}.ready", work / f"agent{i}.go") for i in range(n)] if warm else []
+
+        def start(i: int) -> None:
+            if warm:
+                gates[i][1].touch()
+            else:
+                procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i],
+                                            work / f"agent{i}.log", nice)  # fmt: skip
+            started[i] = time.monotonic()
+
+        if warm:
+            for i in range(n):
+                procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i],
+                                            work / f"agent{i}.log", nice, gates[i])  # fmt: skip
+            wait_ready(gates, procs_by_i)
+        cpu = server.cpu()
         t0 = time.monotonic()
         for i in range(n):
-            if twist.late and i == n - 1:
-                continue
-            started[i] = time.monotonic()
-            procs_by_i[i] = start_agent(procs, links[i], macs[i], tokens[macs[i]], disks[i], work / f"agent{i}.log",
-                                        nice)  # fmt: skip
+            if not (twist.late and i == n - 1):
+                start(i)
         ends: dict[int, float] = {}
         killed = False
         while len(ends) < n:
             now = time.monotonic()
-            if twist.late and n - 1 not in procs_by_i and now - t0 >= twist.late:
-                started[n - 1] = now
-                procs_by_i[n - 1] = start_agent(procs, links[n - 1], macs[n - 1], tokens[macs[n - 1]],
-                                                disks[n - 1], work / f"agent{n - 1}.log", nice)  # fmt: skip
+            if twist.late and not started[n - 1] and now - t0 >= twist.late:
+                start(n - 1)
             if twist.kill and not killed and now - t0 >= twist.kill:
                 procs.kill(procs_by_i[n - 1])
                 killed = True
             for i, proc in procs_by_i.items():
-                if i not in ends and proc.poll() is not None:
+                if i not in ends and started[i] and proc.poll() is not None:
                     ends[i] = time.monotonic()
             if now - t0 > AGENT_TIMEOUT:
                 raise RackError(f"{transport} x{n}: agents still running after {AGENT_TIMEOUT:.0f} s")
@@ -129,6 +141,16 @@ def agents_round(rack: Rack, work: Path, store: Path, transport: str, n: int, di
         procs.close()
         for link in links:
             rack.shape(link, rack.rate)
+
+
+def wait_ready(gates: list[tuple[Path, Path]], procs: dict[int, Any], timeout: float = 60.0) -> None:
+    """Until every warm agent has imported (its READY file); RackError if one exits or takes ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not all(ready.exists() for ready, _ in gates):
+        dead = [i for i, proc in procs.items() if proc.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise RackError(f"warm agents {dead or 'all'} not ready (exited or over {timeout:.0f} s): see agent*.log")
+        time.sleep(0.02)
 
 
 def sha256_of(path: Path) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
 import os
 import re
+import secrets
 import socket
 import struct
 from dataclasses import dataclass
@@ -101,21 +101,26 @@ def fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (never readable by others, not even briefly)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+def _write_private(path: Path, data: bytes) -> bool:
+    """Create ``path`` with mode 0600 from the start (never readable by others, not even briefly), unless it
+    exists: False then (another process made its key first: that one is kept, so both use the same)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # its own: a writer at once has another
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)  # never replaces: two first uses at once end with one key
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def _write_public(path: Path, line: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     tmp.write_text(line + "\n", encoding="ascii")
     tmp.chmod(0o644)
     tmp.replace(path)
@@ -166,8 +171,10 @@ def ensure_server_key(state_dir: Path, *, comment: str | None = None) -> ServerK
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
         )
-        _write_private(private, pem)
-        log.info("created the server's SSH key %s", private)
+        if _write_private(private, pem):
+            log.info("created the server's SSH key %s", private)
+        else:  # made by another process meanwhile (two commands' first use at once): theirs is the key
+            key = _load_private(private)
     existing = public.read_text(encoding="ascii", errors="replace").strip() if public.is_file() else ""
     derived = _public_line(key, "")
     if existing.split()[:2] == derived.split()[:2]:

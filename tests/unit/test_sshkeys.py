@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+import threading
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +33,27 @@ def test_created_once_with_private_modes(tmp_path):
     assert isinstance(private, Ed25519PrivateKey)
     again = ensure_server_key(tmp_path, comment="other")
     assert again == key  # kept, comment included
+    assert not list((tmp_path / "ssh").glob(".*tmp"))
+
+
+def test_first_uses_at_once_end_with_one_key(tmp_path):
+    # two commands starting on a fresh machine (the tests' two pytest processes: scripts/test) each make a key;
+    # the first one written is kept and every caller gets it, never a key the file no longer holds
+    start = threading.Barrier(8)
+    keys = []
+
+    def first_use():
+        start.wait()
+        keys.append(ensure_server_key(tmp_path, comment="provision@test"))
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    on_disk = ensure_server_key(tmp_path, comment="provision@test")
+    assert len(keys) == 8 and all(k.public_line == on_disk.public_line for k in keys)
+    assert on_disk.public_path.read_text() == on_disk.public_line + "\n"
     assert not list((tmp_path / "ssh").glob(".*tmp"))
 
 

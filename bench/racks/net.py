@@ -23,6 +23,7 @@ NS_RE = re.compile(r"^rack-(\d+)-")
 DROPPED_RE = re.compile(r"\(dropped (\d+),")  # tc -s: "Sent B bytes P pkt (dropped D, overlimits O ...)"
 NFT_TABLE = "rackloss"  # random drops where the kernel has no sch_netem (random_drops)
 NFT_COUNTER_RE = re.compile(r"counter packets (\d+) bytes")
+GSO_MAX_SEGS = 65535  # a veth's default (``ip -d link``): GSO packets pass whole
 
 
 class RackError(Exception):
@@ -172,6 +173,7 @@ class Rack:
         or where the kernel has no sch_netem, by nftables at the host's eth0 ingress (``random_drops``)."""
         if self.lossy_nft:
             ip("netns", "exec", link.ns, "nft", "delete", "table", "netdev", NFT_TABLE, check=False)
+            ip("-n", self.switch, "link", "set", "dev", link.port, "gso_max_segs", str(GSO_MAX_SEGS))
         for ns, dev, lossy in ((self.switch, link.port, loss), (link.ns, "eth0", 0.0)):
             ip("-n", ns, "qdisc", "del", "dev", dev, "root", check=False, tool="tc")
             # 100 ms of queue at the rate, bursts of 64 KiB (a GSO batch of datagrams)
@@ -181,6 +183,10 @@ class Rack:
                 netem = ip("-n", ns, "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "netem",
                            "loss", f"{lossy * 100:g}%", "limit", "10000", check=False, tool="tc")  # fmt: skip
                 if netem.returncode != 0:
+                    # the carousel's GSO batches (up to 45 datagrams in one packet) reach the host whole: dropped
+                    # at its ingress, one drop would lose a batch; segmented at the switch's port, as a wire
+                    # loses frames, each datagram is dropped on its own
+                    ip("-n", self.switch, "link", "set", "dev", link.port, "gso_max_segs", "1")
                     random_drops(link.ns, lossy, netem.stderr.strip())
 
     def drops(self) -> dict[tuple[str, str], int]:

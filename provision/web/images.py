@@ -5,9 +5,10 @@
 - ``GET /images/{name}/{version}/disk.bmap``: bmap 2.0 for bmaptool;
 - ``GET /images/{name}/{version}/disk.img.zst``: the stored frames in disk order, each sent with
   ``loop.sendfile`` (zero copy) and hole frames written from memory, under one Content-Length;
-- ``GET /chunks/{sha256}``: one stored frame (``loop.sendfile`` too). A single byte range
-  (``Range: bytes=A-B`` or ``bytes=A-``) is answered 206 with those bytes of the frame (the multicast agent's
-  repair of a frame it got in part), 416 when A is past the end; any other Range form gets the whole frame.
+- ``GET /chunks/{sha256}``: one stored frame (``loop.sendfile`` too). Byte ranges (``Range: bytes=A-B`` or
+  ``bytes=A-``, up to 64 of them, ascending and apart: ``provision.wire.byteranges``) are answered 206 with
+  those bytes of the frame, several as ``multipart/byteranges`` (the multicast agent's repair of a frame it got
+  in part), 416 when one starts past the end; any other Range form gets the whole frame.
 
 A stored frame is sent only from a descriptor opened without following a symlink and only once checked
 (decoded, sha256 equal to its name), first time by a worker thread, then from the per-process record
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import secrets
 import time
 from collections.abc import Sequence
 
@@ -36,6 +37,16 @@ from provision.images import ImageError, ImageStore, ImageVersion
 from provision.images.verified import Frame
 from provision.web.errors import provision_errors
 from provision.wire import paths
+from provision.wire.byteranges import (
+    MULTIPART,
+    BadRanges,
+    Ranges,
+    closing,
+    content_range,
+    multipart_length,
+    parse_ranges,
+    part_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +82,6 @@ async def _sendfile(request: web.Request, frame: Frame, size: int, offset: int =
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
     await asyncio.get_running_loop().sendfile(transport, frame.file(), offset, size)
-
-
-_RANGE = re.compile(r"\s*bytes\s*=\s*([0-9]+)-([0-9]*)\s*", re.ASCII | re.IGNORECASE)
-_FAR = 1 << 63  # any position past every frame: a longer number is not converted (int() refuses 4300 digits)
-
-
-def _position(digits: str) -> int:
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 18 else _FAR
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(first, last) of a single ``bytes=A-B`` / ``bytes=A-`` range clipped to ``size`` bytes; None to send the
-    whole body (no header, or a form this server does not serve: several ranges, suffixes); ValueError when A
-    is at or past the end (416)."""
-    found = None if header is None else _RANGE.fullmatch(header)
-    if found is None:
-        return None
-    start, end = _position(found[1]), (_position(found[2]) if found[2] else size - 1)
-    if start >= size:
-        raise ValueError(f"range starts at {start}, the frame has {size} bytes")
-    if end < start:
-        return None
-    return start, min(end, size - 1)
 
 
 async def disk_bmap(request: web.Request) -> web.Response:
@@ -147,18 +134,36 @@ async def chunk(request: web.Request) -> web.StreamResponse:
             await asyncio.to_thread(store.frames.check, frame)  # 500 if bad: never sent
         headers = {"Content-Type": ZSTD, "Cache-Control": IMMUTABLE, "ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}
         try:
-            wanted = byte_range(request.headers.get("Range"), frame.size)
-        except ValueError:
+            wanted = parse_ranges(request.headers.get("Range"), frame.size)
+        except BadRanges:
             raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{frame.size}"}) from None
-        start, end = wanted or (0, frame.size - 1)
+        if wanted is not None and len(wanted) > 1:
+            return await _parts(request, frame, wanted, headers)
+        start, end = wanted[0] if wanted else (0, frame.size - 1)
         response = web.StreamResponse(status=206 if wanted else 200, headers=headers)
         if wanted:
-            response.headers["Content-Range"] = f"bytes {start}-{end}/{frame.size}"
+            response.headers["Content-Range"] = content_range(start, end, frame.size)
         response.content_length = end - start + 1
         await response.prepare(request)
         if request.method != "HEAD":
             await _sendfile(request, frame, end - start + 1, start)
         await response.write_eof()
+    return response
+
+
+async def _parts(request: web.Request, frame: Frame, ranges: Ranges, headers: dict[str, str]) -> web.StreamResponse:
+    """A 206 of several ranges: ``multipart/byteranges``, each part's bytes sent with sendfile."""
+    boundary = secrets.token_hex(16)
+    headers = {**headers, "Content-Type": f"{MULTIPART}; boundary={boundary}"}
+    response = web.StreamResponse(status=206, headers=headers)
+    response.content_length = multipart_length(ranges, boundary, frame.size, ZSTD)
+    await response.prepare(request)
+    if request.method != "HEAD":
+        for i, (first, last) in enumerate(ranges):
+            await response.write(part_head(boundary, first, last, frame.size, ZSTD, leading=i == 0))
+            await _sendfile(request, frame, last - first + 1, first)
+        await response.write(closing(boundary))
+    await response.write_eof()
     return response
 
 

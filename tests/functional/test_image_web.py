@@ -16,6 +16,7 @@ import zstandard
 
 from provision.images import ImageStore, ImageVersion
 from provision.web.images import image_app
+from provision.wire.byteranges import boundary_of, parse_multipart, range_header
 from tests.support.images import CHUNK, MiB, check_bmap, make_disk, serve, unzstd
 
 SIZE = 6 * MiB + 512
@@ -112,8 +113,8 @@ def test_chunks(served: Served) -> None:
 
 
 def test_chunk_byte_ranges(served: Served) -> None:
-    """A single range is a 206 of exactly those bytes (the multicast agent's repair); past the end a 416; other
-    forms the whole frame."""
+    """A range is a 206 of exactly those bytes, several a multipart answer of exactly them (the multicast
+    agent's repair); past the end a 416; other forms the whole frame."""
     sha = max(served.version.index.unique_chunks(), key=lambda s: served.store.chunks.path(s).stat().st_size)
     whole = served.get(f"/chunks/{sha}").content
     assert len(whole) > 3000
@@ -127,9 +128,17 @@ def test_chunk_byte_ranges(served: Served) -> None:
     past = served.get(f"/chunks/{sha}", headers={"Range": f"bytes={len(whole)}-"})
     assert past.status_code == 416
     assert past.headers["Content-Range"] == f"bytes */{len(whole)}"
-    for header in ("bytes=-100", "bytes=0-1,5-6", "items=0-1", "bytes=9-3"):
+    for header in ("bytes=-100", "bytes=5-6,0-1", "items=0-1", "bytes=9-3", "bytes=0-10,5-20"):
         response = served.get(f"/chunks/{sha}", headers={"Range": header})
         assert (response.status_code, response.content) == (200, whole), header
+    # several ranges (a frame missing scattered datagrams): one multipart/byteranges answer of exactly them
+    ranges = [(0, 99), (1400, 2799), (len(whole) - 10, len(whole) - 1)]
+    response = served.get(f"/chunks/{sha}", headers={"Range": range_header(ranges)})
+    assert response.status_code == 206 and int(response.headers["Content-Length"]) == len(response.content)
+    boundary = boundary_of(response.headers["Content-Type"])
+    assert boundary is not None and "Content-Range" not in response.headers
+    parts = parse_multipart(response.content, boundary, len(whole))
+    assert parts == {a: whole[a : b + 1] for a, b in ranges}
 
 
 def test_list(served: Served) -> None:

@@ -8,7 +8,7 @@
 - ``random_disk(size, data)``: a raw disk of random chunks (listed, or a fraction) and zeros.
 - ``FakeSession``: serves a FakeImage like provision's HTTP routes, with faults scripted per chunk, and counts
   every GET. It is a plain object with ``get()``, as the agent's ``HttpSession`` protocol asks; a chunk GET
-  with ``Range: bytes=A-B`` is a 206 of those bytes, recorded in ``ranges``.
+  with ``Range:`` is a 206 of those bytes (several: ``multipart/byteranges``), each range recorded in ``ranges``.
 - ``RecordingTarget``: a real ``DiskTarget`` that records the sha256 of every write (and can lie).
 - ``GROW_LAYOUT``, ``fake_ext4(path, offset, size)``, ``make_grow_disk(path, grow_to)``: a 64 MiB GPT disk file
   (builder.layout) whose root partition holds only an ext4 superblock, for grow and seed with fake tools.
@@ -39,6 +39,7 @@ from provision.agent.disk_io import AlignedBuffer, Kind
 from provision.agent.rootpart import ROOT_X86_64
 from provision.builder.layout import BIOS_BOOT, ESP, NewPartition, write_gpt
 from provision.images.partitions import PartitionTable
+from provision.wire.byteranges import closing, content_range, parse_ranges, part_head
 from tests.support.files import write_tree
 
 KiB = 1024
@@ -142,7 +143,8 @@ class FakeSession:
     on_get: Callable[[str], None] | None = None
     gets: list[str] = field(default_factory=list)
     chunk_gets: Counter[str] = field(default_factory=Counter)
-    ranges: list[tuple[str, int, int]] = field(default_factory=list)  # (sha256, first, last) of range GETs
+    ranges: list[tuple[str, int, int]] = field(default_factory=list)  # (sha256, first, last) of each range asked
+    range_gets: int = 0  # GETs with a Range header (several ranges in one count once)
 
     def fault(self, digest: str, *kinds: str) -> None:
         self.faults.setdefault(digest, deque()).extend(kinds)
@@ -168,11 +170,7 @@ class FakeSession:
             return FakeResponse(404, b'{"error": "no chunk"}')
         body = self.image.frames[digest]
         if headers and "Range" in headers:
-            first, last = (int(x) for x in headers["Range"].removeprefix("bytes=").split("-"))
-            self.ranges.append((digest, first, last))
-            response = FakeResponse(206, body[first : last + 1])
-            response.headers["Content-Range"] = f"bytes {first}-{min(last, len(body) - 1)}/{len(body)}"
-            return response
+            return self._ranges(digest, body, headers["Range"])
         queue = self.faults.get(digest)
         kind = queue.popleft() if queue else "ok"
         if kind == "corrupt":
@@ -195,6 +193,25 @@ class FakeSession:
             return FakeResponse(200, body, cut=True)
         assert kind == "ok", kind
         return FakeResponse(200, body)
+
+    def _ranges(self, digest: str, body: bytes, header: str) -> FakeResponse:
+        """The ranges asked, as provision's ``GET /chunks/`` answers them (``provision.wire.byteranges``)."""
+        wanted = parse_ranges(header, len(body))
+        assert wanted, header  # the agent asks only for ranges the server serves
+        self.ranges += [(digest, first, last) for first, last in wanted]
+        self.range_gets += 1
+        if len(wanted) == 1:
+            [(first, last)] = wanted
+            response = FakeResponse(206, body[first : last + 1])
+            response.headers["Content-Range"] = content_range(first, last, len(body))
+            return response
+        parts = b"".join(
+            part_head("fake-boundary", a, b, len(body), "application/zstd", leading=i == 0) + body[a : b + 1]
+            for i, (a, b) in enumerate(wanted)
+        )
+        response = FakeResponse(206, parts + closing("fake-boundary"))
+        response.headers["Content-Type"] = "multipart/byteranges; boundary=fake-boundary"
+        return response
 
 
 def _canonical(value: object) -> bytes:

@@ -16,10 +16,11 @@ from provision.agent import HttpRefused, WriteReport, read_index, write_image
 from provision.agent.fetch import Fetcher
 from provision.agent.index import Index
 from provision.agent.multicast import Limits, MulticastSource, Timeouts
-from provision.agent.multicast.loads import MAX_RANGES, RepairFailed, fetch_ranges
+from provision.agent.multicast.loads import RepairFailed, fetch_ranges
 from provision.agent.multicast.reassembly import Repair, pieces_of
 from provision.agent.multicast.source import Receiver
 from provision.errors import ProvisionError
+from provision.wire.byteranges import MAX_RANGES
 from provision.wire.carousel import (
     MAX_PAYLOAD,
     MulticastAnswer,
@@ -210,9 +211,10 @@ def test_a_failed_write_stops_the_listener_and_leaves(tmp_path: Path) -> None:
     assert [c.event for c in api.calls] == ["join", "leave"] and api.calls[-1].reason == "stopped"
 
 
-def test_a_frame_with_many_gaps_is_repaired_by_one_range(tmp_path: Path) -> None:
-    """Scattered loss (or forged pieces) in one frame: one range from the first gap to the last, not a GET per
-    gap; fewer gaps: exactly the missing ranges."""
+def test_a_frame_with_many_gaps_is_repaired_by_exactly_its_gaps_in_one_request(tmp_path: Path) -> None:
+    """Scattered loss in one frame (every other datagram of its first 40): exactly the missing ranges, all in one
+    request (a multipart answer), never one range from the first gap to the last (the whole frame at 5 % loss);
+    a frame with one gap: a plain range."""
     image = image_with_repeats()
     index = read_index(image.index)
     frames = frames_of(image)
@@ -220,15 +222,31 @@ def test_a_frame_with_many_gaps_is_repaired_by_one_range(tmp_path: Path) -> None
     datagrams = list(stream(frames, index.digest, chunks=len(frames)))
     of = [i for i, d in enumerate(datagrams) if decode(d).chunk in (2, 4)]
     lost = {i for i in of if decode(datagrams[i]).chunk == 2 and i % 2 and decode(datagrams[i]).offset < 40 * 1400}
-    lost |= {i for i in of if decode(datagrams[i]).chunk == 4 and i % 2 and decode(datagrams[i]).offset < 8 * 1400}
+    lost |= {i for i in of if decode(datagrams[i]).chunk == 4 and decode(datagrams[i]).offset == 2 * 1400}
     target = sparse_file(tmp_path / "disk.img", len(image.raw))
     report, source, session, _ = write(image, target, [d for i, d in enumerate(datagrams) if i not in lost], FakeApi())
     assert sha256_file(target, len(image.raw)) == sha(image.raw) and report.ok
     gaps = sorted(decode(datagrams[i]).offset for i in lost if decode(datagrams[i]).chunk == 2)
-    assert len(gaps) > MAX_RANGES
-    assert [(a, b) for s, a, b in session.ranges if s == order[2]] == [(gaps[0], gaps[-1] + MAX_PAYLOAD - 1)]
-    assert len([r for r in session.ranges if r[0] == order[4]]) == len(lost) - len(gaps) <= MAX_RANGES
-    assert source.report().chunks_http == 0
+    assert 16 < len(gaps) <= MAX_RANGES
+    asked = [(a, b) for s, a, b in session.ranges if s == order[2]]
+    assert asked == [(gap, gap + MAX_PAYLOAD - 1) for gap in gaps]  # each gap alone, nothing between
+    assert [(a, b) for s, a, b in session.ranges if s == order[4]] == [(2 * 1400, 3 * 1400 - 1)]
+    assert session.range_gets == 2
+    transfer = source.report()
+    data = len(lost) * MAX_PAYLOAD  # and each multipart part's delimiter and headers, under 128 bytes
+    assert transfer.chunks_http == 0 and data < transfer.repair_bytes < data + 128 * len(gaps)
+
+
+def test_more_gaps_than_one_request_asks_for_take_several() -> None:
+    length = (2 * MAX_RANGES + 3) * 2 * MAX_PAYLOAD
+    whole = bytes(random.Random(5).randbytes(length))
+    pieces = {at: whole[at : at + MAX_PAYLOAD] for at in range(0, length, 2 * MAX_PAYLOAD)}  # every other one
+    image = SimpleNamespace(frames={"ab" * 32: whole})
+    session = FakeSession(cast(FakeImage, image))
+    fetcher = SimpleNamespace(session=session, chunk_url=lambda sha: f"{SERVER}/chunks/{sha}", policy=FAST)
+    frame, fetched = fetch_ranges(cast(Fetcher, fetcher), Repair(0, "ab" * 32, length, pieces))
+    assert frame == whole and session.range_gets == 3 and len(session.ranges) == 2 * MAX_RANGES + 3
+    assert fetched > length // 2  # the multipart answers' bytes: the gaps and each part's headers
 
 
 class EndlessResponse:
@@ -324,3 +342,33 @@ def test_close_closes_and_leaves_whatever_fails(
     assert receiver.closed and [c.event for c in api.calls] == ["join", "leave"]
     assert "cannot read the kernel's drop count: OSError" in caplog.text
     assert ("cannot close the socket" in caplog.text) is close_fails
+
+
+class OneAnswer:
+    """A session that answers every GET with one scripted response."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.response = (status, body, headers)
+
+    def get(self, url: str, **kw: object) -> object:
+        status, body, headers = self.response
+        return SimpleNamespace(status_code=status, headers=headers, iter_content=lambda n: iter([body]),
+                               close=lambda: None)  # fmt: skip
+
+
+def test_a_server_that_ignores_ranges_sends_the_whole_frame_and_a_short_answer_is_refused() -> None:
+    whole = random.Random(3).randbytes(4 * MAX_PAYLOAD)
+    event = Repair(
+        0, "ab" * 32, len(whole), {0: whole[:MAX_PAYLOAD], 2 * MAX_PAYLOAD: whole[2 * MAX_PAYLOAD : 3 * MAX_PAYLOAD]}
+    )
+
+    def fetch(session: OneAnswer) -> tuple[bytes, int]:
+        fetcher = SimpleNamespace(session=session, chunk_url=lambda sha: f"{SERVER}/chunks/{sha}", policy=FAST)
+        return fetch_ranges(cast(Fetcher, fetcher), event)
+
+    assert fetch(OneAnswer(200, whole, {})) == (whole, len(whole))
+    one_part = b"--b\r\nContent-Range: bytes 1400-2799/5600\r\n\r\n" + whole[1400:2800] + b"\r\n--b--\r\n"
+    with pytest.raises(RepairFailed, match="lacks bytes 4200-5599"):
+        fetch(OneAnswer(206, one_part, {"Content-Type": "multipart/byteranges; boundary=b"}))
+    with pytest.raises(RepairFailed, match="HTTP 200"):
+        fetch(OneAnswer(200, whole[:-1], {}))

@@ -59,6 +59,12 @@ class Egress:
         self.other = 0.0  # bytes/s the interface sent besides the carousel, over the window
         self.paced = rate
 
+    def reset(self) -> None:
+        """Forget the samples (the carousel resumes after a pause: what the link sent meanwhile is no guide to
+        now, and a sample from before it would spread the pause's traffic over the next second)."""
+        self.samples.clear()
+        self.other, self.paced = 0.0, self.rate
+
     def pace(self, own_bytes: int, own_datagrams: int) -> int:
         now = self.clock()
         try:

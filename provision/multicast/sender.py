@@ -162,6 +162,9 @@ class Sender:
                 log.info("carousel %s: sending to %s:%d from pass %d chunk %d of %d", self.digest[:12],
                          self.target.group, self.target.port, *self.position, len(self.order))  # fmt: skip
                 self._pacer.reset()
+                if self._egress is not None:
+                    self._egress.reset()
+                    self._pacer.set_rate(self.rate)
             self._go.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"carousel-{self.digest[:12]}", daemon=True)

@@ -56,6 +56,17 @@ def test_it_makes_room_for_other_traffic_and_takes_it_back() -> None:
     assert link.run(2.0, RATE, 0, egress) == RATE  # the window (1 s) past the traffic
 
 
+def test_after_a_pause_the_traffic_sent_meanwhile_is_forgotten() -> None:
+    link = Link()
+    egress = egress_on(link)
+    link.run(2.0, RATE, 0, egress)
+    unasked = Egress(RATE, lambda: 0)  # the carousel paused: nobody reads the counter
+    link.run(9.5, 0, 4_000_000, unasked)  # the link busy with HTTP meanwhile
+    link.run(0.5, 0, 0, unasked)  # then quiet
+    egress.reset()  # the carousel resumes (Sender.resume)
+    assert link.run(0.2, RATE, 0, egress) == RATE  # not the pause's 3.8 MB/s spread over the next second
+
+
 def test_a_counter_that_fails_or_goes_back_leaves_the_rate() -> None:
     def broken() -> int:
         raise OSError("interface gone")
